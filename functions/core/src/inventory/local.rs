@@ -1,0 +1,127 @@
+//! The local inventory: instances listed in `dbroles.local.toml`.
+//!
+//! ```toml
+//! [[instances]]
+//! arn = "arn:aws:rds:us-east-1:000000000000:db:postgres"
+//! engine = "postgres"
+//! host = "127.0.0.1"
+//! port = 5432
+//! master_user = "postgres"
+//! master_password_env = "PGPASSWORD"   # or master_password = "..."
+//! ```
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalInstance {
+    pub arn: String,
+    pub engine: String,
+    pub host: String,
+    pub port: u16,
+    pub master_user: String,
+    #[serde(default)]
+    pub master_password: Option<String>,
+    #[serde(default)]
+    pub master_password_env: Option<String>,
+    #[serde(default)]
+    pub db_name: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<DbTag>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    instances: Vec<LocalInstance>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LocalInventory {
+    instances: Vec<LocalInstance>,
+}
+
+pub const LOCAL_POSTGRES_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:postgres";
+pub const LOCAL_MARIADB_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:mariadb";
+
+impl LocalInventory {
+    pub fn new(instances: Vec<LocalInstance>) -> Result<Self, String> {
+        for (i, instance) in instances.iter().enumerate() {
+            instance.arn.parse::<InstanceArn>().map_err(|e| format!("instances[{i}].arn: {e}"))?;
+            if instance.master_password.is_some() && instance.master_password_env.is_some() {
+                return Err(format!("instances[{i}]: give master_password or master_password_env, not both"));
+            }
+        }
+        Ok(Self { instances })
+    }
+
+    /// The machine's PostgreSQL and MariaDB, as the local server knows them with no file.
+    pub fn defaults() -> Self {
+        let local = |arn: &str, engine: &str, port, user: &str| LocalInstance {
+            arn: arn.into(),
+            engine: engine.into(),
+            host: "127.0.0.1".into(),
+            port,
+            master_user: user.into(),
+            master_password: Some(String::new()),
+            master_password_env: None,
+            db_name: None,
+            tags: vec![DbTag { key: "environment".into(), value: "local".into() }],
+        };
+        Self {
+            instances: vec![
+                local(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres"),
+                local(LOCAL_MARIADB_ARN, "mariadb", 3306, "root"),
+            ],
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::new(file.instances).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn find(&self, arn: &str) -> Option<&LocalInstance> {
+        self.instances.iter().find(|instance| instance.arn == arn)
+    }
+}
+
+#[async_trait]
+impl Inventory for LocalInventory {
+    async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
+        Ok(self.find(arn.as_str()).map(|local| Instance {
+            arn: local.arn.clone(),
+            kind: arn.kind,
+            identifier: arn.id.clone(),
+            engine: local.engine.clone(),
+            host: local.host.clone(),
+            port: local.port,
+            db_name: local.db_name.clone().unwrap_or_default(),
+            tags: local.tags.clone(),
+            master_user: local.master_user.clone(),
+            master_secret_arn: None,
+            security_groups: Vec::new(),
+            status: "available".into(),
+        }))
+    }
+
+    async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError> {
+        let local = self
+            .find(&instance.arn)
+            .ok_or_else(|| InventoryError::Unavailable(format!("{} is not in the local inventory", instance.arn)))?;
+        let password = match (&local.master_password, &local.master_password_env) {
+            (_, Some(var)) => std::env::var(var)
+                .map_err(|_| InventoryError::Unavailable(format!("the variable {var} (master_password_env) is not set")))?,
+            (Some(password), None) => password.clone(),
+            (None, None) => String::new(),
+        };
+        Ok(MasterCredentials { user: local.master_user.clone(), password: SecretString::from(password) })
+    }
+}

@@ -1,0 +1,54 @@
+//! The `Inventory` port: finds a database instance by ARN and its master credentials.
+
+pub mod local;
+pub mod rds;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::job::DbTag;
+use crate::request::{ArnKind, InstanceArn};
+
+/// What dbroles needs to know of an instance or an Aurora cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub arn: String,
+    pub kind: ArnKind,
+    pub identifier: String,
+    pub engine: String,
+    pub host: String,
+    pub port: u16,
+    pub db_name: String,
+    pub tags: Vec<DbTag>,
+    pub master_user: String,
+    /// The RDS-managed master secret (`MasterUserSecret`), if the instance has one.
+    pub master_secret_arn: Option<String>,
+    pub security_groups: Vec<String>,
+    pub status: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct MasterCredentials {
+    pub user: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InventoryError {
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error(
+        "the instance has no RDS-managed master secret: enable it with `aws rds modify-db-instance --db-instance-identifier {0} --manage-master-user-password` (or modify-db-cluster for Aurora), or send aws.allow_master_password_reset: true"
+    )]
+    NoMasterSecret(String),
+    #[error("the instance inventory is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// `None` if no such instance or cluster exists.
+    async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError>;
+    async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError>;
+}

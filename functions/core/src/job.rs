@@ -1,0 +1,228 @@
+//! The job, exactly as seeds 000/001 show it, and the record the store keeps.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::ToSchema;
+
+use crate::request::CreateJobRequest;
+
+/// A UTC instant, written as RFC 3339 to the second (`2025-02-28T12:34:56Z`), as in the seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ToSchema)]
+#[schema(value_type = String, example = "2025-02-28T12:34:56Z")]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(Utc::now())
+    }
+
+    /// Milliseconds since the epoch: the sortable form used in store keys.
+    pub fn millis(&self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text).ok().map(|t| Self(t.with_timezone(&Utc)))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Stored with full precision so that ordering survives a round trip;
+        // `Display` (to the second) is what responses show.
+        serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Timestamp::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text}")))
+    }
+}
+
+/// `running`, `failed` or `completed`: the phase of a job and the status of one role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Running,
+    Failed,
+    Completed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Running, Phase::Failed, Phase::Completed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Failed => "failed",
+            Phase::Completed => "completed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|phase| phase.as_str() == text)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DbTag {
+    pub key: String,
+    pub value: String,
+}
+
+/// `openapi.AWSDBRoleJobSpec`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobSpec {
+    pub account_arn: String,
+    pub db_arn: String,
+    pub db_engine: String,
+    pub db_name: String,
+    pub db_tags: Vec<DbTag>,
+}
+
+/// Where a role's credentials were stored. The seed names `database` and
+/// `vault`; dbroles adds `aws-secrets-manager`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretsProvider {
+    Database,
+    Vault,
+    AwsSecretsManager,
+}
+
+impl SecretsProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretsProvider::Database => "database",
+            SecretsProvider::Vault => "vault",
+            SecretsProvider::AwsSecretsManager => "aws-secrets-manager",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Database, Self::Vault, Self::AwsSecretsManager].into_iter().find(|provider| provider.as_str() == text)
+    }
+}
+
+/// `openapi.DBRoleJobStatusResultCredentialsInfo`: where the secret is, never what it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CredentialsInfo {
+    /// Empty for the `database` provider.
+    pub secret_id: String,
+    /// Empty for the `database` provider.
+    pub secret_keys: Vec<String>,
+    pub secrets_manager_provider: SecretsProvider,
+}
+
+/// `openapi.DBRoleJobStatusResult`: the outcome for one role.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RoleResult {
+    pub completed_at: Timestamp,
+    pub credentials_info: Option<CredentialsInfo>,
+    pub message: String,
+    pub status: Phase,
+    pub user_role: String,
+}
+
+/// `openapi.DBRoleJobStatus`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobStatus {
+    pub message: String,
+    pub phase: Phase,
+    pub result: Vec<RoleResult>,
+}
+
+/// `openapi.DBRoleJobHookStatus`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HookStatus {
+    pub execution_time_sec: i64,
+    pub exit_code: i64,
+    pub output: String,
+}
+
+/// Added by dbroles: the outcome of the `send-webhook` step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookStatus {
+    pub delivered: bool,
+    pub attempts: u32,
+    pub status_code: Option<u16>,
+    pub message: String,
+}
+
+/// `openapi.DBRoleJob`: what `GET /dbroles/jobs/{id}` returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// Null while the job runs.
+    pub completed_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    /// Null unless the deployment has a hook and it ran.
+    pub hook_status: Option<HookStatus>,
+    pub id: String,
+    pub org_id: String,
+    pub spec: Option<JobSpec>,
+    /// Null if not started.
+    pub status: Option<JobStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_status: Option<WebhookStatus>,
+}
+
+impl Job {
+    pub fn phase(&self) -> Phase {
+        self.status.as_ref().map_or(Phase::Running, |status| status.phase)
+    }
+
+    pub fn db_arn(&self) -> &str {
+        self.spec.as_ref().map_or("", |spec| spec.db_arn.as_str())
+    }
+
+    pub fn db_engine(&self) -> &str {
+        self.spec.as_ref().map_or("", |spec| spec.db_engine.as_str())
+    }
+}
+
+/// What the store keeps for a job: the public job and what only dbroles needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job: Job,
+    pub request: CreateJobRequest,
+    /// The `sub` of whoever (or whichever rule) started the job.
+    pub created_by: String,
+    /// The workflow execution carrying the job out, once started.
+    pub execution: Option<String>,
+}
+
+impl JobRecord {
+    pub fn id(&self) -> &str {
+        &self.job.id
+    }
+
+    pub fn org(&self) -> &str {
+        &self.job.org_id
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.job.phase() == Phase::Running
+    }
+
+    /// Ends the job: the phase, the message and `completed_at`, keeping the role results.
+    pub fn finish(&mut self, phase: Phase, message: impl Into<String>) {
+        let result = self.job.status.take().map(|status| status.result).unwrap_or_default();
+        self.job.status = Some(JobStatus { message: message.into(), phase, result });
+        self.job.completed_at = Some(Timestamp::now());
+    }
+}
+
+/// A new, upper-case UUID, as the seeds spell job ids.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string().to_uppercase()
+}

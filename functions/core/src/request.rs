@@ -1,0 +1,323 @@
+//! `POST /dbroles/jobs` (seed 002): the request, its parsing and its validation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A request that cannot be accepted; the message names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(message: impl Into<String>) -> Invalid {
+    Invalid(message.into())
+}
+
+/// `openapi.DBRoleJobStepType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStep {
+    CreateConnections,
+    SendWebhook,
+}
+
+/// `openapi.CreateDBRoleJobAWSProviderSG`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRequest {
+    #[schema(example = "192.168.1.0/24")]
+    pub ingress_cidr: String,
+}
+
+/// `openapi.CreateDBRoleJobAWSProvider`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsRequest {
+    #[schema(example = "arn:aws:rds:us-west-2:123456789012:db:my-instance")]
+    pub instance_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_security_group: Option<SecurityGroupRequest>,
+    /// Added by dbroles: without an RDS-managed master secret, set a new master
+    /// password (stored in Secrets Manager first) instead of failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_master_password_reset: bool,
+}
+
+/// `openapi.DBRoleJobVaultProvider`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VaultRequest {
+    #[schema(example = "dbsecrets/data/")]
+    pub secret_id: String,
+}
+
+/// `openapi.CreateDBRoleJob`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobRequest {
+    #[schema(example = "a1b2c3d4-e5f6-7890-abcd-ef1234567890")]
+    pub agent_id: String,
+    pub aws: AwsRequest,
+    #[schema(example = "prod-postgres-")]
+    pub connection_prefix_name: String,
+    pub job_steps: Vec<JobStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_provider: Option<VaultRequest>,
+}
+
+/// `openapi.CreateDBRoleJobResponse`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreateJobResponse {
+    pub job_id: String,
+}
+
+impl CreateJobRequest {
+    /// Parses and validates a request body; every error names the field at fault.
+    pub fn parse(body: &[u8]) -> Result<Self, Invalid> {
+        let request: Self = parse_json(body)?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        uuid::Uuid::parse_str(&self.agent_id)
+            .ok()
+            .filter(|_| self.agent_id.len() == 36)
+            .ok_or_else(|| invalid("agent_id: must be a UUID such as a1b2c3d4-e5f6-7890-abcd-ef1234567890"))?;
+        self.aws.instance_arn.parse::<InstanceArn>().map_err(|e| invalid(format!("aws.instance_arn: {e}")))?;
+        if let Some(group) = &self.aws.default_security_group {
+            group.ingress_cidr.parse::<ipnet::IpNet>().map_err(|_| {
+                invalid("aws.default_security_group.ingress_cidr: must be an IPv4 or IPv6 CIDR such as 192.168.1.0/24")
+            })?;
+        }
+        validate_name("connection_prefix_name", &self.connection_prefix_name, 64)?;
+        if let Some(vault) = &self.vault_provider {
+            let path = vault.secret_id.trim();
+            if path.is_empty() {
+                return Err(invalid("vault_provider.secret_id: must be a non-empty path such as dbsecrets/data/"));
+            }
+            if path.starts_with('/') || path.split('/').any(|part| part == "..") || path.chars().any(char::is_control) {
+                return Err(invalid("vault_provider.secret_id: must be a relative path without '..' segments"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_step(&self, step: JobStep) -> bool {
+        self.job_steps.contains(&step)
+    }
+
+    pub fn instance_arn(&self) -> InstanceArn {
+        // Validated on the way in; a stored request always parses.
+        self.aws.instance_arn.parse().unwrap_or_else(|_| InstanceArn::unparsed(&self.aws.instance_arn))
+    }
+}
+
+/// Deserialises JSON, turning serde's error into a message that names the field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Invalid> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid("the request body is empty: send a JSON object"));
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.inner();
+        let detail = inner.to_string();
+        // serde_json appends " at line L column C"; the field path says more.
+        let detail = detail.split(" at line ").next().unwrap_or(&detail);
+        if inner.is_syntax() || inner.is_eof() {
+            invalid(format!("the request body is not valid JSON: {detail}"))
+        } else if path == "." {
+            invalid(detail.to_string())
+        } else {
+            invalid(format!("{path}: {detail}"))
+        }
+    })
+}
+
+/// Names of connections, resources and prefixes: 1 to `max` of `[A-Za-z0-9._-]`.
+pub fn validate_name(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    let ok =
+        (1..=max).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!("{field}: must be 1 to {max} characters of A-Z, a-z, 0-9, '.', '_' or '-'")))
+    }
+}
+
+/// Whether an ARN names a single instance or an Aurora cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArnKind {
+    Db,
+    Cluster,
+}
+
+/// A parsed RDS instance or cluster ARN: `arn:aws:rds:us-east-1:123456789012:db:my-db`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InstanceArn {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+    pub kind: ArnKind,
+    pub id: String,
+    raw: String,
+}
+
+impl InstanceArn {
+    fn unparsed(raw: &str) -> Self {
+        Self {
+            partition: String::new(),
+            region: String::new(),
+            account: String::new(),
+            kind: ArnKind::Db,
+            id: raw.to_string(),
+            raw: raw.to_string(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl fmt::Display for InstanceArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl FromStr for InstanceArn {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        const SHAPE: &str = "must be an RDS instance or cluster ARN such as arn:aws:rds:us-west-2:123456789012:db:my-instance";
+        let parts: Vec<&str> = raw.split(':').collect();
+        let [arn, partition, service, region, account, kind, id] = parts.as_slice() else {
+            return Err(SHAPE.to_string());
+        };
+        if *arn != "arn" || !matches!(*partition, "aws" | "aws-cn" | "aws-us-gov") || *service != "rds" {
+            return Err(SHAPE.to_string());
+        }
+        let region_ok = !region.is_empty()
+            && region.len() <= 32
+            && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(format!("{SHAPE} (the region '{region}' is not valid)"));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{SHAPE} (the account must be 12 digits)"));
+        }
+        let kind = match *kind {
+            "db" => ArnKind::Db,
+            "cluster" => ArnKind::Cluster,
+            _ => return Err(format!("{SHAPE} (the resource type must be 'db' or 'cluster')")),
+        };
+        // RDS identifiers: 1-63 letters, digits or hyphens, starting with a letter,
+        // no trailing hyphen and no two hyphens in a row.
+        let id_ok = (1..=63).contains(&id.len())
+            && id.starts_with(|c: char| c.is_ascii_alphabetic())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !id.ends_with('-')
+            && !id.contains("--");
+        if !id_ok {
+            return Err(format!("{SHAPE} (the identifier '{id}' is not a valid RDS identifier)"));
+        }
+        Ok(Self {
+            partition: partition.to_string(),
+            region: region.to_string(),
+            account: account.to_string(),
+            kind,
+            id: id.to_string(),
+            raw: raw.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(value: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({
+            "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+            "aws": {"instance_arn": "arn:aws:rds:us-west-2:123456789012:db:my-instance"},
+            "connection_prefix_name": "prod-postgres-",
+            "job_steps": ["create-connections", "send-webhook"]
+        })
+    }
+
+    #[test]
+    fn seed_request_is_accepted() {
+        let request = CreateJobRequest::parse(&body(valid())).unwrap();
+        assert!(request.has_step(JobStep::SendWebhook));
+        assert_eq!(request.instance_arn().id, "my-instance");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let mut value = valid();
+        value["aws"]["region"] = "us-east-1".into();
+        let error = CreateJobRequest::parse(&body(value)).unwrap_err();
+        assert!(error.0.starts_with("aws: unknown field `region`"), "{}", error.0);
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let mut value = valid();
+        value["job_steps"] = serde_json::json!(["create-connections", "drop-database"]);
+        let error = CreateJobRequest::parse(&body(value)).unwrap_err();
+        assert!(error.0.starts_with("job_steps[1]: unknown variant `drop-database`"), "{}", error.0);
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let cases = [
+            ("/agent_id", serde_json::json!("not-a-uuid"), "agent_id:"),
+            ("/aws/instance_arn", serde_json::json!("arn:aws:s3:::bucket"), "aws.instance_arn:"),
+            ("/aws/instance_arn", serde_json::json!("arn:aws:rds:us-west-2:123:db:x"), "aws.instance_arn:"),
+            ("/connection_prefix_name", serde_json::json!("a;drop table"), "connection_prefix_name:"),
+            ("/connection_prefix_name", serde_json::json!(""), "connection_prefix_name:"),
+            (
+                "/aws/default_security_group",
+                serde_json::json!({"ingress_cidr": "10.0.0.0/33"}),
+                "aws.default_security_group.ingress_cidr:",
+            ),
+            ("/vault_provider", serde_json::json!({"secret_id": "  "}), "vault_provider.secret_id:"),
+        ];
+        for (pointer, bad, field) in cases {
+            let mut value = valid();
+            set(&mut value, pointer, bad.clone());
+            let error = CreateJobRequest::parse(&body(value)).unwrap_err();
+            assert!(error.0.starts_with(field), "{pointer}={bad}: {}", error.0);
+        }
+    }
+
+    /// Sets the value at a JSON pointer, creating the last key if it is missing.
+    fn set(value: &mut serde_json::Value, pointer: &str, new: serde_json::Value) {
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        value.pointer_mut(parent).unwrap()[key] = new;
+    }
+
+    #[test]
+    fn truncated_json_is_a_syntax_message() {
+        let error = CreateJobRequest::parse(br#"{"agent_id": "a1b2"#).unwrap_err();
+        assert!(error.0.starts_with("the request body is not valid JSON"), "{}", error.0);
+    }
+
+    #[test]
+    fn cluster_arns_and_ipv6_are_accepted() {
+        let mut value = valid();
+        value["aws"]["instance_arn"] = "arn:aws:rds:eu-west-1:123456789012:cluster:aurora-1".into();
+        value["aws"]["default_security_group"] = serde_json::json!({"ingress_cidr": "2001:db8::/32"});
+        let request = CreateJobRequest::parse(&body(value)).unwrap();
+        assert_eq!(request.instance_arn().kind, ArnKind::Cluster);
+    }
+}

@@ -1,0 +1,125 @@
+//! AWS Secrets Manager: one secret per role, `<prefix>/<instance id>/<user>`,
+//! tagged with the job and the instance. New credentials are put as
+//! `AWSPENDING` and moved to `AWSCURRENT` once the role has logged in with them.
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::types::Tag;
+use aws_sdk_secretsmanager::Client;
+use secrecy::ExposeSecret;
+
+use super::*;
+
+#[derive(Clone)]
+pub struct AwsSecrets {
+    client: Client,
+    prefix: String,
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    what: &str,
+    error: SdkError<E, R>,
+) -> SecretError {
+    let code = error.as_service_error().and_then(|e| e.code()).unwrap_or_default().to_string();
+    let text = format!("{what}: {}", DisplayErrorContext(&error));
+    if code.contains("AccessDenied") {
+        SecretError::AccessDenied(text)
+    } else {
+        SecretError::Failed(text)
+    }
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+impl AwsSecrets {
+    pub fn new(client: Client, prefix: impl Into<String>) -> Self {
+        Self { client, prefix: prefix.into().trim_end_matches('/').to_string() }
+    }
+
+    /// Creates the secret, with no value yet, if it does not exist.
+    async fn ensure(&self, secret: &SecretRef, name: &str) -> Result<(), SecretError> {
+        let created = self
+            .client
+            .create_secret()
+            .name(name)
+            .description(format!("dbroles credentials of {} on {}", secret.user, secret.instance_arn))
+            .tags(tag("dbroles:instance-arn", &secret.instance_arn))
+            .tags(tag("dbroles:job-id", &secret.job_id))
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                self.client
+                    .tag_resource()
+                    .secret_id(name)
+                    .tags(tag("dbroles:instance-arn", &secret.instance_arn))
+                    .tags(tag("dbroles:job-id", &secret.job_id))
+                    .send()
+                    .await
+                    .map_err(|e| classify(&format!("tagging {name}"), e))?;
+                Ok(())
+            }
+            Err(error) => Err(classify(&format!("creating {name}"), error)),
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for AwsSecrets {
+    fn provider(&self) -> SecretsProvider {
+        SecretsProvider::AwsSecretsManager
+    }
+
+    fn secret_id(&self, secret: &SecretRef) -> String {
+        format!("{}/{}/{}", self.prefix, secret.instance_id, secret.user)
+    }
+
+    async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError> {
+        let name = self.secret_id(secret);
+        self.ensure(secret, &name).await?;
+        let out = self
+            .client
+            .put_secret_value()
+            .secret_id(&name)
+            .secret_string(credentials.to_secret_json().expose_secret())
+            .client_request_token(uuid::Uuid::new_v4().to_string())
+            .version_stages("AWSPENDING")
+            .send()
+            .await
+            .map_err(|e| classify(&format!("storing {name}"), e))?;
+        Ok(Staged { secret_id: name, version: out.version_id().map(str::to_string) })
+    }
+
+    async fn confirm(&self, staged: &Staged) -> Result<(), SecretError> {
+        let name = &staged.secret_id;
+        let described =
+            self.client.describe_secret().secret_id(name).send().await.map_err(|e| classify(&format!("reading {name}"), e))?;
+        let current = described.version_ids_to_stages().and_then(|versions| {
+            versions.iter().find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT")).map(|(id, _)| id.clone())
+        });
+        if current.is_some() && current == staged.version {
+            return Ok(());
+        }
+        self.client
+            .update_secret_version_stage()
+            .secret_id(name)
+            .version_stage("AWSCURRENT")
+            .set_move_to_version_id(staged.version.clone())
+            .set_remove_from_version_id(current)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("confirming {name}"), e))?;
+        Ok(())
+    }
+
+    async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        match self.client.get_secret_value().secret_id(secret_id).send().await {
+            Ok(out) => RoleCredentials::from_secret_json(out.secret_string().unwrap_or_default()).map(Some),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
+            Err(error) => Err(classify(&format!("reading {secret_id}"), error)),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The `SecretStore` port: where each role's credentials go. Adapters: AWS Secrets
+//! Manager, HashiCorp Vault KV v2, and dbroles' own store (`database`).
+//!
+//! A password is *staged* before the database changes and *confirmed* after a
+//! test login as the role, so a failure never leaves a password nobody holds.
+
+pub mod aws;
+pub mod database;
+pub mod vault;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{CredentialsInfo, SecretsProvider};
+
+/// The keys every stored credential has (seed 001's `secret_keys`).
+pub const SECRET_KEYS: [&str; 5] = ["HOST", "PORT", "USER", "PASSWORD", "DB"];
+
+/// A role's credentials. `Debug` never shows the password.
+#[derive(Clone, Debug)]
+pub struct RoleCredentials {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: SecretString,
+    pub db: String,
+    pub engine: String,
+}
+
+/// The stored form: the seed's keys, and the engine.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(rename = "HOST")]
+    host: String,
+    #[serde(rename = "PORT")]
+    port: String,
+    #[serde(rename = "USER")]
+    user: String,
+    #[serde(rename = "PASSWORD")]
+    password: String,
+    #[serde(rename = "DB")]
+    db: String,
+    #[serde(rename = "ENGINE", default)]
+    engine: String,
+}
+
+impl RoleCredentials {
+    /// The JSON document stored for a role. It holds the password: never log it.
+    pub fn to_secret_json(&self) -> SecretString {
+        let stored = Stored {
+            host: self.host.clone(),
+            port: self.port.to_string(),
+            user: self.user.clone(),
+            password: self.password.expose_secret().to_string(),
+            db: self.db.clone(),
+            engine: self.engine.clone(),
+        };
+        SecretString::from(serde_json::to_string(&stored).expect("credentials serialise"))
+    }
+
+    pub fn from_secret_json(text: &str) -> Result<Self, SecretError> {
+        let stored: Stored =
+            serde_json::from_str(text).map_err(|_| SecretError::Failed("a stored credential is not the expected JSON".into()))?;
+        Ok(Self {
+            host: stored.host,
+            port: stored.port.parse().unwrap_or(0),
+            user: stored.user,
+            password: SecretString::from(stored.password),
+            db: stored.db,
+            engine: stored.engine,
+        })
+    }
+}
+
+/// Which secret a role's credentials live in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub instance_id: String,
+    pub instance_arn: String,
+    pub job_id: String,
+    pub user: String,
+    pub host: String,
+}
+
+/// A staged credential, to confirm after the login test.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    pub secret_id: String,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SecretError {
+    #[error("access denied by the secret store: {0}")]
+    AccessDenied(String),
+    #[error("the secret store failed: {0}")]
+    Failed(String),
+}
+
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    fn provider(&self) -> SecretsProvider;
+    /// The secret id of a role's credentials (as `credentials_info` shows it).
+    fn secret_id(&self, secret: &SecretRef) -> String;
+    /// Writes new credentials without making them current.
+    async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError>;
+    /// Makes staged credentials the current ones.
+    async fn confirm(&self, staged: &Staged) -> Result<(), SecretError>;
+    /// The current credentials (for the operator's `dbroles credentials`).
+    async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError>;
+
+    /// `credentials_info` for a job result, as seed 001 describes it.
+    fn info(&self, secret: &SecretRef) -> CredentialsInfo {
+        match self.provider() {
+            SecretsProvider::Database => CredentialsInfo {
+                secret_id: String::new(),
+                secret_keys: Vec::new(),
+                secrets_manager_provider: SecretsProvider::Database,
+            },
+            provider => CredentialsInfo {
+                secret_id: self.secret_id(secret),
+                secret_keys: SECRET_KEYS.iter().map(|key| key.to_string()).collect(),
+                secrets_manager_provider: provider,
+            },
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! The DynamoDB adapter: one table.
+//!
+//! | item | `PK` | `SK` | other attributes |
+//! | --- | --- | --- | --- |
+//! | job | `ORG#<org>` | `JOB#<id>` | `GSI1PK` = `ORG#<org>#JOBS`, `GSI1SK` = `<created ms, 13 digits>#<id>`, `phase`, `db_arn`, `db_engine`, `record` (JSON), `expires_at` once finished |
+//! | instance lock | `ORG#<org>` | `LOCK#<db arn>` | `job_id` |
+//! | idempotency key | `ORG#<org>` | `IDEM#<key>` | `job_id`, `body_hash`, `expires_at` (24 h) |
+//! | resource | `ORG#<org>` | `RES#<name>` | `record` (JSON) |
+//! | credential (`database` provider) | `CRED#<id>` | `CRED` | `value` |
+//! | provisioned instance | `PROVISIONED` | `<org>#<db arn>` | `record` (JSON) |
+//!
+//! - `GSI1` (`GSI1PK`, `GSI1SK`, all attributes) lists an organisation's jobs
+//!   newest first; `created_after`/`created_before` bound `GSI1SK`, the other
+//!   filters are filter expressions. Listing and stats are Queries, never Scans.
+//! - Creating a job is one `TransactWriteItems`: the job, the lock and the
+//!   idempotency key, each `attribute_not_exists`, so two creates for one instance
+//!   cannot both win. Finishing a job is another: the job (only while `running`)
+//!   and the deletion of the lock it holds.
+//! - `expires_at` (epoch seconds) is the table's TTL attribute: finished jobs
+//!   expire after the configured retention, idempotency keys after 24 hours.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+
+use super::*;
+
+pub const GSI1: &str = "GSI1";
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n(item: &Item, name: &str) -> Option<i64> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn failed<E: std::fmt::Debug>(error: E) -> StoreError {
+    StoreError::Unavailable(format!("DynamoDB: {error:?}"))
+}
+
+fn sdk_failed<E, R>(error: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Unavailable(format!("DynamoDB: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&error)))
+}
+
+fn org_pk(org: &str) -> String {
+    format!("ORG#{org}")
+}
+
+fn jobs_pk(org: &str) -> String {
+    format!("ORG#{org}#JOBS")
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table as `template.yaml` declares it (for tests and local runs against an emulator).
+    pub async fn create_table(&self) -> StoreResult<()> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+            ScalarAttributeType,
+        };
+        let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(failed);
+        let attr = |name: &str| {
+            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().map_err(failed)
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("PK", KeyType::Hash)?)
+            .key_schema(key("SK", KeyType::Range)?)
+            .attribute_definitions(attr("PK")?)
+            .attribute_definitions(attr("SK")?)
+            .attribute_definitions(attr("GSI1PK")?)
+            .attribute_definitions(attr("GSI1SK")?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(GSI1)
+                    .key_schema(key("GSI1PK", KeyType::Hash)?)
+                    .key_schema(key("GSI1SK", KeyType::Range)?)
+                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .build()
+                    .map_err(failed)?,
+            )
+            .send()
+            .await
+            .map_err(sdk_failed)?;
+        Ok(())
+    }
+
+    fn job_item(record: &JobRecord) -> Item {
+        let job = &record.job;
+        HashMap::from([
+            ("PK".into(), s(org_pk(&job.org_id))),
+            ("SK".into(), s(format!("JOB#{}", job.id))),
+            ("GSI1PK".into(), s(jobs_pk(&job.org_id))),
+            ("GSI1SK".into(), s(job_sort_key(job))),
+            ("phase".into(), s(job.phase().as_str())),
+            ("db_arn".into(), s(job.db_arn())),
+            ("db_engine".into(), s(job.db_engine())),
+            ("record".into(), s(to_json(record))),
+        ])
+    }
+
+    fn key(pk: String, sk: String) -> Item {
+        HashMap::from([("PK".into(), s(pk)), ("SK".into(), s(sk))])
+    }
+
+    async fn get_item(&self, pk: String, sk: String) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_failed)?;
+        Ok(out.item)
+    }
+
+    /// The live idempotency item for a key, if any.
+    async fn idempotency(&self, org: &str, key: &str) -> StoreResult<Option<(String, String)>> {
+        let now = Timestamp::now().0.timestamp();
+        let item = self.get_item(org_pk(org), format!("IDEM#{key}")).await?;
+        Ok(item.filter(|item| get_n(item, "expires_at").unwrap_or(0) > now).map(|item| {
+            (get_s(&item, "job_id").unwrap_or_default().to_string(), get_s(&item, "body_hash").unwrap_or_default().to_string())
+        }))
+    }
+
+    fn replay(existing: Option<(String, String)>, idem: &Idempotency) -> StoreResult<Option<Created>> {
+        match existing {
+            Some((job_id, hash)) if hash == idem.body_hash => Ok(Some(Created::Replayed(job_id))),
+            Some(_) => Err(StoreError::IdempotencyMismatch),
+            None => Ok(None),
+        }
+    }
+
+    async fn query_all(
+        &self,
+        mut build: impl FnMut(Option<Item>) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        mut keep: impl FnMut(Item) -> StoreResult<bool>,
+    ) -> StoreResult<Option<Item>> {
+        let mut start = None;
+        loop {
+            let out = build(start.take()).send().await.map_err(sdk_failed)?;
+            for item in out.items.unwrap_or_default() {
+                if !keep(item)? {
+                    return Ok(None);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(None),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create_job(&self, new: NewJob) -> StoreResult<Created> {
+        let job = &new.record.job;
+        if let Some(idem) = &new.idempotency {
+            if let Some(created) = Self::replay(self.idempotency(&job.org_id, &idem.key).await?, idem)? {
+                return Ok(created);
+            }
+        }
+        let put = |item: Item, condition: &str| {
+            Put::builder().table_name(&self.table).set_item(Some(item)).condition_expression(condition).build().map_err(failed)
+        };
+        let mut items = vec![
+            TransactWriteItem::builder().put(put(Self::job_item(&new.record), "attribute_not_exists(PK)")?).build(),
+            TransactWriteItem::builder()
+                .put(put(
+                    HashMap::from([
+                        ("PK".into(), s(org_pk(&job.org_id))),
+                        ("SK".into(), s(format!("LOCK#{}", job.db_arn()))),
+                        ("job_id".into(), s(&job.id)),
+                    ]),
+                    "attribute_not_exists(PK)",
+                )?)
+                .build(),
+        ];
+        if let Some(idem) = &new.idempotency {
+            let item = HashMap::from([
+                ("PK".into(), s(org_pk(&job.org_id))),
+                ("SK".into(), s(format!("IDEM#{}", idem.key))),
+                ("job_id".into(), s(&job.id)),
+                ("body_hash".into(), s(&idem.body_hash)),
+                ("expires_at".into(), n(idem.expires_at.0.timestamp())),
+            ]);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(PK) OR expires_at < :now")
+                .expression_attribute_values(":now", n(Timestamp::now().0.timestamp()))
+                .build()
+                .map_err(failed)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let error = match result {
+            Ok(_) => return Ok(Created::New),
+            Err(error) => error,
+        };
+        let reasons: Vec<bool> = match error.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                cancelled.cancellation_reasons().iter().map(|reason| reason.code() == Some("ConditionalCheckFailed")).collect()
+            }
+            _ => return Err(sdk_failed(error)),
+        };
+        // A racing request with the same key won: answer as it would have.
+        if let Some(idem) = &new.idempotency {
+            if reasons.get(2) == Some(&true) {
+                if let Some(created) = Self::replay(self.idempotency(&job.org_id, &idem.key).await?, idem)? {
+                    return Ok(created);
+                }
+            }
+        }
+        if reasons.get(1) == Some(&true) {
+            let holder = self.get_item(org_pk(&job.org_id), format!("LOCK#{}", job.db_arn())).await?;
+            let job_id = holder.as_ref().and_then(|item| get_s(item, "job_id")).unwrap_or("unknown").to_string();
+            return Err(StoreError::Locked { job_id });
+        }
+        Err(sdk_failed(error))
+    }
+
+    async fn get_job(&self, org: &str, id: &str) -> StoreResult<Option<JobRecord>> {
+        let item = self.get_item(org_pk(org), format!("JOB#{id}")).await?;
+        item.as_ref().and_then(|item| get_s(item, "record")).map(from_json).transpose()
+    }
+
+    async fn update_job(&self, record: &JobRecord) -> StoreResult<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::job_item(record)))
+            .condition_expression("#phase = :running")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_values(":running", s("running"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(error) => Err(sdk_failed(error)),
+        }
+    }
+
+    async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
+        let job = &record.job;
+        let mut item = Self::job_item(record);
+        item.insert("expires_at".into(), n(expires_at.0.timestamp()));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#phase = :running")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_values(":running", s("running"))
+            .build()
+            .map_err(failed)?;
+        let release = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(org_pk(&job.org_id), format!("LOCK#{}", job.db_arn()))))
+            .condition_expression("attribute_not_exists(PK) OR job_id = :job")
+            .expression_attribute_values(":job", s(&job.id))
+            .build()
+            .map_err(failed)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().delete(release).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if matches!(error.as_service_error(), Some(TransactWriteItemsError::TransactionCanceledException(_))) => {
+                // Already finished (or the lock belongs to another job): release
+                // only a lock that is ours, so a stale lock never outlives its job.
+                let release = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(org_pk(&job.org_id), format!("LOCK#{}", job.db_arn()))))
+                    .condition_expression("job_id = :job")
+                    .expression_attribute_values(":job", s(&job.id))
+                    .send()
+                    .await;
+                match release {
+                    Err(e) if !e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                        Err(sdk_failed(e))
+                    }
+                    _ => Ok(false),
+                }
+            }
+            Err(error) => Err(sdk_failed(error)),
+        }
+    }
+
+    async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(org_pk(org), format!("JOB#{id}"))))
+            .condition_expression("attribute_exists(PK) AND #phase <> :running")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_values(":running", s("running"))
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => match error.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => {
+                    match self.get_item(org_pk(org), format!("JOB#{id}")).await? {
+                        Some(_) => Err(StoreError::Running),
+                        None => Err(StoreError::NotFound),
+                    }
+                }
+                _ => Err(sdk_failed(error)),
+            },
+        }
+    }
+
+    async fn list_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<Page<Job>> {
+        let (low, high) = sort_bounds(query);
+        let low = if low.is_empty() { "0".to_string() } else { low };
+        let start = query
+            .next_token
+            .as_deref()
+            .map(|token| {
+                let sort = decode_token(org, token)?;
+                let id = sort.split_once('#').map(|(_, id)| id).ok_or(StoreError::BadToken)?;
+                Ok::<_, StoreError>(HashMap::from([
+                    ("PK".to_string(), s(org_pk(org))),
+                    ("SK".to_string(), s(format!("JOB#{id}"))),
+                    ("GSI1PK".to_string(), s(jobs_pk(org))),
+                    ("GSI1SK".to_string(), s(sort)),
+                ]))
+            })
+            .transpose()?;
+        let mut filters = Vec::new();
+        let mut values: HashMap<String, AttributeValue> =
+            HashMap::from([(":pk".to_string(), s(jobs_pk(org))), (":low".to_string(), s(low)), (":high".to_string(), s(high))]);
+        let mut names = HashMap::new();
+        for (name, value) in [
+            ("phase", query.phase.map(|p| p.as_str().to_string())),
+            ("db_arn", query.db_arn.clone()),
+            ("db_engine", query.db_engine.clone()),
+        ] {
+            if let Some(value) = value {
+                filters.push(format!("#{name} = :{name}"));
+                names.insert(format!("#{name}"), name.to_string());
+                values.insert(format!(":{name}"), s(value));
+            }
+        }
+        let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
+        let names = (!names.is_empty()).then_some(names);
+        let mut collected: Vec<(String, Job)> = Vec::new();
+        let mut first = Some(start);
+        self.query_all(
+            |next| {
+                let start = match first.take() {
+                    Some(start) => start,
+                    None => next,
+                };
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(GSI1)
+                    .key_condition_expression("GSI1PK = :pk AND GSI1SK BETWEEN :low AND :high")
+                    .set_filter_expression(filter.clone())
+                    .set_expression_attribute_names(names.clone())
+                    .set_expression_attribute_values(Some(values.clone()))
+                    .scan_index_forward(false)
+                    .limit((query.limit + 1).min(1000) as i32)
+                    .set_exclusive_start_key(start)
+            },
+            |item| {
+                let sort = get_s(&item, "GSI1SK").unwrap_or_default().to_string();
+                let record: JobRecord = from_json(get_s(&item, "record").unwrap_or_default())?;
+                collected.push((sort, record.job));
+                Ok(collected.len() <= query.limit)
+            },
+        )
+        .await?;
+        let more = collected.len() > query.limit;
+        collected.truncate(query.limit);
+        let next_token = more.then(|| encode_token(org, &collected.last().map(|(sort, _)| sort.clone()).unwrap_or_default()));
+        Ok(Page { items: collected.into_iter().map(|(_, job)| job).collect(), next_token })
+    }
+
+    async fn job_stats(&self, org: &str) -> StoreResult<JobStats> {
+        let mut stats = JobStats::default();
+        self.query_all(
+            |start| {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(GSI1)
+                    .key_condition_expression("GSI1PK = :pk")
+                    .expression_attribute_values(":pk", s(jobs_pk(org)))
+                    .projection_expression("#phase, db_engine")
+                    .expression_attribute_names("#phase", "phase")
+                    .set_exclusive_start_key(start)
+            },
+            |item| {
+                stats.count(get_s(&item, "phase").unwrap_or_default(), get_s(&item, "db_engine").unwrap_or_default());
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(stats.with_all_phases())
+    }
+
+    async fn mark_provisioned(&self, provisioned: &Provisioned) -> StoreResult<()> {
+        let item = HashMap::from([
+            ("PK".into(), s("PROVISIONED")),
+            ("SK".into(), s(format!("{}#{}", provisioned.org, provisioned.db_arn))),
+            ("record".into(), s(to_json(provisioned))),
+        ]);
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_failed)?;
+        Ok(())
+    }
+
+    async fn provisioned(&self) -> StoreResult<Vec<Provisioned>> {
+        let mut all = Vec::new();
+        self.query_all(
+            |start| {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("PK = :pk")
+                    .expression_attribute_values(":pk", s("PROVISIONED"))
+                    .set_exclusive_start_key(start)
+            },
+            |item| {
+                all.push(from_json(get_s(&item, "record").unwrap_or_default())?);
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(all)
+    }
+}
+
+#[async_trait]
+impl ResourceStore for DynamoStore {
+    async fn create_resource(&self, resource: &Resource) -> StoreResult<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(resource_item(resource)))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict(format!("a resource named '{}'", resource.name)))
+            }
+            Err(error) => Err(sdk_failed(error)),
+        }
+    }
+
+    async fn put_resource(&self, resource: &Resource) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(resource_item(resource)))
+            .send()
+            .await
+            .map_err(sdk_failed)?;
+        Ok(())
+    }
+
+    async fn get_resource(&self, org: &str, name: &str) -> StoreResult<Option<Resource>> {
+        let item = self.get_item(org_pk(org), format!("RES#{name}")).await?;
+        item.as_ref().and_then(|item| get_s(item, "record")).map(from_json).transpose()
+    }
+
+    async fn delete_resource(&self, org: &str, name: &str) -> StoreResult<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(org_pk(org), format!("RES#{name}"))))
+            .condition_expression("attribute_exists(PK)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::NotFound)
+            }
+            Err(error) => Err(sdk_failed(error)),
+        }
+    }
+
+    async fn list_resources(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<Resource>> {
+        let start = next_token
+            .map(|token| Ok::<_, StoreError>(Self::key(org_pk(org), format!("RES#{}", decode_token(org, token)?))))
+            .transpose()?;
+        let mut first = Some(start);
+        let mut items: Vec<Resource> = Vec::new();
+        self.query_all(
+            |next| {
+                let start = match first.take() {
+                    Some(start) => start,
+                    None => next,
+                };
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("PK = :pk AND begins_with(SK, :res)")
+                    .expression_attribute_values(":pk", s(org_pk(org)))
+                    .expression_attribute_values(":res", s("RES#"))
+                    .limit((limit + 1).min(1000) as i32)
+                    .set_exclusive_start_key(start)
+            },
+            |item| {
+                items.push(from_json(get_s(&item, "record").unwrap_or_default())?);
+                Ok(items.len() <= limit)
+            },
+        )
+        .await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_token = more.then(|| encode_token(org, &items.last().map(|r| r.name.clone()).unwrap_or_default()));
+        Ok(Page { items, next_token })
+    }
+}
+
+fn resource_item(resource: &Resource) -> Item {
+    HashMap::from([
+        ("PK".into(), s(org_pk(&resource.org_id))),
+        ("SK".into(), s(format!("RES#{}", resource.name))),
+        ("record".into(), s(to_json(resource))),
+    ])
+}
+
+#[async_trait]
+impl CredentialStore for DynamoStore {
+    async fn put_credential(&self, id: &str, value: &str) -> StoreResult<()> {
+        let mut item = Self::key(format!("CRED#{id}"), "CRED".into());
+        item.insert("value".into(), s(value));
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_failed)?;
+        Ok(())
+    }
+
+    async fn get_credential(&self, id: &str) -> StoreResult<Option<String>> {
+        let item = self.get_item(format!("CRED#{id}"), "CRED".into()).await?;
+        Ok(item.as_ref().and_then(|item| get_s(item, "value")).map(str::to_string))
+    }
+}

@@ -1,0 +1,190 @@
+//! The `JobStore`, `ResourceStore` and `CredentialStore` ports, with a DynamoDB
+//! adapter for AWS and an SQLite adapter for the local server.
+//!
+//! Both adapters keep the same logical items; [`dynamodb`] documents the key design.
+
+pub mod dynamodb;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Job, JobRecord, Phase, Timestamp};
+use crate::request::CreateJobRequest;
+use crate::resource::Resource;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("a job is already running for this instance: {job_id}")]
+    Locked { job_id: String },
+    #[error("the Idempotency-Key was used with another request body")]
+    IdempotencyMismatch,
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("the job is still running")]
+    Running,
+    #[error("next_token: not a token this listing gave out")]
+    BadToken,
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A job to create, with its idempotency key if the caller sent one.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub record: JobRecord,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// SHA-256 of the canonical request body.
+    pub body_hash: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// The key was used before with the same body: the job it created.
+    Replayed(String),
+}
+
+/// Filters and paging of `GET /dbroles/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub phase: Option<Phase>,
+    pub db_arn: Option<String>,
+    pub db_engine: Option<String>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    pub limit: usize,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
+}
+
+/// `GET /dbroles/jobs/stats` (seed 004's `stat`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobStats {
+    pub total_count: u64,
+    pub by_phase: BTreeMap<String, u64>,
+    pub by_engine: BTreeMap<String, u64>,
+}
+
+impl JobStats {
+    fn count(&mut self, phase: &str, engine: &str) {
+        self.total_count += 1;
+        *self.by_phase.entry(phase.to_string()).or_default() += 1;
+        *self.by_engine.entry(engine.to_string()).or_default() += 1;
+    }
+
+    fn with_all_phases(mut self) -> Self {
+        for phase in Phase::ALL {
+            self.by_phase.entry(phase.as_str().to_string()).or_default();
+        }
+        self
+    }
+}
+
+/// An instance dbroles has provisioned, for the rotation schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provisioned {
+    pub org: String,
+    pub db_arn: String,
+    pub request: CreateJobRequest,
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a running job and takes the per-instance lock, atomically.
+    async fn create_job(&self, new: NewJob) -> StoreResult<Created>;
+    async fn get_job(&self, org: &str, id: &str) -> StoreResult<Option<JobRecord>>;
+    /// Saves a running job; `false` (and nothing written) if it has finished meanwhile.
+    async fn update_job(&self, record: &JobRecord) -> StoreResult<bool>;
+    /// Writes a finished job, releases its lock and sets its expiry, atomically;
+    /// `false` if it had already finished (a cancel and a late step, say).
+    async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool>;
+    /// `NotFound`, or `Running` while the job runs.
+    async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()>;
+    /// Newest first.
+    async fn list_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<Page<Job>>;
+    async fn job_stats(&self, org: &str) -> StoreResult<JobStats>;
+    /// Remembers a provisioned instance (the rotation schedule's list).
+    async fn mark_provisioned(&self, provisioned: &Provisioned) -> StoreResult<()>;
+    async fn provisioned(&self) -> StoreResult<Vec<Provisioned>>;
+}
+
+#[async_trait]
+pub trait ResourceStore: Send + Sync {
+    /// `Conflict` if the name is taken.
+    async fn create_resource(&self, resource: &Resource) -> StoreResult<()>;
+    /// Creates or replaces.
+    async fn put_resource(&self, resource: &Resource) -> StoreResult<()>;
+    async fn get_resource(&self, org: &str, name: &str) -> StoreResult<Option<Resource>>;
+    /// `NotFound` if there was none.
+    async fn delete_resource(&self, org: &str, name: &str) -> StoreResult<()>;
+    /// By name.
+    async fn list_resources(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<Resource>>;
+}
+
+/// The `database` credentials provider: secret values kept by dbroles itself.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    async fn put_credential(&self, id: &str, value: &str) -> StoreResult<()>;
+    async fn get_credential(&self, id: &str) -> StoreResult<Option<String>>;
+}
+
+/// The sort key of a job in its organisation's listing: creation time, then id.
+pub(crate) fn job_sort_key(job: &Job) -> String {
+    format!("{:013}#{}", job.created_at.millis().max(0), job.id)
+}
+
+/// Bounds on the sort key for `created_after` (exclusive) and `created_before` (exclusive).
+pub(crate) fn sort_bounds(query: &JobQuery) -> (String, String) {
+    let low = query.created_after.map_or_else(String::new, |t| format!("{:013}", t.millis() + 1));
+    let high = query.created_before.map_or_else(|| "~".to_string(), |t| format!("{:013}", t.millis().max(0)));
+    (low, high)
+}
+
+/// An opaque paging token: the organisation and the last key handed out.
+#[derive(Serialize, Deserialize)]
+struct Token {
+    o: String,
+    k: String,
+}
+
+pub(crate) fn encode_token(org: &str, key: &str) -> String {
+    let json = serde_json::to_vec(&Token { o: org.to_string(), k: key.to_string() }).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+pub(crate) fn decode_token(org: &str, token: &str) -> StoreResult<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| StoreError::BadToken)?;
+    let token: Token = serde_json::from_slice(&bytes).map_err(|_| StoreError::BadToken)?;
+    if token.o == org {
+        Ok(token.k)
+    } else {
+        Err(StoreError::BadToken)
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("store records serialise to JSON")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Unavailable(format!("a stored item does not parse: {e}")))
+}

@@ -1,0 +1,390 @@
+//! The embedded store of the local server: one SQLite file, written in
+//! transactions with a write-ahead log and full sync, so a crash loses nothing
+//! that was acknowledged.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::*;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS jobs (
+    org TEXT NOT NULL, id TEXT NOT NULL, sort TEXT NOT NULL, phase TEXT NOT NULL,
+    db_arn TEXT NOT NULL, db_engine TEXT NOT NULL, record TEXT NOT NULL, expires_at INTEGER,
+    PRIMARY KEY (org, id));
+CREATE INDEX IF NOT EXISTS jobs_by_org ON jobs (org, sort);
+CREATE TABLE IF NOT EXISTS locks (org TEXT NOT NULL, db_arn TEXT NOT NULL, job_id TEXT NOT NULL, PRIMARY KEY (org, db_arn));
+CREATE TABLE IF NOT EXISTS idempotency (
+    org TEXT NOT NULL, key TEXT NOT NULL, job_id TEXT NOT NULL, body_hash TEXT NOT NULL, expires_at INTEGER NOT NULL,
+    PRIMARY KEY (org, key));
+CREATE TABLE IF NOT EXISTS resources (org TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (org, name));
+CREATE TABLE IF NOT EXISTS credentials (id TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS provisioned (org TEXT NOT NULL, db_arn TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (org, db_arn));
+";
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(unavailable)?;
+        }
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs blocking SQLite work off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| unavailable("the store lock is poisoned"))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn create_job(&self, new: NewJob) -> StoreResult<Created> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            let job = &new.record.job;
+            let now = Timestamp::now().0.timestamp();
+            if let Some(idem) = &new.idempotency {
+                let existing: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT job_id, body_hash FROM idempotency WHERE org = ?1 AND key = ?2 AND expires_at > ?3",
+                        params![job.org_id, idem.key, now],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(unavailable)?;
+                match existing {
+                    Some((job_id, hash)) if hash == idem.body_hash => return Ok(Created::Replayed(job_id)),
+                    Some(_) => return Err(StoreError::IdempotencyMismatch),
+                    None => {}
+                }
+            }
+            let holder: Option<String> = tx
+                .query_row("SELECT job_id FROM locks WHERE org = ?1 AND db_arn = ?2", params![job.org_id, job.db_arn()], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(unavailable)?;
+            if let Some(job_id) = holder {
+                return Err(StoreError::Locked { job_id });
+            }
+            tx.execute(
+                "INSERT INTO jobs (org, id, sort, phase, db_arn, db_engine, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    job.org_id,
+                    job.id,
+                    job_sort_key(job),
+                    job.phase().as_str(),
+                    job.db_arn(),
+                    job.db_engine(),
+                    to_json(&new.record)
+                ],
+            )
+            .map_err(unavailable)?;
+            tx.execute("INSERT INTO locks (org, db_arn, job_id) VALUES (?1, ?2, ?3)", params![job.org_id, job.db_arn(), job.id])
+                .map_err(unavailable)?;
+            if let Some(idem) = &new.idempotency {
+                tx.execute(
+                    "INSERT OR REPLACE INTO idempotency (org, key, job_id, body_hash, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![job.org_id, idem.key, job.id, idem.body_hash, idem.expires_at.0.timestamp()],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(Created::New)
+        })
+        .await
+    }
+
+    async fn get_job(&self, org: &str, id: &str) -> StoreResult<Option<JobRecord>> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.with(move |conn| {
+            let record: Option<String> = conn
+                .query_row("SELECT record FROM jobs WHERE org = ?1 AND id = ?2", params![org, id], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            record.map(|text| from_json(&text)).transpose()
+        })
+        .await
+    }
+
+    async fn update_job(&self, record: &JobRecord) -> StoreResult<bool> {
+        let record = record.clone();
+        self.with(move |conn| {
+            let job = &record.job;
+            let changed = conn
+                .execute(
+                    "UPDATE jobs SET record = ?3, phase = ?4, db_arn = ?5, db_engine = ?6 WHERE org = ?1 AND id = ?2 AND phase = 'running'",
+                    params![job.org_id, job.id, to_json(&record), job.phase().as_str(), job.db_arn(), job.db_engine()],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
+        let record = record.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            let job = &record.job;
+            let changed = tx
+                .execute(
+                    "UPDATE jobs SET record = ?3, phase = ?4, db_arn = ?5, db_engine = ?6, expires_at = ?7 \
+                     WHERE org = ?1 AND id = ?2 AND phase = 'running'",
+                    params![
+                        job.org_id,
+                        job.id,
+                        to_json(&record),
+                        job.phase().as_str(),
+                        job.db_arn(),
+                        job.db_engine(),
+                        expires_at.0.timestamp()
+                    ],
+                )
+                .map_err(unavailable)?;
+            tx.execute("DELETE FROM locks WHERE org = ?1 AND job_id = ?2", params![job.org_id, job.id]).map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.with(move |conn| {
+            let phase: Option<String> = conn
+                .query_row("SELECT phase FROM jobs WHERE org = ?1 AND id = ?2", params![org, id], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            match phase.as_deref() {
+                None => Err(StoreError::NotFound),
+                Some("running") => Err(StoreError::Running),
+                Some(_) => {
+                    conn.execute("DELETE FROM jobs WHERE org = ?1 AND id = ?2 AND phase <> 'running'", params![org, id])
+                        .map_err(unavailable)?;
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<Page<Job>> {
+        let org = org.to_string();
+        let query = query.clone();
+        self.with(move |conn| {
+            let (low, mut high) = sort_bounds(&query);
+            if let Some(token) = &query.next_token {
+                high = high.min(decode_token(&org, token)?);
+            }
+            let mut statement = conn
+                .prepare(
+                    "SELECT record, sort FROM jobs WHERE org = ?1 AND sort >= ?2 AND sort < ?3 \
+                     AND (?4 IS NULL OR phase = ?4) AND (?5 IS NULL OR db_arn = ?5) AND (?6 IS NULL OR db_engine = ?6) \
+                     ORDER BY sort DESC LIMIT ?7",
+                )
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(
+                    params![
+                        org,
+                        low,
+                        high,
+                        query.phase.map(Phase::as_str),
+                        query.db_arn,
+                        query.db_engine,
+                        (query.limit + 1) as i64
+                    ],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                )
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let more = rows.len() > query.limit;
+            let mut items = Vec::new();
+            let mut last = String::new();
+            for (record, sort) in rows.into_iter().take(query.limit) {
+                items.push(from_json::<JobRecord>(&record)?.job);
+                last = sort;
+            }
+            let next_token = more.then(|| encode_token(&org, &last));
+            Ok(Page { items, next_token })
+        })
+        .await
+    }
+
+    async fn job_stats(&self, org: &str) -> StoreResult<JobStats> {
+        let org = org.to_string();
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare("SELECT phase, db_engine, COUNT(*) FROM jobs WHERE org = ?1 GROUP BY phase, db_engine")
+                .map_err(unavailable)?;
+            let mut stats = JobStats::default();
+            let rows = statement
+                .query_map(params![org], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?)))
+                .map_err(unavailable)?;
+            for row in rows {
+                let (phase, engine, count) = row.map_err(unavailable)?;
+                for _ in 0..count {
+                    stats.count(&phase, &engine);
+                }
+            }
+            Ok(stats.with_all_phases())
+        })
+        .await
+    }
+
+    async fn mark_provisioned(&self, provisioned: &Provisioned) -> StoreResult<()> {
+        let provisioned = provisioned.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO provisioned (org, db_arn, record) VALUES (?1, ?2, ?3)",
+                params![provisioned.org, provisioned.db_arn, to_json(&provisioned)],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn provisioned(&self) -> StoreResult<Vec<Provisioned>> {
+        self.with(|conn| {
+            let mut statement = conn.prepare("SELECT record FROM provisioned ORDER BY org, db_arn").map_err(unavailable)?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|row| from_json(&row.map_err(unavailable)?)).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ResourceStore for SqliteStore {
+    async fn create_resource(&self, resource: &Resource) -> StoreResult<()> {
+        let resource = resource.clone();
+        self.with(move |conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO resources (org, name, record) VALUES (?1, ?2, ?3)",
+                    params![resource.org_id, resource.name, to_json(&resource)],
+                )
+                .map_err(unavailable)?;
+            if inserted == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!("a resource named '{}'", resource.name)))
+            }
+        })
+        .await
+    }
+
+    async fn put_resource(&self, resource: &Resource) -> StoreResult<()> {
+        let resource = resource.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO resources (org, name, record) VALUES (?1, ?2, ?3)",
+                params![resource.org_id, resource.name, to_json(&resource)],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_resource(&self, org: &str, name: &str) -> StoreResult<Option<Resource>> {
+        let (org, name) = (org.to_string(), name.to_string());
+        self.with(move |conn| {
+            let record: Option<String> = conn
+                .query_row("SELECT record FROM resources WHERE org = ?1 AND name = ?2", params![org, name], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            record.map(|text| from_json(&text)).transpose()
+        })
+        .await
+    }
+
+    async fn delete_resource(&self, org: &str, name: &str) -> StoreResult<()> {
+        let (org, name) = (org.to_string(), name.to_string());
+        self.with(move |conn| {
+            match conn.execute("DELETE FROM resources WHERE org = ?1 AND name = ?2", params![org, name]).map_err(unavailable)? {
+                0 => Err(StoreError::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn list_resources(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<Resource>> {
+        let org = org.to_string();
+        let after = next_token.map(|token| decode_token(&org, token)).transpose()?.unwrap_or_default();
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare("SELECT record, name FROM resources WHERE org = ?1 AND name > ?2 ORDER BY name LIMIT ?3")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(params![org, after, (limit + 1) as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let more = rows.len() > limit;
+            let mut items = Vec::new();
+            let mut last = String::new();
+            for (record, name) in rows.into_iter().take(limit) {
+                items.push(from_json(&record)?);
+                last = name;
+            }
+            Ok(Page { items, next_token: more.then(|| encode_token(&org, &last)) })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CredentialStore for SqliteStore {
+    async fn put_credential(&self, id: &str, value: &str) -> StoreResult<()> {
+        let (id, value) = (id.to_string(), value.to_string());
+        self.with(move |conn| {
+            conn.execute("INSERT OR REPLACE INTO credentials (id, value) VALUES (?1, ?2)", params![id, value])
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_credential(&self, id: &str) -> StoreResult<Option<String>> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            conn.query_row("SELECT value FROM credentials WHERE id = ?1", params![id], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+}

@@ -1,0 +1,180 @@
+//! The test harness: a PostgreSQL cluster of its own (SCRAM and TLS, like RDS),
+//! the machine's MariaDB, moto, and helpers to log in as a role.
+//!
+//! Run through `scripts/test`, which starts moto and exports its address.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const SUPERUSER_PASSWORD: &str = "master-Pa55word";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
+}
+
+/// A name no other test uses: `t` and 8 hex digits.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A throwaway PostgreSQL 15 cluster with `scram-sha-256` for every TCP login,
+/// TLS from a CA the test made, and every statement logged.
+pub struct PgCluster {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    pub other_ca_file: PathBuf,
+}
+
+fn run_as_postgres(args: &[&str]) -> std::process::Output {
+    Command::new("runuser").arg("-u").arg("postgres").arg("--").args(args).output().expect("runuser runs")
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("dbroles-pg").tempdir().expect("a temp dir");
+        let root = dir.path();
+        let data = root.join("data");
+        std::fs::write(root.join("pw"), SUPERUSER_PASSWORD).unwrap();
+        let (ca_pem, cert_pem, key_pem) = certificates();
+        let (other_ca, _, _) = certificates();
+        std::fs::write(root.join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(root.join("other-ca.pem"), &other_ca).unwrap();
+        Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status().unwrap();
+        let initdb = run_as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            &format!("--pwfile={}", root.join("pw").display()),
+        ]);
+        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(data.join("server.crt"))
+            .arg(data.join("server.key"))
+            .status()
+            .unwrap();
+        Command::new("chmod").args(["600"]).arg(data.join("server.key")).status().unwrap();
+        let port = free_port();
+        let options = format!(
+            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on \
+             -c log_statement=all -c logging_collector=off -c max_connections=200",
+            root.display()
+        );
+        let start = run_as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            root.join("server.log").to_str().unwrap(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+        assert!(start.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&start.stderr));
+        Self { port, ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        pg_connect(self.port, user, password, db).await
+    }
+
+    pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {
+        self.client("postgres", SUPERUSER_PASSWORD, db).await.expect("the superuser logs in")
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        run_as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            self.dir.path().join("data").to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+    }
+}
+
+pub async fn pg_connect(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(5))
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A CA, and a server certificate it signed for 127.0.0.1 and localhost (PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dbroles test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let ca_pem = ca.pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// The machine's MariaDB as root.
+pub fn mariadb_opts(user: &str, password: &str) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(3306)
+        .user(Some(user))
+        .pass(Some(password))
+        .prefer_socket(false)
+        .into()
+}
+
+pub async fn mariadb(user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+    mysql_async::Conn::new(mariadb_opts(user, password)).await
+}
+
+/// The moto server `scripts/test` started (plain mode: executions stay RUNNING).
+pub fn moto_endpoint() -> String {
+    std::env::var("DBROLES_TEST_MOTO").expect("DBROLES_TEST_MOTO is not set: run the tests with scripts/test")
+}
+
+pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+pub fn path_of(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
