@@ -116,7 +116,8 @@ impl SecretStore for AwsSecrets {
     }
 
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
-        match self.client.get_secret_value().secret_id(secret_id).send().await {
+        // Naming the stage is what AWS does by default; moto needs it said.
+        match self.client.get_secret_value().secret_id(secret_id).version_stage("AWSCURRENT").send().await {
             Ok(out) => RoleCredentials::from_secret_json(out.secret_string().unwrap_or_default()).map(Some),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
             Err(error) => Err(classify(&format!("reading {secret_id}"), error)),

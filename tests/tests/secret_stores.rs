@@ -1,0 +1,193 @@
+//! The credential stores: AWS Secrets Manager against moto, and HashiCorp Vault's
+//! KV v2 HTTP API against a test server that follows its documentation (no Vault
+//! server can be installed on these machines).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use dbroles_core::job::SecretsProvider;
+use dbroles_core::secrets::aws::AwsSecrets;
+use dbroles_core::secrets::vault::VaultSecrets;
+use dbroles_core::secrets::{RoleCredentials, SecretRef, SecretStore};
+use dbroles_tests::*;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+fn credentials(password: &str) -> RoleCredentials {
+    RoleCredentials {
+        host: "db.example.com".into(),
+        port: 5432,
+        user: "hoop_ro".into(),
+        password: SecretString::from(password.to_string()),
+        db: "customers".into(),
+        engine: "postgres".into(),
+    }
+}
+
+fn secret_ref(instance: &str) -> SecretRef {
+    SecretRef {
+        instance_id: instance.into(),
+        instance_arn: format!("arn:aws:rds:us-east-1:123456789012:db:{instance}"),
+        job_id: "JOB-1".into(),
+        user: "hoop_ro".into(),
+        host: "db.example.com".into(),
+    }
+}
+
+#[tokio::test]
+async fn aws_secrets_manager_stages_then_confirms_with_tags() {
+    let config = aws_config(&moto_endpoint()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let store = AwsSecrets::new(client.clone(), "dbroles");
+    let instance = unique("db-");
+    let secret = secret_ref(&instance);
+    let name = store.secret_id(&secret);
+    assert_eq!(name, format!("dbroles/{instance}/hoop_ro"));
+
+    let first = store.stage(&secret, &credentials("first-Password-1")).await.unwrap();
+    store.confirm(&first).await.unwrap();
+    let second = store.stage(&secret, &credentials("second-Password-2")).await.unwrap();
+    // Staged but not confirmed: the current password is still the first.
+    let current = store.read(&name).await.unwrap().unwrap();
+    assert_eq!(current.password.expose_secret(), "first-Password-1");
+    store.confirm(&second).await.unwrap();
+    let current = store.read(&name).await.unwrap().unwrap();
+    assert_eq!(current.password.expose_secret(), "second-Password-2");
+
+    let raw = client.get_secret_value().secret_id(&name).send().await.unwrap();
+    let stored: Value = serde_json::from_str(raw.secret_string().unwrap()).unwrap();
+    for key in ["HOST", "PORT", "USER", "PASSWORD", "DB", "ENGINE"] {
+        assert!(stored.get(key).is_some(), "{key} missing from {}", raw.secret_string().unwrap().len());
+    }
+    let described = client.describe_secret().secret_id(&name).send().await.unwrap();
+    let tags: HashMap<_, _> =
+        described.tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string())).collect();
+    assert_eq!(tags.get("dbroles:job-id").map(String::as_str), Some("JOB-1"));
+    assert_eq!(tags.get("dbroles:instance-arn"), Some(&secret.instance_arn));
+
+    let info = store.info(&secret);
+    assert_eq!(info.secrets_manager_provider, SecretsProvider::AwsSecretsManager);
+    assert_eq!(info.secret_keys, ["HOST", "PORT", "USER", "PASSWORD", "DB"]);
+    assert_eq!(info.secret_id, name);
+}
+
+/// What the fake Vault saw and holds.
+#[derive(Default)]
+struct Vault {
+    requests: Vec<(String, String, Option<String>, Value)>,
+    data: HashMap<String, Vec<Value>>,
+    metadata: HashMap<String, Value>,
+}
+
+type Shared = Arc<Mutex<Vault>>;
+
+const TOKEN: &str = "s.test-token";
+
+fn authorised(headers: &HeaderMap) -> bool {
+    headers.get("x-vault-token").and_then(|v| v.to_str().ok()) == Some(TOKEN)
+}
+
+/// `POST /v1/:mount/data/*path` and `GET` of the same, `POST /v1/:mount/metadata/*path`,
+/// as Vault's KV v2 documentation describes them.
+async fn vault_server() -> (String, Shared) {
+    let shared: Shared = Arc::default();
+    async fn write(
+        State(vault): State<Shared>,
+        headers: HeaderMap,
+        Path((mount, kind, path)): Path<(String, String, String)>,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        let namespace = headers.get("x-vault-namespace").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut vault = vault.lock().unwrap();
+        vault.requests.push(("POST".into(), format!("{mount}/{kind}/{path}"), namespace, body.clone()));
+        if !authorised(&headers) {
+            return (StatusCode::FORBIDDEN, Json(json!({"errors": ["permission denied"]})));
+        }
+        if mount != "dbsecrets" {
+            return (StatusCode::NOT_FOUND, Json(json!({"errors": []})));
+        }
+        match kind.as_str() {
+            "data" => {
+                let versions = vault.data.entry(path).or_default();
+                versions.push(body["data"].clone());
+                (StatusCode::OK, Json(json!({"data": {"version": versions.len()}})))
+            }
+            "metadata" => {
+                vault.metadata.insert(path, body);
+                (StatusCode::NO_CONTENT, Json(json!({})))
+            }
+            _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
+        }
+    }
+    async fn read(
+        State(vault): State<Shared>,
+        headers: HeaderMap,
+        Path((mount, kind, path)): Path<(String, String, String)>,
+    ) -> (StatusCode, Json<Value>) {
+        let vault = vault.lock().unwrap();
+        if !authorised(&headers) {
+            return (StatusCode::FORBIDDEN, Json(json!({"errors": ["permission denied"]})));
+        }
+        match vault.data.get(&path).and_then(|v| v.last()) {
+            Some(data) if mount == "dbsecrets" && kind == "data" => {
+                (StatusCode::OK, Json(json!({"data": {"data": data, "metadata": {"version": vault.data[&path].len()}}})))
+            }
+            _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
+        }
+    }
+    let app = Router::new().route("/v1/{mount}/{kind}/{*path}", post(write).get(read)).with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (address, shared)
+}
+
+#[tokio::test]
+async fn vault_kv2_writes_the_documented_path_keys_and_headers() {
+    let (address, vault) = vault_server().await;
+    let store = VaultSecrets::new(&address, SecretString::from(TOKEN), Some("team-a".into()), "dbsecrets/data/");
+    let secret = secret_ref("db1");
+    assert_eq!(store.secret_id(&secret), "dbsecrets/data/hoop_ro_db.example.com");
+
+    let staged = store.stage(&secret, &credentials("vault-Password-1")).await.unwrap();
+    assert_eq!(staged.version.as_deref(), Some("1"));
+    store.confirm(&staged).await.unwrap();
+    let read = store.read(&staged.secret_id).await.unwrap().unwrap();
+    assert_eq!(read.password.expose_secret(), "vault-Password-1");
+    assert_eq!((read.host.as_str(), read.port, read.db.as_str()), ("db.example.com", 5432, "customers"));
+
+    let vault = vault.lock().unwrap();
+    let (method, path, namespace, body) = &vault.requests[0];
+    assert_eq!(
+        (method.as_str(), path.as_str(), namespace.as_deref()),
+        ("POST", "dbsecrets/data/hoop_ro_db.example.com", Some("team-a"))
+    );
+    let keys: Vec<&String> = body["data"].as_object().unwrap().keys().collect();
+    for key in ["HOST", "PORT", "USER", "PASSWORD", "DB"] {
+        assert!(keys.iter().any(|k| k.as_str() == key), "{key} missing");
+    }
+    assert_eq!(vault.metadata["hoop_ro_db.example.com"]["custom_metadata"]["dbroles_confirmed_version"], "1");
+    assert_eq!(store.info(&secret).secrets_manager_provider, SecretsProvider::Vault);
+}
+
+#[tokio::test]
+async fn vault_errors_are_reported_without_the_token_or_password() {
+    let (address, _) = vault_server().await;
+    let secret = secret_ref("db1");
+    let denied = VaultSecrets::new(&address, SecretString::from("s.wrong"), None, "dbsecrets/data/");
+    let error = denied.stage(&secret, &credentials("vault-Password-2")).await.unwrap_err().to_string();
+    assert!(error.contains("403") && error.contains("permission denied"), "{error}");
+    assert!(!error.contains("s.wrong") && !error.contains("vault-Password-2"), "{error}");
+
+    let unmounted = VaultSecrets::new(&address, SecretString::from(TOKEN), None, "nomount/data/");
+    let error = unmounted.stage(&secret, &credentials("x")).await.unwrap_err().to_string();
+    assert!(error.contains("404"), "{error}");
+
+    let down =
+        VaultSecrets::new(&format!("http://127.0.0.1:{}", free_port()), SecretString::from(TOKEN), None, "dbsecrets/data/");
+    assert!(down.stage(&secret, &credentials("x")).await.is_err());
+}
