@@ -1,1 +1,189 @@
-fn main() {}
+//! `dbroles`: run dbroles on a laptop, on an embedded store, against local databases.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use dbroles_core::auth::{LocalTokens, ADMIN_GROUP};
+use dbroles_core::engine::{self, Level, TlsConfig};
+use dbroles_core::inventory::local::{LocalInventory, LOCAL_POSTGRES_ARN};
+use dbroles_core::inventory::Inventory;
+use dbroles_core::job::Phase;
+use dbroles_core::request::{AwsRequest, CreateJobRequest, JobStep};
+use dbroles_core::runner::{self, Settings};
+use dbroles_core::secrets::database::DatabaseSecrets;
+use dbroles_core::secrets::{SecretRef, SecretStore};
+use dbroles_core::store::sqlite::SqliteStore;
+use secrecy::ExposeSecret;
+
+#[derive(Parser)]
+#[command(name = "dbroles", version, about = "Provision least-privilege database roles, locally")]
+struct Cli {
+    /// Where the embedded store and the token key live.
+    #[arg(long, global = true, default_value = ".dbroles", env = "DBROLES_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Instances to know (dbroles.local.toml); without it, the machine's PostgreSQL and MariaDB.
+    #[arg(long, global = true, env = "DBROLES_INSTANCES")]
+    instances: Option<PathBuf>,
+    /// The role prefix: roles are <prefix>_ro, <prefix>_rw and <prefix>_ddl.
+    #[arg(long, global = true, default_value = "hoop", env = "DBROLES_ROLE_PREFIX")]
+    role_prefix: String,
+    /// TLS to the databases: disable, require or verify-full.
+    #[arg(long, global = true, default_value = "disable", env = "DBROLES_DB_TLS")]
+    tls: String,
+    /// CA bundle for --tls verify-full.
+    #[arg(long, global = true, env = "DBROLES_DB_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one job for the organisation `local` and print it as GET returns it.
+    Run {
+        #[arg(long, default_value = LOCAL_POSTGRES_ARN)]
+        instance: String,
+        #[arg(long, default_value = "local-")]
+        connection_prefix: String,
+        /// Extra steps: create-connections, send-webhook.
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<String>,
+    },
+    /// Print a role's stored credentials as JSON (the only place they are shown).
+    Credentials {
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Print a bearer token the local server accepts (last line).
+    Token {
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "local-user")]
+        sub: String,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Provision a generated instance on the local PostgreSQL and MariaDB and print figures.
+    Bench {
+        #[arg(long, default_value_t = 10)]
+        databases: usize,
+        #[arg(long, default_value_t = 5)]
+        schemas: usize,
+        #[arg(long, default_value_t = 20)]
+        tables: usize,
+    },
+}
+
+impl Cli {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        engine::validate_prefix_shape(&self.role_prefix).map_err(anyhow::Error::msg)?;
+        let tls = TlsConfig { mode: self.tls.parse().map_err(anyhow::Error::msg)?, ca_file: self.ca_file.clone() };
+        Ok(Settings { role_prefix: self.role_prefix.clone(), tls, ..Settings::default() })
+    }
+
+    fn inventory(&self) -> anyhow::Result<LocalInventory> {
+        match &self.instances {
+            Some(path) => LocalInventory::load(path).map_err(anyhow::Error::msg),
+            None => Ok(LocalInventory::defaults()),
+        }
+    }
+
+    fn store(&self) -> anyhow::Result<SqliteStore> {
+        SqliteStore::open(&self.data_dir.join("dbroles.db"))
+            .with_context(|| format!("opening the store in {}", self.data_dir.display()))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("dbroles: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run { instance, connection_prefix, steps } => {
+            let settings = cli.settings()?;
+            let inventory = cli.inventory()?;
+            let store = Arc::new(cli.store()?);
+            let job_steps = steps
+                .iter()
+                .map(|step| serde_json::from_value::<JobStep>(serde_json::Value::String(step.clone())))
+                .collect::<Result<Vec<_>, _>>()
+                .context("--steps: expected create-connections and/or send-webhook")?;
+            let request = CreateJobRequest {
+                agent_id: uuid::Uuid::new_v4().to_string(),
+                aws: AwsRequest {
+                    instance_arn: instance.clone(),
+                    default_security_group: None,
+                    allow_master_password_reset: false,
+                },
+                connection_prefix_name: connection_prefix.clone(),
+                job_steps,
+                vault_provider: None,
+            };
+            request.validate().map_err(anyhow::Error::msg)?;
+            let arn = request.instance_arn();
+            let found =
+                inventory.describe(&arn).await?.with_context(|| format!("the instance {arn} is not in the local inventory"))?;
+            let record = runner::new_record("local", "local-user", request, runner::spec_of(&found, &arn.account));
+            eprintln!("dbroles: job {} on {} ({} at {}:{})", record.id(), arn, found.engine, found.host, found.port);
+            let secrets = DatabaseSecrets::new(store.clone());
+            let done = runner::run_in_process(record, store, &inventory, &secrets, &settings).await?;
+            if let Some(status) = &done.job.status {
+                for result in &status.result {
+                    eprintln!("dbroles:   {} {}: {}", result.user_role, result.status.as_str(), result.message);
+                }
+                eprintln!("dbroles: {}: {}", status.phase.as_str(), status.message);
+            }
+            println!("{}", serde_json::to_string_pretty(&done.job)?);
+            Ok(if done.job.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Credentials { instance, role } => {
+            let level = Level::parse(role).with_context(|| format!("--role {role}: expected ro, rw or ddl"))?;
+            let secrets = DatabaseSecrets::new(Arc::new(cli.store()?));
+            let secret = SecretRef {
+                instance_id: String::new(),
+                instance_arn: instance.clone(),
+                job_id: String::new(),
+                user: level.user(&cli.role_prefix),
+                host: String::new(),
+            };
+            let Some(credentials) = secrets.read(&secrets.secret_id(&secret)).await? else {
+                bail!("no stored credentials for {} on {instance}: run a job first", secret.user);
+            };
+            let shown = serde_json::json!({
+                "HOST": credentials.host,
+                "PORT": credentials.port.to_string(),
+                "USER": credentials.user,
+                "PASSWORD": credentials.password.expose_secret(),
+                "DB": credentials.db,
+            });
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { org, sub, admin } => {
+            let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
+            let groups = if *admin { vec![ADMIN_GROUP.to_string()] } else { Vec::new() };
+            println!("{}", tokens.issue(sub, org, &groups, chrono::Duration::hours(12)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { databases, schemas, tables } => {
+            bench::run(&cli.settings()?, *databases, *schemas, *tables).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

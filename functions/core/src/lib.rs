@@ -14,5 +14,6 @@ pub mod job;
 pub mod provision;
 pub mod request;
 pub mod resource;
+pub mod runner;
 pub mod secrets;
 pub mod store;

@@ -1,0 +1,160 @@
+//! Carrying out one job: the instance, its master credentials, the roles, the
+//! final status. The workflow's steps call these; the local CLI runs them in turn.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{self, Family, Target, TlsConfig};
+use crate::inventory::{Instance, Inventory};
+use crate::job::{JobRecord, JobSpec, JobStatus, Phase, Timestamp};
+use crate::provision::{provision_roles, Endpoint};
+use crate::secrets::{SecretRef, SecretStore};
+use crate::store::{JobStore, NewJob, Provisioned, StoreError};
+
+/// How a deployment provisions: its role prefix, TLS and time limits.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub role_prefix: String,
+    pub tls: TlsConfig,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub concurrency: usize,
+    /// How long finished jobs are kept.
+    pub retention: chrono::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            role_prefix: "hoop".into(),
+            tls: TlsConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(60),
+            concurrency: 4,
+            retention: chrono::Duration::days(90),
+        }
+    }
+}
+
+/// The spec of a job from the instance (`account_arn` from the ARN's account).
+pub fn spec_of(instance: &Instance, account: &str) -> JobSpec {
+    JobSpec {
+        account_arn: format!("arn:aws:iam::{account}:root"),
+        db_arn: instance.arn.clone(),
+        db_engine: instance.engine.clone(),
+        db_name: instance.db_name.clone(),
+        db_tags: instance.tags.clone(),
+    }
+}
+
+/// A new running job for an instance.
+pub fn new_record(org: &str, created_by: &str, request: crate::request::CreateJobRequest, spec: JobSpec) -> JobRecord {
+    JobRecord {
+        job: crate::job::Job {
+            completed_at: None,
+            created_at: Timestamp::now(),
+            hook_status: None,
+            id: crate::job::new_id(),
+            org_id: org.to_string(),
+            spec: Some(spec),
+            status: Some(JobStatus { message: "the job is running".into(), phase: Phase::Running, result: Vec::new() }),
+            webhook_status: None,
+        },
+        request,
+        created_by: created_by.to_string(),
+        execution: None,
+    }
+}
+
+/// Provisions the roles of a running job and writes the result onto the record.
+pub async fn provision(record: &mut JobRecord, inventory: &dyn Inventory, secrets: &dyn SecretStore, settings: &Settings) {
+    let outcome = provision_inner(record, inventory, secrets, settings).await;
+    let status = match outcome {
+        Ok(results) => {
+            let failed: Vec<&str> =
+                results.iter().filter(|r| r.status != Phase::Completed).map(|r| r.user_role.as_str()).collect();
+            let (phase, message) = if failed.is_empty() {
+                (Phase::Completed, "All user roles have been successfully provisioned".to_string())
+            } else {
+                (Phase::Failed, format!("provisioning failed for {}", failed.join(", ")))
+            };
+            JobStatus { message, phase, result: results }
+        }
+        Err(message) => JobStatus { message, phase: Phase::Failed, result: Vec::new() },
+    };
+    record.job.status = Some(status);
+}
+
+async fn provision_inner(
+    record: &JobRecord,
+    inventory: &dyn Inventory,
+    secrets: &dyn SecretStore,
+    settings: &Settings,
+) -> Result<Vec<crate::job::RoleResult>, String> {
+    let arn = record.request.instance_arn();
+    let instance =
+        inventory.describe(&arn).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("the instance {arn} was not found"))?;
+    let family = Family::of(&instance.engine).ok_or_else(|| engine::unsupported(&instance.engine))?;
+    engine::validate_prefix(&settings.role_prefix, &instance.engine).map_err(|e| e.0)?;
+    let master = inventory.master_credentials(&instance).await.map_err(|e| e.to_string())?;
+    let target = Target {
+        family,
+        host: instance.host.clone(),
+        port: instance.port,
+        master_user: master.user,
+        master_password: master.password,
+        tls: settings.tls.clone(),
+        connect_timeout: settings.connect_timeout,
+        statement_timeout: settings.statement_timeout,
+        concurrency: settings.concurrency,
+    };
+    let default_db = match (family, instance.db_name.as_str()) {
+        (_, name) if !name.is_empty() => name.to_string(),
+        (Family::Postgres, _) => "postgres".to_string(),
+        (Family::MySql, _) => String::new(),
+    };
+    let endpoint = Endpoint { host: instance.host.clone(), port: instance.port, db: default_db, engine: instance.engine.clone() };
+    let secret_ref = SecretRef {
+        instance_id: instance.identifier.clone(),
+        instance_arn: instance.arn.clone(),
+        job_id: record.id().to_string(),
+        user: String::new(),
+        host: instance.host.clone(),
+    };
+    let outcome =
+        provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref).await.map_err(|e| e.to_string())?;
+    Ok(outcome.results)
+}
+
+/// Writes the final status, releases the lock, and remembers a provisioned instance.
+pub async fn finalize(record: &mut JobRecord, store: &dyn JobStore, settings: &Settings) -> Result<bool, StoreError> {
+    let (phase, message) = record.job.status.as_ref().map_or((Phase::Failed, String::from("the job has no status")), |s| {
+        let phase = if s.phase == Phase::Running { Phase::Failed } else { s.phase };
+        (phase, s.message.clone())
+    });
+    record.finish(phase, message);
+    let finished = store.finish_job(record, Timestamp(record.job.created_at.0 + settings.retention)).await?;
+    if finished && phase == Phase::Completed {
+        let provisioned = Provisioned {
+            org: record.org().to_string(),
+            db_arn: record.job.db_arn().to_string(),
+            request: record.request.clone(),
+        };
+        store.mark_provisioned(&provisioned).await?;
+    }
+    Ok(finished)
+}
+
+/// Stores a new job and carries it out in this process (the local CLI).
+pub async fn run_in_process(
+    mut record: JobRecord,
+    store: Arc<dyn JobStore>,
+    inventory: &dyn Inventory,
+    secrets: &dyn SecretStore,
+    settings: &Settings,
+) -> Result<JobRecord, StoreError> {
+    store.create_job(NewJob { record: record.clone(), idempotency: None }).await?;
+    provision(&mut record, inventory, secrets, settings).await;
+    finalize(&mut record, store.as_ref(), settings).await?;
+    Ok(store.get_job(record.org(), record.id()).await?.unwrap_or(record))
+}
