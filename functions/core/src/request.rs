@@ -266,7 +266,7 @@ mod tests {
         let mut value = valid();
         value["aws"]["region"] = "us-east-1".into();
         let error = CreateJobRequest::parse(&body(value)).unwrap_err();
-        assert!(error.0.starts_with("aws: unknown field `region`"), "{}", error.0);
+        assert!(error.0.starts_with("aws.region: unknown field `region`"), "{}", error.0);
     }
 
     #[test]
