@@ -54,6 +54,11 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         steps: Vec<String>,
     },
+    /// Serve the API (the same router as the API Lambda) on the embedded store.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: std::net::SocketAddr,
+    },
     /// Print a role's stored credentials as JSON (the only place they are shown).
     Credentials {
         #[arg(long)]
@@ -152,6 +157,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&done.job)?);
             Ok(if done.job.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Serve { addr } => {
+            let store = Arc::new(cli.store()?);
+            let settings = cli.settings()?;
+            let inventory = Arc::new(cli.inventory()?);
+            let workflow = dbroles_core::workflow::InProcess {
+                store: store.clone(),
+                inventory: inventory.clone(),
+                secrets: Arc::new(DatabaseSecrets::new(store.clone())),
+                settings: settings.clone(),
+            };
+            let app = dbroles_core::api::App { jobs: store, inventory, workflow: Arc::new(workflow), settings };
+            let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
+            serve(*addr, Arc::new(app), tokens).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Credentials { instance, role } => {
             let level = Level::parse(role).with_context(|| format!("--role {role}: expected ro, rw or ddl"))?;
             let secrets = DatabaseSecrets::new(Arc::new(cli.store()?));
@@ -186,4 +206,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The local server: axum hands every request to the API's router, after
+/// checking the bearer token as API Gateway's JWT authorizer would.
+async fn serve(addr: std::net::SocketAddr, app: Arc<dbroles_core::api::App>, tokens: LocalTokens) -> anyhow::Result<()> {
+    use axum::body::{to_bytes, Body};
+    use axum::response::IntoResponse;
+
+    let handler = move |request: axum::extract::Request| {
+        let (app, tokens) = (app.clone(), tokens.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = to_bytes(body, dbroles_core::api::MAX_BODY + 1).await else {
+                let message = serde_json::json!({"message": "the request body is too large"}).to_string();
+                return (http::StatusCode::PAYLOAD_TOO_LARGE, [("content-type", "application/json")], message).into_response();
+            };
+            let authorization = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let caller = tokens.verify(authorization);
+            let response = dbroles_core::api::handle(&app, caller, http::Request::from_parts(parts, bytes)).await;
+            response.map(Body::from).into_response()
+        }
+    };
+    let router = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    eprintln!("dbroles: serving the API on http://{}", listener.local_addr()?);
+    axum::serve(listener, router).await?;
+    Ok(())
 }

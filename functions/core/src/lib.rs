@@ -7,6 +7,7 @@
 //! - [`engine`]: the roles and grants on PostgreSQL and MySQL/MariaDB.
 //! - [`api`]: the HTTP API, shared by the Lambda and the local server.
 
+pub mod api;
 pub mod auth;
 pub mod engine;
 pub mod inventory;
@@ -17,3 +18,4 @@ pub mod resource;
 pub mod runner;
 pub mod secrets;
 pub mod store;
+pub mod workflow;

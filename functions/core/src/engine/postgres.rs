@@ -113,11 +113,10 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
     drop(master);
 
     // Each database on its own connection, a bounded number at once.
-    let per_database: Vec<Vec<Result<(), String>>> = stream::iter(databases.iter())
-        .map(|db| provision_database(target, db, roles, &counters))
-        .buffered(target.concurrency.max(1))
-        .collect()
-        .await;
+    // The futures are collected first, so no closure is held across an await and
+    // the whole future stays `Send` for any lifetime (a spawned task can await it).
+    let pending: Vec<_> = databases.iter().map(|db| provision_database(target, db, roles, &counters)).collect();
+    let per_database: Vec<Vec<Result<(), String>>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
     let outcomes = roles
         .iter()
         .enumerate()

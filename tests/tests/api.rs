@@ -1,0 +1,271 @@
+//! The jobs API through its router, on the embedded store, with jobs carried out
+//! in-process against the machine's PostgreSQL and MariaDB.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dbroles_core::api::{handle, App};
+use dbroles_core::auth::{AuthError, Caller};
+use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LOCAL_MARIADB_ARN, LOCAL_POSTGRES_ARN};
+use dbroles_core::runner::Settings;
+use dbroles_core::secrets::database::DatabaseSecrets;
+use dbroles_core::store::sqlite::SqliteStore;
+use dbroles_core::workflow::InProcess;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+/// An instance whose port accepts connections and never answers: jobs on it stay running.
+const SILENT_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:silent";
+
+struct Harness {
+    app: App,
+    _dir: tempfile::TempDir,
+    _silent: std::net::TcpListener,
+}
+
+fn harness(prefix: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut instances = vec![
+        local(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres"),
+        local(LOCAL_MARIADB_ARN, "mariadb", 3306, "root"),
+        local(SILENT_ARN, "postgres", silent.local_addr().unwrap().port(), "postgres"),
+    ];
+    instances[2].host = "127.0.0.1".into();
+    let inventory = Arc::new(LocalInventory::new(instances).unwrap());
+    let settings = Settings {
+        role_prefix: prefix.into(),
+        tls: dbroles_core::engine::TlsConfig::disabled(),
+        connect_timeout: Duration::from_secs(4),
+        ..Settings::default()
+    };
+    let workflow = InProcess {
+        store: store.clone(),
+        inventory: inventory.clone(),
+        secrets: Arc::new(DatabaseSecrets::new(store.clone())),
+        settings: settings.clone(),
+    };
+    Harness { app: App { jobs: store, inventory, workflow: Arc::new(workflow), settings }, _dir: dir, _silent: silent }
+}
+
+fn local(arn: &str, engine: &str, port: u16, user: &str) -> LocalInstance {
+    LocalInstance {
+        arn: arn.into(),
+        engine: engine.into(),
+        host: "127.0.0.1".into(),
+        port,
+        master_user: user.into(),
+        master_password: Some(String::new()),
+        master_password_env: None,
+        db_name: None,
+        tags: vec![],
+    }
+}
+
+fn admin(org: &str) -> Result<Caller, AuthError> {
+    Ok(Caller { sub: "alice".into(), org: org.into(), groups: vec!["admin".into()] })
+}
+
+fn reader(org: &str) -> Result<Caller, AuthError> {
+    Ok(Caller { sub: "bob".into(), org: org.into(), groups: vec![] })
+}
+
+fn body(arn: &str) -> Value {
+    json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": arn},
+        "connection_prefix_name": "prod-postgres-",
+        "job_steps": []
+    })
+}
+
+async fn call(
+    app: &App,
+    caller: Result<Caller, AuthError>,
+    method: &str,
+    uri: &str,
+    body: Option<&[u8]>,
+    key: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = http::Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let request = request.body(Bytes::copy_from_slice(body.unwrap_or_default())).unwrap();
+    let response = handle(app, caller, request).await;
+    let status = response.status();
+    (status, serde_json::from_str(response.body()).unwrap_or(Value::Null))
+}
+
+async fn create(app: &App, caller: Result<Caller, AuthError>, value: &Value) -> (StatusCode, Value) {
+    call(app, caller, "POST", "/dbroles/jobs", Some(value.to_string().as_bytes()), None).await
+}
+
+async fn wait_finished(app: &App, org: &str, id: &str) -> Value {
+    for _ in 0..100 {
+        let (status, job) = call(app, reader(org), "GET", &format!("/dbroles/jobs/{id}"), None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        if job["status"]["phase"] != "running" {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} still running")
+}
+
+#[tokio::test]
+async fn created_job_completes_and_has_the_seed_shape() {
+    let h = harness(&dbroles_tests::unique("a"));
+    let (status, created) = create(&h.app, admin("org-1"), &body(LOCAL_POSTGRES_ARN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["job_id"].as_str().unwrap();
+    let job = wait_finished(&h.app, "org-1", id).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+    let mut keys: Vec<&str> = job.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["completed_at", "created_at", "hook_status", "id", "org_id", "spec", "status"]);
+    assert!(job["hook_status"].is_null());
+    assert_eq!(job["spec"]["db_engine"], "postgres");
+    for result in job["status"]["result"].as_array().unwrap() {
+        assert_eq!(result["status"], "completed");
+        assert_eq!(result["credentials_info"]["secrets_manager_provider"], "database");
+        assert!(!result.to_string().to_lowercase().contains("password\":"), "no secret in the job");
+    }
+    let (status, _) = call(&h.app, reader("org-2"), "GET", &format!("/dbroles/jobs/{id}"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another organisation sees nothing");
+    let (status, page) =
+        call(&h.app, reader("org-1"), "GET", "/dbroles/jobs?phase=completed&db_engine=postgres", None, None).await;
+    assert_eq!((status, page["items"][0]["id"].as_str()), (StatusCode::OK, Some(id)));
+}
+
+#[tokio::test]
+async fn a_prefix_too_long_for_mariadb_is_a_400_and_stores_nothing() {
+    let h = harness(&"p".repeat(30));
+    let (status, answer) = create(&h.app, admin("org-1"), &body(LOCAL_MARIADB_ARN)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer["message"].as_str().unwrap().contains("32 characters"), "{answer}");
+    let (_, page) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs", None, None).await;
+    assert_eq!(page["items"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_naming_the_field_and_stores_nothing() {
+    let h = harness("hoop");
+    let mut unknown = body(LOCAL_POSTGRES_ARN);
+    unknown["aws"]["role"] = "x".into();
+    let mut wrong_type = body(LOCAL_POSTGRES_ARN);
+    wrong_type["job_steps"] = json!("create-connections");
+    let mut hostile = body(LOCAL_POSTGRES_ARN);
+    hostile["connection_prefix_name"] = json!("x'; DROP TABLE jobs; --$(rm -rf /)");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (br#"{"agent_id": "a1b2c3d4-e5f6"#.to_vec(), "not valid JSON"),
+        (unknown.to_string().into_bytes(), "aws.role: unknown field"),
+        (wrong_type.to_string().into_bytes(), "job_steps: invalid type"),
+        (hostile.to_string().into_bytes(), "connection_prefix_name:"),
+        (body("arn:aws:rds:us-east-1:000000000000:db:missing").to_string().into_bytes(), "aws.instance_arn: no instance"),
+        (body("arn:aws:rds:us-east-1:000000000000:db:ünïcode").to_string().into_bytes(), "aws.instance_arn:"),
+    ];
+    for (payload, expected) in cases {
+        let (status, answer) = call(&h.app, admin("org-1"), "POST", "/dbroles/jobs", Some(&payload), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer["message"].as_str().unwrap().contains(expected), "{expected}: {answer}");
+    }
+    let big = vec![b' '; 1024 * 1024];
+    let (status, _) = call(&h.app, admin("org-1"), "POST", "/dbroles/jobs", Some(&big), None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, answer) = create(&h.app, reader("org-1"), &body(LOCAL_POSTGRES_ARN)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (status, answer) = create(&h.app, Err(AuthError::Missing), &body(LOCAL_POSTGRES_ARN)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let (_, page) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs", None, None).await;
+    assert_eq!(page["items"], json!([]), "nothing was stored");
+}
+
+#[tokio::test]
+async fn one_running_job_per_instance_and_idempotency_keys_replay() {
+    let h = harness("hoop");
+    let request = body(SILENT_ARN).to_string();
+    let (status, first) = call(&h.app, admin("org-1"), "POST", "/dbroles/jobs", Some(request.as_bytes()), Some("key-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let id = first["job_id"].as_str().unwrap();
+
+    // The same key and body (spaced differently): the same job.
+    let respaced = serde_json::to_string_pretty(&body(SILENT_ARN)).unwrap();
+    let (status, again) = call(&h.app, admin("org-1"), "POST", "/dbroles/jobs", Some(respaced.as_bytes()), Some("key-1")).await;
+    assert_eq!((status, again["job_id"].as_str()), (StatusCode::ACCEPTED, Some(id)));
+    // The same key with another body: 422.
+    let other = body(LOCAL_POSTGRES_ARN).to_string();
+    let (status, _) = call(&h.app, admin("org-1"), "POST", "/dbroles/jobs", Some(other.as_bytes()), Some("key-1")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A second job for the running instance: 409 naming the running job.
+    let (status, conflict) = create(&h.app, admin("org-1"), &body(SILENT_ARN)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(conflict["message"].as_str().unwrap().contains(id), "{conflict}");
+    // Another organisation is not blocked.
+    let (status, _) = create(&h.app, admin("org-2"), &body(SILENT_ARN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // The silent instance times out: the job fails with a message naming the host, and the lock is released.
+    let job = wait_finished(&h.app, "org-1", id).await;
+    assert_eq!(job["status"]["phase"], "failed");
+    assert!(job["status"]["message"].as_str().unwrap().contains("127.0.0.1"), "{job}");
+    assert!(!job["completed_at"].is_null());
+    let (status, _) = create(&h.app, admin("org-1"), &body(SILENT_ARN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the lock was released");
+}
+
+#[tokio::test]
+async fn fifty_parallel_creates_for_one_instance_give_exactly_one_202() {
+    let h = Arc::new(harness("hoop"));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { create(&h.app, admin("org-1"), &body(SILENT_ARN)).await.0 })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, 1);
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_and_rejects_bad_parameters() {
+    let h = harness("hoop");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, created) = create(&h.app, admin("org-1"), &body(LOCAL_MARIADB_ARN)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let id = created["job_id"].as_str().unwrap().to_string();
+        wait_finished(&h.app, "org-1", &id).await;
+        ids.push(id);
+    }
+    let (_, first) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs?limit=2", None, None).await;
+    let token = first["next_token"].as_str().unwrap();
+    let (_, second) =
+        call(&h.app, reader("org-1"), "GET", &format!("/dbroles/jobs?limit=2&next_token={token}"), None, None).await;
+    let listed: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    assert!(second["next_token"].is_null());
+    for bad in ["limit=0", "limit=101", "phase=done", "created_after=yesterday", "next_token=garbage"] {
+        let (status, answer) = call(&h.app, reader("org-1"), "GET", &format!("/dbroles/jobs?{bad}"), None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+    }
+    let (status, _) = call(&h.app, reader("org-2"), "GET", &format!("/dbroles/jobs?next_token={token}"), None, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a token of another organisation");
+}
