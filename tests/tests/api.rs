@@ -28,12 +28,11 @@ fn harness(prefix: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut instances = vec![
-        local(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres"),
-        local(LOCAL_MARIADB_ARN, "mariadb", 3306, "root"),
-        local(SILENT_ARN, "postgres", silent.local_addr().unwrap().port(), "postgres"),
+    let instances = vec![
+        LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres"),
+        LocalInstance::on_loopback(LOCAL_MARIADB_ARN, "mariadb", 3306, "root"),
+        LocalInstance::on_loopback(SILENT_ARN, "postgres", silent.local_addr().unwrap().port(), "postgres"),
     ];
-    instances[2].host = "127.0.0.1".into();
     let inventory = Arc::new(LocalInventory::new(instances).unwrap());
     let settings = Settings {
         role_prefix: prefix.into(),
@@ -48,20 +47,6 @@ fn harness(prefix: &str) -> Harness {
         settings: settings.clone(),
     };
     Harness { app: App { jobs: store, inventory, workflow: Arc::new(workflow), settings }, _dir: dir, _silent: silent }
-}
-
-fn local(arn: &str, engine: &str, port: u16, user: &str) -> LocalInstance {
-    LocalInstance {
-        arn: arn.into(),
-        engine: engine.into(),
-        host: "127.0.0.1".into(),
-        port,
-        master_user: user.into(),
-        master_password: Some(String::new()),
-        master_password_env: None,
-        db_name: None,
-        tags: vec![],
-    }
 }
 
 fn admin(org: &str) -> Result<Caller, AuthError> {

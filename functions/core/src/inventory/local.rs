@@ -36,6 +36,23 @@ pub struct LocalInstance {
     pub tags: Vec<DbTag>,
 }
 
+impl LocalInstance {
+    /// An instance on 127.0.0.1 whose master user has an empty password (the machine's trust set-up).
+    pub fn on_loopback(arn: &str, engine: &str, port: u16, master_user: &str) -> Self {
+        Self {
+            arn: arn.into(),
+            engine: engine.into(),
+            host: "127.0.0.1".into(),
+            port,
+            master_user: master_user.into(),
+            master_password: Some(String::new()),
+            master_password_env: None,
+            db_name: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -63,16 +80,9 @@ impl LocalInventory {
 
     /// The machine's PostgreSQL and MariaDB, as the local server knows them with no file.
     pub fn defaults() -> Self {
-        let local = |arn: &str, engine: &str, port, user: &str| LocalInstance {
-            arn: arn.into(),
-            engine: engine.into(),
-            host: "127.0.0.1".into(),
-            port,
-            master_user: user.into(),
-            master_password: Some(String::new()),
-            master_password_env: None,
-            db_name: None,
+        let local = |arn, engine, port, user| LocalInstance {
             tags: vec![DbTag { key: "environment".into(), value: "local".into() }],
+            ..LocalInstance::on_loopback(arn, engine, port, user)
         };
         Self {
             instances: vec![
