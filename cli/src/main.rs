@@ -161,13 +161,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Arc::new(cli.store()?);
             let settings = cli.settings()?;
             let inventory = Arc::new(cli.inventory()?);
-            let workflow = dbroles_core::workflow::InProcess {
-                store: store.clone(),
-                inventory: inventory.clone(),
-                secrets: Arc::new(DatabaseSecrets::new(store.clone())),
-                settings: settings.clone(),
+            let workflow = dbroles_core::workflow::InProcess::new(
+                store.clone(),
+                inventory.clone(),
+                Arc::new(DatabaseSecrets::new(store.clone())),
+                settings.clone(),
+            );
+            let app = dbroles_core::api::App {
+                jobs: store.clone(),
+                resources: store,
+                inventory,
+                workflow: Arc::new(workflow),
+                settings,
             };
-            let app = dbroles_core::api::App { jobs: store, inventory, workflow: Arc::new(workflow), settings };
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
             serve(*addr, Arc::new(app), tokens).await?;
             Ok(ExitCode::SUCCESS)

@@ -40,13 +40,10 @@ fn harness(prefix: &str) -> Harness {
         connect_timeout: Duration::from_secs(4),
         ..Settings::default()
     };
-    let workflow = InProcess {
-        store: store.clone(),
-        inventory: inventory.clone(),
-        secrets: Arc::new(DatabaseSecrets::new(store.clone())),
-        settings: settings.clone(),
-    };
-    Harness { app: App { jobs: store, inventory, workflow: Arc::new(workflow), settings }, _dir: dir, _silent: silent }
+    let workflow =
+        InProcess::new(store.clone(), inventory.clone(), Arc::new(DatabaseSecrets::new(store.clone())), settings.clone());
+    let app = App { jobs: store.clone(), resources: store, inventory, workflow: Arc::new(workflow), settings };
+    Harness { app, _dir: dir, _silent: silent }
 }
 
 fn admin(org: &str) -> Result<Caller, AuthError> {
@@ -253,4 +250,178 @@ async fn listing_pages_newest_first_and_rejects_bad_parameters() {
     }
     let (status, _) = call(&h.app, reader("org-2"), "GET", &format!("/dbroles/jobs?next_token={token}"), None, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a token of another organisation");
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_job_and_delete_forgets_a_finished_one() {
+    let h = harness("hoop");
+    let (_, created) = create(&h.app, admin("org-1"), &body(SILENT_ARN)).await;
+    let id = created["job_id"].as_str().unwrap();
+    let (status, answer) = call(&h.app, admin("org-1"), "DELETE", &format!("/dbroles/jobs/{id}"), None, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let (status, _) = call(&h.app, reader("org-1"), "POST", &format!("/dbroles/jobs/{id}/cancel"), None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&h.app, admin("org-2"), "POST", &format!("/dbroles/jobs/{id}/cancel"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another organisation's job");
+
+    let (status, job) = call(&h.app, admin("org-1"), "POST", &format!("/dbroles/jobs/{id}/cancel"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["status"]["phase"], "failed");
+    assert_eq!(job["status"]["message"], "cancelled by alice");
+    assert!(!job["completed_at"].is_null());
+    let (status, answer) = call(&h.app, admin("org-1"), "POST", &format!("/dbroles/jobs/{id}/cancel"), None, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    // The lock is free: a new job for the instance starts at once.
+    let (status, _) = create(&h.app, admin("org-1"), &body(SILENT_ARN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, stats) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs/stats", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let expected =
+        json!({"total_count": 2, "by_phase": {"running": 1, "failed": 1, "completed": 0}, "by_engine": {"postgres": 2}});
+    assert_eq!(stats, expected);
+    // The cancelled task is gone: the job stays as cancelled, not overwritten by a late finish.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, job) = call(&h.app, reader("org-1"), "GET", &format!("/dbroles/jobs/{id}"), None, None).await;
+    assert_eq!(job["status"]["message"], "cancelled by alice");
+
+    let (status, answer) = call(&h.app, admin("org-1"), "DELETE", &format!("/dbroles/jobs/{id}"), None, None).await;
+    assert_eq!((status, answer), (StatusCode::NO_CONTENT, Value::Null));
+    let (status, _) = call(&h.app, reader("org-1"), "GET", &format!("/dbroles/jobs/{id}"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&h.app, admin("org-1"), "DELETE", &format!("/dbroles/jobs/{id}"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn resources_round_trip_and_never_return_secrets() {
+    let h = harness("hoop");
+    let resource = json!({
+        "name": "orders-db", "type": "database", "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "env_vars": {"HOST": "orders.example.com"},
+        "roles": [{"name": "orders-ro", "type": "database", "subtype": "postgres",
+                   "secret": {"envvar:PASSWORD": "never-shown-1"}, "connection_tags": {"dbroles/db-arn": "arn:x"}}]
+    });
+    let post = |value: &Value| value.to_string().into_bytes();
+    let (status, created) = call(&h.app, admin("org-1"), "POST", "/resources", Some(&post(&resource)), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["subtype"], "database", "subtype defaults to type");
+    assert_eq!(created["roles"][0]["secret"], json!({}));
+    assert_eq!(created["roles"][0]["resource_name"], "orders-db");
+    let role_id = created["roles"][0]["id"].clone();
+    let (status, _) = call(&h.app, admin("org-1"), "POST", "/resources", Some(&post(&resource)), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let mut changed = resource.clone();
+    changed["env_vars"]["PORT"] = "5433".into();
+    let (status, updated) = call(&h.app, admin("org-1"), "PUT", "/resources/orders-db", Some(&post(&changed)), None).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["roles"][0]["id"], role_id, "a role keeps its id");
+    assert_eq!(updated["env_vars"]["PORT"], "5433");
+    let (status, answer) = call(&h.app, admin("org-1"), "PUT", "/resources/other", Some(&post(&changed)), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+
+    for (uri, caller) in [("/resources/orders-db", reader("org-1")), ("/resources", reader("org-1"))] {
+        let (status, shown) = call(&h.app, caller, "GET", uri, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!shown.to_string().contains("never-shown"), "{shown}");
+        assert!(shown.to_string().contains("orders-ro"));
+    }
+    let (status, _) = call(&h.app, reader("org-2"), "GET", "/resources/orders-db", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let mut bad = resource.clone();
+    bad["roles"][0]["name"] = "a role; DROP".into();
+    let (status, answer) = call(&h.app, admin("org-1"), "POST", "/resources", Some(&post(&bad)), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer["message"].as_str().unwrap().starts_with("roles[0].name:"), "{answer}");
+    let (status, _) = call(&h.app, admin("org-1"), "DELETE", "/resources/orders-db", None, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(&h.app, admin("org-1"), "DELETE", "/resources/orders-db", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route() {
+    let h = harness("hoop");
+    let (status, document) = call(&h.app, reader("org-1"), "GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/dbroles/jobs", &["post", "get"][..]),
+        ("/dbroles/jobs/stats", &["get"]),
+        ("/dbroles/jobs/{id}", &["get", "delete"]),
+        ("/dbroles/jobs/{id}/cancel", &["post"]),
+        ("/resources", &["post", "get"]),
+        ("/resources/{name}", &["get", "put", "delete"]),
+    ] {
+        for method in methods {
+            assert!(paths[path][method].is_object(), "{method} {path} missing");
+        }
+    }
+    let schemas = &document["components"]["schemas"];
+    for schema in ["Job", "JobStatus", "RoleResult", "CredentialsInfo", "HookStatus", "CreateJobRequest", "ResourceView"] {
+        assert!(schemas[schema].is_object(), "schema {schema} missing");
+    }
+    assert_eq!(schemas["Phase"]["enum"], json!(["running", "failed", "completed"]));
+}
+
+/// A workflow that starts nothing: the API alone under load.
+struct Recorded(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl dbroles_core::workflow::Workflow for Recorded {
+    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, String> {
+        self.0.lock().unwrap().push(record.id().to_string());
+        Ok(format!("recorded:{}", record.id()))
+    }
+
+    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let arns: Vec<String> = (0..200).map(|i| format!("arn:aws:rds:us-east-1:000000000000:db:many-{i}")).collect();
+    let instances = arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")).collect();
+    let workflow = Arc::new(Recorded(Default::default()));
+    let app = Arc::new(App {
+        jobs: store.clone(),
+        resources: store,
+        inventory: Arc::new(LocalInventory::new(instances).unwrap()),
+        workflow: workflow.clone(),
+        settings: Settings::default(),
+    });
+    let tasks: Vec<_> = arns
+        .iter()
+        .map(|arn| {
+            let (app, body) = (app.clone(), body(arn));
+            tokio::spawn(async move { create(&app, admin("org-1"), &body).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (status, created) = task.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+        ids.insert(created["job_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 200);
+    assert_eq!(workflow.0.lock().unwrap().len(), 200, "every job's workflow started");
+    let mut listed = std::collections::BTreeSet::new();
+    let mut uri = "/dbroles/jobs?limit=100".to_string();
+    loop {
+        let (status, page) = call(&app, reader("org-1"), "GET", &uri, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        for job in page["items"].as_array().unwrap() {
+            assert_eq!(job["status"]["phase"], "running");
+            listed.insert(job["id"].as_str().unwrap().to_string());
+        }
+        match page["next_token"].as_str() {
+            Some(token) => uri = format!("/dbroles/jobs?limit=100&next_token={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids);
 }

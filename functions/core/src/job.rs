@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
@@ -14,8 +14,9 @@ use crate::request::CreateJobRequest;
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
+    /// Now, to the millisecond: the precision the store keeps.
     pub fn now() -> Self {
-        Self(Utc::now())
+        Self(Utc::now().trunc_subsecs(3))
     }
 
     /// Milliseconds since the epoch: the sortable form used in store keys.

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod config;
 pub mod engine;
 pub mod inventory;
 pub mod job;

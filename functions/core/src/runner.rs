@@ -36,6 +36,13 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// When a job finished now is forgotten.
+    pub fn expiry(&self) -> Timestamp {
+        Timestamp(Timestamp::now().0 + self.retention)
+    }
+}
+
 /// The spec of a job from the instance (`account_arn` from the ARN's account).
 pub fn spec_of(instance: &Instance, account: &str) -> JobSpec {
     JobSpec {
@@ -133,7 +140,7 @@ pub async fn finalize(record: &mut JobRecord, store: &dyn JobStore, settings: &S
         (phase, s.message.clone())
     });
     record.finish(phase, message);
-    let finished = store.finish_job(record, Timestamp(record.job.created_at.0 + settings.retention)).await?;
+    let finished = store.finish_job(record, settings.expiry()).await?;
     if finished && phase == Phase::Completed {
         let provisioned = Provisioned {
             org: record.org().to_string(),

@@ -1,5 +1,20 @@
 //! The HTTP API, one router for the API Lambda and the local server: a request in
 //! (`http::Request<Bytes>` and the caller), a response out.
+//!
+//! | route | who | what |
+//! | --- | --- | --- |
+//! | `POST /dbroles/jobs` | admin | create a job (seed 002) |
+//! | `GET /dbroles/jobs` | member | list, newest first, filtered and paged |
+//! | `GET /dbroles/jobs/stats` | member | counts by phase and engine |
+//! | `GET /dbroles/jobs/{id}` | member | one job (seeds 000/001) |
+//! | `POST /dbroles/jobs/{id}/cancel` | admin | stop a running job |
+//! | `DELETE /dbroles/jobs/{id}` | admin | forget a finished job |
+//! | `POST`, `GET /resources`; `GET`, `PUT`, `DELETE /resources/{name}` | admin to write | resources (seed 003) |
+//! | `GET /openapi.json` | member | the OpenAPI document of all of the above |
+
+mod jobs;
+pub mod openapi;
+mod resources;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,25 +22,31 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::auth::{AuthError, Caller};
-use crate::engine;
 use crate::inventory::Inventory;
-use crate::job::{Phase, Timestamp};
-use crate::request::{CreateJobRequest, CreateJobResponse, Invalid};
-use crate::runner::{self, Settings};
-use crate::store::{Created, Idempotency, JobQuery, JobStore, NewJob, StoreError};
+use crate::request::Invalid;
+use crate::runner::Settings;
+use crate::store::{JobStore, ResourceStore, StoreError};
 use crate::workflow::Workflow;
 
 /// Bodies larger than this are refused before parsing.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// What the router needs: the stores, the instances and the workflow.
 pub struct App {
     pub jobs: Arc<dyn JobStore>,
+    pub resources: Arc<dyn ResourceStore>,
     pub inventory: Arc<dyn Inventory>,
     pub workflow: Arc<dyn Workflow>,
     pub settings: Settings,
+}
+
+/// The body of every answer other than success.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Message {
+    pub message: String,
 }
 
 /// An answer other than success: one status, one message.
@@ -39,11 +60,23 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self { status, message: message.into() }
     }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
 }
 
 impl From<Invalid> for ApiError {
     fn from(invalid: Invalid) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, invalid.0)
+        Self::bad_request(invalid.0)
     }
 }
 
@@ -67,8 +100,12 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> ApiResult {
     Ok(Response::builder().status(status).header("content-type", "application/json").body(body).expect("a valid response"))
 }
 
+fn no_content() -> ApiResult {
+    Ok(Response::builder().status(StatusCode::NO_CONTENT).body(String::new()).expect("a valid response"))
+}
+
 fn error_response(error: ApiError) -> Response<String> {
-    let body = serde_json::json!({ "message": error.message }).to_string();
+    let body = serde_json::to_string(&Message { message: error.message }).expect("a message serialises");
     Response::builder().status(error.status).header("content-type", "application/json").body(body).expect("a valid response")
 }
 
@@ -79,148 +116,106 @@ pub async fn handle(app: &App, caller: Result<Caller, AuthError>, request: Reque
 
 async fn route(app: &App, caller: Result<Caller, AuthError>, request: Request<Bytes>) -> ApiResult {
     let path = request.uri().path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let known = matches!(segments.as_slice(), ["dbroles", "jobs"] | ["dbroles", "jobs", _]);
+    let segments: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let known = matches!(
+        segments.as_slice(),
+        ["dbroles", "jobs"]
+            | ["dbroles", "jobs", _]
+            | ["dbroles", "jobs", _, "cancel"]
+            | ["resources"]
+            | ["resources", _]
+            | ["openapi.json"]
+    );
     if !known {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no route for {path}")));
+        return Err(ApiError::not_found(format!("no route for {path}")));
     }
     let caller = caller.map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
     let method = request.method().clone();
     if method != Method::GET && !caller.is_admin() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "this operation needs the admin group"));
     }
-    match (method, segments.as_slice()) {
-        (Method::POST, ["dbroles", "jobs"]) => create_job(app, &caller, &request).await,
-        (Method::GET, ["dbroles", "jobs"]) => list_jobs(app, &caller, request.uri().query().unwrap_or_default()).await,
-        (Method::GET, ["dbroles", "jobs", id]) => get_job(app, &caller, id).await,
-        (method, _) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))),
-    }
-}
-
-async fn create_job(app: &App, caller: &Caller, request: &Request<Bytes>) -> ApiResult {
+    let query = query_pairs(request.uri().query().unwrap_or_default());
     let body = request.body();
     if body.len() > MAX_BODY {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {MAX_BODY} bytes")));
     }
-    let create = CreateJobRequest::parse(body)?;
-    let arn = create.instance_arn();
-    let instance =
-        app.inventory.describe(&arn).await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?.ok_or_else(
-            || ApiError::new(StatusCode::BAD_REQUEST, format!("aws.instance_arn: no instance or cluster {arn} was found")),
-        )?;
-    engine::validate_prefix(&app.settings.role_prefix, &instance.engine)?;
-    let idempotency = idempotency(request, body)?;
-    let mut record = runner::new_record(&caller.org, &caller.sub, create, runner::spec_of(&instance, &arn.account));
-    match app.jobs.create_job(NewJob { record: record.clone(), idempotency }).await? {
-        Created::Replayed(job_id) => return json(StatusCode::ACCEPTED, &CreateJobResponse { job_id }),
-        Created::New => {}
-    }
-    match app.workflow.start(&record).await {
-        Ok(execution) => {
-            record.execution = Some(execution);
-            // A quick job may have finished already; then there is nothing to record.
-            app.jobs.update_job(&record).await?;
-            json(StatusCode::ACCEPTED, &CreateJobResponse { job_id: record.job.id })
-        }
-        Err(reason) => {
-            record.finish(Phase::Failed, format!("the workflow could not be started: {reason}"));
-            app.jobs.finish_job(&record, Timestamp(record.job.created_at.0 + app.settings.retention)).await?;
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("job {} failed: the workflow could not be started: {reason}", record.job.id),
-            ))
-        }
+    match (&method, segments.as_slice()) {
+        (&Method::POST, ["dbroles", "jobs"]) => jobs::create(app, &caller, &request).await,
+        (&Method::GET, ["dbroles", "jobs"]) => jobs::list(app, &caller, &query).await,
+        (&Method::GET, ["dbroles", "jobs", "stats"]) => jobs::stats(app, &caller).await,
+        (&Method::GET, ["dbroles", "jobs", id]) => jobs::get(app, &caller, id).await,
+        (&Method::DELETE, ["dbroles", "jobs", id]) => jobs::delete(app, &caller, id).await,
+        (&Method::POST, ["dbroles", "jobs", id, "cancel"]) => jobs::cancel(app, &caller, id).await,
+        (&Method::POST, ["resources"]) => resources::create(app, &caller, body).await,
+        (&Method::GET, ["resources"]) => resources::list(app, &caller, &query).await,
+        (&Method::GET, ["resources", name]) => resources::get(app, &caller, name).await,
+        (&Method::PUT, ["resources", name]) => resources::put(app, &caller, name, body).await,
+        (&Method::DELETE, ["resources", name]) => resources::delete(app, &caller, name).await,
+        (&Method::GET, ["openapi.json"]) => json(StatusCode::OK, &openapi::document()),
+        (method, _) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))),
     }
 }
 
-fn idempotency(request: &Request<Bytes>, body: &[u8]) -> Result<Option<Idempotency>, ApiError> {
-    let Some(key) = request.headers().get("idempotency-key") else { return Ok(None) };
-    let key =
-        key.to_str().ok().filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())).ok_or_else(
-            || ApiError::new(StatusCode::BAD_REQUEST, "Idempotency-Key: must be 1 to 255 visible ASCII characters"),
-        )?;
-    // The same JSON, however it is spaced or ordered, is the same body.
-    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
-    Ok(Some(Idempotency {
-        key: key.to_string(),
-        body_hash: hex::encode(Sha256::digest(canonical.as_bytes())),
-        expires_at: Timestamp(Timestamp::now().0 + chrono::Duration::hours(24)),
-    }))
-}
-
-async fn get_job(app: &App, caller: &Caller, id: &str) -> ApiResult {
-    let record =
-        app.jobs.get_job(&caller.org, id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job {id}")))?;
-    json(StatusCode::OK, &record.job)
-}
-
-async fn list_jobs(app: &App, caller: &Caller, query: &str) -> ApiResult {
-    let params: HashMap<String, String> = url_decode_pairs(query);
-    let time = |name: &str| {
-        params
-            .get(name)
-            .map(|v| {
-                Timestamp::parse(v)
-                    .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: expected an RFC 3339 time")))
-            })
-            .transpose()
-    };
-    let limit = match params.get("limit") {
-        None => 50,
+/// `limit`: `default` when absent, else 1 to 100.
+fn limit(query: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
         Some(v) => v
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "limit: expected 1 to 100"))?,
-    };
-    let phase = params
-        .get("phase")
-        .map(|p| {
-            Phase::parse(p).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "phase: expected running, failed or completed"))
-        })
-        .transpose()?;
-    let query = JobQuery {
-        phase,
-        db_arn: params.get("db_arn").cloned(),
-        db_engine: params.get("db_engine").cloned(),
-        created_after: time("created_after")?,
-        created_before: time("created_before")?,
-        limit,
-        next_token: params.get("next_token").cloned(),
-    };
-    json(StatusCode::OK, &app.jobs.list_jobs(&caller.org, &query).await?)
+            .ok_or_else(|| ApiError::bad_request("limit: expected 1 to 100")),
+    }
 }
 
 /// `a=b&c=d%20e` → pairs, percent- and plus-decoded.
-fn url_decode_pairs(query: &str) -> HashMap<String, String> {
-    fn decode(text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                        Some(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
+fn query_pairs(query: &str) -> HashMap<String, String> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
+            (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")))
         })
         .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        let pairs = query_pairs("phase=running&db_arn=arn%3Aaws%3Ards&x=a+b&bad=%zz&trail=%4");
+        assert_eq!(pairs["phase"], "running");
+        assert_eq!(pairs["db_arn"], "arn:aws:rds");
+        assert_eq!(pairs["x"], "a b");
+        assert_eq!(pairs["bad"], "%zz");
+        assert_eq!(pairs["trail"], "%4");
+    }
 }

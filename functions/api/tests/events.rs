@@ -1,0 +1,164 @@
+//! Every sample event in `events/api/` through the Lambda's entry point, on moto:
+//! the DynamoDB store, the RDS inventory and the Step Functions workflow.
+
+use std::path::PathBuf;
+
+use dbroles_core::config::Config;
+use dbroles_core::job::Phase;
+use dbroles_core::request::CreateJobRequest;
+use dbroles_core::runner::{self, Settings};
+use dbroles_core::store::dynamodb::DynamoStore;
+use dbroles_core::store::{JobStore, NewJob};
+use dbroles_tests::{aws_config, moto_endpoint, unique};
+use serde_json::{json, Value};
+
+const FINISHED_JOB: &str = "0B5C3A2E-6D1F-4E8B-9A7C-3F2E1D0C9B8A";
+const RUNNING_JOB: &str = "7E6D5C4B-3A29-4817-B6F5-E4D3C2B1A098";
+
+/// In the order they run: each file, the status it gets, and what else the user sees.
+const EXPECTED: &[(&str, u16, &str)] = &[
+    ("create-job.json", 202, "job_id"),
+    ("create-job-invalid-agent-id.json", 400, "agent_id: must be a UUID"),
+    ("create-job-truncated-json.json", 400, "EOF"),
+    ("create-job-unknown-instance.json", 400, "aws.instance_arn: no instance or cluster"),
+    ("create-job-no-token.json", 401, "missing bearer token"),
+    ("create-job-not-admin.json", 403, "admin group"),
+    ("list-jobs.json", 200, FINISHED_JOB),
+    ("list-jobs-bad-limit.json", 400, "limit: expected 1 to 100"),
+    ("job-stats.json", 200, "by_engine"),
+    ("get-job.json", 200, FINISHED_JOB),
+    ("get-job-other-org.json", 404, "no job"),
+    ("delete-job-running.json", 409, "is running: cancel it first"),
+    ("cancel-job.json", 200, "cancelled by 4f1c2a9e-7d3b-4e8a-9c51-2b6d8e0f1a37"),
+    ("delete-job.json", 204, ""),
+    ("create-resource.json", 201, "orders-ro"),
+    ("create-resource-duplicate.json", 409, "already exists"),
+    ("list-resources.json", 200, "orders-ro"),
+    ("get-resource.json", 200, "dbroles/db-arn"),
+    ("put-resource.json", 200, "5433"),
+    ("delete-resource.json", 204, ""),
+    ("openapi.json", 200, "/dbroles/jobs/{id}/cancel"),
+];
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/api")
+}
+
+/// The deployment the events run against: a table, an RDS instance and a state machine in moto.
+async fn deployment() -> (Config, aws_config::SdkConfig) {
+    let aws = aws_config(&moto_endpoint()).await;
+    let table = unique("jobs-");
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
+    let rds = aws_sdk_rds::Client::new(&aws);
+    if rds.describe_db_instances().db_instance_identifier("orders-db").send().await.is_err() {
+        rds.create_db_instance()
+            .db_instance_identifier("orders-db")
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("postgres")
+            .manage_master_user_password(true)
+            .send()
+            .await
+            .unwrap();
+    }
+    let definition = json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}});
+    let machine = aws_sdk_sfn::Client::new(&aws)
+        .create_state_machine()
+        .name(unique("provision-"))
+        .definition(definition.to_string())
+        .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
+        .send()
+        .await
+        .unwrap();
+    let config = Config {
+        table,
+        state_machine_arn: Some(machine.state_machine_arn),
+        org_claim: "org_id".into(),
+        secret_prefix: "dbroles/".into(),
+        endpoint_overrides: Default::default(),
+        settings: Settings::default(),
+    };
+    (config, aws)
+}
+
+/// A finished and a running job of the organisation `acme`, with the events' ids.
+async fn seed(store: &DynamoStore) {
+    for (id, instance, finished) in [(FINISHED_JOB, "billing-db", true), (RUNNING_JOB, "ledger-db", false)] {
+        let request: CreateJobRequest = serde_json::from_value(json!({
+            "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+            "aws": {"instance_arn": format!("arn:aws:rds:us-east-1:123456789012:db:{instance}")},
+            "connection_prefix_name": "seed-",
+            "job_steps": []
+        }))
+        .unwrap();
+        let spec = dbroles_core::job::JobSpec {
+            db_arn: request.aws.instance_arn.clone(),
+            db_engine: "postgres".into(),
+            ..Default::default()
+        };
+        let mut record = runner::new_record("acme", "seed", request, spec);
+        record.job.id = id.into();
+        store.create_job(NewJob { record: record.clone(), idempotency: None }).await.unwrap();
+        if finished {
+            record.finish(Phase::Completed, "All user roles have been successfully provisioned");
+            assert!(store.finish_job(&record, Settings::default().expiry()).await.unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_api_event_gets_its_answer() {
+    let (config, aws) = deployment().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table);
+    seed(&store).await;
+    let app = dbroles_api::app(&config).await.unwrap();
+
+    let mut files: Vec<String> =
+        std::fs::read_dir(events_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    let mut expected: Vec<&str> = EXPECTED.iter().map(|(file, ..)| *file).collect();
+    expected.sort();
+    assert_eq!(files, expected, "every event file has an expectation here");
+
+    let mut created_job = None;
+    for (file, status, needle) in EXPECTED {
+        let text = std::fs::read_to_string(events_dir().join(file)).unwrap();
+        let event = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let response = dbroles_api::handle(&app, &config.org_claim, event).await;
+        let body = String::from_utf8(response.body().to_vec()).unwrap();
+        assert_eq!(response.status().as_u16(), *status, "{file}: {body}");
+        assert!(body.contains(needle), "{file}: '{needle}' not in {body}");
+        assert!(!body.contains("s3cr3t-never-shown"), "{file}: a role secret came back");
+        if *status >= 400 {
+            let message: Value = serde_json::from_str(&body).unwrap();
+            assert!(message["message"].is_string(), "{file}: {body}");
+        }
+        if *file == "create-job.json" {
+            created_job = Some(serde_json::from_str::<Value>(&body).unwrap()["job_id"].as_str().unwrap().to_string());
+        }
+    }
+
+    // The created job is stored, running, with its execution named after it.
+    let id = created_job.unwrap();
+    let record = store.get_job("acme", &id).await.unwrap().expect("the created job is stored");
+    assert_eq!(record.job.phase(), Phase::Running);
+    assert_eq!(record.job.spec.as_ref().unwrap().db_engine, "postgres");
+    let execution = record.execution.expect("the job names its execution");
+    assert!(execution.ends_with(&format!(":{id}")), "{execution}");
+    let described = aws_sdk_sfn::Client::new(&aws).describe_execution().execution_arn(&execution).send().await.unwrap();
+    let input: Value = serde_json::from_str(described.input().unwrap()).unwrap();
+    assert_eq!(input, json!({"org_id": "acme", "job_id": id}));
+
+    // The same event again (same Idempotency-Key, same body) is the same job.
+    let text = std::fs::read_to_string(events_dir().join("create-job.json")).unwrap();
+    let response = dbroles_api::handle(&app, "org_id", lambda_http::request::from_str(&text).unwrap()).await;
+    assert_eq!(response.status().as_u16(), 202);
+    assert!(String::from_utf8(response.body().to_vec()).unwrap().contains(&id));
+
+    // The cancelled job failed, naming who cancelled it; the deleted one is gone.
+    let cancelled = store.get_job("acme", RUNNING_JOB).await.unwrap().unwrap();
+    assert_eq!(cancelled.job.phase(), Phase::Failed);
+    assert!(cancelled.job.completed_at.is_some());
+    assert!(store.get_job("acme", FINISHED_JOB).await.unwrap().is_none());
+}

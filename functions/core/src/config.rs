@@ -1,0 +1,95 @@
+//! A deployment's configuration, read from the environment the SAM template sets.
+//!
+//! | variable | default | what |
+//! | --- | --- | --- |
+//! | `DBROLES_TABLE` | (required) | the DynamoDB table |
+//! | `DBROLES_STATE_MACHINE_ARN` | (the API needs it) | the provisioning state machine |
+//! | `DBROLES_ORG_CLAIM` | `org_id` | the JWT claim naming the caller's organisation |
+//! | `DBROLES_ROLE_PREFIX` | `hoop` | roles are `<prefix>_ro`, `_rw`, `_ddl` |
+//! | `DBROLES_RETENTION_DAYS` | `90` | how long finished jobs are kept |
+//! | `DBROLES_SECRET_PREFIX` | `dbroles/` | where role secrets go in Secrets Manager |
+//! | `DBROLES_DB_TLS` | `verify-full` | `disable`, `require` or `verify-full` |
+//! | `DBROLES_DB_CA_FILE` | the public roots | a PEM bundle, e.g. the RDS global bundle |
+//! | `DBROLES_ENDPOINT_OVERRIDES` | none | `host=ip:port,...`: reach database endpoints elsewhere (tunnels, tests) |
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use crate::engine::{self, TlsConfig};
+use crate::runner::Settings;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub table: String,
+    pub state_machine_arn: Option<String>,
+    pub org_claim: String,
+    pub secret_prefix: String,
+    pub endpoint_overrides: HashMap<String, String>,
+    pub settings: Settings,
+}
+
+/// Reads a variable; a clear message names the one at fault.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    var(name).map_or(Ok(default), |v| v.trim().parse().map_err(|e| format!("{name}={v}: {e}")))
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, String> {
+        let role_prefix = var("DBROLES_ROLE_PREFIX").unwrap_or_else(|| "hoop".into());
+        engine::validate_prefix_shape(&role_prefix).map_err(|e| format!("DBROLES_ROLE_PREFIX: {e}"))?;
+        let tls = TlsConfig {
+            mode: parsed("DBROLES_DB_TLS", engine::TlsMode::VerifyFull)?,
+            ca_file: var("DBROLES_DB_CA_FILE").map(Into::into),
+        };
+        let retention_days: i64 = parsed("DBROLES_RETENTION_DAYS", 90)?;
+        if retention_days < 1 {
+            return Err(format!("DBROLES_RETENTION_DAYS={retention_days}: expected at least 1"));
+        }
+        let settings = Settings { role_prefix, tls, retention: chrono::Duration::days(retention_days), ..Settings::default() };
+        Ok(Self {
+            table: var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?,
+            state_machine_arn: var("DBROLES_STATE_MACHINE_ARN"),
+            org_claim: var("DBROLES_ORG_CLAIM").unwrap_or_else(|| "org_id".into()),
+            secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| "dbroles/".into()),
+            endpoint_overrides: overrides(&var("DBROLES_ENDPOINT_OVERRIDES").unwrap_or_default())?,
+            settings,
+        })
+    }
+}
+
+/// `a.example=127.0.0.1:5432,b.example=10.0.0.2:3306`
+fn overrides(text: &str) -> Result<HashMap<String, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((host, target)) if target.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) => {
+                Ok((host.trim().to_string(), target.trim().to_string()))
+            }
+            _ => Err(format!("DBROLES_ENDPOINT_OVERRIDES: '{entry}' is not host=address:port")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_parse_and_name_a_bad_entry() {
+        let map = overrides("a.example=127.0.0.1:5432, b.example=[::1]:3306").unwrap();
+        assert_eq!(map["a.example"], "127.0.0.1:5432");
+        assert_eq!(map["b.example"], "[::1]:3306");
+        assert_eq!(
+            overrides("a.example=127.0.0.1").unwrap_err(),
+            "DBROLES_ENDPOINT_OVERRIDES: 'a.example=127.0.0.1' is not host=address:port"
+        );
+    }
+}

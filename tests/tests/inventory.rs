@@ -1,0 +1,92 @@
+//! The RDS inventory against moto: instances and Aurora clusters by ARN, endpoint
+//! overrides, and the master credentials from the RDS-managed secret.
+
+use std::collections::HashMap;
+
+use dbroles_core::inventory::rds::RdsInventory;
+use dbroles_core::inventory::{Inventory, InventoryError};
+use dbroles_core::request::{ArnKind, InstanceArn};
+use dbroles_tests::{aws_config, moto_endpoint, unique};
+use secrecy::ExposeSecret;
+
+fn arn(text: &str) -> InstanceArn {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials() {
+    let config = aws_config(&moto_endpoint()).await;
+    let rds = aws_sdk_rds::Client::new(&config);
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let (instance_id, cluster_id, unmanaged_id) = (unique("pg-"), unique("aurora-"), unique("plain-"));
+
+    let created = rds
+        .create_db_instance()
+        .db_instance_identifier(&instance_id)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .manage_master_user_password(true)
+        .db_name("orders")
+        .tags(aws_sdk_rds::types::Tag::builder().key("team").value("payments").build())
+        .send()
+        .await
+        .unwrap();
+    let instance = created.db_instance.unwrap();
+    let host = instance.endpoint.unwrap().address.unwrap();
+    let secret_arn = instance.master_user_secret.unwrap().secret_arn.unwrap();
+    secrets
+        .put_secret_value()
+        .secret_id(&secret_arn)
+        .secret_string(r#"{"username": "postgres", "password": "real-Master-1"}"#)
+        .send()
+        .await
+        .unwrap();
+    let cluster = rds
+        .create_db_cluster()
+        .db_cluster_identifier(&cluster_id)
+        .engine("aurora-mysql")
+        .master_username("admin")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap()
+        .db_cluster
+        .unwrap();
+    rds.create_db_instance()
+        .db_instance_identifier(&unmanaged_id)
+        .engine("mysql")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("root")
+        .master_user_password("not-managed-1")
+        .send()
+        .await
+        .unwrap();
+
+    let overrides = HashMap::from([(host.clone(), "127.0.0.1:5432".to_string())]);
+    let inventory = RdsInventory::new(rds.clone(), secrets.clone(), overrides);
+
+    let found = inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{instance_id}"))).await.unwrap().unwrap();
+    assert_eq!((found.kind, found.engine.as_str(), found.db_name.as_str()), (ArnKind::Db, "postgres", "orders"));
+    assert_eq!((found.host.as_str(), found.port), ("127.0.0.1", 5432), "the override applies");
+    assert_eq!(found.tags.iter().find(|t| t.key == "team").map(|t| t.value.as_str()), Some("payments"));
+    let master = inventory.master_credentials(&found).await.unwrap();
+    assert_eq!((master.user.as_str(), master.password.expose_secret()), ("postgres", "real-Master-1"));
+
+    let cluster_arn = cluster.db_cluster_arn.unwrap();
+    let found = inventory.describe(&arn(&cluster_arn)).await.unwrap().unwrap();
+    assert_eq!((found.kind, found.engine.as_str()), (ArnKind::Cluster, "aurora-mysql"));
+    assert_eq!(Some(found.host.as_str()), cluster.endpoint.as_deref(), "the writer endpoint");
+    assert!(inventory.master_credentials(&found).await.is_ok());
+
+    let plain =
+        inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{unmanaged_id}"))).await.unwrap().unwrap();
+    let missing = inventory.master_credentials(&plain).await.unwrap_err();
+    assert!(matches!(missing, InventoryError::NoMasterSecret(_)));
+    assert!(missing.to_string().contains("--manage-master-user-password"), "{missing}");
+
+    assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:db:no-such-db")).await.unwrap().is_none());
+    assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:cluster:no-such-cluster")).await.unwrap().is_none());
+}

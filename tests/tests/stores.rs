@@ -1,0 +1,264 @@
+//! One suite for both store adapters: SQLite (the local server) and DynamoDB (on moto).
+
+use std::sync::Arc;
+
+use dbroles_core::job::{JobRecord, JobSpec, Phase, Timestamp};
+use dbroles_core::request::CreateJobRequest;
+use dbroles_core::resource::{Resource, ResourceInput};
+use dbroles_core::runner::{self, Settings};
+use dbroles_core::store::dynamodb::DynamoStore;
+use dbroles_core::store::sqlite::SqliteStore;
+use dbroles_core::store::{
+    Created, CredentialStore, Idempotency, JobQuery, JobStore, NewJob, Provisioned, ResourceStore, StoreError,
+};
+use dbroles_tests::{aws_config, moto_endpoint, unique};
+use serde_json::json;
+
+struct Stores {
+    jobs: Arc<dyn JobStore>,
+    resources: Arc<dyn ResourceStore>,
+    credentials: Arc<dyn CredentialStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Stores {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    Stores { jobs: store.clone(), resources: store.clone(), credentials: store, _dir: Some(dir) }
+}
+
+async fn dynamodb() -> Stores {
+    let config = aws_config(&moto_endpoint()).await;
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), unique("store-")));
+    store.create_table().await.unwrap();
+    Stores { jobs: store.clone(), resources: store.clone(), credentials: store, _dir: None }
+}
+
+fn arn(name: &str) -> String {
+    format!("arn:aws:rds:us-east-1:123456789012:db:{name}")
+}
+
+fn record(org: &str, instance: &str, engine: &str) -> JobRecord {
+    let request: CreateJobRequest = serde_json::from_value(json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": arn(instance)},
+        "connection_prefix_name": "p-",
+        "job_steps": []
+    }))
+    .unwrap();
+    let spec = JobSpec { db_arn: arn(instance), db_engine: engine.into(), ..Default::default() };
+    runner::new_record(org, "tester", request, spec)
+}
+
+fn new(record: &JobRecord) -> NewJob {
+    NewJob { record: record.clone(), idempotency: None }
+}
+
+fn expiry() -> Timestamp {
+    Settings::default().expiry()
+}
+
+async fn lock_is_per_instance_and_released_on_finish(s: &Stores) {
+    let first = record("org-a", "db1", "postgres");
+    assert_eq!(s.jobs.create_job(new(&first)).await.unwrap(), Created::New);
+    let second = record("org-a", "db1", "postgres");
+    assert_eq!(s.jobs.create_job(new(&second)).await, Err(StoreError::Locked { job_id: first.id().into() }));
+    // Another instance, or another organisation, is not locked.
+    s.jobs.create_job(new(&record("org-a", "db2", "postgres"))).await.unwrap();
+    s.jobs.create_job(new(&record("org-b", "db1", "postgres"))).await.unwrap();
+
+    let mut done = first.clone();
+    done.finish(Phase::Completed, "done");
+    assert!(s.jobs.finish_job(&done, expiry()).await.unwrap());
+    assert!(!s.jobs.finish_job(&done, expiry()).await.unwrap(), "a job finishes once");
+    assert!(!s.jobs.update_job(&first).await.unwrap(), "a finished job is not updated");
+    assert_eq!(s.jobs.get_job("org-a", first.id()).await.unwrap().unwrap().job.phase(), Phase::Completed);
+    assert_eq!(s.jobs.create_job(new(&second)).await.unwrap(), Created::New, "the lock was released");
+}
+
+async fn idempotency_replays_the_same_body_only(s: &Stores) {
+    let key = |hash: &str| Idempotency { key: "k-1".into(), body_hash: hash.into(), expires_at: expiry() };
+    let first = record("org-a", "db1", "postgres");
+    let created = s.jobs.create_job(NewJob { record: first.clone(), idempotency: Some(key("h1")) }).await.unwrap();
+    assert_eq!(created, Created::New);
+    let again = record("org-a", "db1", "postgres");
+    let replayed = s.jobs.create_job(NewJob { record: again.clone(), idempotency: Some(key("h1")) }).await.unwrap();
+    assert_eq!(replayed, Created::Replayed(first.id().into()));
+    let other = s.jobs.create_job(NewJob { record: again.clone(), idempotency: Some(key("h2")) }).await;
+    assert_eq!(other, Err(StoreError::IdempotencyMismatch));
+    assert!(s.jobs.get_job("org-a", again.id()).await.unwrap().is_none(), "nothing stored");
+}
+
+async fn jobs_are_scoped_updated_and_deleted(s: &Stores) {
+    let mut job = record("org-a", "db1", "mysql");
+    s.jobs.create_job(new(&job)).await.unwrap();
+    assert!(s.jobs.get_job("org-b", job.id()).await.unwrap().is_none(), "another organisation sees nothing");
+    assert_eq!(s.jobs.delete_job("org-a", job.id()).await, Err(StoreError::Running));
+    job.execution = Some("arn:aws:states:us-east-1:123456789012:execution:m:x".into());
+    assert!(s.jobs.update_job(&job).await.unwrap());
+    assert_eq!(s.jobs.get_job("org-a", job.id()).await.unwrap().unwrap(), job);
+    job.finish(Phase::Failed, "stopped");
+    assert!(s.jobs.finish_job(&job, expiry()).await.unwrap());
+    assert_eq!(s.jobs.delete_job("org-b", job.id()).await, Err(StoreError::NotFound));
+    s.jobs.delete_job("org-a", job.id()).await.unwrap();
+    assert!(s.jobs.get_job("org-a", job.id()).await.unwrap().is_none());
+    assert_eq!(s.jobs.delete_job("org-a", job.id()).await, Err(StoreError::NotFound));
+}
+
+async fn listing_is_newest_first_filtered_and_paged(s: &Stores) {
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut job = record("org-a", &format!("db{i}"), if i % 2 == 0 { "postgres" } else { "mysql" });
+        job.job.created_at = Timestamp(Timestamp::now().0 - chrono::Duration::minutes(10 - i));
+        s.jobs.create_job(new(&job)).await.unwrap();
+        if i < 3 {
+            job.finish(Phase::Completed, "done");
+            s.jobs.finish_job(&job, expiry()).await.unwrap();
+        }
+        ids.push(job);
+    }
+    s.jobs.create_job(new(&record("org-b", "db0", "postgres"))).await.unwrap();
+    let newest_first: Vec<String> = ids.iter().rev().map(|j| j.id().to_string()).collect();
+
+    let mut seen = Vec::new();
+    let mut query = JobQuery { limit: 3, ..Default::default() };
+    loop {
+        let page = s.jobs.list_jobs("org-a", &query).await.unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|j| j.id.clone()));
+        match page.next_token {
+            Some(token) => query.next_token = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+
+    let listed = |query: JobQuery| {
+        let jobs = s.jobs.clone();
+        async move {
+            let page = jobs.list_jobs("org-a", &JobQuery { limit: 50, ..query }).await.unwrap();
+            page.items.into_iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    let completed = listed(JobQuery { phase: Some(Phase::Completed), ..Default::default() }).await;
+    assert_eq!(completed, newest_first[4..]);
+    let mysql = listed(JobQuery { db_engine: Some("mysql".into()), ..Default::default() }).await;
+    assert_eq!(mysql, [ids[5].id(), ids[3].id(), ids[1].id()]);
+    let one = listed(JobQuery { db_arn: Some(arn("db4")), ..Default::default() }).await;
+    assert_eq!(one, [ids[4].id()]);
+    let window = listed(JobQuery {
+        created_after: Some(ids[1].job.created_at),
+        created_before: Some(ids[5].job.created_at),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(window, [ids[4].id(), ids[3].id(), ids[2].id()]);
+
+    let foreign = s.jobs.list_jobs("org-b", &JobQuery { limit: 1, ..Default::default() }).await.unwrap();
+    assert!(foreign.next_token.is_none());
+    let first = s.jobs.list_jobs("org-a", &JobQuery { limit: 1, ..Default::default() }).await.unwrap();
+    let stolen = JobQuery { limit: 1, next_token: first.next_token, ..Default::default() };
+    assert_eq!(s.jobs.list_jobs("org-b", &stolen).await, Err(StoreError::BadToken), "a token is its organisation's");
+    let forged = JobQuery { limit: 1, next_token: Some("not-a-token".into()), ..Default::default() };
+    assert_eq!(s.jobs.list_jobs("org-a", &forged).await, Err(StoreError::BadToken));
+
+    let stats = s.jobs.job_stats("org-a").await.unwrap();
+    assert_eq!(stats.total_count, 7);
+    assert_eq!(stats.by_phase["completed"], 3);
+    assert_eq!(stats.by_phase["running"], 4);
+    assert_eq!(stats.by_phase["failed"], 0);
+    assert_eq!(stats.by_engine["postgres"], 4);
+    assert_eq!(stats.by_engine["mysql"], 3);
+}
+
+async fn fifty_creates_for_one_instance_give_one_job(s: &Stores) {
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let jobs = s.jobs.clone();
+            tokio::spawn(async move { jobs.create_job(new(&record("org-a", "contended", "postgres"))).await })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(Created::New) => created += 1,
+            Err(StoreError::Locked { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    let page = s.jobs.list_jobs("org-a", &JobQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+}
+
+async fn provisioned_instances_are_remembered_once(s: &Stores) {
+    let job = record("org-a", "db1", "postgres");
+    let provisioned = Provisioned { org: "org-a".into(), db_arn: arn("db1"), request: job.request.clone() };
+    s.jobs.mark_provisioned(&provisioned).await.unwrap();
+    s.jobs.mark_provisioned(&provisioned).await.unwrap();
+    assert_eq!(s.jobs.provisioned().await.unwrap(), vec![provisioned]);
+}
+
+fn resource(org: &str, name: &str, secret: &str) -> Resource {
+    let input: ResourceInput = serde_json::from_value(json!({
+        "name": name, "type": "database", "env_vars": {"HOST": "h"},
+        "roles": [{"name": format!("{name}-ro"), "type": "database", "secret": {"envvar:PASSWORD": secret}}]
+    }))
+    .unwrap();
+    input.into_resource(org, None)
+}
+
+async fn resources_keep_names_unique_and_page(s: &Stores) {
+    let first = resource("org-a", "alpha", "one");
+    s.resources.create_resource(&first).await.unwrap();
+    assert!(matches!(s.resources.create_resource(&resource("org-a", "alpha", "two")).await, Err(StoreError::Conflict(_))));
+    s.resources.create_resource(&resource("org-b", "alpha", "three")).await.unwrap();
+    assert_eq!(s.resources.get_resource("org-a", "alpha").await.unwrap().unwrap(), first);
+    for name in ["delta", "beta", "gamma"] {
+        s.resources.put_resource(&resource("org-a", name, "x")).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s.resources.list_resources("org-a", 3, token.as_deref()).await.unwrap();
+        names.extend(page.items.into_iter().map(|r| r.name));
+        match page.next_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["alpha", "beta", "delta", "gamma"]);
+    s.resources.delete_resource("org-a", "alpha").await.unwrap();
+    assert_eq!(s.resources.delete_resource("org-a", "alpha").await, Err(StoreError::NotFound));
+    assert!(s.resources.get_resource("org-a", "alpha").await.unwrap().is_none());
+    assert!(s.resources.get_resource("org-b", "alpha").await.unwrap().is_some());
+}
+
+async fn credentials_round_trip(s: &Stores) {
+    assert_eq!(s.credentials.get_credential("c-1").await.unwrap(), None);
+    s.credentials.put_credential("c-1", "v1").await.unwrap();
+    s.credentials.put_credential("c-1", "v2").await.unwrap();
+    assert_eq!(s.credentials.get_credential("c-1").await.unwrap().as_deref(), Some("v2"));
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(&super::sqlite().await).await })*
+        }
+        mod dynamodb {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(&super::dynamodb().await).await })*
+        }
+    };
+}
+
+suite!(
+    lock_is_per_instance_and_released_on_finish,
+    idempotency_replays_the_same_body_only,
+    jobs_are_scoped_updated_and_deleted,
+    listing_is_newest_first_filtered_and_paged,
+    fifty_creates_for_one_instance_give_one_job,
+    provisioned_instances_are_remembered_once,
+    resources_keep_names_unique_and_page,
+    credentials_round_trip,
+);
