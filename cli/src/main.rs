@@ -9,15 +9,19 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use dbroles_core::auth::{LocalTokens, ADMIN_GROUP};
+use dbroles_core::config;
 use dbroles_core::engine::{self, Level, TlsConfig};
 use dbroles_core::inventory::local::{LocalInventory, LOCAL_POSTGRES_ARN};
-use dbroles_core::inventory::Inventory;
 use dbroles_core::job::Phase;
 use dbroles_core::request::{AwsRequest, CreateJobRequest, JobStep};
 use dbroles_core::runner::{self, Settings};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
+use dbroles_core::steps::Deps;
 use dbroles_core::store::sqlite::SqliteStore;
+use dbroles_core::store::NewJob;
+use dbroles_core::workflow::asl::{Executor, Progress};
+use dbroles_core::workflow::Local;
 use secrecy::ExposeSecret;
 
 #[derive(Parser)]
@@ -100,9 +104,41 @@ impl Cli {
         }
     }
 
+    /// What the steps reach locally: the embedded store, the local instances, and
+    /// credentials kept in the store (or the Vault a job names).
+    fn deps(&self) -> anyhow::Result<Deps> {
+        let store = Arc::new(self.store()?);
+        Ok(Deps {
+            jobs: store.clone(),
+            resources: store.clone(),
+            inventory: Arc::new(self.inventory()?),
+            secrets: Arc::new(DatabaseSecrets::new(store)),
+            vault: config::vault_from_env().map_err(anyhow::Error::msg)?,
+            network: None,
+            events: None,
+            hook: None,
+            webhook: config::webhook_from_env().map_err(anyhow::Error::msg)?,
+            settings: self.settings()?,
+        })
+    }
+
     fn store(&self) -> anyhow::Result<SqliteStore> {
         SqliteStore::open(&self.data_dir.join("dbroles.db"))
             .with_context(|| format!("opening the store in {}", self.data_dir.display()))
+    }
+}
+
+/// Waits of the state machine (30 s between status checks) last this fraction locally.
+const LOCAL_WAIT_SCALE: f64 = 0.01;
+
+/// Each state as it is entered, and each failure, on stderr.
+fn report(progress: Progress<'_>) {
+    match progress {
+        Progress::Entered(state) => eprintln!("dbroles: {state}"),
+        Progress::Retrying { state, error, after } => {
+            eprintln!("dbroles:   {state}: {}; retrying in {:.1} s", error.message, after.as_secs_f64())
+        }
+        Progress::Caught { state, error } => eprintln!("dbroles:   {state} failed: {}", error.message),
     }
 }
 
@@ -121,9 +157,6 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run { instance, connection_prefix, steps } => {
-            let settings = cli.settings()?;
-            let inventory = cli.inventory()?;
-            let store = Arc::new(cli.store()?);
             let job_steps = steps
                 .iter()
                 .map(|step| serde_json::from_value::<JobStep>(serde_json::Value::String(step.clone())))
@@ -142,12 +175,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             request.validate().map_err(anyhow::Error::msg)?;
             let arn = request.instance_arn();
-            let found =
-                inventory.describe(&arn).await?.with_context(|| format!("the instance {arn} is not in the local inventory"))?;
+            let deps = cli.deps()?;
+            let found = deps
+                .inventory
+                .describe(&arn)
+                .await?
+                .with_context(|| format!("the instance {arn} is not in the local inventory"))?;
             let record = runner::new_record("local", "local-user", request, runner::spec_of(&found, &arn.account));
+            deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None }).await?;
             eprintln!("dbroles: job {} on {} ({} at {}:{})", record.id(), arn, found.engine, found.host, found.port);
-            let secrets = DatabaseSecrets::new(store.clone());
-            let done = runner::run_in_process(record, store, &inventory, &secrets, &settings).await?;
+            let workflow = Local::new(Executor::provision(LOCAL_WAIT_SCALE), deps.clone());
+            workflow.execute(&record, &report).await?;
+            let done = deps.jobs.get_job(record.org(), record.id()).await?.context("the job disappeared from the store")?;
             if let Some(status) = &done.job.status {
                 for result in &status.result {
                     eprintln!("dbroles:   {} {}: {}", result.user_role, result.status.as_str(), result.message);
@@ -158,21 +197,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if done.job.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Serve { addr } => {
-            let store = Arc::new(cli.store()?);
-            let settings = cli.settings()?;
-            let inventory = Arc::new(cli.inventory()?);
-            let workflow = dbroles_core::workflow::InProcess::new(
-                store.clone(),
-                inventory.clone(),
-                Arc::new(DatabaseSecrets::new(store.clone())),
-                settings.clone(),
-            );
+            let deps = cli.deps()?;
+            let workflow = Local::new(Executor::provision(LOCAL_WAIT_SCALE), deps.clone());
             let app = dbroles_core::api::App {
-                jobs: store.clone(),
-                resources: store,
-                inventory,
+                jobs: deps.jobs.clone(),
+                resources: deps.resources.clone(),
+                inventory: deps.inventory.clone(),
                 workflow: Arc::new(workflow),
-                settings,
+                settings: deps.settings.clone(),
             };
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
             serve(*addr, Arc::new(app), tokens).await?;

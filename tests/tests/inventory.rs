@@ -66,7 +66,7 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
         .unwrap();
 
     let overrides = HashMap::from([(host.clone(), "127.0.0.1:5432".to_string())]);
-    let inventory = RdsInventory::new(rds.clone(), secrets.clone(), overrides);
+    let inventory = RdsInventory::new(&config, overrides);
 
     let found = inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{instance_id}"))).await.unwrap().unwrap();
     assert_eq!((found.kind, found.engine.as_str(), found.db_name.as_str()), (ArnKind::Db, "postgres", "orders"));

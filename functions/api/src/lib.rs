@@ -39,11 +39,9 @@ pub async fn app(config: &Config) -> Result<App, String> {
     let aws = aws_config::load_from_env().await;
     let state_machine_arn = config.state_machine_arn.clone().ok_or("DBROLES_STATE_MACHINE_ARN is not set")?;
     let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table));
-    let inventory = RdsInventory::new(
-        aws_sdk_rds::Client::new(&aws),
-        aws_sdk_secretsmanager::Client::new(&aws),
-        config.endpoint_overrides.clone(),
-    );
+    let inventory = RdsInventory::new(&aws, config.endpoint_overrides.clone())
+        .with_secret_prefix(&config.secret_prefix)
+        .with_cross_account_role(config.cross_account_role.clone());
     let workflow = StepFunctions { client: aws_sdk_sfn::Client::new(&aws), state_machine_arn };
     Ok(App {
         jobs: store.clone(),

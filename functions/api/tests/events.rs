@@ -76,6 +76,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
         state_machine_arn: Some(machine.state_machine_arn),
         org_claim: "org_id".into(),
         secret_prefix: "dbroles/".into(),
+        cross_account_role: None,
         endpoint_overrides: Default::default(),
         settings: Settings::default(),
     };

@@ -10,13 +10,20 @@
 //! | `DBROLES_SECRET_PREFIX` | `dbroles/` | where role secrets go in Secrets Manager |
 //! | `DBROLES_DB_TLS` | `verify-full` | `disable`, `require` or `verify-full` |
 //! | `DBROLES_DB_CA_FILE` | the public roots | a PEM bundle, e.g. the RDS global bundle |
+//! | `DBROLES_CROSS_ACCOUNT_ROLE` | none | the role name assumed in other accounts |
 //! | `DBROLES_ENDPOINT_OVERRIDES` | none | `host=ip:port,...`: reach database endpoints elsewhere (tunnels, tests) |
+//! | `DBROLES_WEBHOOK_URL`, `DBROLES_WEBHOOK_SECRET` | none | where `send-webhook` POSTs, and its `whsec_` secret |
+//! | `DBROLES_VAULT_ADDR`, `DBROLES_VAULT_TOKEN`, `DBROLES_VAULT_NAMESPACE` | none | the Vault of `vault_provider` |
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
 
 use crate::engine::{self, TlsConfig};
 use crate::runner::Settings;
+use crate::steps::{self, VaultSettings, Webhook};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -24,6 +31,7 @@ pub struct Config {
     pub state_machine_arn: Option<String>,
     pub org_claim: String,
     pub secret_prefix: String,
+    pub cross_account_role: Option<String>,
     pub endpoint_overrides: HashMap<String, String>,
     pub settings: Settings,
 }
@@ -58,10 +66,33 @@ impl Config {
             state_machine_arn: var("DBROLES_STATE_MACHINE_ARN"),
             org_claim: var("DBROLES_ORG_CLAIM").unwrap_or_else(|| "org_id".into()),
             secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| "dbroles/".into()),
+            cross_account_role: var("DBROLES_CROSS_ACCOUNT_ROLE"),
             endpoint_overrides: overrides(&var("DBROLES_ENDPOINT_OVERRIDES").unwrap_or_default())?,
             settings,
         })
     }
+}
+
+/// The webhook of `send-webhook`, if `DBROLES_WEBHOOK_URL` is set.
+pub fn webhook_from_env() -> Result<Option<Webhook>, String> {
+    let Some(url) = var("DBROLES_WEBHOOK_URL") else { return Ok(None) };
+    reqwest::Url::parse(&url).map_err(|e| format!("DBROLES_WEBHOOK_URL={url}: {e}"))?;
+    let secret = var("DBROLES_WEBHOOK_SECRET").ok_or("DBROLES_WEBHOOK_SECRET is not set: the webhook's whsec_ secret")?;
+    steps::sign_webhook(&secret, "check", 0, "").map_err(|e| format!("DBROLES_WEBHOOK_SECRET: {e}"))?;
+    Ok(Some(Webhook {
+        url,
+        secret: SecretString::from(secret),
+        attempts: parsed("DBROLES_WEBHOOK_ATTEMPTS", 5)?,
+        backoff: Duration::from_millis(parsed("DBROLES_WEBHOOK_BACKOFF_MS", 1000)?),
+        timeout: Duration::from_secs(10),
+    }))
+}
+
+/// The Vault of `vault_provider`, if `DBROLES_VAULT_ADDR` is set.
+pub fn vault_from_env() -> Result<Option<VaultSettings>, String> {
+    let Some(address) = var("DBROLES_VAULT_ADDR") else { return Ok(None) };
+    let token = var("DBROLES_VAULT_TOKEN").ok_or("DBROLES_VAULT_TOKEN is not set: the token for DBROLES_VAULT_ADDR")?;
+    Ok(Some(VaultSettings { address, token: SecretString::from(token), namespace: var("DBROLES_VAULT_NAMESPACE") }))
 }
 
 /// `a.example=127.0.0.1:5432,b.example=10.0.0.2:3306`

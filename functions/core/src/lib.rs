@@ -18,5 +18,6 @@ pub mod request;
 pub mod resource;
 pub mod runner;
 pub mod secrets;
+pub mod steps;
 pub mod store;
 pub mod workflow;

@@ -1,15 +1,13 @@
 //! Carrying out one job: the instance, its master credentials, the roles, the
-//! final status. The workflow's steps call these; the local CLI runs them in turn.
+//! final status. The workflow's steps call these.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::{self, Family, Target, TlsConfig};
 use crate::inventory::{Instance, Inventory};
-use crate::job::{JobRecord, JobSpec, JobStatus, Phase, Timestamp};
+use crate::job::{JobRecord, JobSpec, JobStatus, Phase, RoleResult, Timestamp};
 use crate::provision::{provision_roles, Endpoint};
 use crate::secrets::{SecretRef, SecretStore};
-use crate::store::{JobStore, NewJob, Provisioned, StoreError};
 
 /// How a deployment provisions: its role prefix, TLS and time limits.
 #[derive(Clone, Debug)]
@@ -73,31 +71,25 @@ pub fn new_record(org: &str, created_by: &str, request: crate::request::CreateJo
     }
 }
 
-/// Provisions the roles of a running job and writes the result onto the record.
-pub async fn provision(record: &mut JobRecord, inventory: &dyn Inventory, secrets: &dyn SecretStore, settings: &Settings) {
-    let outcome = provision_inner(record, inventory, secrets, settings).await;
-    let status = match outcome {
-        Ok(results) => {
-            let failed: Vec<&str> =
-                results.iter().filter(|r| r.status != Phase::Completed).map(|r| r.user_role.as_str()).collect();
-            let (phase, message) = if failed.is_empty() {
-                (Phase::Completed, "All user roles have been successfully provisioned".to_string())
-            } else {
-                (Phase::Failed, format!("provisioning failed for {}", failed.join(", ")))
-            };
-            JobStatus { message, phase, result: results }
-        }
-        Err(message) => JobStatus { message, phase: Phase::Failed, result: Vec::new() },
-    };
-    record.job.status = Some(status);
+/// The job's final phase and message from its role results.
+pub fn outcome(results: &[RoleResult]) -> (Phase, String) {
+    let failed: Vec<&str> = results.iter().filter(|r| r.status != Phase::Completed).map(|r| r.user_role.as_str()).collect();
+    if results.is_empty() {
+        (Phase::Failed, "no role was provisioned".to_string())
+    } else if failed.is_empty() {
+        (Phase::Completed, "All user roles have been successfully provisioned".to_string())
+    } else {
+        (Phase::Failed, format!("provisioning failed for {}", failed.join(", ")))
+    }
 }
 
-async fn provision_inner(
+/// Provisions the roles of a job on its instance: each role's result, or why none could be.
+pub async fn provision_roles_of(
     record: &JobRecord,
     inventory: &dyn Inventory,
     secrets: &dyn SecretStore,
     settings: &Settings,
-) -> Result<Vec<crate::job::RoleResult>, String> {
+) -> Result<Vec<RoleResult>, String> {
     let arn = record.request.instance_arn();
     let instance =
         inventory.describe(&arn).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("the instance {arn} was not found"))?;
@@ -131,37 +123,4 @@ async fn provision_inner(
     let outcome =
         provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref).await.map_err(|e| e.to_string())?;
     Ok(outcome.results)
-}
-
-/// Writes the final status, releases the lock, and remembers a provisioned instance.
-pub async fn finalize(record: &mut JobRecord, store: &dyn JobStore, settings: &Settings) -> Result<bool, StoreError> {
-    let (phase, message) = record.job.status.as_ref().map_or((Phase::Failed, String::from("the job has no status")), |s| {
-        let phase = if s.phase == Phase::Running { Phase::Failed } else { s.phase };
-        (phase, s.message.clone())
-    });
-    record.finish(phase, message);
-    let finished = store.finish_job(record, settings.expiry()).await?;
-    if finished && phase == Phase::Completed {
-        let provisioned = Provisioned {
-            org: record.org().to_string(),
-            db_arn: record.job.db_arn().to_string(),
-            request: record.request.clone(),
-        };
-        store.mark_provisioned(&provisioned).await?;
-    }
-    Ok(finished)
-}
-
-/// Stores a new job and carries it out in this process (the local CLI).
-pub async fn run_in_process(
-    mut record: JobRecord,
-    store: Arc<dyn JobStore>,
-    inventory: &dyn Inventory,
-    secrets: &dyn SecretStore,
-    settings: &Settings,
-) -> Result<JobRecord, StoreError> {
-    store.create_job(NewJob { record: record.clone(), idempotency: None }).await?;
-    provision(&mut record, inventory, secrets, settings).await;
-    finalize(&mut record, store.as_ref(), settings).await?;
-    Ok(store.get_job(record.org(), record.id()).await?.unwrap_or(record))
 }

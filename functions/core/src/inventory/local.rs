@@ -119,6 +119,7 @@ impl Inventory for LocalInventory {
             master_secret_arn: None,
             security_groups: Vec::new(),
             status: "available".into(),
+            vpc_id: None,
         }))
     }
 
@@ -133,5 +134,16 @@ impl Inventory for LocalInventory {
             (None, None) => String::new(),
         };
         Ok(MasterCredentials { user: local.master_user.clone(), password: SecretString::from(password) })
+    }
+
+    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
+        Ok(format!("arn:aws:iam::{account}:root"))
+    }
+
+    async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError> {
+        Err(InventoryError::NotSupported(format!(
+            "the local inventory cannot reset the master password of {}: set it in the instances file",
+            instance.identifier
+        )))
     }
 }

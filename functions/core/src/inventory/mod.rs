@@ -26,6 +26,9 @@ pub struct Instance {
     pub master_secret_arn: Option<String>,
     pub security_groups: Vec<String>,
     pub status: String,
+    /// The VPC the instance is in (for the security group of `default_security_group`).
+    #[serde(default)]
+    pub vpc_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -44,11 +47,19 @@ pub enum InventoryError {
     NoMasterSecret(String),
     #[error("the instance inventory is unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotSupported(String),
 }
 
 #[async_trait]
 pub trait Inventory: Send + Sync {
     /// `None` if no such instance or cluster exists.
     async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError>;
+    /// The master user and password: `NoMasterSecret` if the instance has none dbroles can read.
     async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError>;
+    /// The ARN of the identity dbroles acts as in `account` (the job's `account_arn`).
+    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError>;
+    /// Sets a new master password: first stored where `master_credentials` finds it,
+    /// then applied to the instance, which becomes `available` again after a while.
+    async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError>;
 }

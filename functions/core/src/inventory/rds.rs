@@ -1,18 +1,44 @@
-//! The RDS inventory: `DescribeDBInstances` / `DescribeDBClusters` by ARN, and the
-//! master credentials from the RDS-managed secret.
+//! The RDS inventory: `DescribeDBInstances` / `DescribeDBClusters` by ARN, the
+//! master credentials from the RDS-managed secret (or the one dbroles set), and
+//! `AssumeRole` into `arn:aws:iam::<account>:role/<cross-account role>` for
+//! instances in other accounts.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_config::SdkConfig;
 use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::OnceCell;
 
 use super::*;
 
+/// The RDS, Secrets Manager and STS clients of one account.
 #[derive(Clone)]
-pub struct RdsInventory {
+struct Clients {
     rds: aws_sdk_rds::Client,
     secrets: aws_sdk_secretsmanager::Client,
+    sts: aws_sdk_sts::Client,
+}
+
+impl Clients {
+    fn new(config: &SdkConfig) -> Self {
+        Self {
+            rds: aws_sdk_rds::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
+        }
+    }
+}
+
+pub struct RdsInventory {
+    config: SdkConfig,
+    home: Clients,
+    home_account: OnceCell<String>,
+    /// The role name assumed in other accounts; without it only the home account is reached.
+    cross_account_role: Option<String>,
+    /// Where a master password dbroles set is kept: `<prefix><instance id>/master`.
+    secret_prefix: String,
     /// Endpoint host → `host:port` to connect to instead (emulators, tunnels).
     overrides: HashMap<String, String>,
 }
@@ -36,8 +62,25 @@ fn tags(list: &[aws_sdk_rds::types::Tag]) -> Vec<DbTag> {
 }
 
 impl RdsInventory {
-    pub fn new(rds: aws_sdk_rds::Client, secrets: aws_sdk_secretsmanager::Client, overrides: HashMap<String, String>) -> Self {
-        Self { rds, secrets, overrides }
+    pub fn new(config: &SdkConfig, overrides: HashMap<String, String>) -> Self {
+        Self {
+            config: config.clone(),
+            home: Clients::new(config),
+            home_account: OnceCell::new(),
+            cross_account_role: None,
+            secret_prefix: "dbroles/".into(),
+            overrides,
+        }
+    }
+
+    pub fn with_cross_account_role(mut self, role: Option<String>) -> Self {
+        self.cross_account_role = role;
+        self
+    }
+
+    pub fn with_secret_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.secret_prefix = prefix.into();
+        self
     }
 
     fn endpoint(&self, host: &str, port: u16) -> (String, u16) {
@@ -47,8 +90,54 @@ impl RdsInventory {
         }
     }
 
+    async fn home_account(&self) -> Result<&str, InventoryError> {
+        let account =
+            self.home_account
+                .get_or_try_init(|| async {
+                    let identity =
+                        self.home.sts.get_caller_identity().send().await.map_err(|e| {
+                            InventoryError::Unavailable(format!("GetCallerIdentity: {}", DisplayErrorContext(&e)))
+                        })?;
+                    Ok::<_, InventoryError>(identity.account().unwrap_or_default().to_string())
+                })
+                .await?;
+        Ok(account.as_str())
+    }
+
+    /// The clients for `account`: the home ones, or the cross-account role's.
+    async fn clients(&self, account: &str) -> Result<Clients, InventoryError> {
+        if account == self.home_account().await? {
+            return Ok(self.home.clone());
+        }
+        let Some(role) = &self.cross_account_role else {
+            return Err(InventoryError::AccessDenied(format!(
+                "the instance is in account {account}: configure a cross-account role name to reach other accounts"
+            )));
+        };
+        let role_arn = format!("arn:aws:iam::{account}:role/{role}");
+        let provider =
+            aws_config::sts::AssumeRoleProvider::builder(&role_arn).session_name("dbroles").configure(&self.config).build().await;
+        let config = self
+            .config
+            .to_builder()
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+            .build();
+        Ok(Clients::new(&config))
+    }
+
+    fn master_secret_name(&self, instance: &Instance) -> String {
+        format!("{}{}/master", self.secret_prefix, instance.identifier)
+    }
+
+    fn account_of(instance: &Instance) -> Result<String, InventoryError> {
+        let arn: InstanceArn =
+            instance.arn.parse().map_err(|e| InventoryError::Unavailable(format!("the instance ARN {}: {e}", instance.arn)))?;
+        Ok(arn.account)
+    }
+
     async fn describe_instance(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
-        let out = match self.rds.describe_db_instances().db_instance_identifier(arn.as_str()).send().await {
+        let rds = self.clients(&arn.account).await?.rds;
+        let out = match rds.describe_db_instances().db_instance_identifier(arn.as_str()).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_db_instance_not_found_fault()) => return Ok(None),
             Err(e) => return Err(classify(e)),
@@ -77,16 +166,28 @@ impl RdsInventory {
                 .map(str::to_string)
                 .collect(),
             status: db.db_instance_status().unwrap_or_default().to_string(),
+            vpc_id: db.db_subnet_group().and_then(|g| g.vpc_id()).map(str::to_string),
         }))
     }
 
     async fn describe_cluster(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
-        let out = match self.rds.describe_db_clusters().db_cluster_identifier(arn.as_str()).send().await {
+        let rds = self.clients(&arn.account).await?.rds;
+        let out = match rds.describe_db_clusters().db_cluster_identifier(arn.as_str()).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_db_cluster_not_found_fault()) => return Ok(None),
             Err(e) => return Err(classify(e)),
         };
         let Some(cluster) = out.db_clusters().first() else { return Ok(None) };
+        let vpc_id = match cluster.db_subnet_group() {
+            Some(group) => rds
+                .describe_db_subnet_groups()
+                .db_subnet_group_name(group)
+                .send()
+                .await
+                .ok()
+                .and_then(|out| out.db_subnet_groups().first().and_then(|g| g.vpc_id()).map(str::to_string)),
+            None => None,
+        };
         // The cluster endpoint is the writer's.
         let (host, port) = self.endpoint(cluster.endpoint().unwrap_or_default(), cluster.port().unwrap_or_default() as u16);
         Ok(Some(Instance {
@@ -107,6 +208,7 @@ impl RdsInventory {
                 .map(str::to_string)
                 .collect(),
             status: cluster.status().unwrap_or_default().to_string(),
+            vpc_id,
         }))
     }
 }
@@ -121,14 +223,22 @@ impl Inventory for RdsInventory {
     }
 
     async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError> {
-        let secret_arn =
-            instance.master_secret_arn.as_deref().ok_or_else(|| InventoryError::NoMasterSecret(instance.identifier.clone()))?;
-        let out = self.secrets.get_secret_value().secret_id(secret_arn).send().await.map_err(|e| {
+        let secrets = self.clients(&Self::account_of(instance)?).await?.secrets;
+        let own = self.master_secret_name(instance);
+        let secret_id = match &instance.master_secret_arn {
+            Some(arn) => arn.clone(),
+            // A master password dbroles set earlier (allow_master_password_reset).
+            None => match secrets.describe_secret().secret_id(&own).send().await {
+                Ok(_) => own,
+                Err(_) => return Err(InventoryError::NoMasterSecret(instance.identifier.clone())),
+            },
+        };
+        let out = secrets.get_secret_value().secret_id(&secret_id).send().await.map_err(|e| {
             let text = aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string();
             if text.contains("AccessDenied") {
-                InventoryError::AccessDenied(format!("reading the master secret {secret_arn}: {text}"))
+                InventoryError::AccessDenied(format!("reading the master secret {secret_id}: {text}"))
             } else {
-                InventoryError::Unavailable(format!("reading the master secret {secret_arn}: {text}"))
+                InventoryError::Unavailable(format!("reading the master secret {secret_id}: {text}"))
             }
         })?;
         #[derive(serde::Deserialize)]
@@ -137,8 +247,67 @@ impl Inventory for RdsInventory {
             password: String,
         }
         let master: Master = serde_json::from_str(out.secret_string().unwrap_or_default()).map_err(|_| {
-            InventoryError::Unavailable(format!("the master secret {secret_arn} is not JSON with username and password"))
+            InventoryError::Unavailable(format!("the master secret {secret_id} is not JSON with username and password"))
         })?;
         Ok(MasterCredentials { user: master.username, password: SecretString::from(master.password) })
+    }
+
+    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
+        let identity = self
+            .clients(account)
+            .await?
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| InventoryError::Unavailable(format!("GetCallerIdentity: {}", DisplayErrorContext(&e))))?;
+        Ok(identity.arn().unwrap_or_default().to_string())
+    }
+
+    async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError> {
+        let clients = self.clients(&Self::account_of(instance)?).await?;
+        let password = crate::engine::password::generate();
+        let value = serde_json::json!({"username": instance.master_user, "password": password.expose_secret()}).to_string();
+        let name = self.master_secret_name(instance);
+        // Stored first: if the modification fails, the old password still works and nothing is lost.
+        let stored = match clients.secrets.put_secret_value().secret_id(&name).secret_string(&value).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => clients
+                .secrets
+                .create_secret()
+                .name(&name)
+                .description(format!("The master password dbroles set on {}", instance.arn))
+                .secret_string(&value)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
+        stored.map_err(|e: aws_sdk_secretsmanager::Error| {
+            InventoryError::Unavailable(format!("storing the new master password in {name}: {}", DisplayErrorContext(&e)))
+        })?;
+        match instance.kind {
+            ArnKind::Db => clients
+                .rds
+                .modify_db_instance()
+                .db_instance_identifier(&instance.identifier)
+                .master_user_password(password.expose_secret())
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify),
+            ArnKind::Cluster => clients
+                .rds
+                .modify_db_cluster()
+                .db_cluster_identifier(&instance.identifier)
+                .master_user_password(password.expose_secret())
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify),
+        }
     }
 }

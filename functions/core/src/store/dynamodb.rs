@@ -331,6 +331,28 @@ impl JobStore for DynamoStore {
         }
     }
 
+    async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(org_pk(record.org())))
+            .key("SK", s(format!("JOB#{}", record.id())))
+            .update_expression("SET #record = :record")
+            .condition_expression("attribute_exists(PK) AND #phase <> :running")
+            .expression_attribute_names("#record", "record")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_values(":record", s(to_json(record)))
+            .expression_attribute_values(":running", s("running"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(error) => Err(sdk_failed(error)),
+        }
+    }
+
     async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()> {
         let result = self
             .client

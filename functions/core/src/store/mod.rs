@@ -117,6 +117,9 @@ pub trait JobStore: Send + Sync {
     /// Writes a finished job, releases its lock and sets its expiry, atomically;
     /// `false` if it had already finished (a cancel and a late step, say).
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool>;
+    /// Saves what happens after a job finished (the webhook's outcome), keeping its
+    /// phase and expiry; `false` if the job is running or gone.
+    async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool>;
     /// `NotFound`, or `Running` while the job runs.
     async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()>;
     /// Newest first.

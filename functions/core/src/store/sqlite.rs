@@ -175,6 +175,20 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool> {
+        let record = record.clone();
+        self.with(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE jobs SET record = ?3 WHERE org = ?1 AND id = ?2 AND phase <> 'running'",
+                    params![record.job.org_id, record.job.id, to_json(&record)],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()> {
         let (org, id) = (org.to_string(), id.to_string());
         self.with(move |conn| {

@@ -1,6 +1,8 @@
 //! The `Workflow` port: starts (and stops) the execution that carries a job out.
-//! [`StepFunctions`] starts the deployed state machine; [`InProcess`] runs the
-//! job on this process's runtime (the local server).
+//! [`StepFunctions`] starts the deployed state machine; [`Local`] runs the same
+//! definition with the [`asl`] executor in this process (the local CLI and server).
+
+pub mod asl;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::Inventory;
-use crate::job::JobRecord;
-use crate::runner::{self, Settings};
-use crate::secrets::SecretStore;
-use crate::store::JobStore;
+use crate::job::{JobRecord, Phase};
+use crate::runner::Settings;
+use crate::steps::Deps;
+use crate::store::{JobStore, StoreError};
+use asl::{Executor, Progress};
 
 #[async_trait]
 pub trait Workflow: Send + Sync {
@@ -67,37 +69,63 @@ impl Workflow for StepFunctions {
     }
 }
 
-/// Runs jobs as tasks of this process.
-pub struct InProcess {
-    pub store: Arc<dyn JobStore>,
-    pub inventory: Arc<dyn Inventory>,
-    pub secrets: Arc<dyn SecretStore>,
-    pub settings: Settings,
-    pub running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+/// Fails a job whose execution ended without finalizing it (a killed Lambda, a
+/// time-out, an abort) and releases its lock. `false` if the job had finished.
+pub async fn repair(
+    store: &dyn JobStore,
+    input: &ExecutionInput,
+    message: &str,
+    settings: &Settings,
+) -> Result<bool, StoreError> {
+    let Some(mut record) = store.get_job(&input.org_id, &input.job_id).await? else { return Ok(false) };
+    if !record.is_running() {
+        return Ok(false);
+    }
+    record.finish(Phase::Failed, message);
+    store.finish_job(&record, settings.expiry()).await
 }
 
-impl InProcess {
-    pub fn new(
-        store: Arc<dyn JobStore>,
-        inventory: Arc<dyn Inventory>,
-        secrets: Arc<dyn SecretStore>,
-        settings: Settings,
-    ) -> Self {
-        Self { store, inventory, secrets, settings, running: Mutex::default() }
+/// Runs the provisioning definition in this process (the local CLI and server).
+pub struct Local {
+    pub executor: Arc<Executor>,
+    pub deps: Deps,
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+}
+
+impl Local {
+    pub fn new(executor: Executor, deps: Deps) -> Self {
+        Self { executor: Arc::new(executor), deps, running: Mutex::default() }
+    }
+
+    /// Carries out a stored job to its end, reporting progress as it goes.
+    pub async fn execute(&self, record: &JobRecord, progress: &(dyn Fn(Progress<'_>) + Send + Sync)) -> Result<(), StoreError> {
+        execute(&self.executor, &self.deps, ExecutionInput::of(record), progress).await
     }
 }
 
+async fn execute(
+    executor: &Executor,
+    deps: &Deps,
+    input: ExecutionInput,
+    progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+) -> Result<(), StoreError> {
+    let value = serde_json::to_value(&input).expect("the input serialises");
+    if let Err(error) = executor.execute(deps, value, progress).await {
+        // What the status-change rule does on AWS.
+        let message = format!("the execution failed: {}", error.message());
+        repair(deps.jobs.as_ref(), &input, &message, &deps.settings).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
-impl Workflow for InProcess {
+impl Workflow for Local {
     async fn start(&self, record: &JobRecord) -> Result<String, String> {
-        let (store, inventory, secrets, settings) =
-            (self.store.clone(), self.inventory.clone(), self.secrets.clone(), self.settings.clone());
-        let mut record = record.clone();
+        let (executor, deps, input) = (self.executor.clone(), self.deps.clone(), ExecutionInput::of(record));
         let execution = format!("local:{}", record.id());
         let task = tokio::spawn(async move {
-            runner::provision(&mut record, inventory.as_ref(), secrets.as_ref(), &settings).await;
-            if let Err(error) = runner::finalize(&mut record, store.as_ref(), &settings).await {
-                eprintln!("dbroles: finishing job {} failed: {error}", record.id());
+            if let Err(error) = execute(&executor, &deps, input.clone(), &|_| {}).await {
+                tracing::error!(job_id = input.job_id, %error, "the job could not be finished");
             }
         });
         let mut running = self.running.lock().expect("the task table is never poisoned");

@@ -1,0 +1,292 @@
+//! What each step does. Every step reads the job from the store, refuses to act on
+//! a job that is no longer running (cancelled), and saves what it learnt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Deps, ErrorType, State, StepError};
+use crate::engine::{self, Family, Level};
+use crate::inventory::{Instance, InventoryError};
+use crate::job::{HookStatus, JobRecord, JobStatus, Phase, SecretsProvider};
+use crate::request::JobStep;
+use crate::resource::{ResourceInput, RoleInput};
+use crate::runner;
+use crate::secrets::vault::VaultSecrets;
+use crate::secrets::{SecretRef, SecretStore, SECRET_KEYS};
+use crate::store::Provisioned;
+
+/// Status checks after a master password reset before the job gives up (with the
+/// state machine's 30 s wait: 20 minutes).
+pub const MAX_STATUS_CHECKS: u32 = 40;
+
+/// The most of a hook's output a job keeps.
+pub const HOOK_OUTPUT_LIMIT: usize = 4096;
+
+async fn load(deps: &Deps, state: &State) -> Result<JobRecord, StepError> {
+    let record = deps
+        .jobs
+        .get_job(&state.org_id, &state.job_id)
+        .await?
+        .ok_or_else(|| StepError::new(ErrorType::JobNotRunning, format!("job {} does not exist", state.job_id)))?;
+    if !record.is_running() {
+        return Err(StepError::new(ErrorType::JobNotRunning, format!("job {} is no longer running", state.job_id)));
+    }
+    Ok(record)
+}
+
+async fn save(deps: &Deps, record: &JobRecord) -> Result<(), StepError> {
+    if deps.jobs.update_job(record).await? {
+        Ok(())
+    } else {
+        Err(StepError::new(ErrorType::JobNotRunning, format!("job {} was finished meanwhile", record.id())))
+    }
+}
+
+async fn instance(deps: &Deps, record: &JobRecord) -> Result<Instance, StepError> {
+    let arn = record.request.instance_arn();
+    deps.inventory
+        .describe(&arn)
+        .await?
+        .ok_or_else(|| StepError::new(ErrorType::InstanceNotFound, format!("no instance or cluster {arn} was found")))
+}
+
+/// The store for this job's credentials: the Vault path it names, or the deployment's default.
+fn secret_store(deps: &Deps, record: &JobRecord) -> Result<Arc<dyn SecretStore>, StepError> {
+    let Some(vault) = &record.request.vault_provider else { return Ok(deps.secrets.clone()) };
+    let settings = deps.vault.as_ref().ok_or_else(|| {
+        StepError::new(ErrorType::NotSupported, "vault_provider: this deployment has no Vault configured (DBROLES_VAULT_ADDR)")
+    })?;
+    Ok(Arc::new(VaultSecrets::new(&settings.address, settings.token.clone(), settings.namespace.clone(), &vault.secret_id)))
+}
+
+/// Finds the instance, checks its engine, and fills the job's `spec`.
+pub async fn resolve(deps: &Deps, mut state: State) -> Result<State, StepError> {
+    let mut record = load(deps, &state).await?;
+    let instance = instance(deps, &record).await?;
+    if Family::of(&instance.engine).is_none() {
+        return Err(StepError::new(ErrorType::UnsupportedEngine, engine::unsupported(&instance.engine)));
+    }
+    engine::validate_prefix(&deps.settings.role_prefix, &instance.engine)
+        .map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
+    let account = record.request.instance_arn().account;
+    let mut spec = runner::spec_of(&instance, &account);
+    spec.account_arn = deps.inventory.caller_arn(&account).await?;
+    record.job.spec = Some(spec);
+    save(deps, &record).await?;
+    state.open_network = record.request.aws.default_security_group.is_some();
+    state.create_connections = record.request.has_step(JobStep::CreateConnections);
+    state.send_webhook = record.request.has_step(JobStep::SendWebhook);
+    state.master_ready = false;
+    state.status_checks = 0;
+    Ok(state)
+}
+
+/// Lets `ingress_cidr` reach the database port through a security group of dbroles'.
+pub async fn open_network(deps: &Deps, state: State) -> Result<State, StepError> {
+    let record = load(deps, &state).await?;
+    let Some(group) = &record.request.aws.default_security_group else { return Ok(state) };
+    let network = deps.network.as_ref().ok_or_else(|| {
+        StepError::new(ErrorType::NotSupported, "aws.default_security_group: this deployment cannot change security groups")
+    })?;
+    let instance = instance(deps, &record).await?;
+    network.open(&instance, &group.ingress_cidr).await?;
+    Ok(state)
+}
+
+/// Checks that the master credentials can be read, or resets the password if the request allows it.
+pub async fn master_credentials(deps: &Deps, mut state: State) -> Result<State, StepError> {
+    let record = load(deps, &state).await?;
+    let instance = instance(deps, &record).await?;
+    match deps.inventory.master_credentials(&instance).await {
+        Ok(_) => state.master_ready = true,
+        Err(InventoryError::NoMasterSecret(_)) if record.request.aws.allow_master_password_reset => {
+            deps.inventory.reset_master_password(&instance).await?;
+            state.master_ready = false;
+            state.status_checks = 0;
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(state)
+}
+
+/// After a reset: is the instance `available` again?
+pub async fn instance_status(deps: &Deps, mut state: State) -> Result<State, StepError> {
+    let record = load(deps, &state).await?;
+    let instance = instance(deps, &record).await?;
+    if instance.status == "available" {
+        state.master_ready = true;
+        return Ok(state);
+    }
+    state.status_checks += 1;
+    if state.status_checks >= MAX_STATUS_CHECKS {
+        return Err(StepError::new(
+            ErrorType::InstanceNotAvailable,
+            format!("{} is still '{}' after {} status checks", instance.identifier, instance.status, state.status_checks),
+        ));
+    }
+    Ok(state)
+}
+
+/// Creates or updates the roles and stores their credentials.
+pub async fn provision(deps: &Deps, state: State) -> Result<State, StepError> {
+    let mut record = load(deps, &state).await?;
+    let secrets = secret_store(deps, &record)?;
+    let results = runner::provision_roles_of(&record, deps.inventory.as_ref(), secrets.as_ref(), &deps.settings)
+        .await
+        .map_err(|message| StepError::new(ErrorType::ProvisioningFailed, message))?;
+    let (_, message) = runner::outcome(&results);
+    // Still running: the phase is Finalize's to set.
+    record.job.status = Some(JobStatus { message, phase: Phase::Running, result: results });
+    save(deps, &record).await?;
+    Ok(state)
+}
+
+/// Registers a resource for the instance with one connection per provisioned role.
+pub async fn create_connections(deps: &Deps, state: State) -> Result<State, StepError> {
+    let record = load(deps, &state).await?;
+    let instance = instance(deps, &record).await?;
+    let secrets = secret_store(deps, &record)?;
+    let family = Family::of(&instance.engine)
+        .ok_or_else(|| StepError::new(ErrorType::UnsupportedEngine, engine::unsupported(&instance.engine)))?;
+    let subtype = match family {
+        Family::Postgres => "postgres",
+        Family::MySql => "mysql",
+    };
+    let results = record.job.status.as_ref().map(|s| s.result.clone()).unwrap_or_default();
+    let mut roles = Vec::new();
+    for result in results.iter().filter(|r| r.status == Phase::Completed) {
+        let Some(level) = Level::ALL.into_iter().find(|l| l.user(&deps.settings.role_prefix) == result.user_role) else {
+            continue;
+        };
+        let secret_ref = SecretRef {
+            instance_id: instance.identifier.clone(),
+            instance_arn: instance.arn.clone(),
+            job_id: record.id().to_string(),
+            user: result.user_role.clone(),
+            host: instance.host.clone(),
+        };
+        let secret = connection_secret(secrets.as_ref(), &secret_ref).await?;
+        roles.push(RoleInput {
+            name: format!("{}{}", record.request.connection_prefix_name, level.suffix()),
+            kind: "database".into(),
+            subtype: Some(subtype.into()),
+            agent_id: Some(record.request.agent_id.clone()),
+            secret,
+            connection_tags: BTreeMap::from([("dbroles/db-arn".to_string(), instance.arn.clone())]),
+            default_database: Some(instance.db_name.clone()).filter(|name| !name.is_empty()),
+            managed_by: "dbroles".into(),
+            ..RoleInput::default()
+        });
+    }
+    if roles.is_empty() {
+        return Ok(state);
+    }
+    let input = ResourceInput {
+        env_vars: BTreeMap::new(),
+        name: instance.identifier.clone(),
+        kind: "database".into(),
+        agent_id: Some(record.request.agent_id.clone()),
+        roles,
+        subtype: Some(subtype.into()),
+    };
+    input.validate().map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
+    let previous = deps.resources.get_resource(record.org(), &instance.identifier).await?;
+    deps.resources.put_resource(&input.into_resource(record.org(), previous.as_ref())).await?;
+    Ok(state)
+}
+
+/// A connection's secret: references into the store, or the values for the `database` provider.
+async fn connection_secret(secrets: &dyn SecretStore, secret_ref: &SecretRef) -> Result<BTreeMap<String, String>, StepError> {
+    let secret_id = secrets.secret_id(secret_ref);
+    let reference =
+        |scheme: &str| SECRET_KEYS.iter().map(|key| (format!("envvar:{key}"), format!("{scheme}:{secret_id}:{key}"))).collect();
+    match secrets.provider() {
+        SecretsProvider::AwsSecretsManager => Ok(reference("_aws")),
+        SecretsProvider::Vault => Ok(reference("_vaultkv2")),
+        SecretsProvider::Database => {
+            use secrecy::ExposeSecret;
+            let credentials =
+                secrets.read(&secret_id).await.map_err(|e| StepError::new(ErrorType::Retryable, e.to_string()))?.ok_or_else(
+                    || StepError::new(ErrorType::Retryable, format!("no stored credentials for {}", secret_ref.user)),
+                )?;
+            Ok(BTreeMap::from([
+                ("envvar:HOST".into(), credentials.host),
+                ("envvar:PORT".into(), credentials.port.to_string()),
+                ("envvar:USER".into(), credentials.user),
+                ("envvar:PASSWORD".into(), credentials.password.expose_secret().to_string()),
+                ("envvar:DB".into(), credentials.db),
+            ]))
+        }
+    }
+}
+
+/// Runs the deployment's hook with the job (no secrets) and records its outcome.
+pub async fn hook(deps: &Deps, state: State) -> Result<State, StepError> {
+    let Some(hook) = &deps.hook else { return Ok(state) };
+    let mut record = load(deps, &state).await?;
+    let started = Instant::now();
+    let outcome = hook.run(&record.job).await;
+    let mut output = outcome.output;
+    if output.len() > HOOK_OUTPUT_LIMIT {
+        let mut end = HOOK_OUTPUT_LIMIT;
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        output.truncate(end);
+    }
+    record.job.hook_status =
+        Some(HookStatus { execution_time_sec: started.elapsed().as_secs() as i64, exit_code: outcome.exit_code, output });
+    save(deps, &record).await?;
+    Ok(state)
+}
+
+/// Writes the final status, releases the lock and announces the finished job.
+pub async fn finalize(deps: &Deps, state: State) -> Result<State, StepError> {
+    let Some(mut record) = deps.jobs.get_job(&state.org_id, &state.job_id).await? else { return Ok(state) };
+    if !record.is_running() {
+        // Cancelled, or finalized already: the job keeps what it says.
+        return Ok(state);
+    }
+    let results = record.job.status.as_ref().map(|s| s.result.clone()).unwrap_or_default();
+    let (phase, message) = match &state.error {
+        Some(error) => (Phase::Failed, error.message()),
+        None => runner::outcome(&results),
+    };
+    record.finish(phase, message);
+    if !deps.jobs.finish_job(&record, deps.settings.expiry()).await? {
+        return Ok(state);
+    }
+    if phase == Phase::Completed {
+        let provisioned =
+            Provisioned { org: record.org().into(), db_arn: record.job.db_arn().into(), request: record.request.clone() };
+        deps.jobs.mark_provisioned(&provisioned).await?;
+    }
+    if let Some(events) = &deps.events {
+        // The job is finished either way; a lost announcement is logged, not retried into a second finish.
+        if let Err(error) = events.job_finished(&record.job).await {
+            tracing::warn!(job_id = record.id(), %error, "the job-finished event was not delivered");
+        }
+    }
+    Ok(state)
+}
+
+/// Sends the finished job to the webhook and records how that went; never fails the job.
+pub async fn webhook(deps: &Deps, state: State) -> Result<State, StepError> {
+    if !state.send_webhook {
+        return Ok(state);
+    }
+    let Some(mut record) = deps.jobs.get_job(&state.org_id, &state.job_id).await? else { return Ok(state) };
+    let status = match &deps.webhook {
+        Some(webhook) => webhook.deliver(&record.job).await,
+        None => crate::job::WebhookStatus {
+            delivered: false,
+            attempts: 0,
+            status_code: None,
+            message: "no webhook URL is configured".into(),
+        },
+    };
+    record.job.webhook_status = Some(status);
+    deps.jobs.save_finished(&record).await?;
+    Ok(state)
+}
