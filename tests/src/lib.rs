@@ -85,6 +85,37 @@ impl PgCluster {
         Self { port, ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), dir }
     }
 
+    /// Stops the server (the database goes down); `resume` starts it again on the same port.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let stop = run_as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        assert!(stop.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&stop.stderr));
+    }
+
+    pub fn resume(&self) {
+        let root = self.dir.path();
+        let data = root.join("data");
+        let options = format!(
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on -c log_statement=all \
+             -c logging_collector=off -c max_connections=200",
+            self.port,
+            root.display()
+        );
+        let log = root.join("server.log");
+        let start = run_as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+        assert!(start.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&start.stderr));
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
@@ -177,4 +208,140 @@ pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
 
 pub fn path_of(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+/// A moto server of the test's own in Step Functions execute mode, with a proxy on
+/// the port moto sends its own AWS calls to: the proxy answers Lambda `Invoke` by
+/// running dbroles' step handlers in-process and forwards everything else to moto.
+pub struct MotoExecutor {
+    /// Where the SDK talks to moto.
+    pub endpoint: String,
+    /// The proxy (answers Lambda Invoke).
+    pub proxy: String,
+    process: std::process::Child,
+    /// Every Invoke the proxy answered: the function and its payload.
+    pub invocations: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Drop for MotoExecutor {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Answers for functions that are not dbroles steps (a hook, say): function name → JSON.
+pub type OtherFunctions = std::collections::HashMap<String, serde_json::Value>;
+
+impl MotoExecutor {
+    /// Starts moto; `deps` builds the steps' dependencies from its endpoint and the proxy's.
+    pub async fn start<F, Fut>(deps: F, others: OtherFunctions) -> Self
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: std::future::Future<Output = dbroles_core::steps::Deps>,
+    {
+        let moto_bin = std::env::var("DBROLES_TEST_MOTO_BIN").expect("DBROLES_TEST_MOTO_BIN is not set: run scripts/test");
+        let (port, proxy_port) = (free_port(), free_port());
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("moto-{port}.log"))).unwrap();
+        let process = Command::new(moto_bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_PORT", proxy_port.to_string())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{endpoint}/moto-api/")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        http.post(format!("{endpoint}/moto-api/config"))
+            .json(&serde_json::json!({"stepfunctions": {"execute_state_machine": true}, "lambda": {"use_docker": false}}))
+            .send()
+            .await
+            .expect("moto takes the execute-mode configuration");
+        let proxy = format!("http://127.0.0.1:{proxy_port}");
+        let deps = std::sync::Arc::new(deps(endpoint.clone(), proxy.clone()).await);
+        let invocations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let state = Proxy {
+            deps,
+            others: std::sync::Arc::new(others),
+            upstream: endpoint.clone(),
+            http,
+            invocations: invocations.clone(),
+        };
+        let router = axum::Router::new()
+            .route("/2015-03-31/functions/{function}/invocations", axum::routing::post(invoke))
+            .fallback(forward)
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", proxy_port)).await.expect("the proxy port is free");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { endpoint, proxy, process, invocations }
+    }
+}
+
+#[derive(Clone)]
+struct Proxy {
+    deps: std::sync::Arc<dbroles_core::steps::Deps>,
+    others: std::sync::Arc<OtherFunctions>,
+    upstream: String,
+    http: reqwest::Client,
+    invocations: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+async fn invoke(
+    axum::extract::State(proxy): axum::extract::State<Proxy>,
+    axum::extract::Path(function): axum::extract::Path<String>,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let name = function.rsplit(':').next().unwrap_or(&function).to_string();
+    proxy.invocations.lock().unwrap().push((name.clone(), payload.clone()));
+    if let Some(answer) = proxy.others.get(&name) {
+        return axum::Json(answer.clone()).into_response();
+    }
+    let Some(step) = dbroles_core::steps::Step::from_resource(&function) else {
+        let error =
+            serde_json::json!({"errorType": "ResourceNotFoundException", "errorMessage": format!("no function {function}")});
+        return ([("X-Amz-Function-Error", "Unhandled")], axum::Json(error)).into_response();
+    };
+    match dbroles_core::steps::run(step, &proxy.deps, payload).await {
+        Ok(state) => axum::Json(state).into_response(),
+        Err(error) => ([("X-Amz-Function-Error", "Unhandled")], axum::Json(error.payload())).into_response(),
+    }
+}
+
+async fn forward(
+    axum::extract::State(proxy): axum::extract::State<Proxy>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut upstream = proxy.http.request(parts.method.clone(), format!("{}{path}", proxy.upstream)).body(body);
+    for (name, value) in &parts.headers {
+        if !matches!(name.as_str(), "host" | "connection" | "content-length" | "transfer-encoding" | "keep-alive") {
+            upstream = upstream.header(name, value);
+        }
+    }
+    match upstream.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            let mut response = (status, bytes).into_response();
+            for (name, value) in &headers {
+                if !matches!(name.as_str(), "connection" | "content-length" | "transfer-encoding" | "keep-alive") {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            response
+        }
+        Err(error) => (http::StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+    }
 }

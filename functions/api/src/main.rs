@@ -1,3 +1,5 @@
+//! The API Lambda's entry point.
+
 use std::sync::Arc;
 
 use dbroles_core::config::Config;
@@ -5,7 +7,7 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().with_target(false).init();
+    dbroles_lambda::init_tracing();
     let config = Config::from_env()?;
     let app = Arc::new(dbroles_api::app(&config).await?);
     let org_claim: Arc<str> = config.org_claim.into();

@@ -17,13 +17,17 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
 use crate::engine::{self, TlsConfig};
+use crate::inventory::rds::RdsInventory;
 use crate::runner::Settings;
-use crate::steps::{self, VaultSettings, Webhook};
+use crate::secrets::aws::AwsSecrets;
+use crate::steps::{self, Deps, Ec2Network, EventBridgeEvents, LambdaHook, VaultSettings, Webhook};
+use crate::store::dynamodb::DynamoStore;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -123,4 +127,31 @@ mod tests {
             "DBROLES_ENDPOINT_OVERRIDES: 'a.example=127.0.0.1' is not host=address:port"
         );
     }
+}
+
+/// The steps' dependencies on AWS: the table, RDS, Secrets Manager (or the Vault
+/// a job names), EC2, EventBridge (`DBROLES_EVENT_BUS`, default `default`) and the
+/// hook function (`DBROLES_HOOK_FUNCTION`, none by default).
+pub async fn aws_deps(config: &Config, aws: &aws_config::SdkConfig) -> Result<Deps, String> {
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), &config.table));
+    let inventory = RdsInventory::new(aws, config.endpoint_overrides.clone())
+        .with_secret_prefix(&config.secret_prefix)
+        .with_cross_account_role(config.cross_account_role.clone());
+    let hook = var("DBROLES_HOOK_FUNCTION")
+        .map(|function| Arc::new(LambdaHook { client: aws_sdk_lambda::Client::new(aws), function }) as Arc<dyn steps::Hook>);
+    Ok(Deps {
+        jobs: store.clone(),
+        resources: store,
+        inventory: Arc::new(inventory),
+        secrets: Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(aws), config.secret_prefix.trim_end_matches('/'))),
+        vault: vault_from_env()?,
+        network: Some(Arc::new(Ec2Network { ec2: aws_sdk_ec2::Client::new(aws), rds: aws_sdk_rds::Client::new(aws) })),
+        events: Some(Arc::new(EventBridgeEvents {
+            client: aws_sdk_eventbridge::Client::new(aws),
+            bus: var("DBROLES_EVENT_BUS").unwrap_or_else(|| "default".into()),
+        })),
+        hook,
+        webhook: webhook_from_env()?,
+        settings: config.settings.clone(),
+    })
 }

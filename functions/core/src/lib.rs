@@ -20,4 +20,5 @@ pub mod runner;
 pub mod secrets;
 pub mod steps;
 pub mod store;
+pub mod triggers;
 pub mod workflow;

@@ -112,13 +112,18 @@ pub async fn provision_roles_of(
         (Family::Postgres, _) => "postgres".to_string(),
         (Family::MySql, _) => String::new(),
     };
-    let endpoint = Endpoint { host: instance.host.clone(), port: instance.port, db: default_db, engine: instance.engine.clone() };
+    let endpoint = Endpoint {
+        host: instance.endpoint_host.clone(),
+        port: instance.endpoint_port,
+        db: default_db,
+        engine: instance.engine.clone(),
+    };
     let secret_ref = SecretRef {
         instance_id: instance.identifier.clone(),
         instance_arn: instance.arn.clone(),
         job_id: record.id().to_string(),
         user: String::new(),
-        host: instance.host.clone(),
+        host: instance.endpoint_host.clone(),
     };
     let outcome =
         provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref).await.map_err(|e| e.to_string())?;

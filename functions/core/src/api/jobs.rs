@@ -32,6 +32,20 @@ use crate::store::{Created, Idempotency, JobQuery, JobStats, NewJob, Page};
 pub(super) async fn create(app: &App, caller: &Caller, request: &Request<Bytes>) -> ApiResult {
     let body = request.body();
     let create = CreateJobRequest::parse(body)?;
+    let idempotency = idempotency(request, body)?;
+    let job_id = start_job(app, &caller.org, &caller.sub, create, idempotency).await?;
+    json(StatusCode::ACCEPTED, &CreateJobResponse { job_id })
+}
+
+/// Stores a validated request as a running job and starts its workflow: the job's
+/// id. If the workflow cannot start, the job is failed with the reason (5xx).
+pub async fn start_job(
+    app: &App,
+    org: &str,
+    created_by: &str,
+    create: CreateJobRequest,
+    idempotency: Option<Idempotency>,
+) -> Result<String, ApiError> {
     let arn = create.instance_arn();
     let instance = app
         .inventory
@@ -40,10 +54,9 @@ pub(super) async fn create(app: &App, caller: &Caller, request: &Request<Bytes>)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?
         .ok_or_else(|| ApiError::bad_request(format!("aws.instance_arn: no instance or cluster {arn} was found")))?;
     engine::validate_prefix(&app.settings.role_prefix, &instance.engine)?;
-    let idempotency = idempotency(request, body)?;
-    let mut record = runner::new_record(&caller.org, &caller.sub, create, runner::spec_of(&instance, &arn.account));
+    let mut record = runner::new_record(org, created_by, create, runner::spec_of(&instance, &arn.account));
     match app.jobs.create_job(NewJob { record: record.clone(), idempotency }).await? {
-        Created::Replayed(job_id) => return json(StatusCode::ACCEPTED, &CreateJobResponse { job_id }),
+        Created::Replayed(job_id) => return Ok(job_id),
         Created::New => {}
     }
     match app.workflow.start(&record).await {
@@ -51,7 +64,7 @@ pub(super) async fn create(app: &App, caller: &Caller, request: &Request<Bytes>)
             record.execution = Some(execution);
             // A quick job may have finished already; then there is nothing to record.
             app.jobs.update_job(&record).await?;
-            json(StatusCode::ACCEPTED, &CreateJobResponse { job_id: record.job.id })
+            Ok(record.job.id)
         }
         Err(reason) => {
             let message = format!("the workflow could not be started: {reason}");

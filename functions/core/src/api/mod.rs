@@ -13,6 +13,7 @@
 //! | `GET /openapi.json` | member | the OpenAPI document of all of the above |
 
 mod jobs;
+pub use jobs::start_job;
 pub mod openapi;
 mod resources;
 

@@ -113,6 +113,8 @@ impl Inventory for LocalInventory {
             engine: local.engine.clone(),
             host: local.host.clone(),
             port: local.port,
+            endpoint_host: local.host.clone(),
+            endpoint_port: local.port,
             db_name: local.db_name.clone().unwrap_or_default(),
             tags: local.tags.clone(),
             master_user: local.master_user.clone(),

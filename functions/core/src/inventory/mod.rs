@@ -17,8 +17,12 @@ pub struct Instance {
     pub kind: ArnKind,
     pub identifier: String,
     pub engine: String,
+    /// Where dbroles connects: the endpoint, or its override.
     pub host: String,
     pub port: u16,
+    /// The instance's own endpoint, which stored credentials name.
+    pub endpoint_host: String,
+    pub endpoint_port: u16,
     pub db_name: String,
     pub tags: Vec<DbTag>,
     pub master_user: String,

@@ -144,10 +144,9 @@ impl RdsInventory {
         };
         let Some(db) = out.db_instances().first() else { return Ok(None) };
         let endpoint = db.endpoint();
-        let (host, port) = self.endpoint(
-            endpoint.and_then(|e| e.address()).unwrap_or_default(),
-            endpoint.and_then(|e| e.port()).unwrap_or_default() as u16,
-        );
+        let endpoint_host = endpoint.and_then(|e| e.address()).unwrap_or_default().to_string();
+        let endpoint_port = endpoint.and_then(|e| e.port()).unwrap_or_default() as u16;
+        let (host, port) = self.endpoint(&endpoint_host, endpoint_port);
         Ok(Some(Instance {
             arn: db.db_instance_arn().unwrap_or(arn.as_str()).to_string(),
             kind: ArnKind::Db,
@@ -155,6 +154,8 @@ impl RdsInventory {
             engine: db.engine().unwrap_or_default().to_string(),
             host,
             port,
+            endpoint_host,
+            endpoint_port,
             db_name: db.db_name().unwrap_or_default().to_string(),
             tags: tags(db.tag_list()),
             master_user: db.master_username().unwrap_or_default().to_string(),
@@ -189,7 +190,9 @@ impl RdsInventory {
             None => None,
         };
         // The cluster endpoint is the writer's.
-        let (host, port) = self.endpoint(cluster.endpoint().unwrap_or_default(), cluster.port().unwrap_or_default() as u16);
+        let endpoint_host = cluster.endpoint().unwrap_or_default().to_string();
+        let endpoint_port = cluster.port().unwrap_or_default() as u16;
+        let (host, port) = self.endpoint(&endpoint_host, endpoint_port);
         Ok(Some(Instance {
             arn: cluster.db_cluster_arn().unwrap_or(arn.as_str()).to_string(),
             kind: ArnKind::Cluster,
@@ -197,6 +200,8 @@ impl RdsInventory {
             engine: cluster.engine().unwrap_or_default().to_string(),
             host,
             port,
+            endpoint_host,
+            endpoint_port,
             db_name: cluster.database_name().unwrap_or_default().to_string(),
             tags: tags(cluster.tag_list()),
             master_user: cluster.master_username().unwrap_or_default().to_string(),

@@ -164,7 +164,7 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
             instance_arn: instance.arn.clone(),
             job_id: record.id().to_string(),
             user: result.user_role.clone(),
-            host: instance.host.clone(),
+            host: instance.endpoint_host.clone(),
         };
         let secret = connection_secret(secrets.as_ref(), &secret_ref).await?;
         roles.push(RoleInput {

@@ -1,0 +1,121 @@
+//! Jobs that start on their own, from EventBridge: an RDS instance or cluster
+//! created with the provisioning tag, the rotation schedule, and the repair of
+//! jobs whose Step Functions execution ended without finishing them.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::{start_job, App};
+use crate::request::{AwsRequest, CreateJobRequest, JobStep};
+use crate::workflow::{repair, ExecutionInput};
+
+/// How a deployment reacts to tagged instances.
+#[derive(Clone, Debug)]
+pub struct TriggerSettings {
+    /// `dbroles:provision=true` by default.
+    pub tag_key: String,
+    pub tag_value: String,
+    /// The organisation of jobs started by a tag, unless the tag `dbroles:org` names one.
+    pub default_org: String,
+    /// The agent of their connections, unless the tag `dbroles:agent-id` names one.
+    pub default_agent_id: Option<String>,
+}
+
+impl Default for TriggerSettings {
+    fn default() -> Self {
+        Self {
+            tag_key: "dbroles:provision".into(),
+            tag_value: "true".into(),
+            default_org: "default".into(),
+            default_agent_id: None,
+        }
+    }
+}
+
+/// What a trigger did, as the function answers it (and logs).
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub struct Outcome {
+    pub started: Vec<String>,
+    pub skipped: Vec<String>,
+    pub repaired: Vec<String>,
+}
+
+/// RDS event ids for "instance created" and "cluster created".
+const INSTANCE_CREATED: &str = "RDS-EVENT-0005";
+const CLUSTER_CREATED: &str = "RDS-EVENT-0170";
+
+pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Result<Outcome, String> {
+    let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    match (text("/source"), text("/detail-type")) {
+        ("aws.rds", "RDS DB Instance Event" | "RDS DB Cluster Event") => {
+            let id = text("/detail/EventID");
+            if id != INSTANCE_CREATED && id != CLUSTER_CREATED {
+                return Ok(Outcome { skipped: vec![format!("RDS event {id} is not a creation")], ..Outcome::default() });
+            }
+            instance_created(app, settings, text("/detail/SourceArn")).await
+        }
+        ("aws.events", "Scheduled Event") => rotate(app).await,
+        ("aws.states", "Step Functions Execution Status Change") => execution_ended(app, event).await,
+        (source, kind) => Err(format!("not an event dbroles handles: source '{source}', detail-type '{kind}'")),
+    }
+}
+
+async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> Result<Outcome, String> {
+    let parsed = arn.parse().map_err(|e| format!("the event's SourceArn: {e}"))?;
+    let Some(instance) = app.inventory.describe(&parsed).await.map_err(|e| e.to_string())? else {
+        return Ok(Outcome { skipped: vec![format!("{arn} no longer exists")], ..Outcome::default() });
+    };
+    let tag = |key: &str| instance.tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
+    if tag(&settings.tag_key).as_deref() != Some(settings.tag_value.as_str()) {
+        return Ok(Outcome {
+            skipped: vec![format!("{arn} is not tagged {}={}", settings.tag_key, settings.tag_value)],
+            ..Outcome::default()
+        });
+    }
+    let agent_id = tag("dbroles:agent-id").or_else(|| settings.default_agent_id.clone());
+    let job_steps = if agent_id.is_some() { vec![JobStep::CreateConnections] } else { Vec::new() };
+    let request = CreateJobRequest {
+        agent_id: agent_id.unwrap_or_else(|| uuid::Uuid::nil().to_string()),
+        aws: AwsRequest { instance_arn: arn.to_string(), default_security_group: None, allow_master_password_reset: false },
+        connection_prefix_name: tag("dbroles:connection-prefix").unwrap_or_else(|| format!("{}-", instance.identifier)),
+        job_steps,
+        vault_provider: None,
+    };
+    request.validate().map_err(|e| format!("the tags of {arn} make an invalid request: {e}"))?;
+    let org = tag("dbroles:org").unwrap_or_else(|| settings.default_org.clone());
+    let job_id = start_job(app, &org, "eventbridge:rds-created", request, None).await.map_err(|e| e.message)?;
+    Ok(Outcome { started: vec![job_id], ..Outcome::default() })
+}
+
+/// Starts a job for every instance dbroles has provisioned: new passwords for every role.
+async fn rotate(app: &App) -> Result<Outcome, String> {
+    let mut outcome = Outcome::default();
+    for provisioned in app.jobs.provisioned().await.map_err(|e| e.to_string())? {
+        match start_job(app, &provisioned.org, "eventbridge:rotation", provisioned.request, None).await {
+            Ok(job_id) => outcome.started.push(job_id),
+            Err(error) => outcome.skipped.push(format!("{}: {}", provisioned.db_arn, error.message)),
+        }
+    }
+    Ok(outcome)
+}
+
+/// Marks the job of a failed, timed-out or aborted execution failed and releases its lock.
+async fn execution_ended(app: &App, event: &Value) -> Result<Outcome, String> {
+    let detail = &event["detail"];
+    let status = detail["status"].as_str().unwrap_or_default();
+    if !matches!(status, "FAILED" | "TIMED_OUT" | "ABORTED") {
+        return Ok(Outcome { skipped: vec![format!("execution status {status}")], ..Outcome::default() });
+    }
+    let input: ExecutionInput = serde_json::from_str(detail["input"].as_str().unwrap_or_default())
+        .map_err(|e| format!("the execution's input is not a dbroles job: {e}"))?;
+    let why = [detail["error"].as_str(), detail["cause"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+    let message = match why.is_empty() {
+        true => format!("the execution ended {status}"),
+        false => format!("the execution ended {status}: {why}"),
+    };
+    let repaired = repair(app.jobs.as_ref(), &input, &message, &app.settings).await.map_err(|e| e.to_string())?;
+    Ok(match repaired {
+        true => Outcome { repaired: vec![input.job_id], ..Outcome::default() },
+        false => Outcome { skipped: vec![format!("job {} had finished", input.job_id)], ..Outcome::default() },
+    })
+}

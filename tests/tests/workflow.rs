@@ -1,0 +1,463 @@
+//! The provisioning workflow end to end: `statemachine/provision.asl.json` on
+//! moto's Step Functions (execute mode; Lambda Invoke answered by the step
+//! handlers) and on the local executor, against a PostgreSQL cluster with SCRAM
+//! logins standing in for the RDS instance moto describes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dbroles_core::api::{handle, App};
+use dbroles_core::auth::{AuthError, Caller};
+use dbroles_core::config::{self, Config};
+use dbroles_core::engine::TlsConfig;
+use dbroles_core::runner::Settings;
+use dbroles_core::secrets::aws::AwsSecrets;
+use dbroles_core::secrets::SecretStore;
+use dbroles_core::steps::{sign_webhook, Deps, LambdaHook, Step, Webhook};
+use dbroles_core::triggers::{self, TriggerSettings};
+use dbroles_core::workflow::asl::{Executor, PROVISION_DEFINITION};
+use dbroles_core::workflow::Local;
+use dbroles_tests::*;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// What the webhook receiver got: headers and body of each POST.
+type Received = Arc<Mutex<Vec<(HashMap<String, String>, String)>>>;
+
+async fn webhook_receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let store = received.clone();
+    let router = axum::Router::new().route(
+        "/hooks/dbroles",
+        axum::routing::post(move |headers: http::HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect();
+                store.lock().unwrap().push((headers, body));
+                http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/dbroles", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, received)
+}
+
+fn admin() -> Result<Caller, AuthError> {
+    Ok(Caller { sub: "alice".into(), org: "acme".into(), groups: vec!["admin".into()] })
+}
+
+async fn call(app: &App, method: &str, uri: &str, body: Option<Value>) -> (http::StatusCode, Value) {
+    let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let request = http::Request::builder().method(method).uri(uri).body(bytes).unwrap();
+    let response = handle(app, admin(), request).await;
+    (response.status(), serde_json::from_str(response.body()).unwrap_or(Value::Null))
+}
+
+async fn wait_finished(app: &App, id: &str) -> Value {
+    wait_for(app, id, |job| job["status"]["phase"] != "running").await
+}
+
+/// Finished, and the webhook step (which comes after Finalize) has recorded its outcome.
+async fn wait_delivered(app: &App, id: &str) -> Value {
+    wait_for(app, id, |job| job["status"]["phase"] != "running" && !job["webhook_status"].is_null()).await
+}
+
+async fn wait_for(app: &App, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..600 {
+        let (_, job) = call(app, "GET", &format!("/dbroles/jobs/{id}"), None).await;
+        if done(&job) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} still running")
+}
+
+/// The job without what differs from run to run.
+fn comparable(job: &Value) -> Value {
+    let mut job = job.clone();
+    for field in ["id", "created_at", "completed_at"] {
+        job[field] = Value::Null;
+    }
+    for result in job["status"]["result"].as_array_mut().unwrap() {
+        result["completed_at"] = Value::Null;
+    }
+    job["hook_status"]["execution_time_sec"] = Value::Null;
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result() {
+    let cluster = PgCluster::start();
+    let (webhook_url, received) = webhook_receiver().await;
+    let table = unique("jobs-");
+    let prefix = unique("r");
+    let settings = Settings {
+        role_prefix: prefix.clone(),
+        tls: TlsConfig::disabled(),
+        connect_timeout: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let instance_id = unique("orders-");
+    let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
+    let config = Config {
+        table: table.clone(),
+        state_machine_arn: None,
+        org_claim: "org_id".into(),
+        secret_prefix: "dbroles/".into(),
+        cross_account_role: None,
+        endpoint_overrides: HashMap::from([(host.clone(), format!("127.0.0.1:{}", cluster.port))]),
+        settings: settings.clone(),
+    };
+    let hook_answer = HashMap::from([("dbroles-test-hook".to_string(), json!({"exit_code": 0, "output": "hook ran"}))]);
+    let deps_config = config.clone();
+    let webhook = Webhook {
+        url: webhook_url,
+        secret: WEBHOOK_SECRET.to_string().into(),
+        attempts: 3,
+        backoff: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+    };
+    let with_notifications = {
+        let webhook = webhook.clone();
+        move |mut deps: Deps, proxy_aws: &aws_config::SdkConfig| {
+            deps.webhook = Some(webhook);
+            // The hook is a Lambda function the proxy answers.
+            let client = aws_sdk_lambda::Client::new(proxy_aws);
+            deps.hook = Some(Arc::new(LambdaHook { client, function: "dbroles-test-hook".into() }));
+            deps
+        }
+    };
+    let remote_notifications = with_notifications.clone();
+    let moto = MotoExecutor::start(
+        |endpoint, proxy| async move {
+            let deps = config::aws_deps(&deps_config, &aws_config(&endpoint).await).await.unwrap();
+            remote_notifications(deps, &aws_config(&proxy).await)
+        },
+        hook_answer,
+    )
+    .await;
+    let aws = aws_config(&moto.endpoint).await;
+    let deps = with_notifications(config::aws_deps(&config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
+    dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
+
+    // The instance: moto's RDS, its managed master secret holding the cluster's real credentials.
+    let rds = aws_sdk_rds::Client::new(&aws);
+    let created = rds
+        .create_db_instance()
+        .db_instance_identifier(&instance_id)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .manage_master_user_password(true)
+        .port(5432)
+        .send()
+        .await
+        .unwrap()
+        .db_instance
+        .unwrap();
+    assert_eq!(created.endpoint.as_ref().and_then(|e| e.address.as_deref()), Some(host.as_str()));
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    secrets
+        .put_secret_value()
+        .secret_id(created.master_user_secret.unwrap().secret_arn.unwrap())
+        .secret_string(json!({"username": "postgres", "password": SUPERUSER_PASSWORD}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let arn = created.db_instance_arn.unwrap();
+
+    // The finished-job events land in a queue.
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue = sqs.create_queue().queue_name(unique("finished-")).send().await.unwrap().queue_url.unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let events = aws_sdk_eventbridge::Client::new(&aws);
+    let rule = unique("finished-");
+    events
+        .put_rule()
+        .name(&rule)
+        .event_pattern(json!({"source": ["dbroles"], "detail-type": ["DB Role Job Finished"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(&rule)
+        .targets(aws_sdk_eventbridge::types::Target::builder().id("queue").arn(queue_arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    // The state machine: the one definition, its substitutions naming the step functions.
+    let mut definition = PROVISION_DEFINITION.to_string();
+    for step in Step::ALL {
+        let function = format!("arn:aws:lambda:us-east-1:123456789012:function:dbroles-{}", step.name());
+        definition = definition.replace(&format!("${{{}}}", step.substitution()), &function);
+    }
+    let machine = aws_sdk_sfn::Client::new(&aws)
+        .create_state_machine()
+        .name(unique("provision-"))
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    let remote_config = Config { state_machine_arn: Some(machine), ..config.clone() };
+    let remote = dbroles_lambda::app(&remote_config, &deps, &aws).unwrap();
+
+    let request = json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": arn},
+        "connection_prefix_name": "orders-",
+        "job_steps": ["create-connections", "send-webhook"]
+    });
+    let (status, created) = call(&remote, "POST", "/dbroles/jobs", Some(request.clone())).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+    let id = created["job_id"].as_str().unwrap().to_string();
+    let job = wait_delivered(&remote, &id).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+    assert_eq!(job["spec"]["account_arn"], "arn:aws:sts::123456789012:user/moto", "GetCallerIdentity's ARN, as moto spells it");
+    assert_eq!(job["hook_status"]["exit_code"], 0);
+    assert_eq!(job["hook_status"]["output"], "hook ran");
+    let executions: Vec<String> = moto.invocations.lock().unwrap().iter().map(|(f, _)| f.clone()).collect();
+    for step in [
+        "dbroles-resolve",
+        "dbroles-master-credentials",
+        "dbroles-provision",
+        "dbroles-create-connections",
+        "dbroles-finalize",
+        "dbroles-webhook",
+    ] {
+        assert!(executions.iter().any(|f| f == step), "Step Functions invoked {step}: {executions:?}");
+    }
+
+    // The roles log in with the credentials in Secrets Manager.
+    let store = AwsSecrets::new(secrets.clone(), "dbroles");
+    for level in ["ro", "rw", "ddl"] {
+        let user = format!("{prefix}_{level}");
+        let result = job["status"]["result"].as_array().unwrap().iter().find(|r| r["user_role"] == user.as_str()).unwrap();
+        assert_eq!(result["credentials_info"]["secrets_manager_provider"], "aws-secrets-manager");
+        let secret_id = result["credentials_info"]["secret_id"].as_str().unwrap();
+        let stored = store.read(secret_id).await.unwrap().expect("the role's secret is stored");
+        assert_eq!((stored.host.as_str(), stored.port), (host.as_str(), 5432), "the credentials name the real endpoint");
+        cluster.client(&user, stored.password.expose_secret(), "postgres").await.expect("the role logs in");
+    }
+
+    // The resource: one connection per role, secrets as references to the store.
+    let resource = deps.resources.get_resource("acme", &instance_id).await.unwrap().expect("the resource exists");
+    let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
+    assert_eq!(names, ["orders-ro", "orders-rw", "orders-ddl"]);
+    let ro = &resource.roles[0].input;
+    assert_eq!(ro.connection_tags["dbroles/db-arn"], arn);
+    assert_eq!(ro.subtype.as_deref(), Some("postgres"));
+    assert_eq!(ro.secret["envvar:PASSWORD"], format!("_aws:dbroles/{instance_id}/{prefix}_ro:PASSWORD"));
+
+    // The webhook: the job as GET shows it, signed.
+    let deliveries = received.lock().unwrap().clone();
+    let (headers, body) = deliveries.iter().find(|(_, body)| body.contains(&id)).expect("the webhook was delivered");
+    let timestamp: i64 = headers["webhook-timestamp"].parse().unwrap();
+    let expected = sign_webhook(WEBHOOK_SECRET, &headers["webhook-id"], timestamp, body).unwrap();
+    assert_eq!(headers["webhook-signature"], expected);
+    let sent: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(sent["status"]["phase"], "completed");
+    assert!(!body.contains("PASSWORD\":"), "no secret in the webhook");
+    assert_eq!(job["webhook_status"]["delivered"], true);
+    // The hook saw the job and no secret.
+    let hook_payloads: Vec<Value> =
+        moto.invocations.lock().unwrap().iter().filter(|(f, _)| f == "dbroles-test-hook").map(|(_, p)| p.clone()).collect();
+    assert_eq!(hook_payloads.len(), 1);
+    assert_eq!(hook_payloads[0]["job"]["id"], id.as_str());
+
+    // The DB Role Job Finished event.
+    let messages = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.unwrap();
+    let event: Value = serde_json::from_str(messages.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(event["detail-type"], "DB Role Job Finished");
+    assert_eq!(event["detail"]["id"], id.as_str());
+
+    // The same request on the local executor ends with the same job.
+    let local = App {
+        jobs: deps.jobs.clone(),
+        resources: deps.resources.clone(),
+        inventory: deps.inventory.clone(),
+        workflow: Arc::new(Local::new(Executor::provision(0.01), deps.clone())),
+        settings: settings.clone(),
+    };
+    let (status, created) = call(&local, "POST", "/dbroles/jobs", Some(request)).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+    let local_job = wait_delivered(&local, created["job_id"].as_str().unwrap()).await;
+    assert_eq!(comparable(&local_job), comparable(&job));
+}
+
+fn local_deps(
+    store: Arc<dbroles_core::store::sqlite::SqliteStore>,
+    instances: Vec<dbroles_core::inventory::local::LocalInstance>,
+    settings: Settings,
+) -> Deps {
+    Deps {
+        jobs: store.clone(),
+        resources: store.clone(),
+        inventory: Arc::new(dbroles_core::inventory::local::LocalInventory::new(instances).unwrap()),
+        secrets: Arc::new(dbroles_core::secrets::database::DatabaseSecrets::new(store)),
+        vault: None,
+        network: None,
+        events: None,
+        hook: None,
+        webhook: None,
+        settings,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_down_fails_the_job_releases_the_lock_and_a_rerun_succeeds() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+    let arn = "arn:aws:rds:us-east-1:000000000000:db:flaky";
+    let instance = dbroles_core::inventory::local::LocalInstance {
+        master_password: Some(SUPERUSER_PASSWORD.into()),
+        ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", cluster.port, "postgres")
+    };
+    let settings = Settings {
+        role_prefix: unique("r"),
+        tls: TlsConfig::disabled(),
+        connect_timeout: Duration::from_secs(3),
+        ..Settings::default()
+    };
+    let deps = local_deps(store.clone(), vec![instance], settings.clone());
+    let app = App {
+        jobs: store.clone(),
+        resources: store.clone(),
+        inventory: deps.inventory.clone(),
+        workflow: Arc::new(Local::new(Executor::provision(0.01), deps)),
+        settings,
+    };
+    let request = json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "f-", "job_steps": []});
+
+    cluster.stop();
+    let (status, created) = call(&app, "POST", "/dbroles/jobs", Some(request.clone())).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+    let job = wait_finished(&app, created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "failed");
+    assert!(job["status"]["message"].as_str().unwrap().contains(&format!("127.0.0.1:{}", cluster.port)), "{job}");
+    assert!(!job["completed_at"].is_null());
+
+    cluster.resume();
+    let (status, created) = call(&app, "POST", "/dbroles/jobs", Some(request)).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "the lock was released: {created}");
+    let job = wait_finished(&app, created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_store_down_fails_the_job_before_any_change_in_the_database() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+    let arn = "arn:aws:rds:us-east-1:000000000000:db:nosecrets";
+    let instance = dbroles_core::inventory::local::LocalInstance {
+        master_password: Some(SUPERUSER_PASSWORD.into()),
+        ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", cluster.port, "postgres")
+    };
+    let prefix = unique("r");
+    let settings = Settings { role_prefix: prefix.clone(), tls: TlsConfig::disabled(), ..Settings::default() };
+    let mut deps = local_deps(store.clone(), vec![instance], settings.clone());
+    // Secrets Manager on a port where nothing answers.
+    let dead = aws_config(&format!("http://127.0.0.1:{}", free_port())).await;
+    deps.secrets = Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&dead), "dbroles"));
+    let executor = Local::new(Executor::provision(0.001), deps.clone());
+    let record = dbroles_core::runner::new_record(
+        "acme",
+        "alice",
+        serde_json::from_value(json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "s-", "job_steps": []})).unwrap(),
+        Default::default(),
+    );
+    use dbroles_core::store::JobStore;
+    store.create_job(dbroles_core::store::NewJob { record: record.clone(), idempotency: None }).await.unwrap();
+    executor.execute(&record, &|_| {}).await.unwrap();
+    let job = store.get_job("acme", record.id()).await.unwrap().unwrap().job;
+    assert_eq!(job.phase(), dbroles_core::job::Phase::Failed);
+    let message = &job.status.as_ref().unwrap().message;
+    assert!(message.contains("before any change to the database"), "{message}");
+    let roles = cluster
+        .superuser("postgres")
+        .await
+        .query("SELECT 1 FROM pg_roles WHERE rolname LIKE $1", &[&format!("{prefix}%")])
+        .await
+        .unwrap();
+    assert!(roles.is_empty(), "no role was created");
+}
+
+#[tokio::test]
+async fn an_aborted_execution_fails_its_job_through_the_status_change_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+    let arn = "arn:aws:rds:us-east-1:000000000000:db:postgres";
+    let deps = local_deps(
+        store.clone(),
+        vec![dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")],
+        Settings::default(),
+    );
+    let app = App {
+        jobs: store.clone(),
+        resources: store.clone(),
+        inventory: deps.inventory.clone(),
+        workflow: Arc::new(Stuck),
+        settings: Settings::default(),
+    };
+    let request = json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "a-", "job_steps": []});
+    let (_, created) = call(&app, "POST", "/dbroles/jobs", Some(request.clone())).await;
+    let id = created["job_id"].as_str().unwrap();
+    let event = json!({
+        "version": "0", "id": "315c1398-40ff-a850-213b-158f73e60175",
+        "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+        "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
+        "resources": [format!("arn:aws:states:us-east-1:123456789012:execution:dbroles-provision:{id}")],
+        "detail": {
+            "executionArn": format!("arn:aws:states:us-east-1:123456789012:execution:dbroles-provision:{id}"),
+            "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:dbroles-provision",
+            "name": id, "status": "ABORTED", "startDate": 1795345200000_i64, "stopDate": 1795345260000_i64,
+            "input": json!({"org_id": "acme", "job_id": id}).to_string(), "output": null, "error": null, "cause": null
+        }
+    });
+    let outcome = triggers::handle(&app, &TriggerSettings::default(), &event).await.unwrap();
+    assert_eq!(outcome.repaired, [id]);
+    let (_, job) = call(&app, "GET", &format!("/dbroles/jobs/{id}"), None).await;
+    assert_eq!(job["status"]["phase"], "failed");
+    assert_eq!(job["status"]["message"], "the execution ended ABORTED");
+    let (status, _) = call(&app, "POST", "/dbroles/jobs", Some(request)).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "the lock was released");
+    // A second delivery of the event changes nothing.
+    let again = triggers::handle(&app, &TriggerSettings::default(), &event).await.unwrap();
+    assert!(again.repaired.is_empty());
+}
+
+/// An execution that never ends on its own (a Lambda killed mid-step).
+struct Stuck;
+
+#[async_trait::async_trait]
+impl dbroles_core::workflow::Workflow for Stuck {
+    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, String> {
+        Ok(format!("stuck:{}", record.id()))
+    }
+
+    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
