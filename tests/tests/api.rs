@@ -438,3 +438,35 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
     }
     assert_eq!(listed, ids);
 }
+
+/// A workflow whose start always fails (Step Functions throttling, say).
+struct Unstartable;
+
+#[async_trait::async_trait]
+impl dbroles_core::workflow::Workflow for Unstartable {
+    async fn start(&self, _record: &dbroles_core::job::JobRecord) -> Result<String, String> {
+        Err("ThrottlingException: rate exceeded".into())
+    }
+
+    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_workflow_that_cannot_start_fails_the_job_with_a_5xx_and_no_job_stays_running() {
+    let h = harness("hoop");
+    let app = App { workflow: Arc::new(Unstartable), ..h.app };
+    let (status, answer) = create(&app, admin("org-1"), &body(LOCAL_POSTGRES_ARN)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("the workflow could not be started: ThrottlingException"), "{message}");
+    let (_, page) = call(&app, reader("org-1"), "GET", "/dbroles/jobs", None, None).await;
+    let jobs = page["items"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "the job is kept, failed: {page}");
+    assert_eq!(jobs[0]["status"]["phase"], "failed");
+    assert!(message.contains(jobs[0]["id"].as_str().unwrap()), "the answer names the job");
+    // The lock was released with it.
+    let (status, _) = create(&app, admin("org-1"), &body(LOCAL_POSTGRES_ARN)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
