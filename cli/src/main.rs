@@ -107,19 +107,10 @@ impl Cli {
     /// What the steps reach locally: the embedded store, the local instances, and
     /// credentials kept in the store (or the Vault a job names).
     fn deps(&self) -> anyhow::Result<Deps> {
-        let store = Arc::new(self.store()?);
-        Ok(Deps {
-            jobs: store.clone(),
-            resources: store.clone(),
-            inventory: Arc::new(self.inventory()?),
-            secrets: Arc::new(DatabaseSecrets::new(store)),
-            vault: config::vault_from_env().map_err(anyhow::Error::msg)?,
-            network: None,
-            events: None,
-            hook: None,
-            webhook: config::webhook_from_env().map_err(anyhow::Error::msg)?,
-            settings: self.settings()?,
-        })
+        let mut deps = Deps::local(Arc::new(self.store()?), Arc::new(self.inventory()?), self.settings()?);
+        deps.vault = config::vault_from_env().map_err(anyhow::Error::msg)?;
+        deps.webhook = config::webhook_from_env().map_err(anyhow::Error::msg)?;
+        Ok(deps)
     }
 
     fn store(&self) -> anyhow::Result<SqliteStore> {

@@ -9,7 +9,6 @@ use dbroles_core::api::{handle, App};
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LOCAL_MARIADB_ARN, LOCAL_POSTGRES_ARN};
 use dbroles_core::runner::Settings;
-use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::steps::Deps;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::Executor;
@@ -42,18 +41,7 @@ fn harness(prefix: &str) -> Harness {
         connect_timeout: Duration::from_secs(4),
         ..Settings::default()
     };
-    let deps = Deps {
-        jobs: store.clone(),
-        resources: store.clone(),
-        inventory: inventory.clone(),
-        secrets: Arc::new(DatabaseSecrets::new(store.clone())),
-        vault: None,
-        network: None,
-        events: None,
-        hook: None,
-        webhook: None,
-        settings: settings.clone(),
-    };
+    let deps = Deps::local(store.clone(), inventory.clone(), settings.clone());
     let workflow = Local::new(Executor::provision(0.01), deps);
     let app = App { jobs: store.clone(), resources: store, inventory, workflow: Arc::new(workflow), settings };
     Harness { app, _dir: dir, _silent: silent }

@@ -310,18 +310,7 @@ fn local_deps(
     instances: Vec<dbroles_core::inventory::local::LocalInstance>,
     settings: Settings,
 ) -> Deps {
-    Deps {
-        jobs: store.clone(),
-        resources: store.clone(),
-        inventory: Arc::new(dbroles_core::inventory::local::LocalInventory::new(instances).unwrap()),
-        secrets: Arc::new(dbroles_core::secrets::database::DatabaseSecrets::new(store)),
-        vault: None,
-        network: None,
-        events: None,
-        hook: None,
-        webhook: None,
-        settings,
-    }
+    Deps::local(store, Arc::new(dbroles_core::inventory::local::LocalInventory::new(instances).unwrap()), settings)
 }
 
 #[tokio::test(flavor = "multi_thread")]

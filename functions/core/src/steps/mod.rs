@@ -212,6 +212,25 @@ pub struct Deps {
     pub settings: Settings,
 }
 
+impl Deps {
+    /// A deployment with no AWS: the embedded store, credentials kept in it, and
+    /// nothing to notify (the local CLI and server add a webhook or Vault from the environment).
+    pub fn local(store: Arc<crate::store::sqlite::SqliteStore>, inventory: Arc<dyn Inventory>, settings: Settings) -> Self {
+        Self {
+            jobs: store.clone(),
+            resources: store.clone(),
+            inventory,
+            secrets: Arc::new(crate::secrets::database::DatabaseSecrets::new(store)),
+            vault: None,
+            network: None,
+            events: None,
+            hook: None,
+            webhook: None,
+            settings,
+        }
+    }
+}
+
 /// Runs one step on the state the state machine passed in; the new state out.
 pub async fn run(step: Step, deps: &Deps, input: serde_json::Value) -> Result<serde_json::Value, StepError> {
     let state: State = serde_json::from_value(input)

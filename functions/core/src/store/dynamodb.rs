@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
@@ -65,6 +65,19 @@ where
     R: std::fmt::Debug,
 {
     StoreError::Unavailable(format!("DynamoDB: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&error)))
+}
+
+/// A conditional write's outcome: `true` if it applied, `false` if its condition failed.
+fn applied<O, E, R>(result: Result<O, SdkError<E, R>>) -> StoreResult<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(error) => Err(sdk_failed(error)),
+    }
 }
 
 fn org_pk(org: &str) -> String {
@@ -273,11 +286,7 @@ impl JobStore for DynamoStore {
             .expression_attribute_values(":running", s("running"))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(error) => Err(sdk_failed(error)),
-        }
+        applied(result)
     }
 
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
@@ -346,11 +355,7 @@ impl JobStore for DynamoStore {
             .expression_attribute_values(":running", s("running"))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(error) => Err(sdk_failed(error)),
-        }
+        applied(result)
     }
 
     async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()> {
@@ -512,12 +517,9 @@ impl ResourceStore for DynamoStore {
             .condition_expression("attribute_not_exists(PK)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict(format!("a resource named '{}'", resource.name)))
-            }
-            Err(error) => Err(sdk_failed(error)),
+        match applied(result)? {
+            true => Ok(()),
+            false => Err(StoreError::Conflict(format!("a resource named '{}'", resource.name))),
         }
     }
 
@@ -546,12 +548,9 @@ impl ResourceStore for DynamoStore {
             .condition_expression("attribute_exists(PK)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::NotFound)
-            }
-            Err(error) => Err(sdk_failed(error)),
+        match applied(result)? {
+            true => Ok(()),
+            false => Err(StoreError::NotFound),
         }
     }
 
