@@ -162,4 +162,12 @@ async fn every_api_event_gets_its_answer() {
     assert_eq!(cancelled.job.phase(), Phase::Failed);
     assert!(cancelled.job.completed_at.is_some());
     assert!(store.get_job("acme", FINISHED_JOB).await.unwrap().is_none());
+
+    // Cancelling the created job stops its Step Functions execution.
+    let caller = dbroles_core::auth::Caller { sub: "alice".into(), org: "acme".into(), groups: vec!["admin".into()] };
+    let request = http::Request::post(format!("/dbroles/jobs/{id}/cancel")).body(bytes::Bytes::new()).unwrap();
+    let response = dbroles_core::api::handle(&app, Ok(caller), request).await;
+    assert_eq!(response.status().as_u16(), 200, "{}", response.body());
+    let stopped = aws_sdk_sfn::Client::new(&aws).describe_execution().execution_arn(&execution).send().await.unwrap();
+    assert_eq!(stopped.status, aws_sdk_sfn::types::ExecutionStatus::Aborted);
 }
