@@ -345,3 +345,102 @@ async fn forward(
         Err(error) => (http::StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
     }
 }
+
+/// What the webhook receiver got: headers and body of each POST.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>;
+
+/// A local webhook endpoint: its URL, and what it received.
+pub async fn webhook_receiver() -> (String, Received) {
+    let received: Received = Default::default();
+    let store = received.clone();
+    let router = axum::Router::new().route(
+        "/hooks/dbroles",
+        axum::routing::post(move |headers: http::HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect();
+                store.lock().unwrap().push((headers, body));
+                http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/dbroles", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, received)
+}
+
+/// An RDS instance in moto, in a VPC of its own beside one security group of the
+/// application's, with its managed master secret holding `master_password`.
+pub struct MotoInstance {
+    pub identifier: String,
+    pub arn: String,
+    /// The endpoint moto gives it (map it to a real server with an endpoint override).
+    pub host: String,
+    pub vpc_id: String,
+    /// The group it was created with.
+    pub app_group: String,
+}
+
+pub async fn moto_instance(
+    aws: &aws_config::SdkConfig,
+    identifier: &str,
+    engine: &str,
+    master: (&str, &str),
+    tags: &[(&str, &str)],
+) -> MotoInstance {
+    let ec2 = aws_sdk_ec2::Client::new(aws);
+    let vpc = ec2.create_vpc().cidr_block("10.40.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+    let mut subnets = Vec::new();
+    for (cidr, zone) in [("10.40.1.0/24", "us-east-1a"), ("10.40.2.0/24", "us-east-1b")] {
+        let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).send().await.unwrap();
+        subnets.push(subnet.subnet.unwrap().subnet_id.unwrap());
+    }
+    let app_group = ec2
+        .create_security_group()
+        .group_name(format!("app-{identifier}"))
+        .description("the application's")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id
+        .unwrap();
+    let rds = aws_sdk_rds::Client::new(aws);
+    let subnet_group = format!("{identifier}-subnets");
+    rds.create_db_subnet_group()
+        .db_subnet_group_name(&subnet_group)
+        .db_subnet_group_description("dbroles tests")
+        .set_subnet_ids(Some(subnets))
+        .send()
+        .await
+        .unwrap();
+    let mut create = rds
+        .create_db_instance()
+        .db_instance_identifier(identifier)
+        .engine(engine)
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username(master.0)
+        .manage_master_user_password(true)
+        .db_subnet_group_name(&subnet_group)
+        .vpc_security_group_ids(&app_group);
+    for (key, value) in tags {
+        create = create.tags(aws_sdk_rds::types::Tag::builder().key(*key).value(*value).build());
+    }
+    let created = create.send().await.unwrap().db_instance.unwrap();
+    aws_sdk_secretsmanager::Client::new(aws)
+        .put_secret_value()
+        .secret_id(created.master_user_secret.unwrap().secret_arn.unwrap())
+        .secret_string(serde_json::json!({"username": master.0, "password": master.1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    MotoInstance {
+        identifier: identifier.to_string(),
+        arn: created.db_instance_arn.unwrap(),
+        host: created.endpoint.unwrap().address.unwrap(),
+        vpc_id: vpc,
+        app_group,
+    }
+}

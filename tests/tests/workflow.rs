@@ -4,7 +4,7 @@
 //! logins standing in for the RDS instance moto describes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,29 +24,6 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// What the webhook receiver got: headers and body of each POST.
-type Received = Arc<Mutex<Vec<(HashMap<String, String>, String)>>>;
-
-async fn webhook_receiver() -> (String, Received) {
-    let received: Received = Arc::default();
-    let store = received.clone();
-    let router = axum::Router::new().route(
-        "/hooks/dbroles",
-        axum::routing::post(move |headers: http::HeaderMap, body: String| {
-            let store = store.clone();
-            async move {
-                let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect();
-                store.lock().unwrap().push((headers, body));
-                http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks/dbroles", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (url, received)
-}
 
 fn admin() -> Result<Caller, AuthError> {
     Ok(Caller { sub: "alice".into(), org: "acme".into(), groups: vec!["admin".into()] })

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use network::{Ec2Network, Network};
-pub use notify::{sign_webhook, EventBridgeEvents, Events, Hook, LambdaHook, Webhook};
+pub use notify::{sign_webhook, EventBridgeEvents, Events, Hook, HookOutcome, LambdaHook, Webhook};
 
 use crate::inventory::Inventory;
 use crate::runner::Settings;

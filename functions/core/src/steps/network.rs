@@ -3,11 +3,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range};
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification};
 
 use super::{ErrorType, StepError};
 use crate::inventory::Instance;
 use crate::request::ArnKind;
+
+/// The tag on every security group dbroles creates (`true`).
+pub const MANAGED_TAG: &str = "dbroles:managed";
 
 #[async_trait]
 pub trait Network: Send + Sync {
@@ -40,6 +43,7 @@ impl Ec2Network {
             .describe_security_groups()
             .filters(Filter::builder().name("group-name").values(name).build())
             .filters(Filter::builder().name("vpc-id").values(vpc).build())
+            .filters(Filter::builder().name(format!("tag:{MANAGED_TAG}")).values("true").build())
             .send()
             .await
             .map_err(|e| aws_error("DescribeSecurityGroups", e))?;
@@ -52,6 +56,14 @@ impl Ec2Network {
             .group_name(name)
             .vpc_id(vpc)
             .description(format!("dbroles: access to {}", instance.identifier))
+            // The deployment's IAM policy lets dbroles change only the groups it tagged.
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::SecurityGroup)
+                    .tags(Tag::builder().key(MANAGED_TAG).value("true").build())
+                    .tags(Tag::builder().key("Name").value(name).build())
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| aws_error("CreateSecurityGroup", e))?;

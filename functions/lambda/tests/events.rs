@@ -1,0 +1,279 @@
+//! Every sample event of the step functions (`events/<step>/`) and of the
+//! EventBridge function (`events/events/`) through its handler, on moto: what
+//! `sam local invoke -e events/...` feeds each Lambda.
+//!
+//! The step samples carry one job from Resolve to Webhook; the trigger samples then
+//! start a job for a tagged instance, rotate the provisioned one, and fail the job
+//! of an execution that died.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dbroles_core::config::{self, Config};
+use dbroles_core::engine::TlsConfig;
+use dbroles_core::job::{Job, Phase};
+use dbroles_core::request::CreateJobRequest;
+use dbroles_core::runner::{self, Settings};
+use dbroles_core::steps::{Deps, Hook, HookOutcome, Step, Webhook};
+use dbroles_core::store::dynamodb::DynamoStore;
+use dbroles_core::store::{JobStore, NewJob};
+use dbroles_lambda::{handle_step, handle_trigger};
+use dbroles_tests::{aws_config, moto_endpoint, moto_instance, unique, webhook_receiver};
+use serde_json::{json, Value};
+
+/// The job the step samples carry.
+const JOB: &str = "9D3E6B1A-52C4-4F7E-8A90-1B2C3D4E5F60";
+/// The job of `finalize/caught-error.json`, whose provisioning failed.
+const FAILED_STEP_JOB: &str = "5A6B7C8D-9E0F-4A1B-8C2D-3E4F5A6B7C8D";
+/// The job of `events/execution-failed.json`, whose execution died.
+const DEAD_EXECUTION_JOB: &str = "2C4E6A8B-1D3F-4B5A-9C7E-0F1A2B3C4D5E";
+
+/// Each step's samples, in the order the state machine runs them.
+const STEP_SAMPLES: &[(Step, &str)] = &[
+    (Step::Resolve, "resolve/task.json"),
+    (Step::OpenNetwork, "open-network/task.json"),
+    (Step::MasterCredentials, "master-credentials/task.json"),
+    (Step::InstanceStatus, "instance-status/task.json"),
+    (Step::Provision, "provision/task.json"),
+    (Step::CreateConnections, "create-connections/task.json"),
+    (Step::Hook, "hook/task.json"),
+    (Step::Finalize, "finalize/task.json"),
+    (Step::Webhook, "webhook/task.json"),
+    (Step::Finalize, "finalize/caught-error.json"),
+];
+
+const TRIGGER_SAMPLES: &[&str] =
+    &["events/rds-instance-created.json", "events/rotation-schedule.json", "events/execution-failed.json"];
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events")
+}
+
+fn sample(file: &str) -> Value {
+    let text = std::fs::read_to_string(events_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The hook the deployment configured: it records the jobs it saw.
+#[derive(Default)]
+struct RecordingHook(Mutex<Vec<Job>>);
+
+#[async_trait::async_trait]
+impl Hook for RecordingHook {
+    async fn run(&self, job: &Job) -> HookOutcome {
+        self.0.lock().unwrap().push(job.clone());
+        HookOutcome { exit_code: 0, output: format!("registered {}", job.db_arn()) }
+    }
+}
+
+/// A running job of `acme` with a fixed id, as `POST /dbroles/jobs` stores it.
+async fn seed_running(store: &dyn JobStore, id: &str, instance_arn: &str, extra: Value) -> CreateJobRequest {
+    let mut request = json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": instance_arn},
+        "connection_prefix_name": "payments-",
+        "job_steps": ["create-connections", "send-webhook"]
+    });
+    merge(&mut request, extra);
+    let request: CreateJobRequest = serde_json::from_value(request).unwrap();
+    let spec = dbroles_core::job::JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
+    let mut record = runner::new_record("acme", "alice", request.clone(), spec);
+    record.job.id = id.into();
+    store.create_job(NewJob { record, idempotency: None }).await.unwrap();
+    request
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (into, from) => *into = from,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_step_and_trigger_event_runs_through_its_handler() {
+    // Every sample file has its place here.
+    let on_disk: BTreeSet<String> = std::fs::read_dir(events_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|dir| dir != "api")
+        .flat_map(|dir| {
+            std::fs::read_dir(events_dir().join(&dir))
+                .unwrap()
+                .map(move |e| format!("{dir}/{}", e.unwrap().file_name().into_string().unwrap()))
+        })
+        .collect();
+    let listed: BTreeSet<String> =
+        STEP_SAMPLES.iter().map(|(_, file)| file.to_string()).chain(TRIGGER_SAMPLES.iter().map(|f| f.to_string())).collect();
+    assert_eq!(on_disk, listed, "every sample event has an expectation here");
+
+    // The deployment: a table, the instance the samples name (in a VPC, its
+    // endpoint mapped to the machine's PostgreSQL), and a state machine.
+    let aws = aws_config(&moto_endpoint()).await;
+    let instance = moto_instance(&aws, &unique("payments-"), "postgres", ("postgres", "trust-auth-ignores-it"), &[]).await;
+    let prefix = unique("r");
+    let table = unique("jobs-");
+    let machine = aws_sdk_sfn::Client::new(&aws)
+        .create_state_machine()
+        .name(unique("provision-"))
+        .definition(json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}).to_string())
+        .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    let config = Config {
+        table: table.clone(),
+        state_machine_arn: Some(machine),
+        org_claim: "org_id".into(),
+        secret_prefix: "dbroles/".into(),
+        cross_account_role: None,
+        endpoint_overrides: HashMap::from([(instance.host.clone(), "127.0.0.1:5432".to_string())]),
+        settings: Settings {
+            role_prefix: prefix.clone(),
+            tls: TlsConfig::disabled(),
+            connect_timeout: Duration::from_secs(5),
+            ..Settings::default()
+        },
+    };
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
+    let mut deps: Deps = config::aws_deps(&config, &aws).await.unwrap();
+    let hook = Arc::new(RecordingHook::default());
+    deps.hook = Some(hook.clone());
+    let (url, received) = webhook_receiver().await;
+    deps.webhook = Some(Webhook {
+        url,
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string().into(),
+        attempts: 2,
+        backoff: Duration::from_millis(20),
+        timeout: Duration::from_secs(5),
+    });
+
+    let request = seed_running(
+        deps.jobs.as_ref(),
+        JOB,
+        &instance.arn,
+        json!({"aws": {"default_security_group": {"ingress_cidr": "10.40.0.0/16"}}}),
+    )
+    .await;
+    seed_running(deps.jobs.as_ref(), FAILED_STEP_JOB, "arn:aws:rds:us-east-1:123456789012:db:ledger-db", json!({})).await;
+    let job = || async { deps.jobs.get_job("acme", JOB).await.unwrap().unwrap().job };
+
+    for (step, file) in STEP_SAMPLES {
+        let out = handle_step(*step, &deps, sample(file))
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
+        match *file {
+            "resolve/task.json" => {
+                assert_eq!((out["open_network"].clone(), out["create_connections"].clone()), (json!(true), json!(true)));
+                let spec = job().await.spec.unwrap();
+                assert_eq!((spec.db_arn.as_str(), spec.db_engine.as_str()), (instance.arn.as_str(), "postgres"));
+            }
+            "open-network/task.json" => {
+                let groups = security_groups_of(&aws, &instance.identifier).await;
+                assert_eq!(groups.len(), 2, "the application's group stays beside dbroles': {groups:?}");
+                assert!(groups.contains(&instance.app_group));
+            }
+            "master-credentials/task.json" | "instance-status/task.json" => {
+                assert_eq!(out["master_ready"], true, "{file}: the managed secret is readable and the instance available")
+            }
+            "provision/task.json" => {
+                let status = job().await.status.unwrap();
+                let users: Vec<&str> = status.result.iter().map(|r| r.user_role.as_str()).collect();
+                assert_eq!(users, [format!("{prefix}_ro"), format!("{prefix}_rw"), format!("{prefix}_ddl")]);
+                assert!(status.result.iter().all(|r| r.status == Phase::Completed), "{status:?}");
+            }
+            "create-connections/task.json" => {
+                let resource = deps.resources.get_resource("acme", &instance.identifier).await.unwrap().unwrap();
+                let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
+                assert_eq!(names, ["payments-ro", "payments-rw", "payments-ddl"]);
+            }
+            "hook/task.json" => {
+                let status = job().await.hook_status.unwrap();
+                assert_eq!((status.exit_code, status.output), (0, format!("registered {}", instance.arn)));
+                assert_eq!(hook.0.lock().unwrap().len(), 1);
+            }
+            "finalize/task.json" => {
+                let job = job().await;
+                assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+                assert!(job.completed_at.is_some());
+            }
+            "webhook/task.json" => {
+                assert_eq!(job().await.webhook_status.unwrap().delivered, true);
+                assert!(received.lock().unwrap().iter().any(|(_, body)| body.contains(JOB)));
+            }
+            "finalize/caught-error.json" => {
+                let failed = deps.jobs.get_job("acme", FAILED_STEP_JOB).await.unwrap().unwrap().job;
+                assert_eq!(failed.phase(), Phase::Failed);
+                assert_eq!(failed.status.unwrap().message, "cannot connect to 10.0.3.17:5432: connection refused");
+            }
+            other => panic!("no expectation for {other}"),
+        }
+    }
+
+    // The triggers: a tagged instance was created (its id is the sample's), the
+    // rotation schedule fired, and an execution died.
+    let reports = aws_sdk_rds::Client::new(&aws);
+    if reports.describe_db_instances().db_instance_identifier("reports-db").send().await.is_err() {
+        moto_instance(
+            &aws,
+            "reports-db",
+            "postgres",
+            ("postgres", "x"),
+            &[("dbroles:provision", "true"), ("dbroles:org", "acme")],
+        )
+        .await;
+    }
+    seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
+    let app = dbroles_lambda::app(&config, &deps, &aws).unwrap();
+    let settings = dbroles_lambda::trigger_settings().unwrap();
+    for file in TRIGGER_SAMPLES {
+        let out = handle_trigger(&app, &settings, sample(file))
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
+        let started: Vec<String> = serde_json::from_value(out["started"].clone()).unwrap();
+        match *file {
+            "events/rds-instance-created.json" => {
+                assert_eq!(started.len(), 1, "{out}");
+                let record = deps.jobs.get_job("acme", &started[0]).await.unwrap().expect("the tag's organisation owns the job");
+                assert_eq!(record.job.phase(), Phase::Running);
+                assert_eq!(record.request.aws.instance_arn, "arn:aws:rds:us-east-1:123456789012:db:reports-db");
+                assert_eq!(record.request.connection_prefix_name, "reports-db-");
+            }
+            "events/rotation-schedule.json" => {
+                assert_eq!(started.len(), 1, "the one provisioned instance: {out}");
+                let record = deps.jobs.get_job("acme", &started[0]).await.unwrap().unwrap();
+                assert_eq!(record.request, request, "a rotation repeats the request that provisioned the instance");
+                assert_eq!(record.job.phase(), Phase::Running);
+            }
+            "events/execution-failed.json" => {
+                assert_eq!(out["repaired"], json!([DEAD_EXECUTION_JOB]));
+                let dead = deps.jobs.get_job("acme", DEAD_EXECUTION_JOB).await.unwrap().unwrap().job;
+                assert_eq!(dead.phase(), Phase::Failed);
+                let message = dead.status.unwrap().message;
+                assert!(message.starts_with("the execution ended FAILED: Lambda.Unknown"), "{message}");
+                assert!(message.contains("Task timed out after 60.00 seconds"), "{message}");
+            }
+            other => panic!("no expectation for {other}"),
+        }
+    }
+
+    // An instance created without the tag starts nothing.
+    let mut untagged = sample("events/rds-instance-created.json");
+    untagged["detail"]["SourceArn"] = json!(instance.arn);
+    let out = handle_trigger(&app, &settings, untagged).await.unwrap();
+    assert_eq!(out["started"], json!([]));
+    assert!(out["skipped"][0].as_str().unwrap().contains("is not tagged dbroles:provision=true"), "{out}");
+}
+
+async fn security_groups_of(aws: &aws_config::SdkConfig, identifier: &str) -> Vec<String> {
+    let described =
+        aws_sdk_rds::Client::new(aws).describe_db_instances().db_instance_identifier(identifier).send().await.unwrap();
+    described.db_instances()[0].vpc_security_groups().iter().filter_map(|g| g.vpc_security_group_id()).map(String::from).collect()
+}

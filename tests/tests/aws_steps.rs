@@ -1,0 +1,304 @@
+//! The steps that change AWS, against moto: the security group of
+//! `default_security_group` (EC2 and `ModifyDBInstance`), the master password
+//! reset with the state machine's Wait loop, and instances in other accounts
+//! through `AssumeRole`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use dbroles_core::config::{self, Config};
+use dbroles_core::engine::TlsConfig;
+use dbroles_core::inventory::rds::RdsInventory;
+use dbroles_core::inventory::{Instance, Inventory, InventoryError, MasterCredentials};
+use dbroles_core::job::{Job, JobSpec, Phase};
+use dbroles_core::request::InstanceArn;
+use dbroles_core::runner::{self, Settings};
+use dbroles_core::secrets::aws::AwsSecrets;
+use dbroles_core::secrets::SecretStore;
+use dbroles_core::steps::{Ec2Network, ErrorType, Network};
+use dbroles_core::store::dynamodb::DynamoStore;
+use dbroles_core::store::NewJob;
+use dbroles_core::workflow::asl::{Executor, Progress};
+use dbroles_core::workflow::Local;
+use dbroles_tests::*;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+fn arn(text: &str) -> InstanceArn {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_own() {
+    let aws = aws_config(&moto_endpoint()).await;
+    let instance = moto_instance(&aws, &unique("net-"), "postgres", ("postgres", "x"), &[]).await;
+    let inventory = RdsInventory::new(&aws, HashMap::new());
+    let network = Ec2Network { ec2: aws_sdk_ec2::Client::new(&aws), rds: aws_sdk_rds::Client::new(&aws) };
+    let described = inventory.describe(&arn(&instance.arn)).await.unwrap().unwrap();
+    assert_eq!(described.vpc_id.as_deref(), Some(instance.vpc_id.as_str()));
+
+    let group = network.open(&described, "10.40.0.0/16").await.unwrap();
+    // Again, as a retried step or a second job would: the same group, and the existing rule is success.
+    let described = inventory.describe(&arn(&instance.arn)).await.unwrap().unwrap();
+    assert_eq!(network.open(&described, "10.40.0.0/16").await.unwrap(), group);
+    assert_eq!(network.open(&described, "2001:db8::/56").await.unwrap(), group);
+
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let found = ec2.describe_security_groups().group_ids(&group).send().await.unwrap();
+    let found = &found.security_groups()[0];
+    assert_eq!(found.group_name(), Some(format!("dbroles-{}", instance.identifier).as_str()));
+    assert_eq!(found.vpc_id(), Some(instance.vpc_id.as_str()));
+    let managed = found.tags().iter().find(|t| t.key() == Some("dbroles:managed")).and_then(|t| t.value());
+    assert_eq!(managed, Some("true"), "the tag the deployment's IAM policy allows changes on");
+    let rules = found.ip_permissions();
+    assert!(
+        rules.iter().all(|r| (r.ip_protocol(), r.from_port(), r.to_port()) == (Some("tcp"), Some(5432), Some(5432))),
+        "{rules:?}"
+    );
+    let v4: Vec<&str> = rules.iter().flat_map(|r| r.ip_ranges()).filter_map(|r| r.cidr_ip()).collect();
+    let v6: Vec<&str> = rules.iter().flat_map(|r| r.ipv6_ranges()).filter_map(|r| r.cidr_ipv6()).collect();
+    assert_eq!((v4, v6), (vec!["10.40.0.0/16"], vec!["2001:db8::/56"]));
+
+    // Attached beside the group the instance had, once.
+    let attached = inventory.describe(&arn(&instance.arn)).await.unwrap().unwrap().security_groups;
+    assert_eq!(attached, [instance.app_group.clone(), group]);
+
+    let error = network.open(&described, "10.40.0.0/33").await.unwrap_err();
+    assert_eq!(error.error_type, ErrorType::InvalidInput);
+    assert_eq!(error.message, "aws.default_security_group.ingress_cidr: '10.40.0.0/33' is not a CIDR");
+}
+
+/// RDS applying a new master password: the instance is `modifying` for a number of
+/// status checks, and the new password then works on the database.
+struct ApplyingRds {
+    rds: RdsInventory,
+    cluster_port: u16,
+    modifying_for: u32,
+    modifying: AtomicU32,
+}
+
+#[async_trait]
+impl Inventory for ApplyingRds {
+    async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
+        let mut found = self.rds.describe(arn).await?;
+        if let Some(instance) = &mut found {
+            if self.modifying.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                instance.status = "modifying".into();
+            }
+        }
+        Ok(found)
+    }
+
+    async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError> {
+        self.rds.master_credentials(instance).await
+    }
+
+    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
+        self.rds.caller_arn(account).await
+    }
+
+    async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError> {
+        self.rds.reset_master_password(instance).await?;
+        let new = self.rds.master_credentials(instance).await?;
+        let superuser = pg_connect(self.cluster_port, "postgres", SUPERUSER_PASSWORD, "postgres").await.unwrap();
+        let statement = format!("ALTER ROLE postgres PASSWORD '{}'", new.password.expose_secret().replace('\'', "''"));
+        superuser.batch_execute(&statement).await.unwrap();
+        self.modifying.store(self.modifying_for, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// An instance in moto without a managed master secret, served by `cluster`, and
+/// the deployment around it; `modifying_for` status checks follow a reset.
+async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String, Config, dbroles_core::steps::Deps) {
+    let aws = aws_config(&moto_endpoint()).await;
+    let identifier = unique("legacy-");
+    let created = aws_sdk_rds::Client::new(&aws)
+        .create_db_instance()
+        .db_instance_identifier(&identifier)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .master_user_password("the-one-nobody-wrote-down")
+        .send()
+        .await
+        .unwrap()
+        .db_instance
+        .unwrap();
+    let host = created.endpoint.unwrap().address.unwrap();
+    let config = Config {
+        table: unique("jobs-"),
+        state_machine_arn: None,
+        org_claim: "org_id".into(),
+        secret_prefix: "dbroles/".into(),
+        cross_account_role: None,
+        endpoint_overrides: HashMap::from([(host, format!("127.0.0.1:{}", cluster.port))]),
+        settings: Settings {
+            role_prefix: unique("r"),
+            tls: TlsConfig::disabled(),
+            connect_timeout: Duration::from_secs(5),
+            ..Settings::default()
+        },
+    };
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
+    let mut deps = config::aws_deps(&config, &aws).await.unwrap();
+    deps.inventory = Arc::new(ApplyingRds {
+        rds: RdsInventory::new(&aws, config.endpoint_overrides.clone()),
+        cluster_port: cluster.port,
+        modifying_for,
+        modifying: AtomicU32::new(0),
+    });
+    (created.db_instance_arn.unwrap(), config, deps)
+}
+
+/// Runs one job on the local executor (waits shortened); the job and the states it entered.
+async fn run_job(deps: &dbroles_core::steps::Deps, instance_arn: &str, allow_reset: bool) -> (Job, Vec<String>) {
+    let request = serde_json::from_value(json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": instance_arn, "allow_master_password_reset": allow_reset},
+        "connection_prefix_name": "legacy-",
+        "job_steps": []
+    }))
+    .unwrap();
+    // As `POST /dbroles/jobs` stores it: the lock is on the instance's ARN.
+    let spec = JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
+    let record = runner::new_record("acme", "alice", request, spec);
+    deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None }).await.unwrap();
+    let entered = Mutex::new(Vec::new());
+    let progress = |event: Progress<'_>| {
+        if let Progress::Entered(state) = event {
+            entered.lock().unwrap().push(state.to_string());
+        }
+    };
+    Local::new(Executor::provision(0.0001), deps.clone()).execute(&record, &progress).await.unwrap();
+    let job = deps.jobs.get_job("acme", record.id()).await.unwrap().unwrap().job;
+    (job, entered.into_inner().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
+    let cluster = PgCluster::start();
+    let (instance_arn, _config, deps) = unmanaged_instance(&cluster, 2).await;
+
+    // Without the opt-in: failed, saying how to enable the managed secret.
+    let (job, _) = run_job(&deps, &instance_arn, false).await;
+    assert_eq!(job.phase(), Phase::Failed);
+    let message = job.status.unwrap().message;
+    assert!(message.contains("--manage-master-user-password"), "{message}");
+    assert!(message.contains("aws.allow_master_password_reset"), "{message}");
+
+    // With it: a new password is stored, set, waited for, and used.
+    let (job, entered) = run_job(&deps, &instance_arn, true).await;
+    assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+    let waits = entered.iter().filter(|s| *s == "WaitForInstance").count();
+    let checks = entered.iter().filter(|s| *s == "InstanceStatus").count();
+    assert_eq!((waits, checks), (3, 3), "two checks saw 'modifying', the third 'available': {entered:?}");
+
+    let aws = aws_config(&moto_endpoint()).await;
+    let identifier = instance_arn.rsplit(':').next().unwrap();
+    let stored = aws_sdk_secretsmanager::Client::new(&aws)
+        .get_secret_value()
+        .secret_id(format!("dbroles/{identifier}/master"))
+        .send()
+        .await
+        .expect("the new master password is in Secrets Manager");
+    let master: serde_json::Value = serde_json::from_str(stored.secret_string().unwrap()).unwrap();
+    assert_eq!(master["username"], "postgres");
+    let new_password = master["password"].as_str().unwrap();
+    cluster.client("postgres", new_password, "postgres").await.expect("the stored master password logs in");
+    assert!(cluster.client("postgres", SUPERUSER_PASSWORD, "postgres").await.is_err(), "the old one no longer does");
+
+    // The roles log in with what the job stored.
+    let store = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&aws), "dbroles");
+    for result in &job.status.unwrap().result {
+        let secret_id = result.credentials_info.as_ref().unwrap().secret_id.clone();
+        let credentials = store.read(&secret_id).await.unwrap().unwrap();
+        cluster.client(&result.user_role, credentials.password.expose_secret(), "postgres").await.expect("the role logs in");
+    }
+
+    // A second job reads the password dbroles set, with no reset and no wait.
+    let (job, entered) = run_job(&deps, &instance_arn, true).await;
+    assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+    assert!(!entered.iter().any(|s| s == "WaitForInstance"), "{entered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_never_becomes_available_fails_the_job_after_the_bounded_checks() {
+    let cluster = PgCluster::start();
+    let (instance_arn, _config, deps) = unmanaged_instance(&cluster, u32::MAX).await;
+    let (job, entered) = run_job(&deps, &instance_arn, true).await;
+    assert_eq!(job.phase(), Phase::Failed);
+    let identifier = instance_arn.rsplit(':').next().unwrap();
+    assert_eq!(job.status.unwrap().message, format!("{identifier} is still 'modifying' after 40 status checks"));
+    assert_eq!(entered.iter().filter(|s| *s == "InstanceStatus").count(), 40);
+    assert!(!entered.iter().any(|s| s == "Provision"), "{entered:?}");
+}
+
+#[tokio::test]
+async fn an_instance_in_another_account_is_reached_through_the_cross_account_role() {
+    let aws = aws_config(&moto_endpoint()).await;
+    // Set up the other account as its own administrator would (moto gives
+    // AssumeRole's credentials the role's account).
+    let assumed = aws_sdk_sts::Client::new(&aws)
+        .assume_role()
+        .role_arn("arn:aws:iam::111111111111:role/administrator")
+        .role_session_name("setup")
+        .send()
+        .await
+        .unwrap()
+        .credentials
+        .unwrap();
+    let credentials = Credentials::new(
+        assumed.access_key_id(),
+        assumed.secret_access_key(),
+        Some(assumed.session_token().to_string()),
+        None,
+        "other-account",
+    );
+    let other = aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
+    let identifier = unique("remote-");
+    let created = aws_sdk_rds::Client::new(&other)
+        .create_db_instance()
+        .db_instance_identifier(&identifier)
+        .engine("mysql")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("admin")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap()
+        .db_instance
+        .unwrap();
+    let instance_arn = created.db_instance_arn.unwrap();
+    assert!(instance_arn.contains(":111111111111:db:"), "{instance_arn}");
+    aws_sdk_secretsmanager::Client::new(&other)
+        .put_secret_value()
+        .secret_id(created.master_user_secret.unwrap().secret_arn.unwrap())
+        .secret_string(json!({"username": "admin", "password": "remote-Pa55"}).to_string())
+        .send()
+        .await
+        .unwrap();
+
+    // Without a role name, the other account is out of reach, and the message says why.
+    let home_only = RdsInventory::new(&aws, HashMap::new());
+    let error = home_only.describe(&arn(&instance_arn)).await.unwrap_err();
+    assert!(matches!(&error, InventoryError::AccessDenied(m) if m.contains("account 111111111111")), "{error}");
+
+    let inventory = RdsInventory::new(&aws, HashMap::new()).with_cross_account_role(Some("dbroles-provisioner".into()));
+    let found = inventory.describe(&arn(&instance_arn)).await.unwrap().expect("found through the role");
+    assert_eq!((found.identifier.as_str(), found.engine.as_str()), (identifier.as_str(), "mysql"));
+    let master = inventory.master_credentials(&found).await.unwrap();
+    assert_eq!((master.user.as_str(), master.password.expose_secret()), ("admin", "remote-Pa55"));
+    assert_eq!(
+        inventory.caller_arn("111111111111").await.unwrap(),
+        "arn:aws:sts::111111111111:assumed-role/dbroles-provisioner/dbroles",
+        "the job's account_arn names the role dbroles assumed"
+    );
+}
