@@ -14,6 +14,10 @@
 //! | `DBROLES_ENDPOINT_OVERRIDES` | none | `host=ip:port,...`: reach database endpoints elsewhere (tunnels, tests) |
 //! | `DBROLES_WEBHOOK_URL`, `DBROLES_WEBHOOK_SECRET` | none | where `send-webhook` POSTs, and its `whsec_` secret |
 //! | `DBROLES_VAULT_ADDR`, `DBROLES_VAULT_TOKEN`, `DBROLES_VAULT_NAMESPACE` | none | the Vault of `vault_provider` |
+//!
+//! On AWS the two secrets come from Secrets Manager instead of the function's
+//! configuration: `DBROLES_WEBHOOK_SECRET_ARN` and `DBROLES_VAULT_TOKEN_ARN` name
+//! secrets whose string is the value, read once when the function starts.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -79,9 +83,13 @@ impl Config {
 
 /// The webhook of `send-webhook`, if `DBROLES_WEBHOOK_URL` is set.
 pub fn webhook_from_env() -> Result<Option<Webhook>, String> {
+    webhook_with(var("DBROLES_WEBHOOK_SECRET"))
+}
+
+fn webhook_with(secret: Option<String>) -> Result<Option<Webhook>, String> {
     let Some(url) = var("DBROLES_WEBHOOK_URL") else { return Ok(None) };
     reqwest::Url::parse(&url).map_err(|e| format!("DBROLES_WEBHOOK_URL={url}: {e}"))?;
-    let secret = var("DBROLES_WEBHOOK_SECRET").ok_or("DBROLES_WEBHOOK_SECRET is not set: the webhook's whsec_ secret")?;
+    let secret = secret.ok_or("DBROLES_WEBHOOK_SECRET is not set: the webhook's whsec_ secret")?;
     steps::sign_webhook(&secret, "check", 0, "").map_err(|e| format!("DBROLES_WEBHOOK_SECRET: {e}"))?;
     Ok(Some(Webhook {
         url,
@@ -94,8 +102,12 @@ pub fn webhook_from_env() -> Result<Option<Webhook>, String> {
 
 /// The Vault of `vault_provider`, if `DBROLES_VAULT_ADDR` is set.
 pub fn vault_from_env() -> Result<Option<VaultSettings>, String> {
+    vault_with(var("DBROLES_VAULT_TOKEN"))
+}
+
+fn vault_with(token: Option<String>) -> Result<Option<VaultSettings>, String> {
     let Some(address) = var("DBROLES_VAULT_ADDR") else { return Ok(None) };
-    let token = var("DBROLES_VAULT_TOKEN").ok_or("DBROLES_VAULT_TOKEN is not set: the token for DBROLES_VAULT_ADDR")?;
+    let token = token.ok_or("DBROLES_VAULT_TOKEN is not set: the token for DBROLES_VAULT_ADDR")?;
     Ok(Some(VaultSettings { address, token: SecretString::from(token), namespace: var("DBROLES_VAULT_NAMESPACE") }))
 }
 
@@ -137,21 +149,34 @@ pub async fn aws_deps(config: &Config, aws: &aws_config::SdkConfig) -> Result<De
     let inventory = RdsInventory::new(aws, config.endpoint_overrides.clone())
         .with_secret_prefix(&config.secret_prefix)
         .with_cross_account_role(config.cross_account_role.clone());
+    let secrets = aws_sdk_secretsmanager::Client::new(aws);
     let hook = var("DBROLES_HOOK_FUNCTION")
         .map(|function| Arc::new(LambdaHook { client: aws_sdk_lambda::Client::new(aws), function }) as Arc<dyn steps::Hook>);
     Ok(Deps {
         jobs: store.clone(),
         resources: store,
         inventory: Arc::new(inventory),
-        secrets: Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(aws), config.secret_prefix.trim_end_matches('/'))),
-        vault: vault_from_env()?,
+        secrets: Arc::new(AwsSecrets::new(secrets.clone(), config.secret_prefix.trim_end_matches('/'))),
+        vault: vault_with(secret_setting(&secrets, "DBROLES_VAULT_TOKEN").await?)?,
         network: Some(Arc::new(Ec2Network { ec2: aws_sdk_ec2::Client::new(aws), rds: aws_sdk_rds::Client::new(aws) })),
         events: Some(Arc::new(EventBridgeEvents {
             client: aws_sdk_eventbridge::Client::new(aws),
             bus: var("DBROLES_EVENT_BUS").unwrap_or_else(|| "default".into()),
         })),
         hook,
-        webhook: webhook_from_env()?,
+        webhook: webhook_with(secret_setting(&secrets, "DBROLES_WEBHOOK_SECRET").await?)?,
         settings: config.settings.clone(),
     })
+}
+
+/// A secret setting: `NAME` itself, or the string of the secret `NAME_ARN` names.
+async fn secret_setting(secrets: &aws_sdk_secretsmanager::Client, name: &str) -> Result<Option<String>, String> {
+    if let Some(value) = var(name) {
+        return Ok(Some(value));
+    }
+    let Some(arn) = var(&format!("{name}_ARN")) else { return Ok(None) };
+    let out = secrets.get_secret_value().secret_id(&arn).send().await.map_err(|e| {
+        format!("{name}_ARN={arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e))
+    })?;
+    out.secret_string().map(|s| Some(s.trim().to_string())).ok_or_else(|| format!("{name}_ARN={arn}: the secret has no string"))
 }

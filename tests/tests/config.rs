@@ -1,0 +1,46 @@
+//! A deployment's secret settings come from Secrets Manager (moto), named by ARN,
+//! so the webhook secret and the Vault token never sit in a function's configuration.
+//! One test in its own binary: it sets process-wide environment variables.
+
+use std::collections::HashMap;
+
+use dbroles_core::config::{self, Config};
+use dbroles_core::runner::Settings;
+use dbroles_tests::{aws_config, moto_endpoint, unique};
+use secrecy::ExposeSecret;
+
+#[tokio::test]
+async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() {
+    let aws = aws_config(&moto_endpoint()).await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let mut arns = Vec::new();
+    for value in ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "hvs.vault-token-from-secrets-manager"] {
+        let created = secrets.create_secret().name(unique("dbroles/settings/")).secret_string(value).send().await.unwrap();
+        arns.push(created.arn.unwrap());
+    }
+    let config = Config {
+        table: unique("jobs-"),
+        state_machine_arn: None,
+        org_claim: "org_id".into(),
+        secret_prefix: "dbroles/".into(),
+        cross_account_role: None,
+        endpoint_overrides: HashMap::new(),
+        settings: Settings::default(),
+    };
+    std::env::set_var("DBROLES_WEBHOOK_URL", "https://hooks.example.com/dbroles");
+    std::env::set_var("DBROLES_WEBHOOK_SECRET_ARN", &arns[0]);
+    std::env::set_var("DBROLES_VAULT_ADDR", "https://vault.example.com:8200");
+    std::env::set_var("DBROLES_VAULT_TOKEN_ARN", &arns[1]);
+
+    let deps = config::aws_deps(&config, &aws).await.unwrap();
+    let webhook = deps.webhook.expect("the webhook is configured");
+    assert_eq!(webhook.secret.expose_secret(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "read, and trimmed");
+    assert_eq!(deps.vault.expect("Vault is configured").token.expose_secret(), "hvs.vault-token-from-secrets-manager");
+
+    // A secret that is not there stops the function at start, naming the setting.
+    let missing = arns[0].replace("dbroles/settings/", "dbroles/gone/");
+    std::env::set_var("DBROLES_WEBHOOK_SECRET_ARN", &missing);
+    let error = config::aws_deps(&config, &aws).await.err().expect("a missing secret is an error");
+    assert!(error.starts_with(&format!("DBROLES_WEBHOOK_SECRET_ARN={missing}: ")), "{error}");
+    assert!(error.contains("ResourceNotFoundException"), "{error}");
+}
