@@ -427,3 +427,16 @@ impl dbroles_core::workflow::Workflow for Stuck {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn an_execution_longer_than_its_timeout_fails_with_states_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+    let deps = local_deps(store, Vec::new(), Settings::default());
+    let definition = r#"{"StartAt": "Wait", "TimeoutSeconds": 1, "States": {
+        "Wait": {"Type": "Wait", "Seconds": 30, "Next": "Done"}, "Done": {"Type": "Succeed"}}}"#;
+    let executor = Executor::load(definition, 1.0).unwrap();
+    let error = executor.execute(&deps, json!({"org_id": "acme", "job_id": "j"}), &|_| {}).await.unwrap_err();
+    assert_eq!(error.error, "States.Timeout");
+    assert_eq!(error.message(), "States.Timeout: the execution ran longer than 1 s");
+}

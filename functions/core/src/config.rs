@@ -175,8 +175,11 @@ async fn secret_setting(secrets: &aws_sdk_secretsmanager::Client, name: &str) ->
         return Ok(Some(value));
     }
     let Some(arn) = var(&format!("{name}_ARN")) else { return Ok(None) };
-    let out = secrets.get_secret_value().secret_id(&arn).send().await.map_err(|e| {
-        format!("{name}_ARN={arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e))
-    })?;
+    let out = secrets
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .map_err(|e| format!("{name}_ARN={arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
     out.secret_string().map(|s| Some(s.trim().to_string())).ok_or_else(|| format!("{name}_ARN={arn}: the secret has no string"))
 }

@@ -25,6 +25,9 @@ struct Definition {
     _comment: Option<String>,
     start_at: String,
     states: BTreeMap<String, StateDef>,
+    /// The execution fails with `States.Timeout` after this long (not shortened locally).
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +269,18 @@ impl Executor {
 
     /// Runs an execution to its end: the output, or the error it failed with.
     pub async fn execute(
+        &self,
+        deps: &Deps,
+        input: Value,
+        progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+    ) -> Result<Value, CaughtError> {
+        let Some(seconds) = self.definition.timeout_seconds else { return self.run(deps, input, progress).await };
+        tokio::time::timeout(Duration::from_secs(seconds), self.run(deps, input, progress)).await.unwrap_or_else(|_| {
+            Err(CaughtError { error: "States.Timeout".into(), cause: format!("the execution ran longer than {seconds} s") })
+        })
+    }
+
+    async fn run(
         &self,
         deps: &Deps,
         input: Value,
