@@ -87,6 +87,12 @@ enum Command {
         schemas: usize,
         #[arg(long, default_value_t = 20)]
         tables: usize,
+        /// The release binaries of the Lambdas, for their sizes and init times.
+        #[arg(long)]
+        binaries: Option<std::path::PathBuf>,
+        /// A moto server, for the cost of a real job.
+        #[arg(long)]
+        moto: Option<String>,
     },
 }
 
@@ -230,8 +236,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", tokens.issue(sub, org, &groups, chrono::Duration::hours(12)));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { databases, schemas, tables } => {
-            bench::run(&cli.settings()?, *databases, *schemas, *tables).await?;
+        Command::Bench { databases, schemas, tables, binaries, moto } => {
+            let options = bench::Options {
+                databases: *databases,
+                schemas: *schemas,
+                tables: *tables,
+                binaries: binaries.clone(),
+                moto: moto.clone(),
+            };
+            bench::run(&cli.settings()?, &options).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

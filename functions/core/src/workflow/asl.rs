@@ -268,6 +268,11 @@ impl Executor {
     }
 
     /// Runs an execution to its end: the output, or the error it failed with.
+    /// The names of the Task states.
+    pub fn task_states(&self) -> std::collections::BTreeSet<String> {
+        self.tasks.keys().cloned().collect()
+    }
+
     pub async fn execute(
         &self,
         deps: &Deps,

@@ -1,8 +1,8 @@
-//! `dbroles bench`: provisions a generated instance on the local PostgreSQL and
-//! MariaDB and prints the time per job, connections, statements and round trips.
+//! Provisioning a generated instance on the local PostgreSQL and MariaDB: the
+//! time per job, connections, statements and round trips.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use dbroles_core::engine::{Family, Target};
@@ -14,25 +14,32 @@ use dbroles_core::store::sqlite::SqliteStore;
 use mysql_async::prelude::Queryable;
 use secrecy::SecretString;
 
+use super::{millis, Row};
+
 const RUNS: usize = 5;
 
-pub async fn run(settings: &Settings, databases: usize, schemas: usize, tables: usize) -> anyhow::Result<()> {
+pub async fn run(
+    settings: &Settings,
+    databases: usize,
+    schemas: usize,
+    tables: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let secrets = DatabaseSecrets::new(Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?));
-    println!("generated instance: {databases} databases x {schemas} schemas x {tables} tables; {RUNS} runs each");
-    println!("| engine | databases provisioned | median per job | min | connections | statements | round trips |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let shape = format!("{databases} db x {schemas} schemas x {tables} tables");
 
     setup_postgres(databases, schemas, tables).await.context("generating the PostgreSQL instance")?;
     let pg = measure(settings, &secrets, Family::Postgres, 5432, "postgres", "postgres").await;
     teardown_postgres(databases).await?;
-    pg?;
+    rows.push(Row::new(format!("provision PostgreSQL, {shape} (median of {RUNS})"), pg?, "< 1 s"));
 
     // MySQL has no schemas inside a database: the same tables, spread over the databases.
     setup_mariadb(databases, schemas * tables).await.context("generating the MariaDB instance")?;
     let my = measure(settings, &secrets, Family::MySql, 3306, "root", "mariadb").await;
     teardown_mariadb(databases).await?;
-    my
+    rows.push(Row::new(format!("provision MariaDB, {databases} db x {} tables (median of {RUNS})", schemas * tables), my?, ""));
+    Ok(())
 }
 
 async fn measure(
@@ -42,7 +49,7 @@ async fn measure(
     port: u16,
     user: &str,
     engine: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let target = Target {
         family,
         host: "127.0.0.1".into(),
@@ -77,17 +84,14 @@ async fn measure(
     }
     times.sort();
     let report = last.context("no run")?;
-    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
-    println!(
-        "| {engine} | {} | {} | {} | {} | {} | {} |",
+    Ok(format!(
+        "{} ({} databases, {} connections, {} statements, {} round trips)",
+        millis(times[RUNS / 2]),
         report.databases.len(),
-        ms(times[RUNS / 2]),
-        ms(times[0]),
         report.connections,
         report.statements,
         report.round_trips
-    );
-    Ok(())
+    ))
 }
 
 async fn pg(db: &str) -> anyhow::Result<tokio_postgres::Client> {

@@ -1,0 +1,71 @@
+//! `dbroles bench`: the figures in the README, printed as one table.
+//!
+//! - each Lambda's release binary and its zip (`--binaries`);
+//! - init time: process start until the function asks a local Lambda Runtime API
+//!   emulator for its first event (median of 20 cold starts);
+//! - warm API handler latency on the embedded store;
+//! - provisioning a generated instance on the local PostgreSQL and MariaDB;
+//! - the cost of 1,000 jobs, from one real run against moto (`--moto`).
+
+mod cost;
+mod functions;
+mod handlers;
+mod provisioning;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dbroles_core::runner::Settings;
+
+pub struct Options {
+    pub databases: usize,
+    pub schemas: usize,
+    pub tables: usize,
+    /// Where the release binaries are (`dbroles-api`, `dbroles-<step>`, ...).
+    pub binaries: Option<PathBuf>,
+    /// A moto server for the cost run.
+    pub moto: Option<String>,
+}
+
+/// One line of the table.
+pub struct Row {
+    what: String,
+    figure: String,
+    target: &'static str,
+}
+
+impl Row {
+    fn new(what: impl Into<String>, figure: impl Into<String>, target: &'static str) -> Self {
+        Self { what: what.into(), figure: figure.into(), target }
+    }
+}
+
+pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    if let Some(dir) = &options.binaries {
+        functions::run(dir, &mut rows).await?;
+    }
+    handlers::run(&mut rows).await?;
+    provisioning::run(settings, options.databases, options.schemas, options.tables, &mut rows).await?;
+    if let Some(moto) = &options.moto {
+        cost::run(moto, &mut rows).await?;
+    }
+    println!("| measure | figure | target |");
+    println!("| --- | --- | --- |");
+    for row in rows {
+        println!("| {} | {} | {} |", row.what, row.figure, row.target);
+    }
+    Ok(())
+}
+
+fn millis(duration: Duration) -> String {
+    match duration.as_secs_f64() * 1000.0 {
+        ms if ms < 10.0 => format!("{ms:.1} ms"),
+        ms => format!("{ms:.0} ms"),
+    }
+}
+
+/// The value at quantile `q` (0..=1) of sorted samples.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}

@@ -1,0 +1,49 @@
+# What scripts/test and scripts/bench share: the databases, the virtualenv, moto.
+# Sourced; expects `set -euo pipefail` and the repository as the working directory.
+
+cache="${DBROLES_CACHE:-$HOME/.cache/dbroles}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+mkdir -p "$cache"
+venv="$cache/venv"
+logs="$cache/logs"; mkdir -p "$logs"
+
+say() { printf '== %s\n' "$*" >&2; }
+
+# PostgreSQL 15 on 127.0.0.1:5432 and MariaDB on 127.0.0.1:3306, started if down.
+start_databases() {
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        say "starting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+        for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+    fi
+    if ! mariadb-admin --protocol=tcp -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
+        say "starting MariaDB"
+        mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+        for _ in $(seq 30); do mariadb-admin --protocol=tcp -h 127.0.0.1 -u root ping >/dev/null 2>&1 && break; sleep 1; done
+    fi
+}
+
+# moto[server], cfn-lint and the SAM CLI in a virtualenv of their own.
+ensure_venv() {
+    if ! "$venv/bin/python" -c 'import moto, flask, cfnlint, samcli' >/dev/null 2>&1; then
+        say "installing moto[server], cfn-lint and the SAM CLI into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --upgrade pip
+        "$venv/bin/pip" install --quiet 'moto[server]>=5.1,<6' 'cfn-lint>=1.20,<2' 'aws-sam-cli>=1.130,<2'
+    fi
+}
+
+# Starts moto on a free port (stopped when the script exits); sets $moto_endpoint.
+start_moto() {
+    local port
+    port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logs/moto.log" 2>&1 &
+    moto_pid=$!
+    trap 'kill $moto_pid 2>/dev/null || true' EXIT
+    for _ in $(seq 60); do
+        curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    moto_endpoint="http://127.0.0.1:$port"
+}
