@@ -133,11 +133,6 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
         .unwrap();
     let host = created.endpoint.unwrap().address.unwrap();
     let config = Config {
-        table: unique("jobs-"),
-        state_machine_arn: None,
-        org_claim: "org_id".into(),
-        secret_prefix: "dbroles/".into(),
-        cross_account_role: None,
         endpoint_overrides: HashMap::from([(host, format!("127.0.0.1:{}", cluster.port))]),
         settings: Settings {
             role_prefix: unique("r"),
@@ -145,6 +140,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
             connect_timeout: Duration::from_secs(5),
             ..Settings::default()
         },
+        ..Config::new(unique("jobs-"))
     };
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
     let mut deps = config::aws_deps(&config, &aws).await.unwrap();

@@ -2,10 +2,7 @@
 //! so the webhook secret and the Vault token never sit in a function's configuration.
 //! One test in its own binary: it sets process-wide environment variables.
 
-use std::collections::HashMap;
-
 use dbroles_core::config::{self, Config};
-use dbroles_core::runner::Settings;
 use dbroles_tests::{aws_config, moto_endpoint, unique};
 use secrecy::ExposeSecret;
 
@@ -18,15 +15,7 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
         let created = secrets.create_secret().name(unique("dbroles/settings/")).secret_string(value).send().await.unwrap();
         arns.push(created.arn.unwrap());
     }
-    let config = Config {
-        table: unique("jobs-"),
-        state_machine_arn: None,
-        org_claim: "org_id".into(),
-        secret_prefix: "dbroles/".into(),
-        cross_account_role: None,
-        endpoint_overrides: HashMap::new(),
-        settings: Settings::default(),
-    };
+    let config = Config::new(unique("jobs-"));
     std::env::set_var("DBROLES_WEBHOOK_URL", "https://hooks.example.com/dbroles");
     std::env::set_var("DBROLES_WEBHOOK_SECRET_ARN", &arns[0]);
     std::env::set_var("DBROLES_VAULT_ADDR", "https://vault.example.com:8200");

@@ -84,13 +84,9 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result(
     let instance_id = unique("orders-");
     let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
     let config = Config {
-        table: table.clone(),
-        state_machine_arn: None,
-        org_claim: "org_id".into(),
-        secret_prefix: "dbroles/".into(),
-        cross_account_role: None,
         endpoint_overrides: HashMap::from([(host.clone(), format!("127.0.0.1:{}", cluster.port))]),
         settings: settings.clone(),
+        ..Config::new(table.clone())
     };
     let hook_answer = HashMap::from([("dbroles-test-hook".to_string(), json!({"exit_code": 0, "output": "hook ran"}))]);
     let deps_config = config.clone();

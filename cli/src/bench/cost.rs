@@ -94,13 +94,9 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .await?;
     let host = created.endpoint.and_then(|e| e.address).context("no endpoint")?;
     let config = Config {
-        table: format!("dbroles-bench-{suffix}"),
-        state_machine_arn: None,
-        org_claim: "org_id".into(),
-        secret_prefix: "dbroles/".into(),
-        cross_account_role: None,
         endpoint_overrides: HashMap::from([(host, "127.0.0.1:5432".to_string())]),
         settings: Settings { role_prefix: "dbroles_cost".into(), tls: TlsConfig::disabled(), ..Settings::default() },
+        ..Config::new(format!("dbroles-bench-{suffix}"))
     };
     let requests = Requests::default();
     let dynamodb =

@@ -57,6 +57,19 @@ where
 }
 
 impl Config {
+    /// A deployment on `table` with every other setting at its default.
+    pub fn new(table: impl Into<String>) -> Self {
+        Self {
+            table: table.into(),
+            state_machine_arn: None,
+            org_claim: "org_id".into(),
+            secret_prefix: "dbroles/".into(),
+            cross_account_role: None,
+            endpoint_overrides: HashMap::new(),
+            settings: Settings::default(),
+        }
+    }
+
     pub fn from_env() -> Result<Self, String> {
         let role_prefix = var("DBROLES_ROLE_PREFIX").unwrap_or_else(|| "hoop".into());
         engine::validate_prefix_shape(&role_prefix).map_err(|e| format!("DBROLES_ROLE_PREFIX: {e}"))?;

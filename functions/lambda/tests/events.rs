@@ -129,11 +129,7 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
         .unwrap()
         .state_machine_arn;
     let config = Config {
-        table: table.clone(),
         state_machine_arn: Some(machine),
-        org_claim: "org_id".into(),
-        secret_prefix: "dbroles/".into(),
-        cross_account_role: None,
         endpoint_overrides: HashMap::from([(instance.host.clone(), "127.0.0.1:5432".to_string())]),
         settings: Settings {
             role_prefix: prefix.clone(),
@@ -141,6 +137,7 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
             connect_timeout: Duration::from_secs(5),
             ..Settings::default()
         },
+        ..Config::new(table.clone())
     };
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
     let mut deps: Deps = config::aws_deps(&config, &aws).await.unwrap();
