@@ -85,7 +85,7 @@ async fn measure(
     times.sort();
     let report = last.context("no run")?;
     Ok(format!(
-        "{} ({} databases, {} connections, {} statements, {} round trips)",
+        "{} ({} databases; connections {}, statements {}, round trips {})",
         millis(times[RUNS / 2]),
         report.databases.len(),
         report.connections,
