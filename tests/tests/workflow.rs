@@ -1,6 +1,7 @@
 //! The provisioning workflow end to end: `statemachine/provision.asl.json` on
 //! moto's Step Functions (execute mode; Lambda Invoke answered by the step
 //! handlers) and on the local executor, against a PostgreSQL cluster with SCRAM
+//! logins and the machine's MariaDB
 //! logins standing in for the RDS instance moto describes.
 
 use std::collections::HashMap;
@@ -69,9 +70,78 @@ fn comparable(job: &Value) -> Value {
     job
 }
 
+/// The database behind the instance moto describes.
+enum Backend {
+    /// A cluster of the test's own: SCRAM logins, as on RDS.
+    Postgres(PgCluster),
+    /// The machine's MariaDB.
+    MariaDb,
+}
+
+impl Backend {
+    fn engine(&self) -> &'static str {
+        match self {
+            Backend::Postgres(_) => "postgres",
+            Backend::MariaDb => "mariadb",
+        }
+    }
+
+    /// moto knows no default version for MariaDB.
+    fn engine_version(&self) -> Option<String> {
+        match self {
+            Backend::Postgres(_) => None,
+            Backend::MariaDb => Some("10.11.8".into()),
+        }
+    }
+
+    fn subtype(&self) -> &'static str {
+        match self {
+            Backend::Postgres(_) => "postgres",
+            Backend::MariaDb => "mysql",
+        }
+    }
+
+    /// Where the server listens, and the port the instance's endpoint names.
+    fn port(&self) -> u16 {
+        match self {
+            Backend::Postgres(cluster) => cluster.port,
+            Backend::MariaDb => 3306,
+        }
+    }
+
+    fn endpoint_port(&self) -> i32 {
+        match self {
+            Backend::Postgres(_) => 5432,
+            Backend::MariaDb => 3306,
+        }
+    }
+
+    fn master(&self) -> (&'static str, &'static str) {
+        match self {
+            Backend::Postgres(_) => ("postgres", SUPERUSER_PASSWORD),
+            Backend::MariaDb => ("root", ""),
+        }
+    }
+
+    async fn log_in(&self, user: &str, password: &str) {
+        match self {
+            Backend::Postgres(cluster) => drop(cluster.client(user, password, "postgres").await.expect("the role logs in")),
+            Backend::MariaDb => drop(mariadb(user, password).await.expect("the role logs in")),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result() {
-    let cluster = PgCluster::start();
+async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result_on_postgresql() {
+    end_to_end(Backend::Postgres(PgCluster::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result_on_mariadb() {
+    end_to_end(Backend::MariaDb).await;
+}
+
+async fn end_to_end(backend: Backend) {
     let (webhook_url, received) = webhook_receiver().await;
     let table = unique("jobs-");
     let prefix = unique("r");
@@ -84,7 +154,7 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result(
     let instance_id = unique("orders-");
     let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
     let config = Config {
-        endpoint_overrides: HashMap::from([(host.clone(), format!("127.0.0.1:{}", cluster.port))]),
+        endpoint_overrides: HashMap::from([(host.clone(), format!("127.0.0.1:{}", backend.port()))]),
         settings: settings.clone(),
         ..Config::new(table.clone())
     };
@@ -120,17 +190,18 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result(
     let deps = with_notifications(config::aws_deps(&config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
     dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
 
-    // The instance: moto's RDS, its managed master secret holding the cluster's real credentials.
+    // The instance: moto's RDS, its managed master secret holding the server's real credentials.
     let rds = aws_sdk_rds::Client::new(&aws);
     let created = rds
         .create_db_instance()
         .db_instance_identifier(&instance_id)
-        .engine("postgres")
+        .engine(backend.engine())
+        .set_engine_version(backend.engine_version())
         .db_instance_class("db.t3.micro")
         .allocated_storage(20)
-        .master_username("postgres")
+        .master_username(backend.master().0)
         .manage_master_user_password(true)
-        .port(5432)
+        .port(backend.endpoint_port())
         .send()
         .await
         .unwrap()
@@ -141,7 +212,7 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result(
     secrets
         .put_secret_value()
         .secret_id(created.master_user_secret.unwrap().secret_arn.unwrap())
-        .secret_string(json!({"username": "postgres", "password": SUPERUSER_PASSWORD}).to_string())
+        .secret_string(json!({"username": backend.master().0, "password": backend.master().1}).to_string())
         .send()
         .await
         .unwrap();
@@ -229,8 +300,9 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result(
         assert_eq!(result["credentials_info"]["secrets_manager_provider"], "aws-secrets-manager");
         let secret_id = result["credentials_info"]["secret_id"].as_str().unwrap();
         let stored = store.read(secret_id).await.unwrap().expect("the role's secret is stored");
-        assert_eq!((stored.host.as_str(), stored.port), (host.as_str(), 5432), "the credentials name the real endpoint");
-        cluster.client(&user, stored.password.expose_secret(), "postgres").await.expect("the role logs in");
+        let endpoint = (host.as_str(), backend.endpoint_port() as u16);
+        assert_eq!((stored.host.as_str(), stored.port), endpoint, "the credentials name the real endpoint");
+        backend.log_in(&user, stored.password.expose_secret()).await;
     }
 
     // The resource: one connection per role, secrets as references to the store.
@@ -239,7 +311,7 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result(
     assert_eq!(names, ["orders-ro", "orders-rw", "orders-ddl"]);
     let ro = &resource.roles[0].input;
     assert_eq!(ro.connection_tags["dbroles/db-arn"], arn);
-    assert_eq!(ro.subtype.as_deref(), Some("postgres"));
+    assert_eq!(ro.subtype.as_deref(), Some(backend.subtype()));
     assert_eq!(ro.secret["envvar:PASSWORD"], format!("_aws:dbroles/{instance_id}/{prefix}_ro:PASSWORD"));
 
     // The webhook: the job as GET shows it, signed.
