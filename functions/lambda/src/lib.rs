@@ -11,9 +11,11 @@ use dbroles_core::workflow::StepFunctions;
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
 
-/// JSON logs without timestamps (CloudWatch adds them).
+/// JSON logs without timestamps (CloudWatch adds them), at the level `RUST_LOG` names (`info` by default).
 pub fn init_tracing() {
-    tracing_subscriber::fmt().json().without_time().with_target(false).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().json().without_time().with_target(false).with_env_filter(filter).init();
 }
 
 /// The router's dependencies on the deployment: the table, RDS and the state machine.
