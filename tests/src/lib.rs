@@ -370,6 +370,23 @@ pub async fn webhook_receiver() -> (String, Received) {
     (url, received)
 }
 
+/// `CreateDBInstance` in moto as the tests use it: the smallest class and a master
+/// user; the caller says how the master password is kept and adds the rest.
+pub fn create_instance(
+    aws: &aws_config::SdkConfig,
+    identifier: &str,
+    engine: &str,
+    master_user: &str,
+) -> aws_sdk_rds::operation::create_db_instance::builders::CreateDBInstanceFluentBuilder {
+    aws_sdk_rds::Client::new(aws)
+        .create_db_instance()
+        .db_instance_identifier(identifier)
+        .engine(engine)
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username(master_user)
+}
+
 /// An RDS instance in moto, in a VPC of its own beside one security group of the
 /// application's, with its managed master secret holding `master_password`.
 pub struct MotoInstance {
@@ -415,13 +432,7 @@ pub async fn moto_instance(
         .send()
         .await
         .unwrap();
-    let mut create = rds
-        .create_db_instance()
-        .db_instance_identifier(identifier)
-        .engine(engine)
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username(master.0)
+    let mut create = create_instance(aws, identifier, engine, master.0)
         .manage_master_user_password(true)
         .db_subnet_group_name(&subnet_group)
         .vpc_security_group_ids(&app_group);

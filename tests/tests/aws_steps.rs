@@ -118,13 +118,7 @@ impl Inventory for ApplyingRds {
 async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String, Config, dbroles_core::steps::Deps) {
     let aws = aws_config(&moto_endpoint()).await;
     let identifier = unique("legacy-");
-    let created = aws_sdk_rds::Client::new(&aws)
-        .create_db_instance()
-        .db_instance_identifier(&identifier)
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("postgres")
+    let created = create_instance(&aws, &identifier, "postgres", "postgres")
         .master_user_password("the-one-nobody-wrote-down")
         .send()
         .await
@@ -259,13 +253,7 @@ async fn an_instance_in_another_account_is_reached_through_the_cross_account_rol
     );
     let other = aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
     let identifier = unique("remote-");
-    let created = aws_sdk_rds::Client::new(&other)
-        .create_db_instance()
-        .db_instance_identifier(&identifier)
-        .engine("mysql")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("admin")
+    let created = create_instance(&other, &identifier, "mysql", "admin")
         .manage_master_user_password(true)
         .send()
         .await

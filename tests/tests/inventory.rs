@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use dbroles_core::inventory::rds::RdsInventory;
 use dbroles_core::inventory::{Inventory, InventoryError};
 use dbroles_core::request::{ArnKind, InstanceArn};
-use dbroles_tests::{aws_config, moto_endpoint, unique};
+use dbroles_tests::{aws_config, create_instance, moto_endpoint, unique};
 use secrecy::ExposeSecret;
 
 fn arn(text: &str) -> InstanceArn {
@@ -20,13 +20,7 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
     let (instance_id, cluster_id, unmanaged_id) = (unique("pg-"), unique("aurora-"), unique("plain-"));
 
-    let created = rds
-        .create_db_instance()
-        .db_instance_identifier(&instance_id)
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("postgres")
+    let created = create_instance(&config, &instance_id, "postgres", "postgres")
         .manage_master_user_password(true)
         .db_name("orders")
         .tags(aws_sdk_rds::types::Tag::builder().key("team").value("payments").build())
@@ -54,16 +48,7 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
         .unwrap()
         .db_cluster
         .unwrap();
-    rds.create_db_instance()
-        .db_instance_identifier(&unmanaged_id)
-        .engine("mysql")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("root")
-        .master_user_password("not-managed-1")
-        .send()
-        .await
-        .unwrap();
+    create_instance(&config, &unmanaged_id, "mysql", "root").master_user_password("not-managed-1").send().await.unwrap();
 
     let overrides = HashMap::from([(host.clone(), "127.0.0.1:5432".to_string())]);
     let inventory = RdsInventory::new(&config, overrides);

@@ -191,15 +191,8 @@ async fn end_to_end(backend: Backend) {
     dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
 
     // The instance: moto's RDS, its managed master secret holding the server's real credentials.
-    let rds = aws_sdk_rds::Client::new(&aws);
-    let created = rds
-        .create_db_instance()
-        .db_instance_identifier(&instance_id)
-        .engine(backend.engine())
+    let created = create_instance(&aws, &instance_id, backend.engine(), backend.master().0)
         .set_engine_version(backend.engine_version())
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username(backend.master().0)
         .manage_master_user_password(true)
         .port(backend.endpoint_port())
         .send()

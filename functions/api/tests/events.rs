@@ -9,7 +9,7 @@ use dbroles_core::request::CreateJobRequest;
 use dbroles_core::runner::{self, Settings};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::{JobStore, NewJob};
-use dbroles_tests::{aws_config, moto_endpoint, unique};
+use dbroles_tests::{aws_config, create_instance, moto_endpoint, unique};
 use serde_json::{json, Value};
 
 const FINISHED_JOB: &str = "0B5C3A2E-6D1F-4E8B-9A7C-3F2E1D0C9B8A";
@@ -51,16 +51,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
     let rds = aws_sdk_rds::Client::new(&aws);
     if rds.describe_db_instances().db_instance_identifier("orders-db").send().await.is_err() {
-        rds.create_db_instance()
-            .db_instance_identifier("orders-db")
-            .engine("postgres")
-            .db_instance_class("db.t3.micro")
-            .allocated_storage(20)
-            .master_username("postgres")
-            .manage_master_user_password(true)
-            .send()
-            .await
-            .unwrap();
+        create_instance(&aws, "orders-db", "postgres", "postgres").manage_master_user_password(true).send().await.unwrap();
     }
     let definition = json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}});
     let machine = aws_sdk_sfn::Client::new(&aws)
