@@ -31,7 +31,11 @@ pub async fn handle(app: &App, org_claim: &str, event: Request) -> Response<Body
 
 /// The router on the deployment's table, instances and state machine.
 pub async fn app(config: &Config) -> Result<App, String> {
-    let aws = aws_config::load_from_env().await;
-    let deps = config::aws_deps(config, &aws).await?;
-    dbroles_lambda::app(config, &deps, &aws)
+    app_on(config, &aws_config::load_from_env().await).await
+}
+
+/// The router on the AWS clients of `aws`.
+pub async fn app_on(config: &Config, aws: &aws_config::SdkConfig) -> Result<App, String> {
+    let deps = config::aws_deps(config, aws).await?;
+    dbroles_lambda::app(config, &deps, aws)
 }

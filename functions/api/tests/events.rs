@@ -9,7 +9,7 @@ use dbroles_core::request::CreateJobRequest;
 use dbroles_core::runner::{self, Settings};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::{JobStore, NewJob};
-use dbroles_tests::{aws_config, create_instance, moto_endpoint, unique};
+use dbroles_tests::{aws_config, create_instance, moto_endpoint, template_actions, unique, ActionRecorder};
 use serde_json::{json, Value};
 
 const FINISHED_JOB: &str = "0B5C3A2E-6D1F-4E8B-9A7C-3F2E1D0C9B8A";
@@ -104,7 +104,11 @@ async fn every_api_event_gets_its_answer() {
     let (config, aws) = deployment().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table);
     seed(&store).await;
-    let app = dbroles_api::app(&config).await.unwrap();
+    // The Lambda's AWS calls go through a recorder: the template must grant what it does.
+    let recorder = ActionRecorder::start(&moto_endpoint()).await;
+    let app = dbroles_api::app_on(&config, &aws_config(&recorder.endpoint).await).await.unwrap();
+    let granted = template_actions("ApiFunction");
+    let mut taken = std::collections::BTreeSet::new();
 
     let mut files: Vec<String> =
         std::fs::read_dir(events_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -117,7 +121,12 @@ async fn every_api_event_gets_its_answer() {
     for (file, status, needle) in EXPECTED {
         let text = std::fs::read_to_string(events_dir().join(file)).unwrap();
         let event = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        recorder.take();
         let response = dbroles_api::handle(&app, &config.org_claim, event).await;
+        let actions = recorder.take();
+        let missing: Vec<&String> = actions.iter().filter(|a| *a != "sts:GetCallerIdentity" && !granted.contains(*a)).collect();
+        assert!(missing.is_empty(), "{file}: template.yaml does not grant ApiFunction {missing:?}");
+        taken.extend(actions);
         let body = String::from_utf8(response.body().to_vec()).unwrap();
         assert_eq!(response.status().as_u16(), *status, "{file}: {body}");
         assert!(body.contains(needle), "{file}: '{needle}' not in {body}");
@@ -129,6 +138,10 @@ async fn every_api_event_gets_its_answer() {
         if *file == "create-job.json" {
             created_job = Some(serde_json::from_str::<Value>(&body).unwrap()["job_id"].as_str().unwrap().to_string());
         }
+    }
+
+    for action in ["dynamodb:PutItem", "dynamodb:Query", "rds:DescribeDBInstances", "states:StartExecution"] {
+        assert!(taken.contains(action), "the events went through the recorder: no {action} in {taken:?}");
     }
 
     // The created job is stored, running, with its execution named after it.
@@ -157,8 +170,12 @@ async fn every_api_event_gets_its_answer() {
     // Cancelling the created job stops its Step Functions execution.
     let caller = dbroles_core::auth::Caller { sub: "alice".into(), org: "acme".into(), groups: vec!["admin".into()] };
     let request = http::Request::post(format!("/dbroles/jobs/{id}/cancel")).body(bytes::Bytes::new()).unwrap();
+    recorder.take();
     let response = dbroles_core::api::handle(&app, Ok(caller), request).await;
     assert_eq!(response.status().as_u16(), 200, "{}", response.body());
+    let actions = recorder.take();
+    assert!(actions.contains("states:StopExecution"), "{actions:?}");
+    assert!(actions.iter().all(|a| a == "sts:GetCallerIdentity" || granted.contains(a)), "not all granted: {actions:?}");
     let stopped = aws_sdk_sfn::Client::new(&aws).describe_execution().execution_arn(&execution).send().await.unwrap();
     assert_eq!(stopped.status, aws_sdk_sfn::types::ExecutionStatus::Aborted);
 }

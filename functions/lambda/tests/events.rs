@@ -20,7 +20,7 @@ use dbroles_core::steps::{Deps, Hook, HookOutcome, Step, Webhook};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::{JobStore, NewJob};
 use dbroles_lambda::{handle_step, handle_trigger};
-use dbroles_tests::{aws_config, moto_endpoint, moto_instance, unique, webhook_receiver};
+use dbroles_tests::{aws_config, moto_endpoint, moto_instance, template_actions, unique, webhook_receiver, ActionRecorder};
 use serde_json::{json, Value};
 
 /// The job the step samples carry.
@@ -140,7 +140,10 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
         ..Config::new(table.clone())
     };
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
-    let mut deps: Deps = config::aws_deps(&config, &aws).await.unwrap();
+    // The functions' AWS calls go through a recorder: the template must grant each what it does.
+    let recorder = ActionRecorder::start(&moto_endpoint()).await;
+    let observed = aws_config(&recorder.endpoint).await;
+    let mut deps: Deps = config::aws_deps(&config, &observed).await.unwrap();
     let hook = Arc::new(RecordingHook::default());
     deps.hook = Some(hook.clone());
     let (url, received) = webhook_receiver().await;
@@ -163,9 +166,12 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
     let job = || async { deps.jobs.get_job("acme", JOB).await.unwrap().unwrap().job };
 
     for (step, file) in STEP_SAMPLES {
+        recorder.take();
         let out = handle_step(*step, &deps, sample(file))
             .await
             .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
+        let function = format!("{}Function", step.substitution().trim_end_matches("FunctionArn"));
+        assert_granted(&function, recorder.take(), file);
         match *file {
             "resolve/task.json" => {
                 assert_eq!((out["open_network"].clone(), out["create_connections"].clone()), (json!(true), json!(true)));
@@ -228,12 +234,14 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
         .await;
     }
     seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
-    let app = dbroles_lambda::app(&config, &deps, &aws).unwrap();
+    let app = dbroles_lambda::app(&config, &deps, &observed).unwrap();
     let settings = dbroles_lambda::trigger_settings().unwrap();
     for file in TRIGGER_SAMPLES {
+        recorder.take();
         let out = handle_trigger(&app, &settings, sample(file))
             .await
             .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
+        assert_granted("EventsFunction", recorder.take(), file);
         let started: Vec<String> = serde_json::from_value(out["started"].clone()).unwrap();
         match *file {
             "events/rds-instance-created.json" => {
@@ -267,6 +275,16 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
     let out = handle_trigger(&app, &settings, untagged).await.unwrap();
     assert_eq!(out["started"], json!([]));
     assert!(out["skipped"][0].as_str().unwrap().contains("is not tagged dbroles:provision=true"), "{out}");
+}
+
+/// Every action a function took is granted to it by `template.yaml`
+/// (`GetCallerIdentity` needs no permission).
+fn assert_granted(function: &str, taken: BTreeSet<String>, sample: &str) {
+    assert!(!taken.is_empty(), "{sample}: {function} made no AWS call through the recorder");
+    let granted = template_actions(function);
+    let missing: Vec<&String> =
+        taken.iter().filter(|action| *action != "sts:GetCallerIdentity" && !granted.contains(*action)).collect();
+    assert!(missing.is_empty(), "{sample}: template.yaml does not grant {function} {missing:?} (it grants {granted:?})");
 }
 
 async fn security_groups_of(aws: &aws_config::SdkConfig, identifier: &str) -> Vec<String> {
