@@ -115,7 +115,7 @@ impl Inventory for ApplyingRds {
 
 /// An instance in moto without a managed master secret, served by `cluster`, and
 /// the deployment around it; `modifying_for` status checks follow a reset.
-async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String, Config, dbroles_core::steps::Deps) {
+async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String, ActionRecorder, dbroles_core::steps::Deps) {
     let aws = aws_config(&moto_endpoint()).await;
     let identifier = unique("legacy-");
     let created = create_instance(&aws, &identifier, "postgres", "postgres")
@@ -137,14 +137,17 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
         ..Config::new(unique("jobs-"))
     };
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
-    let mut deps = config::aws_deps(&config, &aws).await.unwrap();
+    // The steps' AWS calls pass through a recorder.
+    let recorder = ActionRecorder::start(&moto_endpoint()).await;
+    let observed = aws_config(&recorder.endpoint).await;
+    let mut deps = config::aws_deps(&config, &observed).await.unwrap();
     deps.inventory = Arc::new(ApplyingRds {
-        rds: RdsInventory::new(&aws, config.endpoint_overrides.clone()),
+        rds: RdsInventory::new(&observed, config.endpoint_overrides.clone()),
         cluster_port: cluster.port,
         modifying_for,
         modifying: AtomicU32::new(0),
     });
-    (created.db_instance_arn.unwrap(), config, deps)
+    (created.db_instance_arn.unwrap(), recorder, deps)
 }
 
 /// Runs one job on the local executor (waits shortened); the job and the states it entered.
@@ -174,7 +177,7 @@ async fn run_job(deps: &dbroles_core::steps::Deps, instance_arn: &str, allow_res
 #[tokio::test(flavor = "multi_thread")]
 async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
     let cluster = PgCluster::start();
-    let (instance_arn, _config, deps) = unmanaged_instance(&cluster, 2).await;
+    let (instance_arn, recorder, deps) = unmanaged_instance(&cluster, 2).await;
 
     // Without the opt-in: failed, saying how to enable the managed secret.
     let (job, _) = run_job(&deps, &instance_arn, false).await;
@@ -184,7 +187,16 @@ async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
     assert!(message.contains("aws.allow_master_password_reset"), "{message}");
 
     // With it: a new password is stored, set, waited for, and used.
+    recorder.take();
     let (job, entered) = run_job(&deps, &instance_arn, true).await;
+    let taken = recorder.take();
+    let granted = template_actions("MasterCredentialsFunction");
+    for action in
+        ["secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue", "secretsmanager:CreateSecret", "rds:ModifyDBInstance"]
+    {
+        assert!(taken.contains(action), "the reset did {action}: {taken:?}");
+        assert!(granted.contains(action), "template.yaml grants MasterCredentialsFunction {action}");
+    }
     assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
     let waits = entered.iter().filter(|s| *s == "WaitForInstance").count();
     let checks = entered.iter().filter(|s| *s == "InstanceStatus").count();
@@ -221,7 +233,7 @@ async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_that_never_becomes_available_fails_the_job_after_the_bounded_checks() {
     let cluster = PgCluster::start();
-    let (instance_arn, _config, deps) = unmanaged_instance(&cluster, u32::MAX).await;
+    let (instance_arn, _recorder, deps) = unmanaged_instance(&cluster, u32::MAX).await;
     let (job, entered) = run_job(&deps, &instance_arn, true).await;
     assert_eq!(job.phase(), Phase::Failed);
     let identifier = instance_arn.rsplit(':').next().unwrap();
