@@ -124,6 +124,14 @@ impl PgCluster {
         pg_connect(self.port, user, password, db).await
     }
 
+    /// The cluster as an instance of the local inventory, its superuser as the master.
+    pub fn local_instance(&self, arn: &str) -> dbroles_core::inventory::local::LocalInstance {
+        dbroles_core::inventory::local::LocalInstance {
+            master_password: Some(SUPERUSER_PASSWORD.into()),
+            ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", self.port, "postgres")
+        }
+    }
+
     pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {
         self.client("postgres", SUPERUSER_PASSWORD, db).await.expect("the superuser logs in")
     }

@@ -357,10 +357,7 @@ async fn a_database_down_fails_the_job_releases_the_lock_and_a_rerun_succeeds() 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
     let arn = "arn:aws:rds:us-east-1:000000000000:db:flaky";
-    let instance = dbroles_core::inventory::local::LocalInstance {
-        master_password: Some(SUPERUSER_PASSWORD.into()),
-        ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", cluster.port, "postgres")
-    };
+    let instance = cluster.local_instance(arn);
     let settings = Settings {
         role_prefix: unique("r"),
         tls: TlsConfig::disabled(),
@@ -398,10 +395,7 @@ async fn a_secret_store_down_fails_the_job_before_any_change_in_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
     let arn = "arn:aws:rds:us-east-1:000000000000:db:nosecrets";
-    let instance = dbroles_core::inventory::local::LocalInstance {
-        master_password: Some(SUPERUSER_PASSWORD.into()),
-        ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", cluster.port, "postgres")
-    };
+    let instance = cluster.local_instance(arn);
     let prefix = unique("r");
     let settings = Settings { role_prefix: prefix.clone(), tls: TlsConfig::disabled(), ..Settings::default() };
     let mut deps = local_deps(store.clone(), vec![instance], settings.clone());

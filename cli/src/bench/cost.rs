@@ -35,7 +35,14 @@ const LAMBDA_GB: f64 = 0.25;
 /// DynamoDB requests as the table bills them: a write unit per KB written
 /// (twice in a transaction), a read unit per read of an item under 4 KB.
 #[derive(Clone, Debug, Default)]
-struct Requests(Arc<Mutex<(u64, u64, u64)>>);
+struct Requests(Arc<Mutex<Counts>>);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    requests: u64,
+    read_units: u64,
+    write_units: u64,
+}
 
 impl Intercept for Requests {
     fn name(&self) -> &'static str {
@@ -52,11 +59,11 @@ impl Intercept for Requests {
         let operation = request.headers().get("x-amz-target").unwrap_or_default().rsplit('.').next().unwrap_or_default();
         let kilobytes = request.body().bytes().map_or(1, |b| b.len().div_ceil(1024)) as u64;
         let mut counts = self.0.lock().unwrap();
-        counts.0 += 1;
+        counts.requests += 1;
         match operation {
-            "GetItem" | "Query" | "Scan" => counts.1 += 1,
-            "PutItem" | "UpdateItem" | "DeleteItem" => counts.2 += kilobytes,
-            "TransactWriteItems" => counts.2 += 2 * kilobytes,
+            "GetItem" | "Query" | "Scan" => counts.read_units += 1,
+            "PutItem" | "UpdateItem" | "DeleteItem" => counts.write_units += kilobytes,
+            "TransactWriteItems" => counts.write_units += 2 * kilobytes,
             _ => {}
         }
         Ok(())
@@ -144,7 +151,7 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             billed += Duration::from_millis((until - *at).as_secs_f64().mul_add(1000.0, 0.999) as u64);
         }
     }
-    let (dynamo_requests, reads, writes) = *requests.0.lock().unwrap();
+    let Counts { requests: dynamo_requests, read_units: reads, write_units: writes } = *requests.0.lock().unwrap();
     let per_thousand = |dollars: f64| format!("${:.4}", dollars * 1000.0);
     let lambda = billed.as_secs_f64() * LAMBDA_GB * LAMBDA_GB_SECOND + invocations * LAMBDA_REQUEST;
     let states = transitions * STATE_TRANSITION;

@@ -82,14 +82,15 @@ impl Config {
             return Err(format!("DBROLES_RETENTION_DAYS={retention_days}: expected at least 1"));
         }
         let settings = Settings { role_prefix, tls, retention: chrono::Duration::days(retention_days), ..Settings::default() };
+        let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);
         Ok(Self {
-            table: var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?,
             state_machine_arn: var("DBROLES_STATE_MACHINE_ARN"),
-            org_claim: var("DBROLES_ORG_CLAIM").unwrap_or_else(|| "org_id".into()),
-            secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| "dbroles/".into()),
+            org_claim: var("DBROLES_ORG_CLAIM").unwrap_or_else(|| defaults.org_claim.clone()),
+            secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| defaults.secret_prefix.clone()),
             cross_account_role: var("DBROLES_CROSS_ACCOUNT_ROLE"),
             endpoint_overrides: overrides(&var("DBROLES_ENDPOINT_OVERRIDES").unwrap_or_default())?,
             settings,
+            ..defaults
         })
     }
 }
