@@ -2,6 +2,7 @@
 
 - the state machine's DefinitionSubstitutions name exactly the ${...} of the definition;
 - every function builds a binary of the workspace, from its own package;
+- every step function runs the step its substitution names (`DBROLES_STEP`);
 - the HTTP API routes are exactly the route keys of the sample events in events/api/;
 - every step function of the definition has a sample event folder.
 Run by scripts/test with the virtualenv's Python (cfn-lint parses the template).
@@ -54,6 +55,8 @@ for substitution, value in machine["DefinitionSubstitutions"].items():
     step = substitution.removesuffix("FunctionArn")
     folder = re.sub(r"(?<!^)([A-Z])", r"-\1", step).lower()
     check((root / "events" / folder).is_dir(), f"{substitution}: no sample events in events/{folder}/")
+    variables = functions.get(target, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    check(variables.get("DBROLES_STEP") == folder, f"{target}: DBROLES_STEP is {variables.get('DBROLES_STEP')}, not {folder}")
 
 routes = set()
 for function in functions.values():

@@ -1,8 +1,9 @@
 # What scripts/test and scripts/bench share: the databases, the virtualenv, moto.
 # Sourced; expects `set -euo pipefail` and the repository as the working directory.
 
+# The build goes where `cargo run` puts it (./target, or CARGO_TARGET_DIR if set),
+# so the README's two commands share one build; CI keeps its own under ~/.cache.
 cache="${DBROLES_CACHE:-$HOME/.cache/dbroles}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 mkdir -p "$cache"
 venv="$cache/venv"
 logs="$cache/logs"; mkdir -p "$logs"

@@ -1,7 +1,5 @@
 //! `dbroles`: run dbroles on a laptop, on an embedded store, against local databases.
 
-mod bench;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,17 +7,16 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use dbroles_core::auth::{LocalTokens, ADMIN_GROUP};
-use dbroles_core::config;
+use dbroles_core::config::{self, Settings};
+use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::{self, Level, TlsConfig};
 use dbroles_core::inventory::local::{LocalInventory, LOCAL_POSTGRES_ARN};
-use dbroles_core::job::Phase;
+use dbroles_core::job::{Job, Phase};
+use dbroles_core::jobs;
 use dbroles_core::request::{AwsRequest, CreateJobRequest, JobStep};
-use dbroles_core::runner::{self, Settings};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
-use dbroles_core::steps::Deps;
 use dbroles_core::store::sqlite::SqliteStore;
-use dbroles_core::store::NewJob;
 use dbroles_core::workflow::asl::{Executor, Progress};
 use dbroles_core::workflow::Local;
 use secrecy::ExposeSecret;
@@ -79,21 +76,6 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
-    /// Provision a generated instance on the local PostgreSQL and MariaDB and print figures.
-    Bench {
-        #[arg(long, default_value_t = 10)]
-        databases: usize,
-        #[arg(long, default_value_t = 5)]
-        schemas: usize,
-        #[arg(long, default_value_t = 20)]
-        tables: usize,
-        /// The release binaries of the Lambdas, for their sizes and init times.
-        #[arg(long)]
-        binaries: Option<std::path::PathBuf>,
-        /// A moto server, for the cost of a real job.
-        #[arg(long)]
-        moto: Option<String>,
-    },
 }
 
 impl Cli {
@@ -114,9 +96,16 @@ impl Cli {
     /// credentials kept in the store (or the Vault a job names).
     fn deps(&self) -> anyhow::Result<Deps> {
         let mut deps = Deps::local(Arc::new(self.store()?), Arc::new(self.inventory()?), self.settings()?);
-        deps.vault = config::vault_from_env().map_err(anyhow::Error::msg)?;
-        deps.webhook = config::webhook_from_env().map_err(anyhow::Error::msg)?;
+        deps.vault = config::vault_from_env()?;
+        deps.webhook = config::webhook_from_env()?;
         Ok(deps)
+    }
+
+    /// The local workflow, and the job lifecycle on it.
+    fn app(&self, reporter: dbroles_core::workflow::Reporter) -> anyhow::Result<(App, Arc<Local>)> {
+        let deps = self.deps()?;
+        let workflow = Arc::new(Local::new(Executor::provision(LOCAL_WAIT_SCALE), deps.clone()).reporting(reporter));
+        Ok((App::new(&deps, workflow.clone()), workflow))
     }
 
     fn store(&self) -> anyhow::Result<SqliteStore> {
@@ -153,124 +142,88 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { instance, connection_prefix, steps } => {
-            let job_steps = steps
-                .iter()
-                .map(|step| serde_json::from_value::<JobStep>(serde_json::Value::String(step.clone())))
-                .collect::<Result<Vec<_>, _>>()
-                .context("--steps: expected create-connections and/or send-webhook")?;
-            let request = CreateJobRequest {
-                agent_id: uuid::Uuid::new_v4().to_string(),
-                aws: AwsRequest {
-                    instance_arn: instance.clone(),
-                    default_security_group: None,
-                    allow_master_password_reset: false,
-                },
-                connection_prefix_name: connection_prefix.clone(),
-                job_steps,
-                vault_provider: None,
-            };
-            request.validate().map_err(anyhow::Error::msg)?;
-            let arn = request.instance_arn();
-            let deps = cli.deps()?;
-            let found = deps
-                .inventory
-                .describe(&arn)
-                .await?
-                .with_context(|| format!("the instance {arn} is not in the local inventory"))?;
-            let record = runner::new_record("local", "local-user", request, runner::spec_of(&found, &arn.account));
-            deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None }).await?;
-            eprintln!("dbroles: job {} on {} ({} at {}:{})", record.id(), arn, found.engine, found.host, found.port);
-            let workflow = Local::new(Executor::provision(LOCAL_WAIT_SCALE), deps.clone());
-            workflow.execute(&record, &report).await?;
-            let done = deps.jobs.get_job(record.org(), record.id()).await?.context("the job disappeared from the store")?;
-            if let Some(status) = &done.job.status {
-                for result in &status.result {
-                    eprintln!("dbroles:   {} {}: {}", result.user_role, result.status.as_str(), result.message);
-                }
-                eprintln!("dbroles: {}: {}", status.phase.as_str(), status.message);
-            }
-            println!("{}", serde_json::to_string_pretty(&done.job)?);
-            Ok(if done.job.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
+        Command::Run { instance, connection_prefix, steps } => run_job(&cli, instance, connection_prefix, steps).await,
         Command::Serve { addr } => {
-            let deps = cli.deps()?;
-            let workflow = Local::new(Executor::provision(LOCAL_WAIT_SCALE), deps.clone());
-            let app = dbroles_core::api::App {
-                jobs: deps.jobs.clone(),
-                resources: deps.resources.clone(),
-                inventory: deps.inventory.clone(),
-                workflow: Arc::new(workflow),
-                settings: deps.settings.clone(),
-            };
+            let (app, _) = cli.app(Arc::new(|_| {}))?;
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
             serve(*addr, Arc::new(app), tokens).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Credentials { instance, role } => {
-            let level = Level::parse(role).with_context(|| format!("--role {role}: expected ro, rw or ddl"))?;
-            let secrets = DatabaseSecrets::new(Arc::new(cli.store()?));
-            let secret = SecretRef {
-                instance_id: String::new(),
-                instance_arn: instance.clone(),
-                job_id: String::new(),
-                user: level.user(&cli.role_prefix),
-                host: String::new(),
-            };
-            let Some(credentials) = secrets.read(&secrets.secret_id(&secret)).await? else {
-                bail!("no stored credentials for {} on {instance}: run a job first", secret.user);
-            };
-            let shown = serde_json::json!({
-                "HOST": credentials.host,
-                "PORT": credentials.port.to_string(),
-                "USER": credentials.user,
-                "PASSWORD": credentials.password.expose_secret(),
-                "DB": credentials.db,
-            });
-            println!("{}", serde_json::to_string_pretty(&shown)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Credentials { instance, role } => credentials(&cli, instance, role).await,
         Command::Token { org, sub, admin } => {
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
             let groups = if *admin { vec![ADMIN_GROUP.to_string()] } else { Vec::new() };
             println!("{}", tokens.issue(sub, org, &groups, chrono::Duration::hours(12)));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { databases, schemas, tables, binaries, moto } => {
-            let options = bench::Options {
-                databases: *databases,
-                schemas: *schemas,
-                tables: *tables,
-                binaries: binaries.clone(),
-                moto: moto.clone(),
-            };
-            bench::run(&cli.settings()?, &options).await?;
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }
 
-/// The local server: axum hands every request to the API's router, after
-/// checking the bearer token as API Gateway's JWT authorizer would.
-async fn serve(addr: std::net::SocketAddr, app: Arc<dbroles_core::api::App>, tokens: LocalTokens) -> anyhow::Result<()> {
-    use axum::body::{to_bytes, Body};
-    use axum::response::IntoResponse;
-
-    let handler = move |request: axum::extract::Request| {
-        let (app, tokens) = (app.clone(), tokens.clone());
-        async move {
-            let (parts, body) = request.into_parts();
-            let Ok(bytes) = to_bytes(body, dbroles_core::api::MAX_BODY + 1).await else {
-                let message = serde_json::json!({"message": "the request body is too large"}).to_string();
-                return (http::StatusCode::PAYLOAD_TOO_LARGE, [("content-type", "application/json")], message).into_response();
-            };
-            let authorization = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            let caller = tokens.verify(authorization);
-            let response = dbroles_core::api::handle(&app, caller, http::Request::from_parts(parts, bytes)).await;
-            response.map(Body::from).into_response()
-        }
+/// `dbroles run`: one job for the organisation `local`, started as the API starts
+/// one, carried out by the local workflow; the finished job on stdout.
+async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[String]) -> anyhow::Result<ExitCode> {
+    let job_steps = steps
+        .iter()
+        .map(|step| serde_json::from_value::<JobStep>(serde_json::Value::String(step.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--steps: expected create-connections and/or send-webhook")?;
+    let request = CreateJobRequest {
+        agent_id: uuid::Uuid::new_v4().to_string(),
+        aws: AwsRequest { instance_arn: instance.to_string(), default_security_group: None, allow_master_password_reset: false },
+        connection_prefix_name: connection_prefix.to_string(),
+        job_steps,
+        vault_provider: None,
     };
-    let router = axum::Router::new().fallback(handler);
+    request.validate()?;
+    let (app, workflow) = cli.app(Arc::new(report))?;
+    let job_id = jobs::start(&app, "local", "local-user", request, None).await?;
+    eprintln!("dbroles: job {job_id} on {instance}");
+    workflow.wait(&format!("local:{job_id}")).await;
+    let done = jobs::find(&app, "local", &job_id).await?.job;
+    print_outcome(&done);
+    println!("{}", serde_json::to_string_pretty(&done)?);
+    Ok(if done.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_outcome(job: &Job) {
+    let Some(status) = &job.status else { return };
+    for result in &status.result {
+        eprintln!("dbroles:   {} {}: {}", result.user_role, result.status.as_str(), result.message);
+    }
+    eprintln!("dbroles: {}: {}", status.phase.as_str(), status.message);
+}
+
+/// `dbroles credentials`: a role's stored credentials, the only place they are shown.
+async fn credentials(cli: &Cli, instance: &str, role: &str) -> anyhow::Result<ExitCode> {
+    let level = Level::parse(role).with_context(|| format!("--role {role}: expected ro, rw or ddl"))?;
+    let secrets = DatabaseSecrets::new(Arc::new(cli.store()?));
+    let secret = SecretRef {
+        instance_id: String::new(),
+        instance_arn: instance.to_string(),
+        job_id: String::new(),
+        user: level.user(&cli.role_prefix),
+        host: String::new(),
+    };
+    let Some(credentials) = secrets.read(&secrets.secret_id(&secret)).await? else {
+        bail!("no stored credentials for {} on {instance}: run a job first", secret.user);
+    };
+    let shown = serde_json::json!({
+        "HOST": credentials.host,
+        "PORT": credentials.port.to_string(),
+        "USER": credentials.user,
+        "PASSWORD": credentials.password.expose_secret(),
+        "DB": credentials.db,
+    });
+    println!("{}", serde_json::to_string_pretty(&shown)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The local server: the API's router, each caller read from the bearer token
+/// the local server signed (as API Gateway's JWT authorizer would check it).
+async fn serve(addr: std::net::SocketAddr, app: Arc<App>, tokens: LocalTokens) -> anyhow::Result<()> {
+    let router = dbroles_core::api::authenticated(dbroles_core::api::router(app), move |parts| {
+        tokens.verify(parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    });
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     eprintln!("dbroles: serving the API on http://{}", listener.local_addr()?);
     axum::serve(listener, router).await?;

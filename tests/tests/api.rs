@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dbroles_core::api::{handle, App};
 use dbroles_core::auth::{AuthError, Caller};
+use dbroles_core::config::Settings;
+use dbroles_core::deps::App;
+use dbroles_core::deps::Deps;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LOCAL_MARIADB_ARN, LOCAL_POSTGRES_ARN};
-use dbroles_core::runner::Settings;
-use dbroles_core::steps::Deps;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
+use dbroles_tests::call_api;
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -77,7 +78,7 @@ async fn call(
         request = request.header("Idempotency-Key", key);
     }
     let request = request.body(Bytes::copy_from_slice(body.unwrap_or_default())).unwrap();
-    let response = handle(app, caller, request).await;
+    let response = call_api(app, caller, request).await;
     let status = response.status();
     (status, serde_json::from_str(response.body()).unwrap_or(Value::Null))
 }
@@ -371,12 +372,12 @@ struct Recorded(std::sync::Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
 impl dbroles_core::workflow::Workflow for Recorded {
-    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, String> {
+    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, dbroles_core::workflow::WorkflowError> {
         self.0.lock().unwrap().push(record.id().to_string());
         Ok(format!("recorded:{}", record.id()))
     }
 
-    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), String> {
+    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), dbroles_core::workflow::WorkflowError> {
         Ok(())
     }
 }
@@ -432,11 +433,11 @@ struct Unstartable;
 
 #[async_trait::async_trait]
 impl dbroles_core::workflow::Workflow for Unstartable {
-    async fn start(&self, _record: &dbroles_core::job::JobRecord) -> Result<String, String> {
-        Err("ThrottlingException: rate exceeded".into())
+    async fn start(&self, _record: &dbroles_core::job::JobRecord) -> Result<String, dbroles_core::workflow::WorkflowError> {
+        Err(dbroles_core::workflow::WorkflowError("ThrottlingException: rate exceeded".into()))
     }
 
-    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), String> {
+    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), dbroles_core::workflow::WorkflowError> {
         Ok(())
     }
 }

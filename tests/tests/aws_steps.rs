@@ -11,16 +11,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use dbroles_core::config::{self, Config};
+use dbroles_core::config::Config;
+use dbroles_core::config::Settings;
+use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::inventory::rds::RdsInventory;
 use dbroles_core::inventory::{Instance, Inventory, InventoryError, MasterCredentials};
 use dbroles_core::job::{Job, JobSpec, Phase};
+use dbroles_core::jobs;
+use dbroles_core::network::ec2::Ec2Network;
+use dbroles_core::network::Network;
 use dbroles_core::request::InstanceArn;
-use dbroles_core::runner::{self, Settings};
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
-use dbroles_core::steps::{Ec2Network, ErrorType, Network};
+use dbroles_core::steps::{ErrorType, StepError};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::NewJob;
 use dbroles_core::workflow::asl::{Executor, Progress};
@@ -68,7 +72,7 @@ async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_o
     let attached = inventory.describe(&arn(&instance.arn)).await.unwrap().unwrap().security_groups;
     assert_eq!(attached, [instance.app_group.clone(), group]);
 
-    let error = network.open(&described, "10.40.0.0/33").await.unwrap_err();
+    let error = StepError::from(network.open(&described, "10.40.0.0/33").await.unwrap_err());
     assert_eq!(error.error_type, ErrorType::InvalidInput);
     assert_eq!(error.message, "aws.default_security_group.ingress_cidr: '10.40.0.0/33' is not a CIDR");
 }
@@ -115,7 +119,7 @@ impl Inventory for ApplyingRds {
 
 /// An instance in moto without a managed master secret, served by `cluster`, and
 /// the deployment around it; `modifying_for` status checks follow a reset.
-async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String, ActionRecorder, dbroles_core::steps::Deps) {
+async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String, ActionRecorder, dbroles_core::deps::Deps) {
     let aws = aws_config(&moto_endpoint()).await;
     let identifier = unique("legacy-");
     let created = create_instance(&aws, &identifier, "postgres", "postgres")
@@ -140,7 +144,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
     // The steps' AWS calls pass through a recorder.
     let recorder = ActionRecorder::start(&moto_endpoint()).await;
     let observed = aws_config(&recorder.endpoint).await;
-    let mut deps = config::aws_deps(&config, &observed).await.unwrap();
+    let mut deps = Deps::aws(&config, &observed).await.unwrap();
     deps.inventory = Arc::new(ApplyingRds {
         rds: RdsInventory::new(&observed, config.endpoint_overrides.clone()),
         cluster_port: cluster.port,
@@ -151,7 +155,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
 }
 
 /// Runs one job on the local executor (waits shortened); the job and the states it entered.
-async fn run_job(deps: &dbroles_core::steps::Deps, instance_arn: &str, allow_reset: bool) -> (Job, Vec<String>) {
+async fn run_job(deps: &dbroles_core::deps::Deps, instance_arn: &str, allow_reset: bool) -> (Job, Vec<String>) {
     let request = serde_json::from_value(json!({
         "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         "aws": {"instance_arn": instance_arn, "allow_master_password_reset": allow_reset},
@@ -161,7 +165,7 @@ async fn run_job(deps: &dbroles_core::steps::Deps, instance_arn: &str, allow_res
     .unwrap();
     // As `POST /dbroles/jobs` stores it: the lock is on the instance's ARN.
     let spec = JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
-    let record = runner::new_record("acme", "alice", request, spec);
+    let record = jobs::new_record("acme", "alice", request, spec);
     deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None }).await.unwrap();
     let entered = Mutex::new(Vec::new());
     let progress = |event: Progress<'_>| {

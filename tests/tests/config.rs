@@ -2,7 +2,8 @@
 //! so the webhook secret and the Vault token never sit in a function's configuration.
 //! One test in its own binary: it sets process-wide environment variables.
 
-use dbroles_core::config::{self, Config};
+use dbroles_core::config::Config;
+use dbroles_core::deps::Deps;
 use dbroles_tests::{aws_config, moto_endpoint, unique};
 use secrecy::ExposeSecret;
 
@@ -21,7 +22,7 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
     std::env::set_var("DBROLES_VAULT_ADDR", "https://vault.example.com:8200");
     std::env::set_var("DBROLES_VAULT_TOKEN_ARN", &arns[1]);
 
-    let deps = config::aws_deps(&config, &aws).await.unwrap();
+    let deps = Deps::aws(&config, &aws).await.unwrap();
     let webhook = deps.webhook.expect("the webhook is configured");
     assert_eq!(webhook.secret.expose_secret(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "read, and trimmed");
     assert_eq!(deps.vault.expect("Vault is configured").token.expose_secret(), "hvs.vault-token-from-secrets-manager");
@@ -29,7 +30,7 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
     // A secret that is not there stops the function at start, naming the setting.
     let missing = arns[0].replace("dbroles/settings/", "dbroles/gone/");
     std::env::set_var("DBROLES_WEBHOOK_SECRET_ARN", &missing);
-    let error = config::aws_deps(&config, &aws).await.err().expect("a missing secret is an error");
+    let error = Deps::aws(&config, &aws).await.err().expect("a missing secret is an error").to_string();
     assert!(error.starts_with(&format!("DBROLES_WEBHOOK_SECRET_ARN={missing}: ")), "{error}");
     assert!(error.contains("ResourceNotFoundException"), "{error}");
 }

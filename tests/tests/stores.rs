@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use dbroles_core::config::Settings;
 use dbroles_core::job::{JobRecord, JobSpec, Phase, Timestamp};
+use dbroles_core::jobs;
 use dbroles_core::request::CreateJobRequest;
 use dbroles_core::resource::{Resource, ResourceInput};
-use dbroles_core::runner::{self, Settings};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::store::{
@@ -47,7 +48,7 @@ fn record(org: &str, instance: &str, engine: &str) -> JobRecord {
     }))
     .unwrap();
     let spec = JobSpec { db_arn: arn(instance), db_engine: engine.into(), ..Default::default() };
-    runner::new_record(org, "tester", request, spec)
+    jobs::new_record(org, "tester", request, spec)
 }
 
 fn new(record: &JobRecord) -> NewJob {

@@ -9,17 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dbroles_core::api::{handle, App};
 use dbroles_core::auth::{AuthError, Caller};
-use dbroles_core::config::{self, Config};
+use dbroles_core::config::Config;
+use dbroles_core::config::Settings;
+use dbroles_core::deps::App;
+use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
-use dbroles_core::runner::Settings;
+use dbroles_core::notify::{sign_webhook, LambdaHook, Webhook};
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
-use dbroles_core::steps::{sign_webhook, Deps, LambdaHook, Step, Webhook};
+use dbroles_core::steps::Step;
 use dbroles_core::triggers::{self, TriggerSettings};
 use dbroles_core::workflow::asl::{Executor, PROVISION_DEFINITION};
 use dbroles_core::workflow::Local;
+use dbroles_tests::call_api;
 use dbroles_tests::*;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -33,7 +36,7 @@ fn admin() -> Result<Caller, AuthError> {
 async fn call(app: &App, method: &str, uri: &str, body: Option<Value>) -> (http::StatusCode, Value) {
     let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let request = http::Request::builder().method(method).uri(uri).body(bytes).unwrap();
-    let response = handle(app, admin(), request).await;
+    let response = call_api(app, admin(), request).await;
     (response.status(), serde_json::from_str(response.body()).unwrap_or(Value::Null))
 }
 
@@ -180,14 +183,14 @@ async fn end_to_end(backend: Backend) {
     let remote_notifications = with_notifications.clone();
     let moto = MotoExecutor::start(
         |endpoint, proxy| async move {
-            let deps = config::aws_deps(&deps_config, &aws_config(&endpoint).await).await.unwrap();
+            let deps = Deps::aws(&deps_config, &aws_config(&endpoint).await).await.unwrap();
             remote_notifications(deps, &aws_config(&proxy).await)
         },
         hook_answer,
     )
     .await;
     let aws = aws_config(&moto.endpoint).await;
-    let deps = with_notifications(config::aws_deps(&config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
+    let deps = with_notifications(Deps::aws(&config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
     dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
 
     // The instance: moto's RDS, its managed master secret holding the server's real credentials.
@@ -403,7 +406,7 @@ async fn a_secret_store_down_fails_the_job_before_any_change_in_the_database() {
     let dead = aws_config(&format!("http://127.0.0.1:{}", free_port())).await;
     deps.secrets = Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&dead), "dbroles"));
     let executor = Local::new(Executor::provision(0.001), deps.clone());
-    let record = dbroles_core::runner::new_record(
+    let record = dbroles_core::jobs::new_record(
         "acme",
         "alice",
         serde_json::from_value(json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "s-", "job_steps": []})).unwrap(),
@@ -474,11 +477,11 @@ struct Stuck;
 
 #[async_trait::async_trait]
 impl dbroles_core::workflow::Workflow for Stuck {
-    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, String> {
+    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, dbroles_core::workflow::WorkflowError> {
         Ok(format!("stuck:{}", record.id()))
     }
 
-    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), String> {
+    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), dbroles_core::workflow::WorkflowError> {
         Ok(())
     }
 }

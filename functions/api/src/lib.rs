@@ -1,17 +1,19 @@
-//! The API Lambda: an API Gateway HTTP API event in, the shared router's answer out.
-//! API Gateway's JWT authorizer has checked the token; the claims arrive in the
-//! request context.
+//! The API Lambda: API Gateway's HTTP API events through the axum router of
+//! [`dbroles_core::api`]. API Gateway's JWT authorizer has checked the token;
+//! the claims arrive in the request context, which `lambda_http` puts in the
+//! request's extensions.
 
-use bytes::Bytes;
-use dbroles_core::api::{self, App};
+use std::sync::Arc;
+
+use dbroles_core::api;
 use dbroles_core::auth::{caller_from_claims, AuthError, Caller};
-use dbroles_core::config::{self, Config};
+use dbroles_core::config::{Config, ConfigError};
+use dbroles_core::deps::{App, Deps};
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
 
 /// The caller named by the authorizer's claims.
-pub fn caller(event: &Request, org_claim: &str) -> Result<Caller, AuthError> {
-    let claims = match event.request_context_ref() {
+pub fn caller(parts: &http::request::Parts, org_claim: &str) -> Result<Caller, AuthError> {
+    let claims = match parts.extensions.get::<RequestContext>() {
         Some(RequestContext::ApiGatewayV2(context)) => {
             context.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|jwt| &jwt.claims)
         }
@@ -20,22 +22,14 @@ pub fn caller(event: &Request, org_claim: &str) -> Result<Caller, AuthError> {
     caller_from_claims(claims.ok_or(AuthError::Missing)?, org_claim)
 }
 
-/// Answers one event.
-pub async fn handle(app: &App, org_claim: &str, event: Request) -> Response<Body> {
-    let caller = caller(&event, org_claim);
-    let (parts, body) = event.into_parts();
-    let request = http::Request::from_parts(parts, Bytes::copy_from_slice(&body));
-    let response = api::handle(app, caller, request).await;
-    response.map(|body| if body.is_empty() { Body::Empty } else { Body::Text(body) })
+/// The API's router, each request's caller read from its claims.
+pub fn router(app: Arc<App>, org_claim: &str) -> axum::Router {
+    let org_claim: Arc<str> = org_claim.into();
+    api::authenticated(api::router(app), move |parts| caller(parts, &org_claim))
 }
 
-/// The router on the deployment's table, instances and state machine.
-pub async fn app(config: &Config) -> Result<App, String> {
-    app_on(config, &aws_config::load_from_env().await).await
-}
-
-/// The router on the AWS clients of `aws`.
-pub async fn app_on(config: &Config, aws: &aws_config::SdkConfig) -> Result<App, String> {
-    let deps = config::aws_deps(config, aws).await?;
+/// The router's dependencies on the AWS clients of `aws`: the table, RDS and the state machine.
+pub async fn app_on(config: &Config, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
+    let deps = Deps::aws(config, aws).await?;
     dbroles_lambda::app(config, &deps, aws)
 }

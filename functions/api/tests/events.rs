@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use dbroles_core::config::Config;
+use dbroles_core::config::Settings;
 use dbroles_core::job::Phase;
+use dbroles_core::jobs;
 use dbroles_core::request::CreateJobRequest;
-use dbroles_core::runner::{self, Settings};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::{JobStore, NewJob};
 use dbroles_tests::{aws_config, create_instance, moto_endpoint, template_actions, unique, ActionRecorder};
@@ -89,7 +90,7 @@ async fn seed(store: &DynamoStore) {
             db_engine: "postgres".into(),
             ..Default::default()
         };
-        let mut record = runner::new_record("acme", "seed", request, spec);
+        let mut record = jobs::new_record("acme", "seed", request, spec);
         record.job.id = id.into();
         store.create_job(NewJob { record: record.clone(), idempotency: None }).await.unwrap();
         if finished {
@@ -97,6 +98,15 @@ async fn seed(store: &DynamoStore) {
             assert!(store.finish_job(&record, Settings::default().expiry()).await.unwrap());
         }
     }
+}
+
+/// An API Gateway event through the router, as `lambda_http::run` hands it over.
+async fn answer(router: &axum::Router, event: lambda_http::Request) -> http::Response<Vec<u8>> {
+    use tower::ServiceExt;
+    let request = event.map(|body| axum::body::Body::from(body.as_ref().to_vec()));
+    let response = router.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    http::Response::from_parts(parts, axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec())
 }
 
 #[tokio::test]
@@ -107,6 +117,7 @@ async fn every_api_event_gets_its_answer() {
     // The Lambda's AWS calls go through a recorder: the template must grant what it does.
     let recorder = ActionRecorder::start(&moto_endpoint()).await;
     let app = dbroles_api::app_on(&config, &aws_config(&recorder.endpoint).await).await.unwrap();
+    let router = dbroles_api::router(std::sync::Arc::new(app.clone()), &config.org_claim);
     let granted = template_actions("ApiFunction");
     let mut taken = std::collections::BTreeSet::new();
 
@@ -122,7 +133,7 @@ async fn every_api_event_gets_its_answer() {
         let text = std::fs::read_to_string(events_dir().join(file)).unwrap();
         let event = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
         recorder.take();
-        let response = dbroles_api::handle(&app, &config.org_claim, event).await;
+        let response = answer(&router, event).await;
         let actions = recorder.take();
         let missing: Vec<&String> = actions.iter().filter(|a| *a != "sts:GetCallerIdentity" && !granted.contains(*a)).collect();
         assert!(missing.is_empty(), "{file}: template.yaml does not grant ApiFunction {missing:?}");
@@ -157,7 +168,7 @@ async fn every_api_event_gets_its_answer() {
 
     // The same event again (same Idempotency-Key, same body) is the same job.
     let text = std::fs::read_to_string(events_dir().join("create-job.json")).unwrap();
-    let response = dbroles_api::handle(&app, "org_id", lambda_http::request::from_str(&text).unwrap()).await;
+    let response = answer(&router, lambda_http::request::from_str(&text).unwrap()).await;
     assert_eq!(response.status().as_u16(), 202);
     assert!(String::from_utf8(response.body().to_vec()).unwrap().contains(&id));
 
@@ -171,7 +182,7 @@ async fn every_api_event_gets_its_answer() {
     let caller = dbroles_core::auth::Caller { sub: "alice".into(), org: "acme".into(), groups: vec!["admin".into()] };
     let request = http::Request::post(format!("/dbroles/jobs/{id}/cancel")).body(bytes::Bytes::new()).unwrap();
     recorder.take();
-    let response = dbroles_core::api::handle(&app, Ok(caller), request).await;
+    let response = dbroles_tests::call_api(&app, Ok(caller), request).await;
     assert_eq!(response.status().as_u16(), 200, "{}", response.body());
     let actions = recorder.take();
     assert!(actions.contains("states:StopExecution"), "{actions:?}");

@@ -21,17 +21,57 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::deps::VaultSettings;
 use crate::engine::{self, TlsConfig};
-use crate::inventory::rds::RdsInventory;
-use crate::runner::Settings;
-use crate::secrets::aws::AwsSecrets;
-use crate::steps::{self, Deps, Ec2Network, EventBridgeEvents, LambdaHook, VaultSettings, Webhook};
-use crate::store::dynamodb::DynamoStore;
+use crate::job::Timestamp;
+use crate::notify::{sign_webhook, Webhook};
+
+/// How a deployment provisions: its role prefix, TLS and time limits.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub role_prefix: String,
+    pub tls: TlsConfig,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub concurrency: usize,
+    /// How long finished jobs are kept.
+    pub retention: chrono::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            role_prefix: "hoop".into(),
+            tls: TlsConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(60),
+            concurrency: 4,
+            retention: chrono::Duration::days(90),
+        }
+    }
+}
+
+impl Settings {
+    /// When a job finished now is forgotten.
+    pub fn expiry(&self) -> Timestamp {
+        Timestamp(Timestamp::now().0 + self.retention)
+    }
+}
+
+/// A setting that is missing or malformed: the message names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        Self(message.to_string())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -49,11 +89,11 @@ pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, String>
+fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    var(name).map_or(Ok(default), |v| v.trim().parse().map_err(|e| format!("{name}={v}: {e}")))
+    var(name).map_or(Ok(default), |v| v.trim().parse().map_err(|e| ConfigError(format!("{name}={v}: {e}"))))
 }
 
 impl Config {
@@ -70,16 +110,16 @@ impl Config {
         }
     }
 
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         let role_prefix = var("DBROLES_ROLE_PREFIX").unwrap_or_else(|| "hoop".into());
-        engine::validate_prefix_shape(&role_prefix).map_err(|e| format!("DBROLES_ROLE_PREFIX: {e}"))?;
+        engine::validate_prefix_shape(&role_prefix).map_err(|e| ConfigError(format!("DBROLES_ROLE_PREFIX: {e}")))?;
         let tls = TlsConfig {
             mode: parsed("DBROLES_DB_TLS", engine::TlsMode::VerifyFull)?,
             ca_file: var("DBROLES_DB_CA_FILE").map(Into::into),
         };
         let retention_days: i64 = parsed("DBROLES_RETENTION_DAYS", 90)?;
         if retention_days < 1 {
-            return Err(format!("DBROLES_RETENTION_DAYS={retention_days}: expected at least 1"));
+            return Err(ConfigError(format!("DBROLES_RETENTION_DAYS={retention_days}: expected at least 1")));
         }
         let settings = Settings { role_prefix, tls, retention: chrono::Duration::days(retention_days), ..Settings::default() };
         let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);
@@ -96,15 +136,15 @@ impl Config {
 }
 
 /// The webhook of `send-webhook`, if `DBROLES_WEBHOOK_URL` is set.
-pub fn webhook_from_env() -> Result<Option<Webhook>, String> {
+pub fn webhook_from_env() -> Result<Option<Webhook>, ConfigError> {
     webhook_with(var("DBROLES_WEBHOOK_SECRET"))
 }
 
-fn webhook_with(secret: Option<String>) -> Result<Option<Webhook>, String> {
+pub(crate) fn webhook_with(secret: Option<String>) -> Result<Option<Webhook>, ConfigError> {
     let Some(url) = var("DBROLES_WEBHOOK_URL") else { return Ok(None) };
-    reqwest::Url::parse(&url).map_err(|e| format!("DBROLES_WEBHOOK_URL={url}: {e}"))?;
+    reqwest::Url::parse(&url).map_err(|e| ConfigError(format!("DBROLES_WEBHOOK_URL={url}: {e}")))?;
     let secret = secret.ok_or("DBROLES_WEBHOOK_SECRET is not set: the webhook's whsec_ secret")?;
-    steps::sign_webhook(&secret, "check", 0, "").map_err(|e| format!("DBROLES_WEBHOOK_SECRET: {e}"))?;
+    sign_webhook(&secret, "check", 0, "").map_err(|e| ConfigError(format!("DBROLES_WEBHOOK_SECRET: {e}")))?;
     Ok(Some(Webhook {
         url,
         secret: SecretString::from(secret),
@@ -115,18 +155,18 @@ fn webhook_with(secret: Option<String>) -> Result<Option<Webhook>, String> {
 }
 
 /// The Vault of `vault_provider`, if `DBROLES_VAULT_ADDR` is set.
-pub fn vault_from_env() -> Result<Option<VaultSettings>, String> {
+pub fn vault_from_env() -> Result<Option<VaultSettings>, ConfigError> {
     vault_with(var("DBROLES_VAULT_TOKEN"))
 }
 
-fn vault_with(token: Option<String>) -> Result<Option<VaultSettings>, String> {
+pub(crate) fn vault_with(token: Option<String>) -> Result<Option<VaultSettings>, ConfigError> {
     let Some(address) = var("DBROLES_VAULT_ADDR") else { return Ok(None) };
     let token = token.ok_or("DBROLES_VAULT_TOKEN is not set: the token for DBROLES_VAULT_ADDR")?;
     Ok(Some(VaultSettings { address, token: SecretString::from(token), namespace: var("DBROLES_VAULT_NAMESPACE") }))
 }
 
 /// `a.example=127.0.0.1:5432,b.example=10.0.0.2:3306`
-fn overrides(text: &str) -> Result<HashMap<String, String>, String> {
+fn overrides(text: &str) -> Result<HashMap<String, String>, ConfigError> {
     text.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
@@ -134,7 +174,7 @@ fn overrides(text: &str) -> Result<HashMap<String, String>, String> {
             Some((host, target)) if target.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) => {
                 Ok((host.trim().to_string(), target.trim().to_string()))
             }
-            _ => Err(format!("DBROLES_ENDPOINT_OVERRIDES: '{entry}' is not host=address:port")),
+            _ => Err(ConfigError(format!("DBROLES_ENDPOINT_OVERRIDES: '{entry}' is not host=address:port"))),
         })
         .collect()
 }
@@ -149,51 +189,8 @@ mod tests {
         assert_eq!(map["a.example"], "127.0.0.1:5432");
         assert_eq!(map["b.example"], "[::1]:3306");
         assert_eq!(
-            overrides("a.example=127.0.0.1").unwrap_err(),
+            overrides("a.example=127.0.0.1").unwrap_err().to_string(),
             "DBROLES_ENDPOINT_OVERRIDES: 'a.example=127.0.0.1' is not host=address:port"
         );
     }
-}
-
-/// The steps' dependencies on AWS: the table, RDS, Secrets Manager (or the Vault
-/// a job names), EC2, EventBridge (`DBROLES_EVENT_BUS`, default `default`) and the
-/// hook function (`DBROLES_HOOK_FUNCTION`, none by default).
-pub async fn aws_deps(config: &Config, aws: &aws_config::SdkConfig) -> Result<Deps, String> {
-    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), &config.table));
-    let inventory = RdsInventory::new(aws, config.endpoint_overrides.clone())
-        .with_secret_prefix(&config.secret_prefix)
-        .with_cross_account_role(config.cross_account_role.clone());
-    let secrets = aws_sdk_secretsmanager::Client::new(aws);
-    let hook = var("DBROLES_HOOK_FUNCTION")
-        .map(|function| Arc::new(LambdaHook { client: aws_sdk_lambda::Client::new(aws), function }) as Arc<dyn steps::Hook>);
-    Ok(Deps {
-        jobs: store.clone(),
-        resources: store,
-        inventory: Arc::new(inventory),
-        secrets: Arc::new(AwsSecrets::new(secrets.clone(), config.secret_prefix.trim_end_matches('/'))),
-        vault: vault_with(secret_setting(&secrets, "DBROLES_VAULT_TOKEN").await?)?,
-        network: Some(Arc::new(Ec2Network { ec2: aws_sdk_ec2::Client::new(aws), rds: aws_sdk_rds::Client::new(aws) })),
-        events: Some(Arc::new(EventBridgeEvents {
-            client: aws_sdk_eventbridge::Client::new(aws),
-            bus: var("DBROLES_EVENT_BUS").unwrap_or_else(|| "default".into()),
-        })),
-        hook,
-        webhook: webhook_with(secret_setting(&secrets, "DBROLES_WEBHOOK_SECRET").await?)?,
-        settings: config.settings.clone(),
-    })
-}
-
-/// A secret setting: `NAME` itself, or the string of the secret `NAME_ARN` names.
-async fn secret_setting(secrets: &aws_sdk_secretsmanager::Client, name: &str) -> Result<Option<String>, String> {
-    if let Some(value) = var(name) {
-        return Ok(Some(value));
-    }
-    let Some(arn) = var(&format!("{name}_ARN")) else { return Ok(None) };
-    let out = secrets
-        .get_secret_value()
-        .secret_id(&arn)
-        .send()
-        .await
-        .map_err(|e| format!("{name}_ARN={arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
-    out.secret_string().map(|s| Some(s.trim().to_string())).ok_or_else(|| format!("{name}_ARN={arn}: the secret has no string"))
 }

@@ -1,22 +1,32 @@
 //! dbroles: provisions least-privilege database roles on RDS and Aurora.
 //!
 //! - [`job`], [`request`], [`resource`]: the contract of the seeds.
+//! - [`jobs`]: a job's life, every state change of a job in one place.
 //! - Ports and their adapters: [`store`] (`JobStore`, `ResourceStore`,
 //!   `CredentialStore`: DynamoDB, SQLite), [`inventory`] (RDS, a local file),
-//!   [`secrets`] (Secrets Manager, Vault KV v2, dbroles' own store).
-//! - [`engine`]: the roles and grants on PostgreSQL and MySQL/MariaDB.
-//! - [`api`]: the HTTP API, shared by the Lambda and the local server.
+//!   [`secrets`] (Secrets Manager, Vault KV v2, dbroles' own store), [`network`]
+//!   (EC2 security groups), [`notify`] (EventBridge, the hook Lambda, the webhook),
+//!   [`workflow`] (Step Functions, the local executor).
+//! - [`deps`]: the dependency containers; [`config`]: the settings from the environment.
+//! - [`engine`]: the roles and grants on PostgreSQL and MySQL/MariaDB; [`provision`]:
+//!   one instance's roles, with their credentials staged and confirmed.
+//! - [`steps`]: the state machine's Tasks; [`triggers`]: the EventBridge rules.
+//! - [`api`]: the HTTP API (axum), shared by the Lambda and the local server.
 
 pub mod api;
 pub mod auth;
+pub mod aws;
 pub mod config;
+pub mod deps;
 pub mod engine;
 pub mod inventory;
 pub mod job;
+pub mod jobs;
+pub mod network;
+pub mod notify;
 pub mod provision;
 pub mod request;
 pub mod resource;
-pub mod runner;
 pub mod secrets;
 pub mod steps;
 pub mod store;

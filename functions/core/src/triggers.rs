@@ -5,9 +5,25 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::{start_job, App};
+use crate::config::{self, ConfigError};
+use crate::deps::App;
+use crate::jobs::{self, JobError};
 use crate::request::{AwsRequest, CreateJobRequest, JobStep};
-use crate::workflow::{repair, ExecutionInput};
+use crate::store::StoreError;
+use crate::workflow::ExecutionInput;
+
+/// Why an event could not be handled (EventBridge retries it, then the dead-letter queue keeps it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TriggerError {
+    #[error("not an event dbroles handles: source '{event_source}', detail-type '{detail_type}'")]
+    Unknown { event_source: String, detail_type: String },
+    #[error("{0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// How a deployment reacts to tagged instances.
 #[derive(Clone, Debug)]
@@ -19,6 +35,23 @@ pub struct TriggerSettings {
     pub default_org: String,
     /// The agent of their connections, unless the tag `dbroles:agent-id` names one.
     pub default_agent_id: Option<String>,
+}
+
+impl TriggerSettings {
+    /// From `DBROLES_PROVISION_TAG` (`key=value`), `DBROLES_DEFAULT_ORG` and `DBROLES_DEFAULT_AGENT_ID`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut settings = Self::default();
+        if let Some(tag) = config::var("DBROLES_PROVISION_TAG") {
+            let (key, value) =
+                tag.split_once('=').ok_or_else(|| ConfigError(format!("DBROLES_PROVISION_TAG={tag}: expected key=value")))?;
+            (settings.tag_key, settings.tag_value) = (key.trim().into(), value.trim().into());
+        }
+        if let Some(org) = config::var("DBROLES_DEFAULT_ORG") {
+            settings.default_org = org;
+        }
+        settings.default_agent_id = config::var("DBROLES_DEFAULT_AGENT_ID");
+        Ok(settings)
+    }
 }
 
 impl Default for TriggerSettings {
@@ -44,7 +77,7 @@ pub struct Outcome {
 const INSTANCE_CREATED: &str = "RDS-EVENT-0005";
 const CLUSTER_CREATED: &str = "RDS-EVENT-0170";
 
-pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Result<Outcome, String> {
+pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Result<Outcome, TriggerError> {
     let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
     match (text("/source"), text("/detail-type")) {
         ("aws.rds", "RDS DB Instance Event" | "RDS DB Cluster Event") => {
@@ -56,13 +89,13 @@ pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Res
         }
         ("aws.events", "Scheduled Event") => rotate(app).await,
         ("aws.states", "Step Functions Execution Status Change") => execution_ended(app, event).await,
-        (source, kind) => Err(format!("not an event dbroles handles: source '{source}', detail-type '{kind}'")),
+        (source, kind) => Err(TriggerError::Unknown { event_source: source.into(), detail_type: kind.into() }),
     }
 }
 
-async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> Result<Outcome, String> {
-    let parsed = arn.parse().map_err(|e| format!("the event's SourceArn: {e}"))?;
-    let Some(instance) = app.inventory.describe(&parsed).await.map_err(|e| e.to_string())? else {
+async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> Result<Outcome, TriggerError> {
+    let parsed = arn.parse().map_err(|e| TriggerError::Malformed(format!("the event's SourceArn: {e}")))?;
+    let Some(instance) = app.inventory.describe(&parsed).await.map_err(JobError::from)? else {
         return Ok(Outcome { skipped: vec![format!("{arn} no longer exists")], ..Outcome::default() });
     };
     let tag = |key: &str| instance.tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
@@ -81,39 +114,39 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
         job_steps,
         vault_provider: None,
     };
-    request.validate().map_err(|e| format!("the tags of {arn} make an invalid request: {e}"))?;
+    request.validate().map_err(|e| TriggerError::Malformed(format!("the tags of {arn} make an invalid request: {e}")))?;
     let org = tag("dbroles:org").unwrap_or_else(|| settings.default_org.clone());
-    let job_id = start_job(app, &org, "eventbridge:rds-created", request, None).await.map_err(|e| e.message)?;
+    let job_id = jobs::start(app, &org, "eventbridge:rds-created", request, None).await?;
     Ok(Outcome { started: vec![job_id], ..Outcome::default() })
 }
 
 /// Starts a job for every instance dbroles has provisioned: new passwords for every role.
-async fn rotate(app: &App) -> Result<Outcome, String> {
+async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
     let mut outcome = Outcome::default();
-    for provisioned in app.jobs.provisioned().await.map_err(|e| e.to_string())? {
-        match start_job(app, &provisioned.org, "eventbridge:rotation", provisioned.request, None).await {
+    for provisioned in app.jobs.provisioned().await? {
+        match jobs::start(app, &provisioned.org, "eventbridge:rotation", provisioned.request, None).await {
             Ok(job_id) => outcome.started.push(job_id),
-            Err(error) => outcome.skipped.push(format!("{}: {}", provisioned.db_arn, error.message)),
+            Err(error) => outcome.skipped.push(format!("{}: {error}", provisioned.db_arn)),
         }
     }
     Ok(outcome)
 }
 
 /// Marks the job of a failed, timed-out or aborted execution failed and releases its lock.
-async fn execution_ended(app: &App, event: &Value) -> Result<Outcome, String> {
+async fn execution_ended(app: &App, event: &Value) -> Result<Outcome, TriggerError> {
     let detail = &event["detail"];
     let status = detail["status"].as_str().unwrap_or_default();
     if !matches!(status, "FAILED" | "TIMED_OUT" | "ABORTED") {
         return Ok(Outcome { skipped: vec![format!("execution status {status}")], ..Outcome::default() });
     }
     let input: ExecutionInput = serde_json::from_str(detail["input"].as_str().unwrap_or_default())
-        .map_err(|e| format!("the execution's input is not a dbroles job: {e}"))?;
+        .map_err(|e| TriggerError::Malformed(format!("the execution's input is not a dbroles job: {e}")))?;
     let why = [detail["error"].as_str(), detail["cause"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
     let message = match why.is_empty() {
         true => format!("the execution ended {status}"),
         false => format!("the execution ended {status}: {why}"),
     };
-    let repaired = repair(app.jobs.as_ref(), &input, &message, &app.settings).await.map_err(|e| e.to_string())?;
+    let repaired = jobs::repair(app.jobs.as_ref(), &input, &message, &app.settings).await?;
     Ok(match repaired {
         true => Outcome { repaired: vec![input.job_id], ..Outcome::default() },
         false => Outcome { skipped: vec![format!("job {} had finished", input.job_id)], ..Outcome::default() },

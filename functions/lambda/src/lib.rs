@@ -1,11 +1,12 @@
-//! What every dbroles Lambda shares: its configuration from the environment, its
-//! AWS clients, JSON logs, and the runtime loop around a step or trigger handler.
+//! What every dbroles Lambda shares: its configuration and AWS clients, JSON
+//! logs, and the runtime loop around the step and trigger handlers. The API
+//! Lambda runs the axum router ([`dbroles_core::api`]) through `lambda_http`.
 
 use std::sync::Arc;
 
-use dbroles_core::api::App;
-use dbroles_core::config::{self, Config};
-use dbroles_core::steps::{self, Deps, Step};
+use dbroles_core::config::{Config, ConfigError};
+use dbroles_core::deps::{App, Deps};
+use dbroles_core::steps::{self, Step, StepError};
 use dbroles_core::triggers::{self, TriggerSettings};
 use dbroles_core::workflow::StepFunctions;
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
@@ -18,52 +19,48 @@ pub fn init_tracing() {
     tracing_subscriber::fmt().json().without_time().with_target(false).with_env_filter(filter).init();
 }
 
-/// The router's dependencies on the deployment: the table, RDS and the state machine.
-pub fn app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<App, String> {
+/// The configuration, the AWS clients and the dependencies they make, read once at start.
+pub async fn deps() -> Result<(Config, aws_config::SdkConfig, Deps), ConfigError> {
+    let config = Config::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let deps = Deps::aws(&config, &aws).await?;
+    Ok((config, aws, deps))
+}
+
+/// What the API and the triggers reach: the steps' dependencies and the state machine.
+pub fn app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
     let state_machine_arn = config.state_machine_arn.clone().ok_or("DBROLES_STATE_MACHINE_ARN is not set")?;
-    Ok(App {
-        jobs: deps.jobs.clone(),
-        resources: deps.resources.clone(),
-        inventory: deps.inventory.clone(),
-        workflow: Arc::new(StepFunctions { client: aws_sdk_sfn::Client::new(aws), state_machine_arn }),
-        settings: deps.settings.clone(),
-    })
+    Ok(App::new(deps, Arc::new(StepFunctions { client: aws_sdk_sfn::Client::new(aws), state_machine_arn })))
 }
 
 /// One step's answer: the new state, or the error `Retry` and `Catch` match on.
 pub async fn handle_step(step: Step, deps: &Deps, payload: Value) -> Result<Value, Diagnostic> {
-    steps::run(step, deps, payload).await.map_err(|error| {
-        tracing::warn!(step = step.name(), error_type = error.type_name(), message = error.message, "step failed");
-        Diagnostic { error_type: error.type_name(), error_message: error.message }
+    steps::run(step, deps, payload).await.map_err(|error: StepError| {
+        tracing::warn!(step = step.name(), error_type = error.error_type.as_str(), message = error.message, "step failed");
+        Diagnostic::from(error)
     })
 }
 
-/// The Lambda of one step.
-pub async fn run_step(step: Step) -> Result<(), Error> {
+/// The step this function runs: `DBROLES_STEP`, which the template sets per function.
+pub fn step_from_env() -> Result<Step, ConfigError> {
+    let name = dbroles_core::config::var("DBROLES_STEP").ok_or("DBROLES_STEP is not set: the step this function runs")?;
+    Step::named(&name).ok_or_else(|| {
+        let known: Vec<&str> = Step::ALL.iter().map(|step| step.name()).collect();
+        ConfigError(format!("DBROLES_STEP={name}: expected one of {}", known.join(", ")))
+    })
+}
+
+/// The step Lambda: the step `DBROLES_STEP` names.
+pub async fn run_step() -> Result<(), Error> {
     init_tracing();
-    let config = Config::from_env()?;
-    let aws = aws_config::load_from_env().await;
-    let deps = Arc::new(config::aws_deps(&config, &aws).await?);
+    let step = step_from_env()?;
+    let (_, _, deps) = deps().await?;
+    let deps = Arc::new(deps);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let deps = deps.clone();
         async move { handle_step(step, &deps, event.payload).await }
     }))
     .await
-}
-
-/// The trigger settings from `DBROLES_PROVISION_TAG` (`key=value`), `DBROLES_DEFAULT_ORG`
-/// and `DBROLES_DEFAULT_AGENT_ID`.
-pub fn trigger_settings() -> Result<TriggerSettings, String> {
-    let mut settings = TriggerSettings::default();
-    if let Some(tag) = config::var("DBROLES_PROVISION_TAG") {
-        let (key, value) = tag.split_once('=').ok_or_else(|| format!("DBROLES_PROVISION_TAG={tag}: expected key=value"))?;
-        (settings.tag_key, settings.tag_value) = (key.trim().into(), value.trim().into());
-    }
-    if let Some(org) = config::var("DBROLES_DEFAULT_ORG") {
-        settings.default_org = org;
-    }
-    settings.default_agent_id = config::var("DBROLES_DEFAULT_AGENT_ID");
-    Ok(settings)
 }
 
 /// One EventBridge event's answer.
@@ -73,18 +70,16 @@ pub async fn handle_trigger(app: &App, settings: &TriggerSettings, payload: Valu
             tracing::info!(?outcome, "trigger handled");
             Ok(serde_json::to_value(outcome).expect("an outcome serialises"))
         }
-        Err(message) => Err(Diagnostic { error_type: "TriggerFailed".into(), error_message: message }),
+        Err(error) => Err(Diagnostic { error_type: "TriggerFailed".into(), error_message: error.to_string() }),
     }
 }
 
 /// The Lambda of the EventBridge rules.
 pub async fn run_triggers() -> Result<(), Error> {
     init_tracing();
-    let config = Config::from_env()?;
-    let aws = aws_config::load_from_env().await;
-    let deps = config::aws_deps(&config, &aws).await?;
+    let (config, aws, deps) = deps().await?;
     let app = Arc::new(app(&config, &deps, &aws)?);
-    let settings = Arc::new(trigger_settings()?);
+    let settings = Arc::new(TriggerSettings::from_env()?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (app, settings) = (app.clone(), settings.clone());
         async move { handle_trigger(&app, &settings, event.payload).await }

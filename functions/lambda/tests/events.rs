@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dbroles_core::config::{self, Config};
+use dbroles_core::config::Config;
+use dbroles_core::config::Settings;
+use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::job::{Job, Phase};
+use dbroles_core::jobs;
+use dbroles_core::notify::{Hook, HookOutcome, Webhook};
 use dbroles_core::request::CreateJobRequest;
-use dbroles_core::runner::{self, Settings};
-use dbroles_core::steps::{Deps, Hook, HookOutcome, Step, Webhook};
+use dbroles_core::steps::Step;
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::{JobStore, NewJob};
 use dbroles_lambda::{handle_step, handle_trigger};
@@ -79,7 +82,7 @@ async fn seed_running(store: &dyn JobStore, id: &str, instance_arn: &str, extra:
     merge(&mut request, extra);
     let request: CreateJobRequest = serde_json::from_value(request).unwrap();
     let spec = dbroles_core::job::JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
-    let mut record = runner::new_record("acme", "alice", request.clone(), spec);
+    let mut record = jobs::new_record("acme", "alice", request.clone(), spec);
     record.job.id = id.into();
     store.create_job(NewJob { record, idempotency: None }).await.unwrap();
     request
@@ -143,7 +146,7 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
     // The functions' AWS calls go through a recorder: the template must grant each what it does.
     let recorder = ActionRecorder::start(&moto_endpoint()).await;
     let observed = aws_config(&recorder.endpoint).await;
-    let mut deps: Deps = config::aws_deps(&config, &observed).await.unwrap();
+    let mut deps: Deps = Deps::aws(&config, &observed).await.unwrap();
     let hook = Arc::new(RecordingHook::default());
     deps.hook = Some(hook.clone());
     let (url, received) = webhook_receiver().await;
@@ -235,7 +238,7 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
     }
     seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
     let app = dbroles_lambda::app(&config, &deps, &observed).unwrap();
-    let settings = dbroles_lambda::trigger_settings().unwrap();
+    let settings = dbroles_core::triggers::TriggerSettings::from_env().unwrap();
     for file in TRIGGER_SAMPLES {
         recorder.take();
         let out = handle_trigger(&app, &settings, sample(file))

@@ -1,18 +1,21 @@
-//! The job routes.
+//! The job routes: each translates the request for [`crate::jobs`] and its answer back.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::{json, limit, no_content, ApiError, ApiResult, App, Message};
+use super::extract::{Admin, Body};
+use super::{limit, ApiError, Message, Shared};
 use crate::auth::Caller;
-use crate::engine;
-use crate::job::{Job, JobRecord, Phase, Timestamp};
+use crate::job::{Job, Phase, Timestamp};
+use crate::jobs;
 use crate::request::{CreateJobRequest, CreateJobResponse};
-use crate::runner;
-use crate::store::{Created, Idempotency, JobQuery, JobStats, NewJob, Page};
+use crate::store::{Idempotency, JobQuery, JobStats, Page};
+
+type Answer<T> = Result<T, ApiError>;
 
 /// Creates a job and starts the workflow that carries it out.
 #[utoipa::path(
@@ -29,54 +32,20 @@ use crate::store::{Created, Idempotency, JobQuery, JobStats, NewJob, Page};
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn create(app: &App, caller: &Caller, request: &Request<Bytes>) -> ApiResult {
-    let body = request.body();
-    let create = CreateJobRequest::parse(body)?;
-    let idempotency = idempotency(request, body)?;
-    let job_id = start_job(app, &caller.org, &caller.sub, create, idempotency).await?;
-    json(StatusCode::ACCEPTED, &CreateJobResponse { job_id })
+pub(super) async fn create(
+    State(app): State<Shared>,
+    Admin(caller): Admin,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer<(StatusCode, Json<CreateJobResponse>)> {
+    let create = CreateJobRequest::parse(&body)?;
+    let idempotency = idempotency(&headers, &body)?;
+    let job_id = jobs::start(&app, &caller.org, &caller.sub, create, idempotency).await?;
+    Ok((StatusCode::ACCEPTED, Json(CreateJobResponse { job_id })))
 }
 
-/// Stores a validated request as a running job and starts its workflow: the job's
-/// id. If the workflow cannot start, the job is failed with the reason (5xx).
-pub async fn start_job(
-    app: &App,
-    org: &str,
-    created_by: &str,
-    create: CreateJobRequest,
-    idempotency: Option<Idempotency>,
-) -> Result<String, ApiError> {
-    let arn = create.instance_arn();
-    let instance = app
-        .inventory
-        .describe(&arn)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?
-        .ok_or_else(|| ApiError::bad_request(format!("aws.instance_arn: no instance or cluster {arn} was found")))?;
-    engine::validate_prefix(&app.settings.role_prefix, &instance.engine)?;
-    let mut record = runner::new_record(org, created_by, create, runner::spec_of(&instance, &arn.account));
-    match app.jobs.create_job(NewJob { record: record.clone(), idempotency }).await? {
-        Created::Replayed(job_id) => return Ok(job_id),
-        Created::New => {}
-    }
-    match app.workflow.start(&record).await {
-        Ok(execution) => {
-            record.execution = Some(execution);
-            // A quick job may have finished already; then there is nothing to record.
-            app.jobs.update_job(&record).await?;
-            Ok(record.job.id)
-        }
-        Err(reason) => {
-            let message = format!("the workflow could not be started: {reason}");
-            record.finish(Phase::Failed, &message);
-            app.jobs.finish_job(&record, app.settings.expiry()).await?;
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("job {} failed: {message}", record.job.id)))
-        }
-    }
-}
-
-fn idempotency(request: &Request<Bytes>, body: &[u8]) -> Result<Option<Idempotency>, ApiError> {
-    let Some(key) = request.headers().get("idempotency-key") else { return Ok(None) };
+fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, ApiError> {
+    let Some(key) = headers.get("idempotency-key") else { return Ok(None) };
     let key = key
         .to_str()
         .ok()
@@ -91,10 +60,6 @@ fn idempotency(request: &Request<Bytes>, body: &[u8]) -> Result<Option<Idempoten
     }))
 }
 
-async fn find(app: &App, caller: &Caller, id: &str) -> Result<JobRecord, ApiError> {
-    app.jobs.get_job(&caller.org, id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))
-}
-
 /// One job, exactly as seeds 000/001 show it.
 #[utoipa::path(
     get, path = "/dbroles/jobs/{id}", tag = "jobs",
@@ -105,8 +70,8 @@ async fn find(app: &App, caller: &Caller, id: &str) -> Result<JobRecord, ApiErro
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn get(app: &App, caller: &Caller, id: &str) -> ApiResult {
-    json(StatusCode::OK, &find(app, caller, id).await?.job)
+pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(id): Path<String>) -> Answer<Json<Job>> {
+    Ok(Json(jobs::find(&app, &caller.org, &id).await?.job))
 }
 
 /// The organisation's jobs, newest first.
@@ -127,7 +92,11 @@ pub(super) async fn get(app: &App, caller: &Caller, id: &str) -> ApiResult {
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn list(app: &App, caller: &Caller, params: &HashMap<String, String>) -> ApiResult {
+pub(super) async fn list(
+    State(app): State<Shared>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer<Json<Page<Job>>> {
     let time = |name: &str| {
         params
             .get(name)
@@ -144,10 +113,10 @@ pub(super) async fn list(app: &App, caller: &Caller, params: &HashMap<String, St
         db_engine: params.get("db_engine").cloned(),
         created_after: time("created_after")?,
         created_before: time("created_before")?,
-        limit: limit(params, 50)?,
+        limit: limit(&params, 50)?,
         next_token: params.get("next_token").cloned(),
     };
-    json(StatusCode::OK, &app.jobs.list_jobs(&caller.org, &query).await?)
+    Ok(Json(app.jobs.list_jobs(&caller.org, &query).await?))
 }
 
 /// How many jobs the organisation has, by phase and by engine.
@@ -156,8 +125,8 @@ pub(super) async fn list(app: &App, caller: &Caller, params: &HashMap<String, St
     responses((status = 200, description = "The counts", body = JobStats)),
     security(("bearer" = []))
 )]
-pub(super) async fn stats(app: &App, caller: &Caller) -> ApiResult {
-    json(StatusCode::OK, &app.jobs.job_stats(&caller.org).await?)
+pub(super) async fn stats(State(app): State<Shared>, caller: Caller) -> Answer<Json<JobStats>> {
+    Ok(Json(app.jobs.job_stats(&caller.org).await?))
 }
 
 /// Stops a running job: its execution is stopped and the job fails, naming who cancelled it.
@@ -172,26 +141,8 @@ pub(super) async fn stats(app: &App, caller: &Caller) -> ApiResult {
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn cancel(app: &App, caller: &Caller, id: &str) -> ApiResult {
-    let mut record = find(app, caller, id).await?;
-    let already_finished = || ApiError::conflict(format!("job {id} has already finished"));
-    if !record.is_running() {
-        return Err(already_finished());
-    }
-    let message = format!("cancelled by {}", caller.sub);
-    if let Some(execution) = &record.execution {
-        app.workflow.stop(execution, &message).await.map_err(|reason| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("job {id} is still running: its execution could not be stopped: {reason}"),
-            )
-        })?;
-    }
-    record.finish(Phase::Failed, message);
-    if !app.jobs.finish_job(&record, app.settings.expiry()).await? {
-        return Err(already_finished());
-    }
-    json(StatusCode::OK, &record.job)
+pub(super) async fn cancel(State(app): State<Shared>, Admin(caller): Admin, Path(id): Path<String>) -> Answer<Json<Job>> {
+    Ok(Json(jobs::cancel(&app, &caller.org, &id, &caller.sub).await?))
 }
 
 /// Forgets a finished job.
@@ -205,11 +156,7 @@ pub(super) async fn cancel(app: &App, caller: &Caller, id: &str) -> ApiResult {
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn delete(app: &App, caller: &Caller, id: &str) -> ApiResult {
-    app.jobs.delete_job(&caller.org, id).await.map_err(|error| match error {
-        crate::store::StoreError::Running => ApiError::conflict(format!("job {id} is running: cancel it first")),
-        crate::store::StoreError::NotFound => ApiError::not_found(format!("no job {id}")),
-        other => other.into(),
-    })?;
-    no_content()
+pub(super) async fn delete(State(app): State<Shared>, Admin(caller): Admin, Path(id): Path<String>) -> Answer<StatusCode> {
+    jobs::delete(&app, &caller.org, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

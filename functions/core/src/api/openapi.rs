@@ -1,18 +1,13 @@
-//! `GET /openapi.json`: generated from the handlers' annotations and the types
-//! they exchange, so it cannot drift from the code.
+//! `GET /openapi.json`: what every document shares (title, tags, the bearer
+//! scheme); the paths come from the routes themselves ([`super::routes`]), so the
+//! document cannot drift from the code.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{jobs, resources};
-
 #[derive(OpenApi)]
 #[openapi(
     info(title = "dbroles", description = "Least-privilege database roles on AWS RDS and Aurora."),
-    paths(
-        jobs::create, jobs::list, jobs::stats, jobs::get, jobs::cancel, jobs::delete,
-        resources::create, resources::list, resources::get, resources::put, resources::delete,
-    ),
     modifiers(&Bearer),
     tags(
         (name = "jobs", description = "DB role jobs: the roles `<prefix>_ro`, `<prefix>_rw` and `<prefix>_ddl` in every database of an instance"),
@@ -31,7 +26,7 @@ impl Modify for Bearer {
     }
 }
 
-/// The OpenAPI 3 document of every route.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The document before the routes add their paths.
+pub(super) fn base() -> utoipa::openapi::OpenApi {
     Document::openapi()
 }

@@ -2,13 +2,18 @@
 
 use std::collections::HashMap;
 
+use axum::extract::{Path, Query, State};
+use axum::Json;
 use http::StatusCode;
 
-use super::{json, limit, no_content, ApiError, ApiResult, App, Message};
+use super::extract::{Admin, Body};
+use super::{limit, ApiError, Message, Shared};
 use crate::auth::Caller;
 use crate::request::parse_json;
 use crate::resource::{ResourceInput, ResourceView};
-use crate::store::Page;
+use crate::store::{Page, StoreError};
+
+type Answer<T> = Result<T, ApiError>;
 
 fn parse(body: &[u8]) -> Result<ResourceInput, ApiError> {
     let input: ResourceInput = parse_json(body)?;
@@ -27,10 +32,14 @@ fn parse(body: &[u8]) -> Result<ResourceInput, ApiError> {
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn create(app: &App, caller: &Caller, body: &[u8]) -> ApiResult {
-    let resource = parse(body)?.into_resource(&caller.org, None);
+pub(super) async fn create(
+    State(app): State<Shared>,
+    Admin(caller): Admin,
+    Body(body): Body,
+) -> Answer<(StatusCode, Json<ResourceView>)> {
+    let resource = parse(&body)?.into_resource(&caller.org, None);
     app.resources.create_resource(&resource).await?;
-    json(StatusCode::CREATED, &resource.view())
+    Ok((StatusCode::CREATED, Json(resource.view())))
 }
 
 /// The organisation's resources, by name.
@@ -43,11 +52,15 @@ pub(super) async fn create(app: &App, caller: &Caller, body: &[u8]) -> ApiResult
     responses((status = 200, description = "A page of resources", body = Page<ResourceView>)),
     security(("bearer" = []))
 )]
-pub(super) async fn list(app: &App, caller: &Caller, params: &HashMap<String, String>) -> ApiResult {
-    let page =
-        app.resources.list_resources(&caller.org, limit(params, 50)?, params.get("next_token").map(String::as_str)).await?;
+pub(super) async fn list(
+    State(app): State<Shared>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer<Json<Page<ResourceView>>> {
+    let next_token = params.get("next_token").map(String::as_str);
+    let page = app.resources.list_resources(&caller.org, limit(&params, 50)?, next_token).await?;
     let items: Vec<ResourceView> = page.items.iter().map(|r| r.view()).collect();
-    json(StatusCode::OK, &Page { items, next_token: page.next_token })
+    Ok(Json(Page { items, next_token: page.next_token }))
 }
 
 /// One resource.
@@ -60,10 +73,13 @@ pub(super) async fn list(app: &App, caller: &Caller, params: &HashMap<String, St
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn get(app: &App, caller: &Caller, name: &str) -> ApiResult {
-    let resource =
-        app.resources.get_resource(&caller.org, name).await?.ok_or_else(|| ApiError::not_found(format!("no resource {name}")))?;
-    json(StatusCode::OK, &resource.view())
+pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(name): Path<String>) -> Answer<Json<ResourceView>> {
+    let resource = app
+        .resources
+        .get_resource(&caller.org, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no resource {name}")))?;
+    Ok(Json(resource.view()))
 }
 
 /// Creates or replaces a resource; its roles keep their ids.
@@ -77,15 +93,20 @@ pub(super) async fn get(app: &App, caller: &Caller, name: &str) -> ApiResult {
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn put(app: &App, caller: &Caller, name: &str, body: &[u8]) -> ApiResult {
-    let input = parse(body)?;
+pub(super) async fn put(
+    State(app): State<Shared>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> Answer<Json<ResourceView>> {
+    let input = parse(&body)?;
     if input.name != name {
         return Err(ApiError::bad_request(format!("name: '{}' does not match the path's '{name}'", input.name)));
     }
-    let previous = app.resources.get_resource(&caller.org, name).await?;
+    let previous = app.resources.get_resource(&caller.org, &name).await?;
     let resource = input.into_resource(&caller.org, previous.as_ref());
     app.resources.put_resource(&resource).await?;
-    json(StatusCode::OK, &resource.view())
+    Ok(Json(resource.view()))
 }
 
 /// Deletes a resource.
@@ -98,10 +119,10 @@ pub(super) async fn put(app: &App, caller: &Caller, name: &str, body: &[u8]) -> 
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn delete(app: &App, caller: &Caller, name: &str) -> ApiResult {
-    app.resources.delete_resource(&caller.org, name).await.map_err(|error| match error {
-        crate::store::StoreError::NotFound => ApiError::not_found(format!("no resource {name}")),
+pub(super) async fn delete(State(app): State<Shared>, Admin(caller): Admin, Path(name): Path<String>) -> Answer<StatusCode> {
+    app.resources.delete_resource(&caller.org, &name).await.map_err(|error| match error {
+        StoreError::NotFound => ApiError::not_found(format!("no resource {name}")),
         other => other.into(),
     })?;
-    no_content()
+    Ok(StatusCode::NO_CONTENT)
 }

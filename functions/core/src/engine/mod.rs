@@ -1,6 +1,7 @@
 //! Role provisioning on PostgreSQL and MySQL/MariaDB: three login roles
 //! (`<prefix>_ro`, `<prefix>_rw`, `<prefix>_ddl`) with grants in every database.
 
+mod error;
 pub mod mysql;
 pub mod password;
 pub mod postgres;
@@ -14,6 +15,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::request::Invalid;
+pub use error::DbError;
 pub use tls::{TlsConfig, TlsMode};
 
 /// The engines dbroles provisions, as RDS names them.
@@ -142,7 +144,7 @@ impl RoleSpec {
 pub struct RoleOutcome {
     pub level: Level,
     pub user: String,
-    pub result: Result<(), String>,
+    pub result: Result<(), DbError>,
 }
 
 /// What a run did, for the job and the benchmark.
@@ -158,10 +160,19 @@ pub struct Report {
 /// A failure of the whole run (nothing per role to report).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
-    #[error("could not connect to {target}: {message}")]
-    Connect { target: String, message: String },
-    #[error("{0}")]
-    Failed(String),
+    #[error("could not connect to {target}: {source}")]
+    Connect { target: String, source: DbError },
+    #[error(transparent)]
+    Failed(DbError),
+}
+
+impl EngineError {
+    /// Whether the run may succeed if tried again (the instance failing over, say).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Connect { source, .. } | EngineError::Failed(source) => source.transient,
+        }
+    }
 }
 
 /// Counts connections, statements and round trips as they happen.
@@ -202,21 +213,21 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
 }
 
 /// Logs in as a role: proof that the password works.
-pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), String> {
+pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {
     match target.family {
         Family::Postgres => postgres::check_login(target, user, password).await,
         Family::MySql => mysql::check_login(target, user, password).await,
     }
 }
 
-/// Runs a future with a time limit, naming what timed out.
+/// Runs a future with a time limit, naming what timed out (which may pass: transient).
 pub(crate) async fn limited<T>(
     limit: Duration,
     what: impl FnOnce() -> String,
-    work: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    work: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
     match tokio::time::timeout(limit, work).await {
         Ok(result) => result,
-        Err(_) => Err(format!("{} timed out after {} s", what(), limit.as_secs_f32())),
+        Err(_) => Err(DbError::transient(format!("{} timed out after {} s", what(), limit.as_secs_f32()))),
     }
 }

@@ -18,7 +18,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{limited, Counters, EngineError, Level, Report, RoleOutcome, RoleSpec, Target, TlsMode};
+use super::{limited, Counters, DbError, EngineError, Level, Report, RoleOutcome, RoleSpec, Target, TlsMode};
 
 /// Schemas that are never granted.
 pub const SYSTEM_SCHEMAS: [&str; 5] = ["mysql", "sys", "performance_schema", "information_schema", "rdsadmin"];
@@ -42,7 +42,7 @@ fn account(user: &str) -> String {
     format!("{}@'%'", quote_literal(user))
 }
 
-pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString) -> Result<Conn, String> {
+pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString) -> Result<Conn, DbError> {
     let where_ = || format!("connecting to {}:{} as {user}", target.host, target.port);
     let mut opts = OptsBuilder::default()
         .ip_or_hostname(target.host.clone())
@@ -62,15 +62,15 @@ pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString
             opts = opts.ssl_opts(ssl);
         }
     }
-    let connect = async { Conn::new(opts).await.map_err(|e| format!("{}: {e}", where_())) };
+    let connect = async { Conn::new(opts).await.map_err(|e| DbError::from_mysql(&e).context(where_())) };
     limited(target.connect_timeout, where_, connect).await
 }
 
-async fn run(conn: &mut Conn, target: &Target, sql: &[String], counters: &Counters) -> Result<(), String> {
+async fn run(conn: &mut Conn, target: &Target, sql: &[String], counters: &Counters) -> Result<(), DbError> {
     counters.sent(sql.len());
     let batch = sql.join(";\n");
     limited(target.statement_timeout, || "a statement".to_string(), async {
-        conn.query_drop(batch).await.map_err(|e| e.to_string())
+        conn.query_drop(batch).await.map_err(|e| DbError::from_mysql(&e))
     })
     .await
 }
@@ -90,12 +90,12 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
     let counters = Arc::new(Counters::default());
     let mut conn = connect(target, &target.master_user, &target.master_password)
         .await
-        .map_err(|message| EngineError::Connect { target: target.describe(), message })?;
+        .map_err(|source| EngineError::Connect { target: target.describe(), source })?;
     counters.connection();
     let databases: Vec<String> = conn
         .query::<String, _>("SELECT schema_name FROM information_schema.schemata ORDER BY schema_name")
         .await
-        .map_err(|e| EngineError::Failed(format!("listing databases on {}: {e}", target.describe())))?
+        .map_err(|e| EngineError::Failed(DbError::from_mysql(&e).context(format!("listing databases on {}", target.describe()))))?
         .into_iter()
         .filter(|name| !SYSTEM_SCHEMAS.contains(&name.to_ascii_lowercase().as_str()))
         .collect();
@@ -114,7 +114,7 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
         for db in &databases {
             sql.push(format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(&role.user)));
         }
-        let result = run(&mut conn, target, &sql, &counters).await.map_err(|e| format!("{}: {e}", role.user));
+        let result = run(&mut conn, target, &sql, &counters).await.map_err(|e| e.context(&role.user));
         outcomes.push(RoleOutcome { level: role.level, user: role.user.clone(), result });
     }
     // The connection is dropped here; mysql_async closes it in the background.
@@ -122,9 +122,9 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
     Ok(counters.into_report(outcomes, databases))
 }
 
-pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), String> {
+pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {
     let mut conn = connect(target, user, password).await?;
-    conn.query_drop("SELECT 1").await.map_err(|e| e.to_string())?;
+    conn.query_drop("SELECT 1").await.map_err(|e| DbError::from_mysql(&e))?;
     let _ = conn.disconnect().await; // safe: the login was proven
     Ok(())
 }

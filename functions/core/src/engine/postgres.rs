@@ -15,7 +15,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{limited, Counters, EngineError, Level, Report, RoleOutcome, RoleSpec, Target};
+use super::{limited, Counters, DbError, EngineError, Level, Report, RoleOutcome, RoleSpec, Target};
 
 /// Databases that are never provisioned.
 const SKIPPED_DATABASES: [&str; 3] = ["template0", "template1", "rdsadmin"];
@@ -32,7 +32,7 @@ pub fn quote_literal(text: &str) -> String {
 }
 
 /// Connects to one database; the message names the host and user, never the password.
-pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString, db: &str) -> Result<Client, String> {
+pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString, db: &str) -> Result<Client, DbError> {
     let mut config = Config::new();
     config
         .host(&target.host)
@@ -44,19 +44,19 @@ pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString
         .connect_timeout(target.connect_timeout)
         .options(format!("-c statement_timeout={}", target.statement_timeout.as_millis()));
     let where_ = || format!("connecting to {}:{} as {user} (database {db})", target.host, target.port);
-    let tls = target.tls.client_config().map_err(|e| format!("{}: {e}", where_()))?;
+    let tls = target.tls.client_config().map_err(|e| DbError::permanent(format!("{}: {e}", where_())))?;
     let connect = async {
         match tls {
             None => {
                 config.ssl_mode(SslMode::Disable);
-                let (client, connection) = config.connect(NoTls).await.map_err(|e| format!("{}: {}", where_(), describe(&e)))?;
+                let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e).context(where_()))?;
                 tokio::spawn(connection);
                 Ok(client)
             }
             Some(tls) => {
                 config.ssl_mode(SslMode::Require);
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-                let (client, connection) = config.connect(tls).await.map_err(|e| format!("{}: {}", where_(), describe(&e)))?;
+                let (client, connection) = config.connect(tls).await.map_err(|e| describe(&e).context(where_()))?;
                 tokio::spawn(connection);
                 Ok(client)
             }
@@ -65,18 +65,8 @@ pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString
     limited(target.connect_timeout + std::time::Duration::from_secs(1), where_, connect).await
 }
 
-/// An error with its server message and SQLSTATE, or its source.
-fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
-    }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        text = format!("{text}: {inner}");
-        source = inner.source();
-    }
-    text
+fn describe(error: &tokio_postgres::Error) -> DbError {
+    DbError::from_postgres(error)
 }
 
 fn is_concurrent_update(error: &tokio_postgres::Error) -> bool {
@@ -92,19 +82,19 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
     let counters = Arc::new(Counters::default());
     let master = connect(target, &target.master_user, &target.master_password, "postgres")
         .await
-        .map_err(|message| EngineError::Connect { target: target.describe(), message })?;
+        .map_err(|source| EngineError::Connect { target: target.describe(), source })?;
     counters.connection();
-    if let Err(message) = create_roles(&master, roles, &counters).await {
+    if let Err(error) = create_roles(&master, roles, &counters).await {
         let outcomes = roles
             .iter()
-            .map(|role| RoleOutcome { level: role.level, user: role.user.clone(), result: Err(message.clone()) })
+            .map(|role| RoleOutcome { level: role.level, user: role.user.clone(), result: Err(error.clone()) })
             .collect();
         return Ok(counters.into_report(outcomes, Vec::new()));
     }
     let databases: Vec<String> = master
         .query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[])
         .await
-        .map_err(|e| EngineError::Failed(format!("listing databases on {}: {}", target.describe(), describe(&e))))?
+        .map_err(|e| EngineError::Failed(describe(&e).context(format!("listing databases on {}", target.describe()))))?
         .iter()
         .map(|row| row.get::<_, String>(0))
         .filter(|name| !SKIPPED_DATABASES.contains(&name.as_str()))
@@ -116,17 +106,23 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
     // The futures are collected first, so no closure is held across an await and
     // the whole future stays `Send` for any lifetime (a spawned task can await it).
     let pending: Vec<_> = databases.iter().map(|db| provision_database(target, db, roles, &counters)).collect();
-    let per_database: Vec<Vec<Result<(), String>>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
+    let per_database: Vec<Vec<Result<(), DbError>>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
     let outcomes = roles
         .iter()
         .enumerate()
         .map(|(i, role)| {
-            let failures: Vec<String> = per_database
+            let failures: Vec<DbError> = per_database
                 .iter()
                 .zip(&databases)
-                .filter_map(|(results, db)| results[i].as_ref().err().map(|e| format!("database {db}: {e}")))
+                .filter_map(|(results, db)| results[i].clone().err().map(|e| e.context(format!("database {db}"))))
                 .collect();
-            let result = if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) };
+            let result = match failures.is_empty() {
+                true => Ok(()),
+                false => Err(DbError {
+                    message: failures.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "),
+                    transient: failures.iter().all(|e| e.transient),
+                }),
+            };
             RoleOutcome { level: role.level, user: role.user.clone(), result }
         })
         .collect();
@@ -134,14 +130,14 @@ pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, En
 }
 
 /// `CREATE ROLE` or `ALTER ROLE` for each, in one transaction, retried on concurrent catalog updates.
-async fn create_roles(master: &Client, roles: &[RoleSpec], counters: &Counters) -> Result<(), String> {
+async fn create_roles(master: &Client, roles: &[RoleSpec], counters: &Counters) -> Result<(), DbError> {
     let names: Vec<&str> = roles.iter().map(|role| role.user.as_str()).collect();
-    let mut last = String::new();
+    let mut last = DbError::permanent("no attempt was made");
     for attempt in 0..ATTEMPTS {
         let existing: Vec<String> = master
             .query("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)", &[&names])
             .await
-            .map_err(|e| format!("reading roles: {}", describe(&e)))?
+            .map_err(|e| describe(&e).context("reading roles"))?
             .iter()
             .map(|row| row.get(0))
             .collect();
@@ -167,15 +163,15 @@ async fn create_roles(master: &Client, roles: &[RoleSpec], counters: &Counters) 
             Err(error) => {
                 // The transaction is aborted or gone; make sure it is closed.
                 let _ = master.batch_execute("ROLLBACK").await; // safe: only ends a failed transaction
-                if !is_concurrent_update(&error) || attempt + 1 == ATTEMPTS {
-                    return Err(format!("creating roles: {}", describe(&error)));
+                last = describe(&error).context("creating roles");
+                if !is_concurrent_update(&error) {
+                    return Err(last);
                 }
-                last = describe(&error);
                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
             }
         }
     }
-    Err(format!("creating roles: {last}"))
+    Err(last)
 }
 
 /// The grants of one role in one database, for the schemas given.
@@ -212,10 +208,10 @@ pub fn grant_statements(db: &str, schemas: &[String], role: &RoleSpec, master: &
 }
 
 /// One database: one connection, one transaction, a savepoint per role.
-async fn provision_database(target: &Target, db: &str, roles: &[RoleSpec], counters: &Counters) -> Vec<Result<(), String>> {
+async fn provision_database(target: &Target, db: &str, roles: &[RoleSpec], counters: &Counters) -> Vec<Result<(), DbError>> {
     let client = match connect(target, &target.master_user, &target.master_password, db).await {
         Ok(client) => client,
-        Err(message) => return roles.iter().map(|_| Err(message.clone())).collect(),
+        Err(error) => return roles.iter().map(|_| Err(error.clone())).collect(),
     };
     counters.connection();
     let mut last = Vec::new();
@@ -241,7 +237,7 @@ async fn provision_database_once(
     db: &str,
     roles: &[RoleSpec],
     counters: &Counters,
-) -> Result<Vec<Result<(), String>>, (String, bool)> {
+) -> Result<Vec<Result<(), DbError>>, (DbError, bool)> {
     let schemas: Vec<String> = client
         .query(
             "SELECT nspname::text FROM pg_namespace \
@@ -250,7 +246,7 @@ async fn provision_database_once(
             &[],
         )
         .await
-        .map_err(|e| (format!("listing schemas: {}", describe(&e)), is_concurrent_update(&e)))?
+        .map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?
         .iter()
         .map(|row| row.get(0))
         .collect();
@@ -284,7 +280,7 @@ async fn provision_database_once(
     Ok(results)
 }
 
-pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), String> {
+pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {
     let client = connect(target, user, password, "postgres").await?;
     client.simple_query("SELECT 1").await.map_err(|e| describe(&e))?;
     Ok(())

@@ -128,10 +128,10 @@ impl Inventory for LocalInventory {
     async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError> {
         let local = self
             .find(&instance.arn)
-            .ok_or_else(|| InventoryError::Unavailable(format!("{} is not in the local inventory", instance.arn)))?;
+            .ok_or_else(|| InventoryError::Failed(format!("{} is not in the local inventory", instance.arn)))?;
         let password = match (&local.master_password, &local.master_password_env) {
             (_, Some(var)) => std::env::var(var)
-                .map_err(|_| InventoryError::Unavailable(format!("the variable {var} (master_password_env) is not set")))?,
+                .map_err(|_| InventoryError::Failed(format!("the variable {var} (master_password_env) is not set")))?,
             (Some(password), None) => password.clone(),
             (None, None) => String::new(),
         };

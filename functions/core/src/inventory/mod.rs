@@ -49,8 +49,11 @@ pub enum InventoryError {
         "the instance has no RDS-managed master secret: enable it with `aws rds modify-db-instance --db-instance-identifier {0} --manage-master-user-password` (or modify-db-cluster for Aurora), or send aws.allow_master_password_reset: true"
     )]
     NoMasterSecret(String),
+    /// Worth another attempt: throttling, a 5xx, a time-out.
     #[error("the instance inventory is unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
     #[error("{0}")]
     NotSupported(String),
 }

@@ -7,11 +7,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_rds::config::http::HttpResponse;
+use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
 use super::*;
+use crate::aws::Fault;
 
 /// The RDS, Secrets Manager and STS clients of one account.
 #[derive(Clone)]
@@ -43,15 +45,15 @@ pub struct RdsInventory {
     overrides: HashMap<String, String>,
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    error: aws_sdk_rds::error::SdkError<E, R>,
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    what: &str,
+    error: SdkError<E, HttpResponse>,
 ) -> InventoryError {
-    let code = error.as_service_error().and_then(|e| e.code()).unwrap_or_default().to_string();
-    let text = DisplayErrorContext(&error).to_string();
-    if code.contains("AccessDenied") || code.contains("UnauthorizedOperation") {
-        InventoryError::AccessDenied(text)
-    } else {
-        InventoryError::Unavailable(text)
+    let text = format!("{what}: {}", crate::aws::describe(&error));
+    match crate::aws::fault(&error) {
+        Fault::AccessDenied => InventoryError::AccessDenied(text),
+        Fault::Transient => InventoryError::Unavailable(text),
+        Fault::NotFound | Fault::Other => InventoryError::Failed(text),
     }
 }
 
@@ -91,16 +93,13 @@ impl RdsInventory {
     }
 
     async fn home_account(&self) -> Result<&str, InventoryError> {
-        let account =
-            self.home_account
-                .get_or_try_init(|| async {
-                    let identity =
-                        self.home.sts.get_caller_identity().send().await.map_err(|e| {
-                            InventoryError::Unavailable(format!("GetCallerIdentity: {}", DisplayErrorContext(&e)))
-                        })?;
-                    Ok::<_, InventoryError>(identity.account().unwrap_or_default().to_string())
-                })
-                .await?;
+        let account = self
+            .home_account
+            .get_or_try_init(|| async {
+                let identity = self.home.sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
+                Ok::<_, InventoryError>(identity.account().unwrap_or_default().to_string())
+            })
+            .await?;
         Ok(account.as_str())
     }
 
@@ -131,7 +130,7 @@ impl RdsInventory {
 
     fn account_of(instance: &Instance) -> Result<String, InventoryError> {
         let arn: InstanceArn =
-            instance.arn.parse().map_err(|e| InventoryError::Unavailable(format!("the instance ARN {}: {e}", instance.arn)))?;
+            instance.arn.parse().map_err(|e| InventoryError::Failed(format!("the instance ARN {}: {e}", instance.arn)))?;
         Ok(arn.account)
     }
 
@@ -140,7 +139,7 @@ impl RdsInventory {
         let out = match rds.describe_db_instances().db_instance_identifier(arn.as_str()).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_db_instance_not_found_fault()) => return Ok(None),
-            Err(e) => return Err(classify(e)),
+            Err(e) => return Err(classify("DescribeDBInstances", e)),
         };
         let Some(db) = out.db_instances().first() else { return Ok(None) };
         let endpoint = db.endpoint();
@@ -176,7 +175,7 @@ impl RdsInventory {
         let out = match rds.describe_db_clusters().db_cluster_identifier(arn.as_str()).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_db_cluster_not_found_fault()) => return Ok(None),
-            Err(e) => return Err(classify(e)),
+            Err(e) => return Err(classify("DescribeDBClusters", e)),
         };
         let Some(cluster) = out.db_clusters().first() else { return Ok(None) };
         let vpc_id = match cluster.db_subnet_group() {
@@ -233,39 +232,35 @@ impl Inventory for RdsInventory {
         let secret_id = match &instance.master_secret_arn {
             Some(arn) => arn.clone(),
             // A master password dbroles set earlier (allow_master_password_reset).
+            // Only a definite "not found" means there is none; throttling is tried again.
             None => match secrets.describe_secret().secret_id(&own).send().await {
                 Ok(_) => own,
-                Err(_) => return Err(InventoryError::NoMasterSecret(instance.identifier.clone())),
+                Err(e) if crate::aws::fault(&e) == Fault::NotFound => {
+                    return Err(InventoryError::NoMasterSecret(instance.identifier.clone()))
+                }
+                Err(e) => return Err(classify(&format!("looking for the master secret {own}"), e)),
             },
         };
-        let out = secrets.get_secret_value().secret_id(&secret_id).send().await.map_err(|e| {
-            let text = aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string();
-            if text.contains("AccessDenied") {
-                InventoryError::AccessDenied(format!("reading the master secret {secret_id}: {text}"))
-            } else {
-                InventoryError::Unavailable(format!("reading the master secret {secret_id}: {text}"))
-            }
-        })?;
+        let out = secrets
+            .get_secret_value()
+            .secret_id(&secret_id)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("reading the master secret {secret_id}"), e))?;
         #[derive(serde::Deserialize)]
         struct Master {
             username: String,
             password: String,
         }
         let master: Master = serde_json::from_str(out.secret_string().unwrap_or_default()).map_err(|_| {
-            InventoryError::Unavailable(format!("the master secret {secret_id} is not JSON with username and password"))
+            InventoryError::Failed(format!("the master secret {secret_id} is not JSON with username and password"))
         })?;
         Ok(MasterCredentials { user: master.username, password: SecretString::from(master.password) })
     }
 
     async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
-        let identity = self
-            .clients(account)
-            .await?
-            .sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| InventoryError::Unavailable(format!("GetCallerIdentity: {}", DisplayErrorContext(&e))))?;
+        let identity =
+            self.clients(account).await?.sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
         Ok(identity.arn().unwrap_or_default().to_string())
     }
 
@@ -275,23 +270,22 @@ impl Inventory for RdsInventory {
         let value = serde_json::json!({"username": instance.master_user, "password": password.expose_secret()}).to_string();
         let name = self.master_secret_name(instance);
         // Stored first: if the modification fails, the old password still works and nothing is lost.
-        let stored = match clients.secrets.put_secret_value().secret_id(&name).secret_string(&value).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => clients
-                .secrets
-                .create_secret()
-                .name(&name)
-                .description(format!("The master password dbroles set on {}", instance.arn))
-                .secret_string(&value)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(Into::into),
-            Err(e) => Err(e.into()),
-        };
-        stored.map_err(|e: aws_sdk_secretsmanager::Error| {
-            InventoryError::Unavailable(format!("storing the new master password in {name}: {}", DisplayErrorContext(&e)))
-        })?;
+        let storing = format!("storing the new master password in {name}");
+        match clients.secrets.put_secret_value().secret_id(&name).secret_string(&value).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                clients
+                    .secrets
+                    .create_secret()
+                    .name(&name)
+                    .description(format!("The master password dbroles set on {}", instance.arn))
+                    .secret_string(&value)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&storing, e))?;
+            }
+            Err(e) => return Err(classify(&storing, e)),
+        }
         match instance.kind {
             ArnKind::Db => clients
                 .rds
@@ -302,7 +296,7 @@ impl Inventory for RdsInventory {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(classify),
+                .map_err(|e| classify("ModifyDBInstance", e)),
             ArnKind::Cluster => clients
                 .rds
                 .modify_db_cluster()
@@ -312,7 +306,7 @@ impl Inventory for RdsInventory {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(classify),
+                .map_err(|e| classify("ModifyDBCluster", e)),
         }
     }
 }

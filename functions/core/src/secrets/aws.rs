@@ -3,7 +3,8 @@
 //! `AWSPENDING` and moved to `AWSCURRENT` once the role has logged in with them.
 
 use async_trait::async_trait;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::Tag;
 use aws_sdk_secretsmanager::Client;
 use secrecy::ExposeSecret;
@@ -16,16 +17,13 @@ pub struct AwsSecrets {
     prefix: String,
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    error: SdkError<E, R>,
-) -> SecretError {
-    let code = error.as_service_error().and_then(|e| e.code()).unwrap_or_default().to_string();
-    let text = format!("{what}: {}", DisplayErrorContext(&error));
-    if code.contains("AccessDenied") {
-        SecretError::AccessDenied(text)
-    } else {
-        SecretError::Failed(text)
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(what: &str, error: SdkError<E, HttpResponse>) -> SecretError {
+    use crate::aws::Fault;
+    let text = format!("{what}: {}", crate::aws::describe(&error));
+    match crate::aws::fault(&error) {
+        Fault::AccessDenied => SecretError::AccessDenied(text),
+        Fault::Transient => SecretError::Unavailable(text),
+        Fault::NotFound | Fault::Other => SecretError::Failed(text),
     }
 }
 

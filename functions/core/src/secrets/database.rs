@@ -25,7 +25,10 @@ fn pending(secret_id: &str) -> String {
 }
 
 fn failed(error: crate::store::StoreError) -> SecretError {
-    SecretError::Failed(error.to_string())
+    match error {
+        crate::store::StoreError::Unavailable(_) => SecretError::Unavailable(error.to_string()),
+        other => SecretError::Failed(other.to_string()),
+    }
 }
 
 #[async_trait]

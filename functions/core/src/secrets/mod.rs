@@ -94,8 +94,17 @@ pub struct Staged {
 pub enum SecretError {
     #[error("access denied by the secret store: {0}")]
     AccessDenied(String),
+    /// Worth another attempt: throttling, a 5xx, a time-out, no connection.
+    #[error("the secret store is unavailable: {0}")]
+    Unavailable(String),
     #[error("the secret store failed: {0}")]
     Failed(String),
+}
+
+impl SecretError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SecretError::Unavailable(_))
+    }
 }
 
 #[async_trait]

@@ -53,7 +53,8 @@ impl VaultSecrets {
 }
 
 async fn check(what: &str, response: Result<reqwest::Response, reqwest::Error>) -> Result<reqwest::Response, SecretError> {
-    let response = response.map_err(|e| SecretError::Failed(format!("{what}: {e}")))?;
+    // No answer (refused, reset, timed out): Vault may be back in a moment.
+    let response = response.map_err(|e| SecretError::Unavailable(format!("{what}: {e}")))?;
     let status = response.status();
     if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
         return Ok(response);
@@ -64,6 +65,8 @@ async fn check(what: &str, response: Result<reqwest::Response, reqwest::Error>) 
     let detail = format!("{what}: Vault answered {status}{}", errors.map(|e| format!(": {e}")).unwrap_or_default());
     if status == reqwest::StatusCode::FORBIDDEN {
         Err(SecretError::AccessDenied(detail))
+    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        Err(SecretError::Unavailable(detail))
     } else {
         Err(SecretError::Failed(detail))
     }

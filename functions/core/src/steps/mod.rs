@@ -1,23 +1,19 @@
-//! The steps of the provisioning workflow: one handler each, run by a Lambda of
-//! its own on AWS and by the local executor in-process. The state machine
+//! The steps of the provisioning workflow: one handler each ([`work`]), run by
+//! the step Lambda on AWS (one binary, the step chosen by its function's
+//! configuration) and by the local executor in-process. The state machine
 //! (`statemachine/provision.asl.json`) passes a small [`State`] between them; the
-//! job itself lives in the store.
+//! job itself lives in the store, and [`crate::jobs`] changes it.
 
-mod network;
-mod notify;
+mod error;
 mod work;
-
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use network::{Ec2Network, Network};
-pub use notify::{sign_webhook, EventBridgeEvents, Events, Hook, HookOutcome, LambdaHook, Webhook};
+pub use error::{CaughtError, ErrorType, StepError};
+pub use work::{HOOK_OUTPUT_LIMIT, MAX_STATUS_CHECKS};
 
-use crate::inventory::Inventory;
-use crate::runner::Settings;
-use crate::secrets::SecretStore;
-use crate::store::{JobStore, ResourceStore};
+use crate::deps::Deps;
+use crate::workflow::ExecutionInput;
 
 /// A Task of the state machine. Its resource is `${<Name>FunctionArn}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +42,7 @@ impl Step {
         Step::Webhook,
     ];
 
-    /// The function's name: `functions/<name>/`, and `dbroles-<name>` deployed.
+    /// The step's name: `DBROLES_STEP`, `events/<name>/`, and `dbroles-<name>` deployed.
     pub fn name(self) -> &'static str {
         match self {
             Step::Resolve => "resolve",
@@ -59,6 +55,11 @@ impl Step {
             Step::Finalize => "finalize",
             Step::Webhook => "webhook",
         }
+    }
+
+    /// The step a name names (`DBROLES_STEP`).
+    pub fn named(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.name() == name)
     }
 
     /// The definition substitution naming the function's ARN.
@@ -102,132 +103,10 @@ pub struct State {
     pub error: Option<CaughtError>,
 }
 
-/// Step Functions' error output, as a `Catch` with `ResultPath: $.error` stores it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CaughtError {
-    #[serde(rename = "Error")]
-    pub error: String,
-    #[serde(rename = "Cause", default)]
-    pub cause: String,
-}
-
-impl CaughtError {
-    /// The message for the job: a Lambda's `errorMessage`, or the cause as it is.
-    pub fn message(&self) -> String {
-        #[derive(Deserialize)]
-        struct LambdaCause {
-            #[serde(rename = "errorMessage")]
-            error_message: String,
-        }
-        match serde_json::from_str::<LambdaCause>(&self.cause) {
-            Ok(cause) => cause.error_message,
-            Err(_) if self.cause.is_empty() => self.error.clone(),
-            Err(_) => format!("{}: {}", self.error, self.cause),
-        }
-    }
-}
-
-/// The stable error types `Retry` and `Catch` match on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorType {
-    /// Worth trying again: throttling, a store or service briefly unavailable.
-    Retryable,
-    InstanceNotFound,
-    AccessDenied,
-    UnsupportedEngine,
-    MasterSecretMissing,
-    InstanceNotAvailable,
-    /// The roles could not be provisioned (the database refused or was unreachable, the secret store failed).
-    ProvisioningFailed,
-    NotSupported,
-    /// The job is no longer running (cancelled): nothing more to do.
-    JobNotRunning,
-    InvalidInput,
-}
-
-/// A step's failure: `errorType` and `errorMessage` in the Lambda's answer.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{error_type:?}: {message}")]
-pub struct StepError {
-    pub error_type: ErrorType,
-    pub message: String,
-}
-
-impl StepError {
-    pub fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self { error_type, message: message.into() }
-    }
-
-    pub fn type_name(&self) -> String {
-        serde_json::to_value(self.error_type).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-    }
-
-    /// The body a failed Lambda invocation carries.
-    pub fn payload(&self) -> serde_json::Value {
-        serde_json::json!({ "errorType": self.type_name(), "errorMessage": self.message })
-    }
-}
-
-impl From<crate::store::StoreError> for StepError {
-    fn from(error: crate::store::StoreError) -> Self {
-        Self::new(ErrorType::Retryable, error.to_string())
-    }
-}
-
-impl From<crate::inventory::InventoryError> for StepError {
-    fn from(error: crate::inventory::InventoryError) -> Self {
-        use crate::inventory::InventoryError as E;
-        let error_type = match &error {
-            E::AccessDenied(_) => ErrorType::AccessDenied,
-            E::NoMasterSecret(_) => ErrorType::MasterSecretMissing,
-            E::Unavailable(_) => ErrorType::Retryable,
-            E::NotSupported(_) => ErrorType::NotSupported,
-        };
-        Self::new(error_type, error.to_string())
-    }
-}
-
-/// Where role credentials go when a job names no Vault path.
-#[derive(Clone)]
-pub struct VaultSettings {
-    pub address: String,
-    pub token: secrecy::SecretString,
-    pub namespace: Option<String>,
-}
-
-/// Everything the steps reach: the stores, the instances, the secret stores and the notifications.
-#[derive(Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub resources: Arc<dyn ResourceStore>,
-    pub inventory: Arc<dyn Inventory>,
-    /// Where credentials go when the job names no Vault path.
-    pub secrets: Arc<dyn SecretStore>,
-    /// The Vault a job's `vault_provider.secret_id` refers to, if the deployment has one.
-    pub vault: Option<VaultSettings>,
-    pub network: Option<Arc<dyn Network>>,
-    pub events: Option<Arc<dyn Events>>,
-    pub hook: Option<Arc<dyn Hook>>,
-    pub webhook: Option<Webhook>,
-    pub settings: Settings,
-}
-
-impl Deps {
-    /// A deployment with no AWS: the embedded store, credentials kept in it, and
-    /// nothing to notify (the local CLI and server add a webhook or Vault from the environment).
-    pub fn local(store: Arc<crate::store::sqlite::SqliteStore>, inventory: Arc<dyn Inventory>, settings: Settings) -> Self {
-        Self {
-            jobs: store.clone(),
-            resources: store.clone(),
-            inventory,
-            secrets: Arc::new(crate::secrets::database::DatabaseSecrets::new(store)),
-            vault: None,
-            network: None,
-            events: None,
-            hook: None,
-            webhook: None,
-            settings,
-        }
+impl State {
+    /// Which job the execution carries out.
+    pub fn input(&self) -> ExecutionInput {
+        ExecutionInput { org_id: self.org_id.clone(), job_id: self.job_id.clone() }
     }
 }
 
@@ -262,13 +141,8 @@ mod tests {
     }
 
     #[test]
-    fn caught_errors_read_the_lambda_message() {
-        let caught = CaughtError {
-            error: "InstanceNotFound".into(),
-            cause: r#"{"errorType":"InstanceNotFound","errorMessage":"no instance x"}"#.into(),
-        };
-        assert_eq!(caught.message(), "no instance x");
-        let timeout = CaughtError { error: "States.Timeout".into(), cause: String::new() };
-        assert_eq!(timeout.message(), "States.Timeout");
+    fn steps_are_found_by_name() {
+        assert_eq!(Step::named("master-credentials"), Some(Step::MasterCredentials));
+        assert_eq!(Step::named("nope"), None);
     }
 }

@@ -1,20 +1,22 @@
-//! What each step does. Every step reads the job from the store, refuses to act on
-//! a job that is no longer running (cancelled), and saves what it learnt.
+//! What each step does. Every step reads the job through [`jobs::running`], which
+//! refuses a job that is no longer running (cancelled), and saves what it learnt
+//! through [`jobs::save_progress`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Deps, ErrorType, State, StepError};
+use super::{ErrorType, State, StepError};
+use crate::deps::Deps;
 use crate::engine::{self, Family, Level};
 use crate::inventory::{Instance, InventoryError};
 use crate::job::{HookStatus, JobRecord, JobStatus, Phase, SecretsProvider};
+use crate::jobs;
+use crate::provision;
 use crate::request::JobStep;
 use crate::resource::{ResourceInput, RoleInput};
-use crate::runner;
 use crate::secrets::vault::VaultSecrets;
 use crate::secrets::{SecretRef, SecretStore, SECRET_KEYS};
-use crate::store::Provisioned;
 
 /// Status checks after a master password reset before the job gives up (with the
 /// state machine's 30 s wait: 20 minutes).
@@ -24,23 +26,11 @@ pub const MAX_STATUS_CHECKS: u32 = 40;
 pub const HOOK_OUTPUT_LIMIT: usize = 4096;
 
 async fn load(deps: &Deps, state: &State) -> Result<JobRecord, StepError> {
-    let record = deps
-        .jobs
-        .get_job(&state.org_id, &state.job_id)
-        .await?
-        .ok_or_else(|| StepError::new(ErrorType::JobNotRunning, format!("job {} does not exist", state.job_id)))?;
-    if !record.is_running() {
-        return Err(StepError::new(ErrorType::JobNotRunning, format!("job {} is no longer running", state.job_id)));
-    }
-    Ok(record)
+    Ok(jobs::running(deps.jobs.as_ref(), &state.input()).await?)
 }
 
 async fn save(deps: &Deps, record: &JobRecord) -> Result<(), StepError> {
-    if deps.jobs.update_job(record).await? {
-        Ok(())
-    } else {
-        Err(StepError::new(ErrorType::JobNotRunning, format!("job {} was finished meanwhile", record.id())))
-    }
+    Ok(jobs::save_progress(deps.jobs.as_ref(), record).await?)
 }
 
 async fn instance(deps: &Deps, record: &JobRecord) -> Result<Instance, StepError> {
@@ -70,7 +60,7 @@ pub async fn resolve(deps: &Deps, mut state: State) -> Result<State, StepError> 
     engine::validate_prefix(&deps.settings.role_prefix, &instance.engine)
         .map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
     let account = record.request.instance_arn().account;
-    let mut spec = runner::spec_of(&instance, &account);
+    let mut spec = jobs::spec_of(&instance, &account);
     spec.account_arn = deps.inventory.caller_arn(&account).await?;
     record.job.spec = Some(spec);
     save(deps, &record).await?;
@@ -132,10 +122,10 @@ pub async fn instance_status(deps: &Deps, mut state: State) -> Result<State, Ste
 pub async fn provision(deps: &Deps, state: State) -> Result<State, StepError> {
     let mut record = load(deps, &state).await?;
     let secrets = secret_store(deps, &record)?;
-    let results = runner::provision_roles_of(&record, deps.inventory.as_ref(), secrets.as_ref(), &deps.settings)
-        .await
-        .map_err(|message| StepError::new(ErrorType::ProvisioningFailed, message))?;
-    let (_, message) = runner::outcome(&results);
+    let arn = record.request.instance_arn();
+    let results =
+        provision::provision_instance(&arn, record.id(), deps.inventory.as_ref(), secrets.as_ref(), &deps.settings).await?;
+    let (_, message) = jobs::outcome(&results);
     // Still running: the phase is Finalize's to set.
     record.job.status = Some(JobStatus { message, phase: Phase::Running, result: results });
     save(deps, &record).await?;
@@ -206,10 +196,9 @@ async fn connection_secret(secrets: &dyn SecretStore, secret_ref: &SecretRef) ->
         SecretsProvider::Vault => Ok(reference("_vaultkv2")),
         SecretsProvider::Database => {
             use secrecy::ExposeSecret;
-            let credentials =
-                secrets.read(&secret_id).await.map_err(|e| StepError::new(ErrorType::Retryable, e.to_string()))?.ok_or_else(
-                    || StepError::new(ErrorType::Retryable, format!("no stored credentials for {}", secret_ref.user)),
-                )?;
+            let credentials = secrets.read(&secret_id).await?.ok_or_else(|| {
+                StepError::new(ErrorType::ProvisioningFailed, format!("no stored credentials for {}", secret_ref.user))
+            })?;
             Ok(BTreeMap::from([
                 ("envvar:HOST".into(), credentials.host),
                 ("envvar:PORT".into(), credentials.port.to_string()),
@@ -243,31 +232,7 @@ pub async fn hook(deps: &Deps, state: State) -> Result<State, StepError> {
 
 /// Writes the final status, releases the lock and announces the finished job.
 pub async fn finalize(deps: &Deps, state: State) -> Result<State, StepError> {
-    let Some(mut record) = deps.jobs.get_job(&state.org_id, &state.job_id).await? else { return Ok(state) };
-    if !record.is_running() {
-        // Cancelled, or finalized already: the job keeps what it says.
-        return Ok(state);
-    }
-    let results = record.job.status.as_ref().map(|s| s.result.clone()).unwrap_or_default();
-    let (phase, message) = match &state.error {
-        Some(error) => (Phase::Failed, error.message()),
-        None => runner::outcome(&results),
-    };
-    record.finish(phase, message);
-    if !deps.jobs.finish_job(&record, deps.settings.expiry()).await? {
-        return Ok(state);
-    }
-    if phase == Phase::Completed {
-        let provisioned =
-            Provisioned { org: record.org().into(), db_arn: record.job.db_arn().into(), request: record.request.clone() };
-        deps.jobs.mark_provisioned(&provisioned).await?;
-    }
-    if let Some(events) = &deps.events {
-        // The job is finished either way; a lost announcement is logged, not retried into a second finish.
-        if let Err(error) = events.job_finished(&record.job).await {
-            tracing::warn!(job_id = record.id(), %error, "the job-finished event was not delivered");
-        }
-    }
+    jobs::finalize(deps, &state.input(), state.error.as_ref().map(|error| error.message())).await?;
     Ok(state)
 }
 

@@ -201,30 +201,21 @@ impl DynamoStore {
     }
 }
 
-#[async_trait]
-impl JobStore for DynamoStore {
-    async fn create_job(&self, new: NewJob) -> StoreResult<Created> {
+impl DynamoStore {
+    /// The job, its instance's lock, and the idempotency key if any: written together or not at all.
+    fn create_items(&self, new: &NewJob) -> StoreResult<Vec<TransactWriteItem>> {
         let job = &new.record.job;
-        if let Some(idem) = &new.idempotency {
-            if let Some(created) = Self::replay(self.idempotency(&job.org_id, &idem.key).await?, idem)? {
-                return Ok(created);
-            }
-        }
         let put = |item: Item, condition: &str| {
             Put::builder().table_name(&self.table).set_item(Some(item)).condition_expression(condition).build().map_err(failed)
         };
+        let lock = HashMap::from([
+            ("PK".into(), s(org_pk(&job.org_id))),
+            ("SK".into(), s(format!("LOCK#{}", job.db_arn()))),
+            ("job_id".into(), s(&job.id)),
+        ]);
         let mut items = vec![
             TransactWriteItem::builder().put(put(Self::job_item(&new.record), "attribute_not_exists(PK)")?).build(),
-            TransactWriteItem::builder()
-                .put(put(
-                    HashMap::from([
-                        ("PK".into(), s(org_pk(&job.org_id))),
-                        ("SK".into(), s(format!("LOCK#{}", job.db_arn()))),
-                        ("job_id".into(), s(&job.id)),
-                    ]),
-                    "attribute_not_exists(PK)",
-                )?)
-                .build(),
+            TransactWriteItem::builder().put(put(lock, "attribute_not_exists(PK)")?).build(),
         ];
         if let Some(idem) = &new.idempotency {
             let item = HashMap::from([
@@ -243,23 +234,26 @@ impl JobStore for DynamoStore {
                 .map_err(failed)?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
-        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-        let error = match result {
-            Ok(_) => return Ok(Created::New),
-            Err(error) => error,
-        };
+        Ok(items)
+    }
+
+    /// Why the creation was refused: a racing request with the same key (answered
+    /// as it would have been), the instance's lock, or the table.
+    async fn create_refused(
+        &self,
+        new: &NewJob,
+        error: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> StoreResult<Created> {
+        let job = &new.record.job;
         let reasons: Vec<bool> = match error.as_service_error() {
             Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
                 cancelled.cancellation_reasons().iter().map(|reason| reason.code() == Some("ConditionalCheckFailed")).collect()
             }
             _ => return Err(sdk_failed(error)),
         };
-        // A racing request with the same key won: answer as it would have.
-        if let Some(idem) = &new.idempotency {
-            if reasons.get(2) == Some(&true) {
-                if let Some(created) = Self::replay(self.idempotency(&job.org_id, &idem.key).await?, idem)? {
-                    return Ok(created);
-                }
+        if let Some(idem) = new.idempotency.as_ref().filter(|_| reasons.get(2) == Some(&true)) {
+            if let Some(created) = Self::replay(self.idempotency(&job.org_id, &idem.key).await?, idem)? {
+                return Ok(created);
             }
         }
         if reasons.get(1) == Some(&true) {
@@ -268,6 +262,60 @@ impl JobStore for DynamoStore {
             return Err(StoreError::Locked { job_id });
         }
         Err(sdk_failed(error))
+    }
+
+    /// Where a listing resumes: the item its `next_token` names.
+    fn start_key(org: &str, token: Option<&str>) -> StoreResult<Option<Item>> {
+        let Some(token) = token else { return Ok(None) };
+        let sort = decode_token(org, token)?;
+        let id = sort.split_once('#').map(|(_, id)| id).ok_or(StoreError::BadToken)?;
+        Ok(Some(HashMap::from([
+            ("PK".to_string(), s(org_pk(org))),
+            ("SK".to_string(), s(format!("JOB#{id}"))),
+            ("GSI1PK".to_string(), s(jobs_pk(org))),
+            ("GSI1SK".to_string(), s(sort)),
+        ])))
+    }
+}
+
+/// A listing's filter expression, its attribute names and its values (the key's bounds included).
+type Filters = (Option<String>, Option<HashMap<String, String>>, HashMap<String, AttributeValue>);
+
+fn filters(org: &str, query: &JobQuery) -> Filters {
+    let (low, high) = sort_bounds(query);
+    let low = if low.is_empty() { "0".to_string() } else { low };
+    let mut expressions = Vec::new();
+    let mut values: HashMap<String, AttributeValue> =
+        HashMap::from([(":pk".to_string(), s(jobs_pk(org))), (":low".to_string(), s(low)), (":high".to_string(), s(high))]);
+    let mut names = HashMap::new();
+    for (name, value) in [
+        ("phase", query.phase.map(|p| p.as_str().to_string())),
+        ("db_arn", query.db_arn.clone()),
+        ("db_engine", query.db_engine.clone()),
+    ] {
+        if let Some(value) = value {
+            expressions.push(format!("#{name} = :{name}"));
+            names.insert(format!("#{name}"), name.to_string());
+            values.insert(format!(":{name}"), s(value));
+        }
+    }
+    ((!expressions.is_empty()).then(|| expressions.join(" AND ")), (!names.is_empty()).then_some(names), values)
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create_job(&self, new: NewJob) -> StoreResult<Created> {
+        let job = &new.record.job;
+        if let Some(idem) = &new.idempotency {
+            if let Some(created) = Self::replay(self.idempotency(&job.org_id, &idem.key).await?, idem)? {
+                return Ok(created);
+            }
+        }
+        let items = self.create_items(&new)?;
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Created::New),
+            Err(error) => self.create_refused(&new, error).await,
+        }
     }
 
     async fn get_job(&self, org: &str, id: &str) -> StoreResult<Option<JobRecord>> {
@@ -385,39 +433,8 @@ impl JobStore for DynamoStore {
     }
 
     async fn list_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<Page<Job>> {
-        let (low, high) = sort_bounds(query);
-        let low = if low.is_empty() { "0".to_string() } else { low };
-        let start = query
-            .next_token
-            .as_deref()
-            .map(|token| {
-                let sort = decode_token(org, token)?;
-                let id = sort.split_once('#').map(|(_, id)| id).ok_or(StoreError::BadToken)?;
-                Ok::<_, StoreError>(HashMap::from([
-                    ("PK".to_string(), s(org_pk(org))),
-                    ("SK".to_string(), s(format!("JOB#{id}"))),
-                    ("GSI1PK".to_string(), s(jobs_pk(org))),
-                    ("GSI1SK".to_string(), s(sort)),
-                ]))
-            })
-            .transpose()?;
-        let mut filters = Vec::new();
-        let mut values: HashMap<String, AttributeValue> =
-            HashMap::from([(":pk".to_string(), s(jobs_pk(org))), (":low".to_string(), s(low)), (":high".to_string(), s(high))]);
-        let mut names = HashMap::new();
-        for (name, value) in [
-            ("phase", query.phase.map(|p| p.as_str().to_string())),
-            ("db_arn", query.db_arn.clone()),
-            ("db_engine", query.db_engine.clone()),
-        ] {
-            if let Some(value) = value {
-                filters.push(format!("#{name} = :{name}"));
-                names.insert(format!("#{name}"), name.to_string());
-                values.insert(format!(":{name}"), s(value));
-            }
-        }
-        let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
-        let names = (!names.is_empty()).then_some(names);
+        let start = Self::start_key(org, query.next_token.as_deref())?;
+        let (filter, names, values) = filters(org, query);
         let mut collected: Vec<(String, Job)> = Vec::new();
         let mut first = Some(start);
         self.query_all(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::steps::{self, CaughtError, Deps, Step, StepError};
+use crate::deps::Deps;
+use crate::steps::{self, CaughtError, Step, StepError};
 
 /// The one definition: SAM deploys this file, and the local CLI runs it.
 pub const PROVISION_DEFINITION: &str = include_str!("../../../../statemachine/provision.asl.json");
@@ -180,83 +181,106 @@ pub struct Executor {
     wait_scale: f64,
 }
 
+/// A definition this executor cannot run: the message names the construct.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DefinitionError(pub String);
+
+fn refuse<T>(message: String) -> Result<T, DefinitionError> {
+    Err(DefinitionError(message))
+}
+
 /// `$` or `$.name`: the only paths the executor knows.
-fn field_of(path: &str) -> Result<Option<&str>, String> {
+fn field_of(path: &str) -> Result<Option<&str>, DefinitionError> {
     match path {
         "$" => Ok(None),
         _ => match path.strip_prefix("$.") {
             Some(name) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(Some(name)),
-            _ => Err(format!("the path '{path}' is not supported (only $ and $.name)")),
+            _ => refuse(format!("the path '{path}' is not supported (only $ and $.name)")),
         },
     }
 }
 
-fn transition(name: &str, next: &Option<String>, end: bool) -> Result<(), String> {
+fn transition(name: &str, next: &Option<String>, end: bool) -> Result<(), DefinitionError> {
     match (next, end) {
         (Some(_), false) | (None, true) => Ok(()),
-        _ => Err(format!("state {name}: give exactly one of Next and End")),
+        _ => refuse(format!("state {name}: give exactly one of Next and End")),
     }
+}
+
+/// Checks one state of `definition`: its transitions lead to states that exist,
+/// its paths are known; a Task's step.
+fn check_state(definition: &Definition, name: &str, state: &StateDef) -> Result<Option<Step>, DefinitionError> {
+    let known = |next: &str| match definition.states.contains_key(next) {
+        true => Ok(()),
+        false => refuse(format!("state {name}: the next state {next} does not exist")),
+    };
+    let known_next = |next: &Option<String>, end: bool| {
+        transition(name, next, end)?;
+        next.as_deref().map_or(Ok(()), known)
+    };
+    match state {
+        StateDef::Task(task) => {
+            known_next(&task.next, task.end)?;
+            field_of(&task.result_path)?;
+            for catcher in &task.catch {
+                known(&catcher.next)?;
+                field_of(&catcher.result_path)?;
+            }
+            let step = Step::from_resource(&task.resource);
+            step.map(Some)
+                .ok_or_else(|| DefinitionError(format!("state {name}: the resource {} is not a dbroles step", task.resource)))
+        }
+        StateDef::Choice(choice) => {
+            for rule in &choice.choices {
+                known(&rule.next)?;
+                if field_of(&rule.variable)?.is_none() {
+                    return refuse(format!("state {name}: a Choice variable must be $.name"));
+                }
+                if rule.boolean_equals.is_some() == rule.string_equals.is_some() {
+                    return refuse(format!("state {name}: each choice needs one of BooleanEquals and StringEquals"));
+                }
+            }
+            choice.default.as_deref().map_or(Ok(()), known).map(|_| None)
+        }
+        StateDef::Wait(wait) => known_next(&wait.next, wait.end).map(|_| None),
+        StateDef::Pass(pass) => {
+            known_next(&pass.next, pass.end)?;
+            field_of(&pass.result_path).map(|_| None)
+        }
+        StateDef::Succeed(_) | StateDef::Fail(_) => Ok(None),
+    }
+}
+
+/// The next state of a Choice, or `States.NoChoiceMatched`.
+fn choose(name: &str, choice: &Choice, data: &Value) -> Result<String, CaughtError> {
+    let chosen = choice.choices.iter().find(|rule| {
+        let value = field_of(&rule.variable).ok().flatten().and_then(|f| data.get(f));
+        match (&rule.boolean_equals, &rule.string_equals) {
+            (Some(expected), _) => value.and_then(Value::as_bool) == Some(*expected),
+            (_, Some(expected)) => value.and_then(Value::as_str) == Some(expected.as_str()),
+            _ => false,
+        }
+    });
+    chosen
+        .map(|rule| rule.next.clone())
+        .or_else(|| choice.default.clone())
+        .ok_or_else(|| CaughtError { error: "States.NoChoiceMatched".into(), cause: format!("no choice of {name} matched") })
 }
 
 impl Executor {
     /// Loads a definition, refusing any construct this executor does not run.
-    pub fn load(text: &str, wait_scale: f64) -> Result<Self, String> {
+    pub fn load(text: &str, wait_scale: f64) -> Result<Self, DefinitionError> {
         let deserializer = &mut serde_json::Deserializer::from_str(text);
-        let definition: Definition =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-        let known = |name: &str, from: &str| {
-            if definition.states.contains_key(name) {
-                Ok(())
-            } else {
-                Err(format!("state {from}: the next state {name} does not exist"))
-            }
-        };
-        known(&definition.start_at, "StartAt")?;
+        let definition: Definition = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| DefinitionError(format!("{}: {}", e.path(), e.inner())))?;
+        if !definition.states.contains_key(&definition.start_at) {
+            return refuse(format!("state StartAt: the next state {} does not exist", definition.start_at));
+        }
         let mut tasks = BTreeMap::new();
         for (name, state) in &definition.states {
-            match state {
-                StateDef::Task(task) => {
-                    transition(name, &task.next, task.end)?;
-                    if let Some(next) = &task.next {
-                        known(next, name)?;
-                    }
-                    field_of(&task.result_path)?;
-                    for catcher in &task.catch {
-                        known(&catcher.next, name)?;
-                        field_of(&catcher.result_path)?;
-                    }
-                    let step = Step::from_resource(&task.resource)
-                        .ok_or_else(|| format!("state {name}: the resource {} is not a dbroles step", task.resource))?;
-                    tasks.insert(name.clone(), step);
-                }
-                StateDef::Choice(choice) => {
-                    for rule in &choice.choices {
-                        known(&rule.next, name)?;
-                        if field_of(&rule.variable)?.is_none() {
-                            return Err(format!("state {name}: a Choice variable must be $.name"));
-                        }
-                        if rule.boolean_equals.is_some() == rule.string_equals.is_some() {
-                            return Err(format!("state {name}: each choice needs one of BooleanEquals and StringEquals"));
-                        }
-                    }
-                    if let Some(default) = &choice.default {
-                        known(default, name)?;
-                    }
-                }
-                StateDef::Wait(wait) => {
-                    transition(name, &wait.next, wait.end)?;
-                    if let Some(next) = &wait.next {
-                        known(next, name)?;
-                    }
-                }
-                StateDef::Pass(pass) => {
-                    transition(name, &pass.next, pass.end)?;
-                    if let Some(next) = &pass.next {
-                        known(next, name)?;
-                    }
-                    field_of(&pass.result_path)?;
-                }
-                StateDef::Succeed(_) | StateDef::Fail(_) => {}
+            if let Some(step) = check_state(&definition, name, state)? {
+                tasks.insert(name.clone(), step);
             }
         }
         Ok(Self { definition, tasks, wait_scale })
@@ -295,64 +319,54 @@ impl Executor {
         let mut current = self.definition.start_at.clone();
         for _ in 0..MAX_TRANSITIONS {
             progress(Progress::Entered(&current));
-            let next = match &self.definition.states[&current] {
-                StateDef::Task(task) => match self.run_task(&current, task, deps, &data, progress).await {
-                    Ok(result) => {
-                        put(&mut data, &task.result_path, result);
-                        task.next.clone()
-                    }
-                    Err(error) => {
-                        let caught = CaughtError { error: error.type_name(), cause: error.payload().to_string() };
-                        let catcher = task.catch.iter().find(|c| matches(&c.error_equals, &caught.error));
-                        let Some(catcher) = catcher else { return Err(caught) };
-                        progress(Progress::Caught { state: &current, error: &error });
-                        put(&mut data, &catcher.result_path, serde_json::to_value(&caught).expect("an error serialises"));
-                        Some(catcher.next.clone())
-                    }
-                },
-                StateDef::Choice(choice) => {
-                    let chosen = choice.choices.iter().find(|rule| {
-                        let value = field_of(&rule.variable).ok().flatten().and_then(|f| data.get(f));
-                        match (&rule.boolean_equals, &rule.string_equals) {
-                            (Some(expected), _) => value.and_then(Value::as_bool) == Some(*expected),
-                            (_, Some(expected)) => value.and_then(Value::as_str) == Some(expected.as_str()),
-                            _ => false,
-                        }
-                    });
-                    match chosen.map(|rule| rule.next.clone()).or_else(|| choice.default.clone()) {
-                        Some(next) => Some(next),
-                        None => {
-                            return Err(CaughtError {
-                                error: "States.NoChoiceMatched".into(),
-                                cause: format!("no choice of {current} matched"),
-                            })
-                        }
-                    }
-                }
-                StateDef::Wait(wait) => {
-                    tokio::time::sleep(Duration::from_secs_f64(wait.seconds as f64 * self.wait_scale)).await;
-                    wait.next.clone()
-                }
-                StateDef::Pass(pass) => {
-                    if let Some(result) = &pass.result {
-                        put(&mut data, &pass.result_path, result.clone());
-                    }
-                    pass.next.clone()
-                }
-                StateDef::Succeed(_) => return Ok(data),
-                StateDef::Fail(fail) => {
-                    return Err(CaughtError {
-                        error: fail.error.clone().unwrap_or_else(|| "States.Fail".into()),
-                        cause: fail.cause.clone().unwrap_or_default(),
-                    })
-                }
-            };
-            match next {
+            match self.run_state(&current, deps, &mut data, progress).await? {
                 Some(next) => current = next,
                 None => return Ok(data),
             }
         }
         Err(CaughtError { error: "States.Runtime".into(), cause: format!("more than {MAX_TRANSITIONS} transitions") })
+    }
+
+    /// Runs one state on `data`: the next state, or `None` at the end.
+    async fn run_state(
+        &self,
+        current: &str,
+        deps: &Deps,
+        data: &mut Value,
+        progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+    ) -> Result<Option<String>, CaughtError> {
+        match &self.definition.states[current] {
+            StateDef::Task(task) => match self.run_task(current, task, deps, data, progress).await {
+                Ok(result) => {
+                    put(data, &task.result_path, result);
+                    Ok(task.next.clone())
+                }
+                Err(error) => {
+                    let caught = CaughtError { error: error.error_type.as_str().to_string(), cause: error.payload().to_string() };
+                    let catcher = task.catch.iter().find(|c| matches(&c.error_equals, &caught.error));
+                    let Some(catcher) = catcher else { return Err(caught) };
+                    progress(Progress::Caught { state: current, error: &error });
+                    put(data, &catcher.result_path, serde_json::to_value(&caught).expect("an error serialises"));
+                    Ok(Some(catcher.next.clone()))
+                }
+            },
+            StateDef::Choice(choice) => choose(current, choice, data).map(Some),
+            StateDef::Wait(wait) => {
+                tokio::time::sleep(Duration::from_secs_f64(wait.seconds as f64 * self.wait_scale)).await;
+                Ok(wait.next.clone())
+            }
+            StateDef::Pass(pass) => {
+                if let Some(result) = &pass.result {
+                    put(data, &pass.result_path, result.clone());
+                }
+                Ok(pass.next.clone())
+            }
+            StateDef::Succeed(_) => Ok(None),
+            StateDef::Fail(fail) => Err(CaughtError {
+                error: fail.error.clone().unwrap_or_else(|| "States.Fail".into()),
+                cause: fail.cause.clone().unwrap_or_default(),
+            }),
+        }
     }
 
     async fn run_task(
@@ -370,8 +384,8 @@ impl Executor {
                 Ok(result) => return Ok(result),
                 Err(error) => error,
             };
-            let type_name = error.type_name();
-            let Some(index) = task.retry.iter().position(|r| matches(&r.error_equals, &type_name)) else { return Err(error) };
+            let type_name = error.error_type.as_str();
+            let Some(index) = task.retry.iter().position(|r| matches(&r.error_equals, type_name)) else { return Err(error) };
             let retrier = &task.retry[index];
             if attempts[index] >= retrier.max_attempts {
                 return Err(error);
@@ -416,17 +430,17 @@ mod tests {
     #[test]
     fn unsupported_constructs_are_refused_with_a_clear_error() {
         let map = r#"{"StartAt": "A", "States": {"A": {"Type": "Map", "End": true}}}"#;
-        let error = Executor::load(map, 1.0).unwrap_err();
+        let error = Executor::load(map, 1.0).unwrap_err().0;
         assert!(error.contains("States.A") && error.contains("unknown variant `Map`"), "{error}");
         let parameters = r#"{"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "${ResolveFunctionArn}", "Parameters": {}, "End": true}}}"#;
-        let error = Executor::load(parameters, 1.0).unwrap_err();
+        let error = Executor::load(parameters, 1.0).unwrap_err().0;
         assert!(error.contains("unknown field `Parameters`"), "{error}");
         let deep = r#"{"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "${ResolveFunctionArn}", "ResultPath": "$.a.b", "End": true}}}"#;
-        assert!(Executor::load(deep, 1.0).unwrap_err().contains("$.a.b"));
+        assert!(Executor::load(deep, 1.0).unwrap_err().0.contains("$.a.b"));
         let foreign =
             r#"{"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage", "End": true}}}"#;
-        assert!(Executor::load(foreign, 1.0).unwrap_err().contains("not a dbroles step"));
+        assert!(Executor::load(foreign, 1.0).unwrap_err().0.contains("not a dbroles step"));
         let dangling = r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}}"#;
-        assert!(Executor::load(dangling, 1.0).unwrap_err().contains("B does not exist"));
+        assert!(Executor::load(dangling, 1.0).unwrap_err().0.contains("B does not exist"));
     }
 }

@@ -10,19 +10,24 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobRecord, Phase};
-use crate::runner::Settings;
-use crate::steps::Deps;
-use crate::store::{JobStore, StoreError};
+use crate::deps::Deps;
+use crate::job::JobRecord;
+use crate::jobs;
+use crate::store::StoreError;
 use asl::{Executor, Progress};
 
 #[async_trait]
 pub trait Workflow: Send + Sync {
     /// Starts carrying out a stored job; returns the execution's id.
-    async fn start(&self, record: &JobRecord) -> Result<String, String>;
+    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError>;
     /// Stops an execution; stopping one that has ended is not an error.
-    async fn stop(&self, execution: &str, cause: &str) -> Result<(), String>;
+    async fn stop(&self, execution: &str, cause: &str) -> Result<(), WorkflowError>;
 }
+
+/// The workflow engine refused or could not be reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkflowError(pub String);
 
 /// What an execution starts from: which job to carry out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +50,8 @@ pub struct StepFunctions {
 
 #[async_trait]
 impl Workflow for StepFunctions {
-    async fn start(&self, record: &JobRecord) -> Result<String, String> {
-        let input = serde_json::to_string(&ExecutionInput::of(record)).map_err(|e| e.to_string())?;
+    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
+        let input = serde_json::to_string(&ExecutionInput::of(record)).map_err(|e| WorkflowError(e.to_string()))?;
         let started = self
             .client
             .start_execution()
@@ -55,51 +60,53 @@ impl Workflow for StepFunctions {
             .input(input)
             .send()
             .await
-            .map_err(|e| aws_sdk_sfn::error::DisplayErrorContext(e).to_string())?;
+            .map_err(|e| WorkflowError(crate::aws::describe(&e)))?;
         Ok(started.execution_arn)
     }
 
-    async fn stop(&self, execution: &str, cause: &str) -> Result<(), String> {
+    async fn stop(&self, execution: &str, cause: &str) -> Result<(), WorkflowError> {
         let stopped =
             self.client.stop_execution().execution_arn(execution).error("Cancelled").cause(cause).send().await.map(|_| ());
         match stopped {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_execution_does_not_exist()) => Ok(()),
-            other => other.map_err(|e| aws_sdk_sfn::error::DisplayErrorContext(e).to_string()),
+            other => other.map_err(|e| WorkflowError(crate::aws::describe(&e))),
         }
     }
 }
 
-/// Fails a job whose execution ended without finalizing it (a killed Lambda, a
-/// time-out, an abort) and releases its lock. `false` if the job had finished.
-pub async fn repair(
-    store: &dyn JobStore,
-    input: &ExecutionInput,
-    message: &str,
-    settings: &Settings,
-) -> Result<bool, StoreError> {
-    let Some(mut record) = store.get_job(&input.org_id, &input.job_id).await? else { return Ok(false) };
-    if !record.is_running() {
-        return Ok(false);
-    }
-    record.finish(Phase::Failed, message);
-    store.finish_job(&record, settings.expiry()).await
-}
+/// What to tell about each state of a local execution as it happens.
+pub type Reporter = Arc<dyn Fn(Progress<'_>) + Send + Sync>;
 
 /// Runs the provisioning definition in this process (the local CLI and server).
 pub struct Local {
     pub executor: Arc<Executor>,
     pub deps: Deps,
-    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    reporter: Reporter,
+    running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl Local {
     pub fn new(executor: Executor, deps: Deps) -> Self {
-        Self { executor: Arc::new(executor), deps, running: Mutex::default() }
+        Self { executor: Arc::new(executor), deps, reporter: Arc::new(|_| {}), running: Mutex::default() }
+    }
+
+    /// Reports every state of every execution to `reporter` (the CLI prints them).
+    pub fn reporting(self, reporter: Reporter) -> Self {
+        Self { reporter, ..self }
     }
 
     /// Carries out a stored job to its end, reporting progress as it goes.
     pub async fn execute(&self, record: &JobRecord, progress: &(dyn Fn(Progress<'_>) + Send + Sync)) -> Result<(), StoreError> {
         execute(&self.executor, &self.deps, ExecutionInput::of(record), progress).await
+    }
+
+    /// Waits until the execution `start` returned has ended.
+    pub async fn wait(&self, execution: &str) {
+        let task = self.running.lock().expect("the task table is never poisoned").remove(execution);
+        if let Some(task) = task {
+            // A task that panicked or was aborted has ended all the same.
+            let _ = task.await;
+        }
     }
 }
 
@@ -113,28 +120,29 @@ async fn execute(
     if let Err(error) = executor.execute(deps, value, progress).await {
         // What the status-change rule does on AWS.
         let message = format!("the execution failed: {}", error.message());
-        repair(deps.jobs.as_ref(), &input, &message, &deps.settings).await?;
+        jobs::repair(deps.jobs.as_ref(), &input, &message, &deps.settings).await?;
     }
     Ok(())
 }
 
 #[async_trait]
 impl Workflow for Local {
-    async fn start(&self, record: &JobRecord) -> Result<String, String> {
+    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
         let (executor, deps, input) = (self.executor.clone(), self.deps.clone(), ExecutionInput::of(record));
+        let reporter = self.reporter.clone();
         let execution = format!("local:{}", record.id());
         let task = tokio::spawn(async move {
-            if let Err(error) = execute(&executor, &deps, input.clone(), &|_| {}).await {
+            if let Err(error) = execute(&executor, &deps, input.clone(), &*reporter).await {
                 tracing::error!(job_id = input.job_id, %error, "the job could not be finished");
             }
         });
         let mut running = self.running.lock().expect("the task table is never poisoned");
-        running.retain(|_, handle| !handle.is_finished());
-        running.insert(execution.clone(), task.abort_handle());
+        running.retain(|_, task| !task.is_finished());
+        running.insert(execution.clone(), task);
         Ok(execution)
     }
 
-    async fn stop(&self, execution: &str, _cause: &str) -> Result<(), String> {
+    async fn stop(&self, execution: &str, _cause: &str) -> Result<(), WorkflowError> {
         if let Some(task) = self.running.lock().expect("the task table is never poisoned").remove(execution) {
             task.abort();
         }

@@ -1,0 +1,173 @@
+//! The cost of 1,000 jobs, from one real job: the definition run by the local
+//! executor against moto (DynamoDB, RDS, Secrets Manager) and the machine's
+//! PostgreSQL, counting state transitions, each Task's duration, and every
+//! DynamoDB request with its size.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use dbroles_core::config::{Config, Settings};
+use dbroles_core::deps::Deps;
+use dbroles_core::engine::TlsConfig;
+use dbroles_core::job::{JobSpec, Phase};
+use dbroles_core::jobs;
+use dbroles_core::store::dynamodb::DynamoStore;
+use dbroles_core::store::NewJob;
+use dbroles_core::workflow::asl::{Executor, Progress};
+use dbroles_core::workflow::Local;
+use serde_json::json;
+
+use super::Row;
+
+/// us-east-1 list prices.
+const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+const STATE_TRANSITION: f64 = 0.025 / 1000.0;
+const WRITE_UNIT: f64 = 0.625 / 1e6;
+const READ_UNIT: f64 = 0.125 / 1e6;
+/// The template's MemorySize.
+const LAMBDA_GB: f64 = 0.25;
+
+/// DynamoDB requests as the table bills them: a write unit per KB written
+/// (twice in a transaction), a read unit per read of an item under 4 KB.
+#[derive(Clone, Debug, Default)]
+struct Requests(Arc<Mutex<Counts>>);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    requests: u64,
+    read_units: u64,
+    write_units: u64,
+}
+
+impl Intercept for Requests {
+    fn name(&self) -> &'static str {
+        "dbroles-bench-requests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let operation = request.headers().get("x-amz-target").unwrap_or_default().rsplit('.').next().unwrap_or_default();
+        let kilobytes = request.body().bytes().map_or(1, |b| b.len().div_ceil(1024)) as u64;
+        let mut counts = self.0.lock().unwrap();
+        counts.requests += 1;
+        match operation {
+            "GetItem" | "Query" | "Scan" => counts.read_units += 1,
+            "PutItem" | "UpdateItem" | "DeleteItem" => counts.write_units += kilobytes,
+            "TransactWriteItems" => counts.write_units += 2 * kilobytes,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("bench", "bench", None, None, "bench"))
+        .load()
+        .await;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let identifier = format!("bench-{suffix}");
+    let created = aws_sdk_rds::Client::new(&aws)
+        .create_db_instance()
+        .db_instance_identifier(&identifier)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .context("creating the instance in moto")?
+        .db_instance
+        .context("no instance")?;
+    let secret = created.master_user_secret.and_then(|s| s.secret_arn).context("no master secret")?;
+    aws_sdk_secretsmanager::Client::new(&aws)
+        .put_secret_value()
+        .secret_id(secret)
+        .secret_string(json!({"username": "postgres", "password": "trust"}).to_string())
+        .send()
+        .await?;
+    let host = created.endpoint.and_then(|e| e.address).context("no endpoint")?;
+    let config = Config {
+        endpoint_overrides: HashMap::from([(host, "127.0.0.1:5432".to_string())]),
+        settings: Settings { role_prefix: "dbroles_cost".into(), tls: TlsConfig::disabled(), ..Settings::default() },
+        ..Config::new(format!("dbroles-bench-{suffix}"))
+    };
+    let requests = Requests::default();
+    let dynamodb =
+        aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&aws).interceptor(requests.clone()).build());
+    let store = Arc::new(DynamoStore::new(dynamodb, &config.table));
+    store.create_table().await?;
+    let mut deps = Deps::aws(&config, &aws).await?;
+    (deps.jobs, deps.resources) = (store.clone(), store);
+
+    let arn = created.db_instance_arn.context("no ARN")?;
+    let request = serde_json::from_value(json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": arn},
+        "connection_prefix_name": "bench-",
+        "job_steps": ["create-connections"]
+    }))?;
+    let spec = JobSpec { db_arn: arn.clone(), db_engine: "postgres".into(), ..Default::default() };
+    let record = jobs::new_record("bench", "bench", request, spec);
+    // What the API Lambda does: the job and its lock.
+    deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None }).await?;
+
+    let entered: Mutex<Vec<(String, Instant)>> = Mutex::default();
+    let progress = |event: Progress<'_>| match event {
+        Progress::Entered(state) | Progress::Retrying { state, .. } => {
+            entered.lock().unwrap().push((state.to_string(), Instant::now()))
+        }
+        Progress::Caught { .. } => {}
+    };
+    let executor = Executor::provision(0.0);
+    let tasks = executor.task_states();
+    Local::new(executor, deps.clone()).execute(&record, &progress).await?;
+    let finished = Instant::now();
+    let job = deps.jobs.get_job("bench", record.id()).await?.context("the job is gone")?.job;
+    anyhow::ensure!(job.phase() == Phase::Completed, "the cost run's job did not complete: {:?}", job.status);
+
+    // A Task lasts until the next state is entered; Lambda bills each in whole milliseconds.
+    let entered = entered.into_inner().unwrap();
+    let transitions = entered.len() as f64;
+    let mut invocations = 0.0;
+    let mut billed = Duration::ZERO;
+    for (i, (state, at)) in entered.iter().enumerate() {
+        if tasks.contains(state.as_str()) {
+            let until = entered.get(i + 1).map_or(finished, |(_, next)| *next);
+            invocations += 1.0;
+            billed += Duration::from_millis((until - *at).as_secs_f64().mul_add(1000.0, 0.999) as u64);
+        }
+    }
+    let Counts { requests: dynamo_requests, read_units: reads, write_units: writes } = *requests.0.lock().unwrap();
+    let per_thousand = |dollars: f64| format!("${:.4}", dollars * 1000.0);
+    let lambda = billed.as_secs_f64() * LAMBDA_GB * LAMBDA_GB_SECOND + invocations * LAMBDA_REQUEST;
+    let states = transitions * STATE_TRANSITION;
+    let dynamo = writes as f64 * WRITE_UNIT + reads as f64 * READ_UNIT;
+    rows.push(Row::new(
+        "one job, measured (PostgreSQL, create-connections)",
+        format!(
+            "{transitions} transitions; {invocations} Task invocations, {} ms billed at 256 MB; {dynamo_requests} DynamoDB requests ({writes} write units, {reads} read units)",
+            billed.as_millis()
+        ),
+        "",
+    ));
+    rows.push(Row::new("cost per 1,000 jobs: Step Functions", per_thousand(states), ""));
+    rows.push(Row::new("cost per 1,000 jobs: Lambda (steps)", per_thousand(lambda), ""));
+    rows.push(Row::new("cost per 1,000 jobs: DynamoDB", per_thousand(dynamo), ""));
+    rows.push(Row::new("cost per 1,000 jobs: total", per_thousand(states + lambda + dynamo), ""));
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Provisioning a generated instance on the local PostgreSQL and MariaDB: the
+//! time per job, connections, statements and round trips.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use dbroles_core::config::Settings;
+use dbroles_core::engine::{Family, Target};
+use dbroles_core::provision::{provision_roles, Endpoint};
+use dbroles_core::secrets::database::DatabaseSecrets;
+use dbroles_core::secrets::SecretRef;
+use dbroles_core::store::sqlite::SqliteStore;
+use mysql_async::prelude::Queryable;
+use secrecy::SecretString;
+
+use super::{millis, Row};
+
+const RUNS: usize = 5;
+
+pub async fn run(
+    settings: &Settings,
+    databases: usize,
+    schemas: usize,
+    tables: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let secrets = DatabaseSecrets::new(Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?));
+    let shape = format!("{databases} db x {schemas} schemas x {tables} tables");
+
+    setup_postgres(databases, schemas, tables).await.context("generating the PostgreSQL instance")?;
+    let pg = measure(settings, &secrets, Family::Postgres, 5432, "postgres", "postgres").await;
+    teardown_postgres(databases).await?;
+    rows.push(Row::new(format!("provision PostgreSQL, {shape} (median of {RUNS})"), pg?, "< 1 s"));
+
+    // MySQL has no schemas inside a database: the same tables, spread over the databases.
+    setup_mariadb(databases, schemas * tables).await.context("generating the MariaDB instance")?;
+    let my = measure(settings, &secrets, Family::MySql, 3306, "root", "mariadb").await;
+    teardown_mariadb(databases).await?;
+    rows.push(Row::new(format!("provision MariaDB, {databases} db x {} tables (median of {RUNS})", schemas * tables), my?, ""));
+    Ok(())
+}
+
+async fn measure(
+    settings: &Settings,
+    secrets: &DatabaseSecrets,
+    family: Family,
+    port: u16,
+    user: &str,
+    engine: &str,
+) -> anyhow::Result<String> {
+    let target = Target {
+        family,
+        host: "127.0.0.1".into(),
+        port,
+        master_user: user.into(),
+        master_password: SecretString::from(""),
+        tls: dbroles_core::engine::TlsConfig::disabled(),
+        connect_timeout: settings.connect_timeout,
+        statement_timeout: settings.statement_timeout,
+        concurrency: settings.concurrency,
+    };
+    let endpoint = Endpoint { host: "127.0.0.1".into(), port, db: String::new(), engine: engine.into() };
+    let secret = SecretRef {
+        instance_id: format!("bench-{engine}"),
+        instance_arn: format!("arn:aws:rds:us-east-1:000000000000:db:bench-{engine}"),
+        job_id: "bench".into(),
+        user: String::new(),
+        host: "127.0.0.1".into(),
+    };
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let outcome = provision_roles(&target, &endpoint, "dbroles_bench", secrets, &secret).await?;
+        times.push(started.elapsed());
+        anyhow::ensure!(
+            outcome.all_completed(),
+            "a role failed: {:?}",
+            outcome.results.iter().map(|r| &r.message).collect::<Vec<_>>()
+        );
+        last = Some(outcome.report);
+    }
+    times.sort();
+    let report = last.context("no run")?;
+    Ok(format!(
+        "{} ({} databases; connections {}, statements {}, round trips {})",
+        millis(times[RUNS / 2]),
+        report.databases.len(),
+        report.connections,
+        report.statements,
+        report.round_trips
+    ))
+}
+
+async fn pg(db: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port=5432 user=postgres dbname={db}"), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn setup_postgres(databases: usize, schemas: usize, tables: usize) -> anyhow::Result<()> {
+    teardown_postgres(databases).await?;
+    let admin = pg("postgres").await?;
+    for d in 0..databases {
+        admin.batch_execute(&format!("CREATE DATABASE dbroles_bench_{d}")).await?;
+        let mut sql = String::new();
+        for s in 0..schemas {
+            sql += &format!("CREATE SCHEMA s{s};");
+            for t in 0..tables {
+                sql += &format!("CREATE TABLE s{s}.t{t} (id bigserial PRIMARY KEY, v text);");
+            }
+        }
+        pg(&format!("dbroles_bench_{d}")).await?.batch_execute(&sql).await?;
+    }
+    Ok(())
+}
+
+async fn teardown_postgres(databases: usize) -> anyhow::Result<()> {
+    let admin = pg("postgres").await?;
+    for d in 0..databases {
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS dbroles_bench_{d} WITH (FORCE)")).await?;
+    }
+    admin.batch_execute("DROP OWNED BY dbroles_bench_ro, dbroles_bench_rw, dbroles_bench_ddl; DROP ROLE IF EXISTS dbroles_bench_ro, dbroles_bench_rw, dbroles_bench_ddl").await.ok();
+    Ok(())
+}
+
+async fn mariadb() -> anyhow::Result<mysql_async::Conn> {
+    let opts =
+        mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(3306).user(Some("root")).prefer_socket(false);
+    Ok(mysql_async::Conn::new(opts).await?)
+}
+
+async fn setup_mariadb(databases: usize, tables: usize) -> anyhow::Result<()> {
+    teardown_mariadb(databases).await?;
+    let mut conn = mariadb().await?;
+    for d in 0..databases {
+        let mut sql = format!("CREATE DATABASE dbroles_bench_{d};");
+        for t in 0..tables {
+            sql += &format!("CREATE TABLE dbroles_bench_{d}.t{t} (id bigint PRIMARY KEY, v text);");
+        }
+        conn.query_drop(sql).await?;
+    }
+    Ok(())
+}
+
+async fn teardown_mariadb(databases: usize) -> anyhow::Result<()> {
+    let mut conn = mariadb().await?;
+    for d in 0..databases {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS dbroles_bench_{d}")).await?;
+    }
+    for level in ["ro", "rw", "ddl"] {
+        conn.query_drop(format!("DROP USER IF EXISTS 'dbroles_bench_{level}'@'%'")).await?;
+    }
+    Ok(())
+}

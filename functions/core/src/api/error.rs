@@ -1,0 +1,78 @@
+//! The API's one error answer, `{"message": ...}` with one status, and how each
+//! error of the domain maps to it.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::jobs::JobError;
+use crate::request::Invalid;
+use crate::store::StoreError;
+
+/// The body of every answer other than success.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Message {
+    pub message: String,
+}
+
+/// An answer other than success: one status, one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(Message { message: self.message })).into_response()
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        Self::bad_request(invalid.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let status = match &error {
+            StoreError::Locked { .. } | StoreError::Conflict(_) | StoreError::Running => StatusCode::CONFLICT,
+            StoreError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            StoreError::NotFound => StatusCode::NOT_FOUND,
+            StoreError::BadToken => StatusCode::BAD_REQUEST,
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(error: JobError) -> Self {
+        let status = match &error {
+            JobError::Store(store) => return store.clone().into(),
+            JobError::NotFound(_) => StatusCode::NOT_FOUND,
+            JobError::Finished(_) | JobError::Running(_) => StatusCode::CONFLICT,
+            JobError::UnknownInstance(_) | JobError::Invalid(_) => StatusCode::BAD_REQUEST,
+            JobError::Inventory(_) | JobError::NotStopped { .. } => StatusCode::BAD_GATEWAY,
+            JobError::NotStarted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, error.to_string())
+    }
+}

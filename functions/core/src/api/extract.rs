@@ -1,0 +1,58 @@
+//! What handlers take from a request besides path and query: the caller (401
+//! without one), an admin (403 for anyone else), and the raw body within the limit (413).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use http::request::Parts;
+use http::StatusCode;
+
+use super::{ApiError, MAX_BODY};
+use crate::auth::{AuthError, Caller};
+
+/// The caller of a request, as the layer in front of the router established it.
+#[derive(Clone, Debug)]
+pub struct Authenticated(pub Result<Caller, AuthError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let unauthorized = |error: &AuthError| ApiError::new(StatusCode::UNAUTHORIZED, error.to_string());
+        match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(Ok(caller))) => Ok(caller.clone()),
+            Some(Authenticated(Err(error))) => Err(unauthorized(error)),
+            None => Err(unauthorized(&AuthError::Missing)),
+        }
+    }
+}
+
+/// A caller in the admin group: the only ones who may write.
+pub struct Admin(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.is_admin() {
+            true => Ok(Admin(caller)),
+            false => Err(ApiError::new(StatusCode::FORBIDDEN, "this operation needs the admin group")),
+        }
+    }
+}
+
+/// The request body, refused with a JSON 413 past [`MAX_BODY`].
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(request, state).await.map(Body).map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {MAX_BODY} bytes"))
+            }
+            status => ApiError::new(status, rejection.body_text()),
+        })
+    }
+}

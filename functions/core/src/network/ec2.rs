@@ -1,0 +1,125 @@
+//! The EC2 adapter of [`Network`]: one security group per instance,
+//! `dbroles-<instance id>`, tagged as dbroles' own, attached beside the instance's groups.
+
+use async_trait::async_trait;
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification};
+
+use super::{Network, NetworkError, MANAGED_TAG};
+use crate::aws::Fault;
+use crate::inventory::Instance;
+use crate::request::ArnKind;
+
+fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    action: &str,
+    error: SdkError<E, HttpResponse>,
+) -> NetworkError {
+    let text = format!("{action}: {}", crate::aws::describe(&error));
+    match crate::aws::fault(&error) {
+        Fault::AccessDenied => NetworkError::AccessDenied(text),
+        Fault::Transient => NetworkError::Unavailable(text),
+        Fault::NotFound | Fault::Other => NetworkError::Failed(text),
+    }
+}
+
+pub struct Ec2Network {
+    pub ec2: aws_sdk_ec2::Client,
+    pub rds: aws_sdk_rds::Client,
+}
+
+impl Ec2Network {
+    async fn group(&self, name: &str, vpc: &str, instance: &Instance) -> Result<String, NetworkError> {
+        let found = self
+            .ec2
+            .describe_security_groups()
+            .filters(Filter::builder().name("group-name").values(name).build())
+            .filters(Filter::builder().name("vpc-id").values(vpc).build())
+            .filters(Filter::builder().name(format!("tag:{MANAGED_TAG}")).values("true").build())
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeSecurityGroups", e))?;
+        if let Some(id) = found.security_groups().first().and_then(|g| g.group_id()) {
+            return Ok(id.to_string());
+        }
+        let created = self
+            .ec2
+            .create_security_group()
+            .group_name(name)
+            .vpc_id(vpc)
+            .description(format!("dbroles: access to {}", instance.identifier))
+            // The deployment's IAM policy lets dbroles change only the groups it tagged.
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::SecurityGroup)
+                    .tags(Tag::builder().key(MANAGED_TAG).value("true").build())
+                    .tags(Tag::builder().key("Name").value(name).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("CreateSecurityGroup", e))?;
+        created.group_id().map(str::to_string).ok_or_else(|| NetworkError::Failed("CreateSecurityGroup returned no id".into()))
+    }
+
+    async fn authorize(&self, group: &str, port: u16, cidr: &ipnet::IpNet) -> Result<(), NetworkError> {
+        let permission = IpPermission::builder().ip_protocol("tcp").from_port(port.into()).to_port(port.into());
+        let description = "dbroles: database access";
+        let permission = match cidr {
+            ipnet::IpNet::V4(v4) => {
+                permission.ip_ranges(IpRange::builder().cidr_ip(v4.to_string()).description(description).build())
+            }
+            ipnet::IpNet::V6(v6) => {
+                permission.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(v6.to_string()).description(description).build())
+            }
+        };
+        match self.ec2.authorize_security_group_ingress().group_id(group).ip_permissions(permission.build()).send().await {
+            Ok(_) => Ok(()),
+            // The rule is there already: success.
+            Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("InvalidPermission.Duplicate") => Ok(()),
+            Err(e) => Err(aws_error("AuthorizeSecurityGroupIngress", e)),
+        }
+    }
+
+    async fn attach(&self, instance: &Instance, group: &str) -> Result<(), NetworkError> {
+        if instance.security_groups.iter().any(|g| g == group) {
+            return Ok(());
+        }
+        let mut groups = instance.security_groups.clone();
+        groups.push(group.to_string());
+        match instance.kind {
+            ArnKind::Db => self
+                .rds
+                .modify_db_instance()
+                .db_instance_identifier(&instance.identifier)
+                .set_vpc_security_group_ids(Some(groups))
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_error("ModifyDBInstance", e)),
+            ArnKind::Cluster => self
+                .rds
+                .modify_db_cluster()
+                .db_cluster_identifier(&instance.identifier)
+                .set_vpc_security_group_ids(Some(groups))
+                .apply_immediately(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_error("ModifyDBCluster", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Network for Ec2Network {
+    async fn open(&self, instance: &Instance, cidr: &str) -> Result<String, NetworkError> {
+        let cidr: ipnet::IpNet = cidr.parse().map_err(|_| NetworkError::InvalidCidr(cidr.to_string()))?;
+        let vpc = instance.vpc_id.as_deref().ok_or_else(|| NetworkError::NoVpc(instance.identifier.clone()))?;
+        let group = self.group(&format!("dbroles-{}", instance.identifier), vpc, instance).await?;
+        self.authorize(&group, instance.port, &cidr).await?;
+        self.attach(instance, &group).await?;
+        Ok(group)
+    }
+}

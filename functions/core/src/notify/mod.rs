@@ -1,0 +1,41 @@
+//! Telling others a job finished: the `Events` port (`DB Role Job Finished`, on
+//! EventBridge), the `Hook` port (the deployment's hook, a Lambda function), and
+//! the webhook (Standard Webhooks over HTTP).
+
+pub mod eventbridge;
+pub mod lambda;
+pub mod webhook;
+
+use async_trait::async_trait;
+
+use crate::job::Job;
+
+pub use eventbridge::EventBridgeEvents;
+pub use lambda::LambdaHook;
+pub use webhook::{sign_webhook, Webhook};
+
+pub const EVENT_SOURCE: &str = "dbroles";
+pub const JOB_FINISHED: &str = "DB Role Job Finished";
+
+#[async_trait]
+pub trait Events: Send + Sync {
+    async fn job_finished(&self, job: &Job) -> Result<(), NotifyError>;
+}
+
+/// An announcement that did not get through.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotifyError(pub String);
+
+/// What a hook answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookOutcome {
+    pub exit_code: i64,
+    pub output: String,
+}
+
+#[async_trait]
+pub trait Hook: Send + Sync {
+    /// Runs the hook with the job (which holds no secrets).
+    async fn run(&self, job: &Job) -> HookOutcome;
+}

@@ -1,9 +1,0 @@
-//! Writes the job's final status, releases the instance lock, puts the DB Role Job Finished event.
-
-// The runtime loop around a step's future nests deeper than the default limit allows.
-#![recursion_limit = "256"]
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    dbroles_lambda::run_step(dbroles_core::steps::Step::Finalize).await
-}

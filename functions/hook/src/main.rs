@@ -1,9 +1,0 @@
-//! Runs the deployment's hook with the job and records its status.
-
-// The runtime loop around a step's future nests deeper than the default limit allows.
-#![recursion_limit = "256"]
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    dbroles_lambda::run_step(dbroles_core::steps::Step::Hook).await
-}

@@ -1,9 +1,0 @@
-//! Creates or updates the roles in every database and stores their credentials.
-
-// The runtime loop around a step's future nests deeper than the default limit allows.
-#![recursion_limit = "256"]
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    dbroles_lambda::run_step(dbroles_core::steps::Step::Provision).await
-}

@@ -1,0 +1,278 @@
+//! moto as the tests' AWS: the shared server `scripts/test` started, a server of
+//! a test's own in Step Functions execute mode (a proxy answering Lambda Invoke
+//! with the step handlers, and injecting faults), and RDS instances in it.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::free_port;
+use crate::web::forward_to;
+
+/// The moto server `scripts/test` started (plain mode: executions stay RUNNING).
+pub fn moto_endpoint() -> String {
+    std::env::var("DBROLES_TEST_MOTO").expect("DBROLES_TEST_MOTO is not set: run the tests with scripts/test")
+}
+
+pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// A moto server of the test's own in Step Functions execute mode, with a proxy on
+/// the port moto sends its own AWS calls to: the proxy answers Lambda `Invoke` by
+/// running dbroles' step handlers in-process and forwards everything else to moto.
+pub struct MotoExecutor {
+    /// Where the SDK talks to moto.
+    pub endpoint: String,
+    /// The proxy (answers Lambda Invoke).
+    pub proxy: String,
+    process: std::process::Child,
+    /// Every Invoke the proxy answered: the function and its payload.
+    pub invocations: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    /// Faults the proxy injects into the AWS calls it forwards.
+    pub faults: Faults,
+}
+
+/// AWS calls the proxy answers with throttling instead of forwarding them.
+#[derive(Clone, Default)]
+pub struct Faults(Arc<Mutex<FaultRules>>);
+
+#[derive(Default)]
+struct FaultRules {
+    /// Operation (`GetSecretValue`) and how many more times it is throttled.
+    armed: Vec<(String, u32)>,
+    /// Armed when the step function of that name is first invoked.
+    on_invoke: Vec<(String, String, u32)>,
+}
+
+impl Faults {
+    /// The next `times` calls of `operation` (its `X-Amz-Target` ends with it) are throttled.
+    pub fn throttle(&self, operation: &str, times: u32) {
+        self.0.lock().unwrap().armed.push((operation.to_string(), times));
+    }
+
+    /// As [`Faults::throttle`], from the first invocation of `function` (`dbroles-provision`) on.
+    pub fn throttle_from(&self, function: &str, operation: &str, times: u32) {
+        self.0.lock().unwrap().on_invoke.push((function.to_string(), operation.to_string(), times));
+    }
+
+    /// Throttles armed and not yet met.
+    pub fn pending(&self) -> u32 {
+        self.0.lock().unwrap().armed.iter().map(|(_, left)| left).sum()
+    }
+
+    fn invoked(&self, function: &str) {
+        let mut rules = self.0.lock().unwrap();
+        let (now, later) = std::mem::take(&mut rules.on_invoke).into_iter().partition(|(f, ..)| f == function);
+        rules.on_invoke = later;
+        rules.armed.extend(now.into_iter().map(|(_, operation, times): (String, String, u32)| (operation, times)));
+    }
+
+    /// Whether this request is to be throttled (and one fewer remain).
+    fn take(&self, request: &axum::extract::Request) -> bool {
+        let target = request.headers().get("x-amz-target").and_then(|t| t.to_str().ok()).unwrap_or_default();
+        let mut rules = self.0.lock().unwrap();
+        let hit = rules.armed.iter_mut().find(|(operation, left)| *left > 0 && target.ends_with(&format!(".{operation}")));
+        hit.map(|(_, left)| *left -= 1).is_some()
+    }
+}
+
+impl Drop for MotoExecutor {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Answers for functions that are not dbroles steps (a hook, say): function name → JSON.
+pub type OtherFunctions = std::collections::HashMap<String, serde_json::Value>;
+
+impl MotoExecutor {
+    /// Starts moto; `deps` builds the steps' dependencies from its endpoint and the proxy's.
+    pub async fn start<F, Fut>(deps: F, others: OtherFunctions) -> Self
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: std::future::Future<Output = dbroles_core::deps::Deps>,
+    {
+        let moto_bin = std::env::var("DBROLES_TEST_MOTO_BIN").expect("DBROLES_TEST_MOTO_BIN is not set: run scripts/test");
+        let (port, proxy_port) = (free_port(), free_port());
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("moto-{port}.log"))).unwrap();
+        let process = Command::new(moto_bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_PORT", proxy_port.to_string())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{endpoint}/moto-api/")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        http.post(format!("{endpoint}/moto-api/config"))
+            .json(&serde_json::json!({"stepfunctions": {"execute_state_machine": true}, "lambda": {"use_docker": false}}))
+            .send()
+            .await
+            .expect("moto takes the execute-mode configuration");
+        let proxy = format!("http://127.0.0.1:{proxy_port}");
+        let deps = Arc::new(deps(endpoint.clone(), proxy.clone()).await);
+        let invocations = Arc::new(Mutex::new(Vec::new()));
+        let faults = Faults::default();
+        let state = Proxy {
+            deps,
+            faults: faults.clone(),
+            others: Arc::new(others),
+            upstream: endpoint.clone(),
+            http,
+            invocations: invocations.clone(),
+        };
+        let router = axum::Router::new()
+            .route("/2015-03-31/functions/{function}/invocations", axum::routing::post(invoke))
+            .fallback(forward)
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", proxy_port)).await.expect("the proxy port is free");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { endpoint, proxy, process, invocations, faults }
+    }
+}
+
+#[derive(Clone)]
+struct Proxy {
+    deps: Arc<dbroles_core::deps::Deps>,
+    faults: Faults,
+    others: Arc<OtherFunctions>,
+    upstream: String,
+    http: reqwest::Client,
+    invocations: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+async fn invoke(
+    axum::extract::State(proxy): axum::extract::State<Proxy>,
+    axum::extract::Path(function): axum::extract::Path<String>,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let name = function.rsplit(':').next().unwrap_or(&function).to_string();
+    proxy.invocations.lock().unwrap().push((name.clone(), payload.clone()));
+    proxy.faults.invoked(&name);
+    if let Some(answer) = proxy.others.get(&name) {
+        return axum::Json(answer.clone()).into_response();
+    }
+    let Some(step) = dbroles_core::steps::Step::from_resource(&function) else {
+        let error =
+            serde_json::json!({"errorType": "ResourceNotFoundException", "errorMessage": format!("no function {function}")});
+        return ([("X-Amz-Function-Error", "Unhandled")], axum::Json(error)).into_response();
+    };
+    match dbroles_core::steps::run(step, &proxy.deps, payload).await {
+        Ok(state) => axum::Json(state).into_response(),
+        Err(error) => ([("X-Amz-Function-Error", "Unhandled")], axum::Json(error.payload())).into_response(),
+    }
+}
+
+async fn forward(
+    axum::extract::State(proxy): axum::extract::State<Proxy>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if proxy.faults.take(&request) {
+        let body = serde_json::json!({"__type": "ThrottlingException", "message": "Rate exceeded"}).to_string();
+        let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amzn-errortype", "ThrottlingException")];
+        return (http::StatusCode::BAD_REQUEST, headers, body).into_response();
+    }
+    forward_to(&proxy.http, &proxy.upstream, request).await
+}
+
+/// `CreateDBInstance` in moto as the tests use it: the smallest class and a master
+/// user; the caller says how the master password is kept and adds the rest.
+pub fn create_instance(
+    aws: &aws_config::SdkConfig,
+    identifier: &str,
+    engine: &str,
+    master_user: &str,
+) -> aws_sdk_rds::operation::create_db_instance::builders::CreateDBInstanceFluentBuilder {
+    aws_sdk_rds::Client::new(aws)
+        .create_db_instance()
+        .db_instance_identifier(identifier)
+        .engine(engine)
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username(master_user)
+}
+
+/// An RDS instance in moto, in a VPC of its own beside one security group of the
+/// application's, with its managed master secret holding `master_password`.
+pub struct MotoInstance {
+    pub identifier: String,
+    pub arn: String,
+    /// The endpoint moto gives it (map it to a real server with an endpoint override).
+    pub host: String,
+    pub vpc_id: String,
+    /// The group it was created with.
+    pub app_group: String,
+}
+
+pub async fn moto_instance(
+    aws: &aws_config::SdkConfig,
+    identifier: &str,
+    engine: &str,
+    master: (&str, &str),
+    tags: &[(&str, &str)],
+) -> MotoInstance {
+    let ec2 = aws_sdk_ec2::Client::new(aws);
+    let vpc = ec2.create_vpc().cidr_block("10.40.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+    let mut subnets = Vec::new();
+    for (cidr, zone) in [("10.40.1.0/24", "us-east-1a"), ("10.40.2.0/24", "us-east-1b")] {
+        let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).send().await.unwrap();
+        subnets.push(subnet.subnet.unwrap().subnet_id.unwrap());
+    }
+    let app_group = ec2
+        .create_security_group()
+        .group_name(format!("app-{identifier}"))
+        .description("the application's")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id
+        .unwrap();
+    let rds = aws_sdk_rds::Client::new(aws);
+    let subnet_group = format!("{identifier}-subnets");
+    rds.create_db_subnet_group()
+        .db_subnet_group_name(&subnet_group)
+        .db_subnet_group_description("dbroles tests")
+        .set_subnet_ids(Some(subnets))
+        .send()
+        .await
+        .unwrap();
+    let mut create = create_instance(aws, identifier, engine, master.0)
+        .manage_master_user_password(true)
+        .db_subnet_group_name(&subnet_group)
+        .vpc_security_group_ids(&app_group);
+    for (key, value) in tags {
+        create = create.tags(aws_sdk_rds::types::Tag::builder().key(*key).value(*value).build());
+    }
+    let created = create.send().await.unwrap().db_instance.unwrap();
+    aws_sdk_secretsmanager::Client::new(aws)
+        .put_secret_value()
+        .secret_id(created.master_user_secret.unwrap().secret_arn.unwrap())
+        .secret_string(serde_json::json!({"username": master.0, "password": master.1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    MotoInstance {
+        identifier: identifier.to_string(),
+        arn: created.db_instance_arn.unwrap(),
+        host: created.endpoint.unwrap().address.unwrap(),
+        vpc_id: vpc,
+        app_group,
+    }
+}

@@ -1,0 +1,161 @@
+//! A PostgreSQL 15 cluster of the test's own: `scram-sha-256` for every TCP
+//! login, TLS from a CA the test made, and every statement logged, like RDS.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::free_port;
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const SUPERUSER_PASSWORD: &str = "master-Pa55word";
+
+/// A throwaway PostgreSQL 15 cluster with `scram-sha-256` for every TCP login,
+/// TLS from a CA the test made, and every statement logged.
+pub struct PgCluster {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    pub other_ca_file: PathBuf,
+}
+
+fn run_as_postgres(args: &[&str]) -> std::process::Output {
+    Command::new("runuser").arg("-u").arg("postgres").arg("--").args(args).output().expect("runuser runs")
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("dbroles-pg").tempdir().expect("a temp dir");
+        let root = dir.path();
+        let data = root.join("data");
+        std::fs::write(root.join("pw"), SUPERUSER_PASSWORD).unwrap();
+        let (ca_pem, cert_pem, key_pem) = certificates();
+        let (other_ca, _, _) = certificates();
+        std::fs::write(root.join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(root.join("other-ca.pem"), &other_ca).unwrap();
+        Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status().unwrap();
+        let initdb = run_as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            &format!("--pwfile={}", root.join("pw").display()),
+        ]);
+        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(data.join("server.crt"))
+            .arg(data.join("server.key"))
+            .status()
+            .unwrap();
+        Command::new("chmod").args(["600"]).arg(data.join("server.key")).status().unwrap();
+        let cluster = Self { port: free_port(), ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), dir };
+        cluster.resume();
+        cluster
+    }
+
+    /// Stops the server (the database goes down); `resume` starts it again on the same port.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let stop = run_as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        assert!(stop.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&stop.stderr));
+    }
+
+    /// Starts the server (again) on its port.
+    pub fn resume(&self) {
+        let root = self.dir.path();
+        let data = root.join("data");
+        let options = format!(
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on -c log_statement=all \
+             -c logging_collector=off -c max_connections=200",
+            self.port,
+            root.display()
+        );
+        let log = root.join("server.log");
+        let start = run_as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+        assert!(start.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&start.stderr));
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        pg_connect(self.port, user, password, db).await
+    }
+
+    /// The cluster as an instance of the local inventory, its superuser as the master.
+    pub fn local_instance(&self, arn: &str) -> dbroles_core::inventory::local::LocalInstance {
+        dbroles_core::inventory::local::LocalInstance {
+            master_password: Some(SUPERUSER_PASSWORD.into()),
+            ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", self.port, "postgres")
+        }
+    }
+
+    pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {
+        self.client("postgres", SUPERUSER_PASSWORD, db).await.expect("the superuser logs in")
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        run_as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            self.dir.path().join("data").to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+    }
+}
+
+pub async fn pg_connect(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(5))
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A CA, and a server certificate it signed for 127.0.0.1 and localhost (PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dbroles test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let ca_pem = ca.pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
