@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 
 pub use iam::{template_actions, ActionRecorder};
 pub use mariadb::{mariadb, mariadb_opts};
-pub use moto::{aws_config, create_instance, moto_endpoint, moto_instance, Faults, MotoExecutor, MotoInstance, OtherFunctions};
+pub use moto::{
+    aws_config, create_instance, moto_endpoint, moto_instance, provision_state_machine, Faults, MotoExecutor, MotoInstance,
+    OtherFunctions,
+};
 pub use net::FlakyPort;
 pub use postgres::{pg_connect, PgCluster, PG_BIN, SUPERUSER_PASSWORD};
 pub use web::{call_api, webhook_receiver, Received};

@@ -276,3 +276,23 @@ pub async fn moto_instance(
         app_group,
     }
 }
+
+/// The provisioning state machine in moto: the one definition, its substitutions
+/// naming the step functions `dbroles-<step>` (which the proxy answers). Its ARN.
+pub async fn provision_state_machine(aws: &aws_config::SdkConfig) -> String {
+    use dbroles_core::steps::Step;
+    let mut definition = dbroles_core::workflow::asl::PROVISION_DEFINITION.to_string();
+    for step in Step::ALL {
+        let function = format!("arn:aws:lambda:us-east-1:123456789012:function:dbroles-{}", step.name());
+        definition = definition.replace(&format!("${{{}}}", step.substitution()), &function);
+    }
+    aws_sdk_sfn::Client::new(aws)
+        .create_state_machine()
+        .name(crate::unique("provision-"))
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn
+}

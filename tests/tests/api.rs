@@ -87,8 +87,10 @@ async fn create(app: &App, caller: Result<Caller, AuthError>, value: &Value) -> 
     call(app, caller, "POST", "/dbroles/jobs", Some(value.to_string().as_bytes()), None).await
 }
 
+/// Long enough for a job on the silent instance: its connection time-out is
+/// transient, so Provision is tried four times before the job fails.
 async fn wait_finished(app: &App, org: &str, id: &str) -> Value {
-    for _ in 0..100 {
+    for _ in 0..600 {
         let (status, job) = call(app, reader(org), "GET", &format!("/dbroles/jobs/{id}"), None, None).await;
         assert_eq!(status, StatusCode::OK);
         if job["status"]["phase"] != "running" {

@@ -16,8 +16,8 @@ use dbroles_core::jobs;
 use dbroles_core::request::CreateJobRequest;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
-use dbroles_core::steps::{ErrorType, Step};
-use dbroles_core::workflow::asl::{Executor, Progress, PROVISION_DEFINITION};
+use dbroles_core::steps::ErrorType;
+use dbroles_core::workflow::asl::{Executor, Progress};
 use dbroles_core::workflow::Local;
 use dbroles_tests::*;
 use secrecy::ExposeSecret;
@@ -89,20 +89,7 @@ impl Rig {
 
     /// The job started through the lifecycle on moto's Step Functions, once it has finished.
     async fn run_on_step_functions(&self) -> Job {
-        let mut definition = PROVISION_DEFINITION.to_string();
-        for step in Step::ALL {
-            let function = format!("arn:aws:lambda:us-east-1:123456789012:function:dbroles-{}", step.name());
-            definition = definition.replace(&format!("${{{}}}", step.substitution()), &function);
-        }
-        let machine = aws_sdk_sfn::Client::new(&self.aws)
-            .create_state_machine()
-            .name(unique("provision-"))
-            .definition(definition)
-            .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
-            .send()
-            .await
-            .unwrap()
-            .state_machine_arn;
+        let machine = provision_state_machine(&self.aws).await;
         let config = Config { state_machine_arn: Some(machine), ..self.config.clone() };
         let deps = Deps::aws(&config, &self.aws).await.unwrap();
         let app = dbroles_lambda::app(&config, &deps, &self.aws).unwrap();

@@ -18,9 +18,8 @@ use dbroles_core::engine::TlsConfig;
 use dbroles_core::notify::{sign_webhook, LambdaHook, Webhook};
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
-use dbroles_core::steps::Step;
 use dbroles_core::triggers::{self, TriggerSettings};
-use dbroles_core::workflow::asl::{Executor, PROVISION_DEFINITION};
+use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
 use dbroles_tests::call_api;
 use dbroles_tests::*;
@@ -245,20 +244,7 @@ async fn end_to_end(backend: Backend) {
         .unwrap();
 
     // The state machine: the one definition, its substitutions naming the step functions.
-    let mut definition = PROVISION_DEFINITION.to_string();
-    for step in Step::ALL {
-        let function = format!("arn:aws:lambda:us-east-1:123456789012:function:dbroles-{}", step.name());
-        definition = definition.replace(&format!("${{{}}}", step.substitution()), &function);
-    }
-    let machine = aws_sdk_sfn::Client::new(&aws)
-        .create_state_machine()
-        .name(unique("provision-"))
-        .definition(definition)
-        .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn;
+    let machine = provision_state_machine(&aws).await;
     let remote_config = Config { state_machine_arn: Some(machine), ..config.clone() };
     let remote = dbroles_lambda::app(&remote_config, &deps, &aws).unwrap();
 

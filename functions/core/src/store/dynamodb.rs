@@ -182,10 +182,10 @@ impl DynamoStore {
 
     async fn query_all(
         &self,
+        mut start: Option<Item>,
         mut build: impl FnMut(Option<Item>) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
         mut keep: impl FnMut(Item) -> StoreResult<bool>,
     ) -> StoreResult<Option<Item>> {
-        let mut start = None;
         loop {
             let out = build(start.take()).send().await.map_err(sdk_failed)?;
             for item in out.items.unwrap_or_default() {
@@ -436,13 +436,9 @@ impl JobStore for DynamoStore {
         let start = Self::start_key(org, query.next_token.as_deref())?;
         let (filter, names, values) = filters(org, query);
         let mut collected: Vec<(String, Job)> = Vec::new();
-        let mut first = Some(start);
         self.query_all(
-            |next| {
-                let start = match first.take() {
-                    Some(start) => start,
-                    None => next,
-                };
+            start,
+            |start| {
                 self.client
                     .query()
                     .table_name(&self.table)
@@ -472,6 +468,7 @@ impl JobStore for DynamoStore {
     async fn job_stats(&self, org: &str) -> StoreResult<JobStats> {
         let mut stats = JobStats::default();
         self.query_all(
+            None,
             |start| {
                 self.client
                     .query()
@@ -505,6 +502,7 @@ impl JobStore for DynamoStore {
     async fn provisioned(&self) -> StoreResult<Vec<Provisioned>> {
         let mut all = Vec::new();
         self.query_all(
+            None,
             |start| {
                 self.client
                     .query()
@@ -575,14 +573,10 @@ impl ResourceStore for DynamoStore {
         let start = next_token
             .map(|token| Ok::<_, StoreError>(Self::key(org_pk(org), format!("RES#{}", decode_token(org, token)?))))
             .transpose()?;
-        let mut first = Some(start);
         let mut items: Vec<Resource> = Vec::new();
         self.query_all(
-            |next| {
-                let start = match first.take() {
-                    Some(start) => start,
-                    None => next,
-                };
+            start,
+            |start| {
                 self.client
                     .query()
                     .table_name(&self.table)
