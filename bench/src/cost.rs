@@ -71,16 +71,12 @@ impl Intercept for Requests {
     }
 }
 
-pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new("bench", "bench", None, None, "bench"))
-        .load()
-        .await;
+/// A PostgreSQL instance in moto whose master secret holds the local server's
+/// credentials: its endpoint host and ARN.
+async fn instance(aws: &aws_config::SdkConfig) -> anyhow::Result<(String, String)> {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let identifier = format!("bench-{suffix}");
-    let created = aws_sdk_rds::Client::new(&aws)
+    let created = aws_sdk_rds::Client::new(aws)
         .create_db_instance()
         .db_instance_identifier(&identifier)
         .engine("postgres")
@@ -94,17 +90,29 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .db_instance
         .context("no instance")?;
     let secret = created.master_user_secret.and_then(|s| s.secret_arn).context("no master secret")?;
-    aws_sdk_secretsmanager::Client::new(&aws)
+    aws_sdk_secretsmanager::Client::new(aws)
         .put_secret_value()
         .secret_id(secret)
         .secret_string(json!({"username": "postgres", "password": "trust"}).to_string())
         .send()
         .await?;
     let host = created.endpoint.and_then(|e| e.address).context("no endpoint")?;
+    let arn = created.db_instance_arn.context("no ARN")?;
+    Ok((host, arn))
+}
+
+pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("bench", "bench", None, None, "bench"))
+        .load()
+        .await;
+    let (host, arn) = instance(&aws).await?;
     let config = Config {
         endpoint_overrides: HashMap::from([(host, "127.0.0.1:5432".to_string())]),
         settings: Settings { role_prefix: "dbroles_cost".into(), tls: TlsConfig::disabled(), ..Settings::default() },
-        ..Config::new(format!("dbroles-bench-{suffix}"))
+        ..Config::new(format!("dbroles-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
     };
     let requests = Requests::default();
     let dynamodb =
@@ -114,7 +122,6 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut deps = Deps::aws(&config, &aws).await?;
     (deps.jobs, deps.resources) = (store.clone(), store);
 
-    let arn = created.db_instance_arn.context("no ARN")?;
     let request = serde_json::from_value(json!({
         "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         "aws": {"instance_arn": arn},
@@ -140,8 +147,20 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let job = deps.jobs.get_job("bench", record.id()).await?.context("the job is gone")?.job;
     anyhow::ensure!(job.phase() == Phase::Completed, "the cost run's job did not complete: {:?}", job.status);
 
+    let counts = *requests.0.lock().unwrap();
+    report(&entered.into_inner().unwrap(), finished, &tasks, counts, rows);
+    Ok(())
+}
+
+/// The rows: what one job took, and what 1,000 cost.
+fn report(
+    entered: &[(String, Instant)],
+    finished: Instant,
+    tasks: &std::collections::BTreeSet<String>,
+    counts: Counts,
+    rows: &mut Vec<Row>,
+) {
     // A Task lasts until the next state is entered; Lambda bills each in whole milliseconds.
-    let entered = entered.into_inner().unwrap();
     let transitions = entered.len() as f64;
     let mut invocations = 0.0;
     let mut billed = Duration::ZERO;
@@ -152,7 +171,7 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             billed += Duration::from_millis((until - *at).as_secs_f64().mul_add(1000.0, 0.999) as u64);
         }
     }
-    let Counts { requests: dynamo_requests, read_units: reads, write_units: writes } = *requests.0.lock().unwrap();
+    let Counts { requests: dynamo_requests, read_units: reads, write_units: writes } = counts;
     let per_thousand = |dollars: f64| format!("${:.4}", dollars * 1000.0);
     let lambda = billed.as_secs_f64() * LAMBDA_GB * LAMBDA_GB_SECOND + invocations * LAMBDA_REQUEST;
     let states = transitions * STATE_TRANSITION;
@@ -169,5 +188,4 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(Row::new("cost per 1,000 jobs: Lambda (steps)", per_thousand(lambda), ""));
     rows.push(Row::new("cost per 1,000 jobs: DynamoDB", per_thousand(dynamo), ""));
     rows.push(Row::new("cost per 1,000 jobs: total", per_thousand(states + lambda + dynamo), ""));
-    Ok(())
 }
