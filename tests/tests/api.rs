@@ -42,9 +42,8 @@ fn harness(prefix: &str) -> Harness {
         connect_timeout: Duration::from_secs(4),
         ..Settings::default()
     };
-    let deps = Deps::local(store.clone(), inventory.clone(), settings.clone());
-    let workflow = Local::new(Executor::provision(0.01), deps);
-    let app = App { jobs: store.clone(), resources: store, inventory, workflow: Arc::new(workflow), settings };
+    let deps = Deps::local(store, inventory, settings);
+    let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
     Harness { app, _dir: dir, _silent: silent }
 }
 

@@ -144,56 +144,188 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result_
 }
 
 async fn end_to_end(backend: Backend) {
-    let (webhook_url, received) = webhook_receiver().await;
-    let table = unique("jobs-");
-    let prefix = unique("r");
-    let settings = Settings {
-        role_prefix: prefix.clone(),
-        tls: TlsConfig::disabled(),
-        connect_timeout: Duration::from_secs(5),
-        ..Settings::default()
-    };
-    let instance_id = unique("orders-");
-    let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
-    let config = Config {
-        endpoint_overrides: HashMap::from([(host.clone(), format!("127.0.0.1:{}", backend.port()))]),
-        settings: settings.clone(),
-        ..Config::new(table.clone())
+    let deployment = Deployment::start(backend).await;
+    let (id, job) = deployment.a_post_completes_on_step_functions().await;
+    deployment.every_step_ran_and_the_roles_log_in(&job).await;
+    deployment.the_resource_holds_references_to_the_store().await;
+    deployment.the_webhook_and_the_hook_saw_the_job_and_no_secret(&id, &job);
+    deployment.the_finished_event_reached_the_bus(&id).await;
+    deployment.the_local_executor_gives_the_same_job(&job).await;
+}
+
+/// The deployment the end-to-end test runs on: moto executing the state machine
+/// (steps answered by the proxy), an RDS instance whose endpoint reaches the
+/// backend, a webhook receiver, a hook, and a queue the finished-job events reach.
+struct Deployment {
+    backend: Backend,
+    moto: MotoExecutor,
+    aws: aws_config::SdkConfig,
+    deps: Deps,
+    /// The API on Step Functions.
+    remote: App,
+    instance_id: String,
+    host: String,
+    arn: String,
+    prefix: String,
+    request: Value,
+    received: Received,
+    queue: String,
+}
+
+impl Deployment {
+    async fn start(backend: Backend) -> Self {
+        let (webhook_url, received) = webhook_receiver().await;
+        let prefix = unique("r");
+        let settings = Settings {
+            role_prefix: prefix.clone(),
+            tls: TlsConfig::disabled(),
+            connect_timeout: Duration::from_secs(5),
+            ..Settings::default()
+        };
+        let instance_id = unique("orders-");
+        let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
+        let config = Config {
+            endpoint_overrides: HashMap::from([(host.clone(), format!("127.0.0.1:{}", backend.port()))]),
+            settings,
+            ..Config::new(unique("jobs-"))
+        };
+        let webhook = Webhook {
+            url: webhook_url,
+            secret: WEBHOOK_SECRET.to_string().into(),
+            attempts: 3,
+            backoff: Duration::from_millis(50),
+            timeout: Duration::from_secs(5),
+        };
+        let (moto, aws, deps) = notifying_moto(&config, webhook).await;
+        dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table)
+            .create_table()
+            .await
+            .unwrap();
+        let arn = instance_for(&backend, &aws, &instance_id, &host).await;
+        let queue = finished_events_queue(&aws).await;
+        let remote_config = Config { state_machine_arn: Some(provision_state_machine(&aws).await), ..config };
+        let remote = dbroles_lambda::app(&remote_config, &deps, &aws).unwrap();
+        let request = json!({
+            "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+            "aws": {"instance_arn": arn},
+            "connection_prefix_name": "orders-",
+            "job_steps": ["create-connections", "send-webhook"]
+        });
+        Self { backend, moto, aws, deps, remote, instance_id, host, arn, prefix, request, received, queue }
+    }
+
+    async fn a_post_completes_on_step_functions(&self) -> (String, Value) {
+        let (status, created) = call(&self.remote, "POST", "/dbroles/jobs", Some(self.request.clone())).await;
+        assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+        let id = created["job_id"].as_str().unwrap().to_string();
+        let job = wait_delivered(&self.remote, &id).await;
+        assert_eq!(job["status"]["phase"], "completed", "{job}");
+        assert_eq!(
+            job["spec"]["account_arn"], "arn:aws:sts::123456789012:user/moto",
+            "GetCallerIdentity's ARN, as moto spells it"
+        );
+        assert_eq!(job["hook_status"]["exit_code"], 0);
+        assert_eq!(job["hook_status"]["output"], "hook ran");
+        (id, job)
+    }
+
+    async fn every_step_ran_and_the_roles_log_in(&self, job: &Value) {
+        let executions: Vec<String> = self.moto.invocations.lock().unwrap().iter().map(|(f, _)| f.clone()).collect();
+        for step in [
+            "dbroles-resolve",
+            "dbroles-master-credentials",
+            "dbroles-provision",
+            "dbroles-create-connections",
+            "dbroles-finalize",
+            "dbroles-webhook",
+        ] {
+            assert!(executions.iter().any(|f| f == step), "Step Functions invoked {step}: {executions:?}");
+        }
+        // The roles log in with the credentials in Secrets Manager.
+        let store = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&self.aws), "dbroles");
+        for level in ["ro", "rw", "ddl"] {
+            let user = format!("{}_{level}", self.prefix);
+            let result = job["status"]["result"].as_array().unwrap().iter().find(|r| r["user_role"] == user.as_str()).unwrap();
+            assert_eq!(result["credentials_info"]["secrets_manager_provider"], "aws-secrets-manager");
+            let secret_id = result["credentials_info"]["secret_id"].as_str().unwrap();
+            let stored = store.read(secret_id).await.unwrap().expect("the role's secret is stored");
+            let endpoint = (self.host.as_str(), self.backend.endpoint_port() as u16);
+            assert_eq!((stored.host.as_str(), stored.port), endpoint, "the credentials name the real endpoint");
+            self.backend.log_in(&user, stored.password.expose_secret()).await;
+        }
+    }
+
+    /// One connection per role, secrets as references to the store.
+    async fn the_resource_holds_references_to_the_store(&self) {
+        let resource = self.deps.resources.get_resource("acme", &self.instance_id).await.unwrap().expect("the resource exists");
+        let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
+        assert_eq!(names, ["orders-ro", "orders-rw", "orders-ddl"]);
+        let ro = &resource.roles[0].input;
+        assert_eq!(ro.connection_tags["dbroles/db-arn"], self.arn);
+        assert_eq!(ro.subtype.as_deref(), Some(self.backend.subtype()));
+        assert_eq!(ro.secret["envvar:PASSWORD"], format!("_aws:dbroles/{}/{}_ro:PASSWORD", self.instance_id, self.prefix));
+    }
+
+    fn the_webhook_and_the_hook_saw_the_job_and_no_secret(&self, id: &str, job: &Value) {
+        let deliveries = self.received.lock().unwrap().clone();
+        let (headers, body) = deliveries.iter().find(|(_, body)| body.contains(id)).expect("the webhook was delivered");
+        let timestamp: i64 = headers["webhook-timestamp"].parse().unwrap();
+        let expected = sign_webhook(WEBHOOK_SECRET, &headers["webhook-id"], timestamp, body).unwrap();
+        assert_eq!(headers["webhook-signature"], expected);
+        let sent: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(sent["status"]["phase"], "completed");
+        assert!(!body.contains("PASSWORD\":"), "no secret in the webhook");
+        assert_eq!(job["webhook_status"]["delivered"], true);
+        let invocations = self.moto.invocations.lock().unwrap();
+        let hook_payloads: Vec<&Value> = invocations.iter().filter(|(f, _)| f == "dbroles-test-hook").map(|(_, p)| p).collect();
+        assert_eq!(hook_payloads.len(), 1);
+        assert_eq!(hook_payloads[0]["job"]["id"], id);
+    }
+
+    async fn the_finished_event_reached_the_bus(&self, id: &str) {
+        let sqs = aws_sdk_sqs::Client::new(&self.aws);
+        let messages = sqs.receive_message().queue_url(&self.queue).max_number_of_messages(10).send().await.unwrap();
+        let event: Value = serde_json::from_str(messages.messages()[0].body().unwrap()).unwrap();
+        assert_eq!(event["detail-type"], "DB Role Job Finished");
+        assert_eq!(event["detail"]["id"], id);
+    }
+
+    async fn the_local_executor_gives_the_same_job(&self, job: &Value) {
+        let local = App::new(&self.deps, Arc::new(Local::new(Executor::provision(0.01), self.deps.clone())));
+        let (status, created) = call(&local, "POST", "/dbroles/jobs", Some(self.request.clone())).await;
+        assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+        let local_job = wait_delivered(&local, created["job_id"].as_str().unwrap()).await;
+        assert_eq!(comparable(&local_job), comparable(job));
+    }
+}
+
+/// moto in execute mode whose steps, and the deployment's own dependencies, have
+/// the webhook and a hook (a Lambda function the proxy answers).
+async fn notifying_moto(config: &Config, webhook: Webhook) -> (MotoExecutor, aws_config::SdkConfig, Deps) {
+    let with_notifications = move |mut deps: Deps, proxy_aws: &aws_config::SdkConfig| {
+        deps.webhook = Some(webhook.clone());
+        let client = aws_sdk_lambda::Client::new(proxy_aws);
+        deps.hook = Some(Arc::new(LambdaHook { client, function: "dbroles-test-hook".into() }));
+        deps
     };
     let hook_answer = HashMap::from([("dbroles-test-hook".to_string(), json!({"exit_code": 0, "output": "hook ran"}))]);
-    let deps_config = config.clone();
-    let webhook = Webhook {
-        url: webhook_url,
-        secret: WEBHOOK_SECRET.to_string().into(),
-        attempts: 3,
-        backoff: Duration::from_millis(50),
-        timeout: Duration::from_secs(5),
-    };
-    let with_notifications = {
-        let webhook = webhook.clone();
-        move |mut deps: Deps, proxy_aws: &aws_config::SdkConfig| {
-            deps.webhook = Some(webhook);
-            // The hook is a Lambda function the proxy answers.
-            let client = aws_sdk_lambda::Client::new(proxy_aws);
-            deps.hook = Some(Arc::new(LambdaHook { client, function: "dbroles-test-hook".into() }));
-            deps
-        }
-    };
-    let remote_notifications = with_notifications.clone();
+    let (steps_config, remote_notifications) = (config.clone(), with_notifications.clone());
     let moto = MotoExecutor::start(
         |endpoint, proxy| async move {
-            let deps = Deps::aws(&deps_config, &aws_config(&endpoint).await).await.unwrap();
+            let deps = Deps::aws(&steps_config, &aws_config(&endpoint).await).await.unwrap();
             remote_notifications(deps, &aws_config(&proxy).await)
         },
         hook_answer,
     )
     .await;
     let aws = aws_config(&moto.endpoint).await;
-    let deps = with_notifications(Deps::aws(&config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
-    dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
+    let deps = with_notifications(Deps::aws(config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
+    (moto, aws, deps)
+}
 
-    // The instance: moto's RDS, its managed master secret holding the server's real credentials.
-    let created = create_instance(&aws, &instance_id, backend.engine(), backend.master().0)
+/// The instance in moto's RDS, its managed master secret holding the backend's real credentials: its ARN.
+async fn instance_for(backend: &Backend, aws: &aws_config::SdkConfig, instance_id: &str, host: &str) -> String {
+    let created = create_instance(aws, instance_id, backend.engine(), backend.master().0)
         .set_engine_version(backend.engine_version())
         .manage_master_user_password(true)
         .port(backend.endpoint_port())
@@ -202,21 +334,22 @@ async fn end_to_end(backend: Backend) {
         .unwrap()
         .db_instance
         .unwrap();
-    assert_eq!(created.endpoint.as_ref().and_then(|e| e.address.as_deref()), Some(host.as_str()));
-    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-    secrets
+    assert_eq!(created.endpoint.as_ref().and_then(|e| e.address.as_deref()), Some(host));
+    aws_sdk_secretsmanager::Client::new(aws)
         .put_secret_value()
         .secret_id(created.master_user_secret.unwrap().secret_arn.unwrap())
         .secret_string(json!({"username": backend.master().0, "password": backend.master().1}).to_string())
         .send()
         .await
         .unwrap();
-    let arn = created.db_instance_arn.unwrap();
+    created.db_instance_arn.unwrap()
+}
 
-    // The finished-job events land in a queue.
-    let sqs = aws_sdk_sqs::Client::new(&aws);
+/// A queue that an EventBridge rule sends the finished-job events to: its URL.
+async fn finished_events_queue(aws: &aws_config::SdkConfig) -> String {
+    let sqs = aws_sdk_sqs::Client::new(aws);
     let queue = sqs.create_queue().queue_name(unique("finished-")).send().await.unwrap().queue_url.unwrap();
-    let queue_arn = sqs
+    let attributes = sqs
         .get_queue_attributes()
         .queue_url(&queue)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
@@ -224,9 +357,9 @@ async fn end_to_end(backend: Backend) {
         .await
         .unwrap()
         .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    let events = aws_sdk_eventbridge::Client::new(&aws);
+        .unwrap();
+    let queue_arn = attributes[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    let events = aws_sdk_eventbridge::Client::new(aws);
     let rule = unique("finished-");
     events
         .put_rule()
@@ -235,101 +368,9 @@ async fn end_to_end(backend: Backend) {
         .send()
         .await
         .unwrap();
-    events
-        .put_targets()
-        .rule(&rule)
-        .targets(aws_sdk_eventbridge::types::Target::builder().id("queue").arn(queue_arn).build().unwrap())
-        .send()
-        .await
-        .unwrap();
-
-    // The state machine: the one definition, its substitutions naming the step functions.
-    let machine = provision_state_machine(&aws).await;
-    let remote_config = Config { state_machine_arn: Some(machine), ..config.clone() };
-    let remote = dbroles_lambda::app(&remote_config, &deps, &aws).unwrap();
-
-    let request = json!({
-        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
-        "aws": {"instance_arn": arn},
-        "connection_prefix_name": "orders-",
-        "job_steps": ["create-connections", "send-webhook"]
-    });
-    let (status, created) = call(&remote, "POST", "/dbroles/jobs", Some(request.clone())).await;
-    assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
-    let id = created["job_id"].as_str().unwrap().to_string();
-    let job = wait_delivered(&remote, &id).await;
-    assert_eq!(job["status"]["phase"], "completed", "{job}");
-    assert_eq!(job["spec"]["account_arn"], "arn:aws:sts::123456789012:user/moto", "GetCallerIdentity's ARN, as moto spells it");
-    assert_eq!(job["hook_status"]["exit_code"], 0);
-    assert_eq!(job["hook_status"]["output"], "hook ran");
-    let executions: Vec<String> = moto.invocations.lock().unwrap().iter().map(|(f, _)| f.clone()).collect();
-    for step in [
-        "dbroles-resolve",
-        "dbroles-master-credentials",
-        "dbroles-provision",
-        "dbroles-create-connections",
-        "dbroles-finalize",
-        "dbroles-webhook",
-    ] {
-        assert!(executions.iter().any(|f| f == step), "Step Functions invoked {step}: {executions:?}");
-    }
-
-    // The roles log in with the credentials in Secrets Manager.
-    let store = AwsSecrets::new(secrets.clone(), "dbroles");
-    for level in ["ro", "rw", "ddl"] {
-        let user = format!("{prefix}_{level}");
-        let result = job["status"]["result"].as_array().unwrap().iter().find(|r| r["user_role"] == user.as_str()).unwrap();
-        assert_eq!(result["credentials_info"]["secrets_manager_provider"], "aws-secrets-manager");
-        let secret_id = result["credentials_info"]["secret_id"].as_str().unwrap();
-        let stored = store.read(secret_id).await.unwrap().expect("the role's secret is stored");
-        let endpoint = (host.as_str(), backend.endpoint_port() as u16);
-        assert_eq!((stored.host.as_str(), stored.port), endpoint, "the credentials name the real endpoint");
-        backend.log_in(&user, stored.password.expose_secret()).await;
-    }
-
-    // The resource: one connection per role, secrets as references to the store.
-    let resource = deps.resources.get_resource("acme", &instance_id).await.unwrap().expect("the resource exists");
-    let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
-    assert_eq!(names, ["orders-ro", "orders-rw", "orders-ddl"]);
-    let ro = &resource.roles[0].input;
-    assert_eq!(ro.connection_tags["dbroles/db-arn"], arn);
-    assert_eq!(ro.subtype.as_deref(), Some(backend.subtype()));
-    assert_eq!(ro.secret["envvar:PASSWORD"], format!("_aws:dbroles/{instance_id}/{prefix}_ro:PASSWORD"));
-
-    // The webhook: the job as GET shows it, signed.
-    let deliveries = received.lock().unwrap().clone();
-    let (headers, body) = deliveries.iter().find(|(_, body)| body.contains(&id)).expect("the webhook was delivered");
-    let timestamp: i64 = headers["webhook-timestamp"].parse().unwrap();
-    let expected = sign_webhook(WEBHOOK_SECRET, &headers["webhook-id"], timestamp, body).unwrap();
-    assert_eq!(headers["webhook-signature"], expected);
-    let sent: Value = serde_json::from_str(body).unwrap();
-    assert_eq!(sent["status"]["phase"], "completed");
-    assert!(!body.contains("PASSWORD\":"), "no secret in the webhook");
-    assert_eq!(job["webhook_status"]["delivered"], true);
-    // The hook saw the job and no secret.
-    let hook_payloads: Vec<Value> =
-        moto.invocations.lock().unwrap().iter().filter(|(f, _)| f == "dbroles-test-hook").map(|(_, p)| p.clone()).collect();
-    assert_eq!(hook_payloads.len(), 1);
-    assert_eq!(hook_payloads[0]["job"]["id"], id.as_str());
-
-    // The DB Role Job Finished event.
-    let messages = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.unwrap();
-    let event: Value = serde_json::from_str(messages.messages()[0].body().unwrap()).unwrap();
-    assert_eq!(event["detail-type"], "DB Role Job Finished");
-    assert_eq!(event["detail"]["id"], id.as_str());
-
-    // The same request on the local executor ends with the same job.
-    let local = App {
-        jobs: deps.jobs.clone(),
-        resources: deps.resources.clone(),
-        inventory: deps.inventory.clone(),
-        workflow: Arc::new(Local::new(Executor::provision(0.01), deps.clone())),
-        settings: settings.clone(),
-    };
-    let (status, created) = call(&local, "POST", "/dbroles/jobs", Some(request)).await;
-    assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
-    let local_job = wait_delivered(&local, created["job_id"].as_str().unwrap()).await;
-    assert_eq!(comparable(&local_job), comparable(&job));
+    let target = aws_sdk_eventbridge::types::Target::builder().id("queue").arn(queue_arn).build().unwrap();
+    events.put_targets().rule(&rule).targets(target).send().await.unwrap();
+    queue
 }
 
 fn local_deps(
@@ -354,13 +395,7 @@ async fn a_database_down_fails_the_job_releases_the_lock_and_a_rerun_succeeds() 
         ..Settings::default()
     };
     let deps = local_deps(store.clone(), vec![instance], settings.clone());
-    let app = App {
-        jobs: store.clone(),
-        resources: store.clone(),
-        inventory: deps.inventory.clone(),
-        workflow: Arc::new(Local::new(Executor::provision(0.01), deps)),
-        settings,
-    };
+    let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
     let request = json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "f-", "job_steps": []});
 
     cluster.stop();
@@ -424,13 +459,7 @@ async fn an_aborted_execution_fails_its_job_through_the_status_change_rule() {
         vec![dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")],
         Settings::default(),
     );
-    let app = App {
-        jobs: store.clone(),
-        resources: store.clone(),
-        inventory: deps.inventory.clone(),
-        workflow: Arc::new(Stuck),
-        settings: Settings::default(),
-    };
+    let app = App::new(&deps, Arc::new(Stuck));
     let request = json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "a-", "job_steps": []});
     let (_, created) = call(&app, "POST", "/dbroles/jobs", Some(request.clone())).await;
     let id = created["job_id"].as_str().unwrap();

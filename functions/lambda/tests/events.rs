@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dbroles_core::config::Config;
-use dbroles_core::config::Settings;
-use dbroles_core::deps::Deps;
+use dbroles_core::config::{Config, Settings};
+use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::job::{Job, Phase};
 use dbroles_core::jobs;
@@ -23,7 +22,9 @@ use dbroles_core::steps::Step;
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::{JobStore, NewJob};
 use dbroles_lambda::{handle_step, handle_trigger};
-use dbroles_tests::{aws_config, moto_endpoint, moto_instance, template_actions, unique, webhook_receiver, ActionRecorder};
+use dbroles_tests::{
+    aws_config, moto_endpoint, moto_instance, template_actions, unique, webhook_receiver, ActionRecorder, MotoInstance, Received,
+};
 use serde_json::{json, Value};
 
 /// The job the step samples carry.
@@ -101,7 +102,14 @@ fn merge(into: &mut Value, from: Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_step_and_trigger_event_runs_through_its_handler() {
-    // Every sample file has its place here.
+    every_sample_has_an_expectation();
+    let samples = Samples::deploy().await;
+    samples.the_step_samples_carry_one_job_from_resolve_to_webhook().await;
+    let app = samples.the_trigger_samples_start_rotate_and_repair().await;
+    samples.an_untagged_instance_starts_nothing(&app).await;
+}
+
+fn every_sample_has_an_expectation() {
     let on_disk: BTreeSet<String> = std::fs::read_dir(events_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -115,169 +123,203 @@ async fn every_step_and_trigger_event_runs_through_its_handler() {
     let listed: BTreeSet<String> =
         STEP_SAMPLES.iter().map(|(_, file)| file.to_string()).chain(TRIGGER_SAMPLES.iter().map(|f| f.to_string())).collect();
     assert_eq!(on_disk, listed, "every sample event has an expectation here");
+}
 
-    // The deployment: a table, the instance the samples name (in a VPC, its
-    // endpoint mapped to the machine's PostgreSQL), and a state machine.
-    let aws = aws_config(&moto_endpoint()).await;
-    let instance = moto_instance(&aws, &unique("payments-"), "postgres", ("postgres", "trust-auth-ignores-it"), &[]).await;
-    let prefix = unique("r");
-    let table = unique("jobs-");
-    let machine = aws_sdk_sfn::Client::new(&aws)
-        .create_state_machine()
-        .name(unique("provision-"))
-        .definition(json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}).to_string())
-        .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn;
-    let config = Config {
-        state_machine_arn: Some(machine),
-        endpoint_overrides: HashMap::from([(instance.host.clone(), "127.0.0.1:5432".to_string())]),
-        settings: Settings {
-            role_prefix: prefix.clone(),
-            tls: TlsConfig::disabled(),
-            connect_timeout: Duration::from_secs(5),
-            ..Settings::default()
-        },
-        ..Config::new(table.clone())
-    };
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
-    // The functions' AWS calls go through a recorder: the template must grant each what it does.
-    let recorder = ActionRecorder::start(&moto_endpoint()).await;
-    let observed = aws_config(&recorder.endpoint).await;
-    let mut deps: Deps = Deps::aws(&config, &observed).await.unwrap();
-    let hook = Arc::new(RecordingHook::default());
-    deps.hook = Some(hook.clone());
-    let (url, received) = webhook_receiver().await;
-    deps.webhook = Some(Webhook {
-        url,
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string().into(),
-        attempts: 2,
-        backoff: Duration::from_millis(20),
-        timeout: Duration::from_secs(5),
-    });
+/// The deployment the samples run on: a table, the instance the samples name
+/// (in a VPC, its endpoint mapped to the machine's PostgreSQL), a state machine,
+/// the functions' AWS calls through a recorder, a hook and a webhook receiver.
+struct Samples {
+    aws: aws_config::SdkConfig,
+    instance: MotoInstance,
+    prefix: String,
+    config: Config,
+    recorder: ActionRecorder,
+    observed: aws_config::SdkConfig,
+    deps: Deps,
+    hook: Arc<RecordingHook>,
+    received: Received,
+    /// The request of the job the step samples carry.
+    request: CreateJobRequest,
+}
 
-    let request = seed_running(
-        deps.jobs.as_ref(),
-        JOB,
-        &instance.arn,
-        json!({"aws": {"default_security_group": {"ingress_cidr": "10.40.0.0/16"}}}),
-    )
-    .await;
-    seed_running(deps.jobs.as_ref(), FAILED_STEP_JOB, "arn:aws:rds:us-east-1:123456789012:db:ledger-db", json!({})).await;
-    let job = || async { deps.jobs.get_job("acme", JOB).await.unwrap().unwrap().job };
-
-    for (step, file) in STEP_SAMPLES {
-        recorder.take();
-        let out = handle_step(*step, &deps, sample(file))
+impl Samples {
+    async fn deploy() -> Self {
+        let aws = aws_config(&moto_endpoint()).await;
+        let instance = moto_instance(&aws, &unique("payments-"), "postgres", ("postgres", "trust-auth-ignores-it"), &[]).await;
+        let prefix = unique("r");
+        let table = unique("jobs-");
+        let machine = aws_sdk_sfn::Client::new(&aws)
+            .create_state_machine()
+            .name(unique("provision-"))
+            .definition(json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}).to_string())
+            .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
+            .send()
             .await
-            .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
-        let function = format!("{}Function", step.substitution().trim_end_matches("FunctionArn"));
-        assert_granted(&function, recorder.take(), file);
-        match *file {
-            "resolve/task.json" => {
-                assert_eq!((out["open_network"].clone(), out["create_connections"].clone()), (json!(true), json!(true)));
-                let spec = job().await.spec.unwrap();
-                assert_eq!((spec.db_arn.as_str(), spec.db_engine.as_str()), (instance.arn.as_str(), "postgres"));
-            }
-            "open-network/task.json" => {
-                let groups = security_groups_of(&aws, &instance.identifier).await;
-                assert_eq!(groups.len(), 2, "the application's group stays beside dbroles': {groups:?}");
-                assert!(groups.contains(&instance.app_group));
-            }
-            "master-credentials/task.json" | "instance-status/task.json" => {
-                assert_eq!(out["master_ready"], true, "{file}: the managed secret is readable and the instance available")
-            }
-            "provision/task.json" => {
-                let status = job().await.status.unwrap();
-                let users: Vec<&str> = status.result.iter().map(|r| r.user_role.as_str()).collect();
-                assert_eq!(users, [format!("{prefix}_ro"), format!("{prefix}_rw"), format!("{prefix}_ddl")]);
-                assert!(status.result.iter().all(|r| r.status == Phase::Completed), "{status:?}");
-            }
-            "create-connections/task.json" => {
-                let resource = deps.resources.get_resource("acme", &instance.identifier).await.unwrap().unwrap();
-                let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
-                assert_eq!(names, ["payments-ro", "payments-rw", "payments-ddl"]);
-            }
-            "hook/task.json" => {
-                let status = job().await.hook_status.unwrap();
-                assert_eq!((status.exit_code, status.output), (0, format!("registered {}", instance.arn)));
-                assert_eq!(hook.0.lock().unwrap().len(), 1);
-            }
-            "finalize/task.json" => {
-                let job = job().await;
-                assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
-                assert!(job.completed_at.is_some());
-            }
-            "webhook/task.json" => {
-                assert_eq!(job().await.webhook_status.unwrap().delivered, true);
-                assert!(received.lock().unwrap().iter().any(|(_, body)| body.contains(JOB)));
-            }
-            "finalize/caught-error.json" => {
-                let failed = deps.jobs.get_job("acme", FAILED_STEP_JOB).await.unwrap().unwrap().job;
-                assert_eq!(failed.phase(), Phase::Failed);
-                assert_eq!(failed.status.unwrap().message, "cannot connect to 10.0.3.17:5432: connection refused");
-            }
-            other => panic!("no expectation for {other}"),
-        }
-    }
+            .unwrap()
+            .state_machine_arn;
+        let config = Config {
+            state_machine_arn: Some(machine),
+            endpoint_overrides: HashMap::from([(instance.host.clone(), "127.0.0.1:5432".to_string())]),
+            settings: Settings {
+                role_prefix: prefix.clone(),
+                tls: TlsConfig::disabled(),
+                connect_timeout: Duration::from_secs(5),
+                ..Settings::default()
+            },
+            ..Config::new(table.clone())
+        };
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
+        // The functions' AWS calls go through a recorder: the template must grant each what it does.
+        let recorder = ActionRecorder::start(&moto_endpoint()).await;
+        let observed = aws_config(&recorder.endpoint).await;
+        let mut deps: Deps = Deps::aws(&config, &observed).await.unwrap();
+        let hook = Arc::new(RecordingHook::default());
+        deps.hook = Some(hook.clone());
+        let (url, received) = webhook_receiver().await;
+        deps.webhook = Some(Webhook {
+            url,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string().into(),
+            attempts: 2,
+            backoff: Duration::from_millis(20),
+            timeout: Duration::from_secs(5),
+        });
 
-    // The triggers: a tagged instance was created (its id is the sample's), the
-    // rotation schedule fired, and an execution died.
-    let reports = aws_sdk_rds::Client::new(&aws);
-    if reports.describe_db_instances().db_instance_identifier("reports-db").send().await.is_err() {
-        moto_instance(
-            &aws,
-            "reports-db",
-            "postgres",
-            ("postgres", "x"),
-            &[("dbroles:provision", "true"), ("dbroles:org", "acme")],
+        let request = seed_running(
+            deps.jobs.as_ref(),
+            JOB,
+            &instance.arn,
+            json!({"aws": {"default_security_group": {"ingress_cidr": "10.40.0.0/16"}}}),
         )
         .await;
+        seed_running(deps.jobs.as_ref(), FAILED_STEP_JOB, "arn:aws:rds:us-east-1:123456789012:db:ledger-db", json!({})).await;
+        Self { aws, instance, prefix, config, recorder, observed, deps, hook, received, request }
     }
-    seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
-    let app = dbroles_lambda::app(&config, &deps, &observed).unwrap();
-    let settings = dbroles_core::triggers::TriggerSettings::from_env().unwrap();
-    for file in TRIGGER_SAMPLES {
-        recorder.take();
-        let out = handle_trigger(&app, &settings, sample(file))
-            .await
-            .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
-        assert_granted("EventsFunction", recorder.take(), file);
-        let started: Vec<String> = serde_json::from_value(out["started"].clone()).unwrap();
-        match *file {
-            "events/rds-instance-created.json" => {
-                assert_eq!(started.len(), 1, "{out}");
-                let record = deps.jobs.get_job("acme", &started[0]).await.unwrap().expect("the tag's organisation owns the job");
-                assert_eq!(record.job.phase(), Phase::Running);
-                assert_eq!(record.request.aws.instance_arn, "arn:aws:rds:us-east-1:123456789012:db:reports-db");
-                assert_eq!(record.request.connection_prefix_name, "reports-db-");
+
+    async fn job(&self) -> Job {
+        self.deps.jobs.get_job("acme", JOB).await.unwrap().unwrap().job
+    }
+
+    async fn the_step_samples_carry_one_job_from_resolve_to_webhook(&self) {
+        let Self { aws, instance, prefix, recorder, deps, hook, received, .. } = self;
+        let job = || self.job();
+        for (step, file) in STEP_SAMPLES {
+            recorder.take();
+            let out = handle_step(*step, &deps, sample(file))
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
+            let function = format!("{}Function", step.substitution().trim_end_matches("FunctionArn"));
+            assert_granted(&function, recorder.take(), file);
+            match *file {
+                "resolve/task.json" => {
+                    assert_eq!((out["open_network"].clone(), out["create_connections"].clone()), (json!(true), json!(true)));
+                    let spec = job().await.spec.unwrap();
+                    assert_eq!((spec.db_arn.as_str(), spec.db_engine.as_str()), (instance.arn.as_str(), "postgres"));
+                }
+                "open-network/task.json" => {
+                    let groups = security_groups_of(&aws, &instance.identifier).await;
+                    assert_eq!(groups.len(), 2, "the application's group stays beside dbroles': {groups:?}");
+                    assert!(groups.contains(&instance.app_group));
+                }
+                "master-credentials/task.json" | "instance-status/task.json" => {
+                    assert_eq!(out["master_ready"], true, "{file}: the managed secret is readable and the instance available")
+                }
+                "provision/task.json" => {
+                    let status = job().await.status.unwrap();
+                    let users: Vec<&str> = status.result.iter().map(|r| r.user_role.as_str()).collect();
+                    assert_eq!(users, [format!("{prefix}_ro"), format!("{prefix}_rw"), format!("{prefix}_ddl")]);
+                    assert!(status.result.iter().all(|r| r.status == Phase::Completed), "{status:?}");
+                }
+                "create-connections/task.json" => {
+                    let resource = deps.resources.get_resource("acme", &instance.identifier).await.unwrap().unwrap();
+                    let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
+                    assert_eq!(names, ["payments-ro", "payments-rw", "payments-ddl"]);
+                }
+                "hook/task.json" => {
+                    let status = job().await.hook_status.unwrap();
+                    assert_eq!((status.exit_code, status.output), (0, format!("registered {}", instance.arn)));
+                    assert_eq!(hook.0.lock().unwrap().len(), 1);
+                }
+                "finalize/task.json" => {
+                    let job = job().await;
+                    assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+                    assert!(job.completed_at.is_some());
+                }
+                "webhook/task.json" => {
+                    assert_eq!(job().await.webhook_status.unwrap().delivered, true);
+                    assert!(received.lock().unwrap().iter().any(|(_, body)| body.contains(JOB)));
+                }
+                "finalize/caught-error.json" => {
+                    let failed = deps.jobs.get_job("acme", FAILED_STEP_JOB).await.unwrap().unwrap().job;
+                    assert_eq!(failed.phase(), Phase::Failed);
+                    assert_eq!(failed.status.unwrap().message, "cannot connect to 10.0.3.17:5432: connection refused");
+                }
+                other => panic!("no expectation for {other}"),
             }
-            "events/rotation-schedule.json" => {
-                assert_eq!(started.len(), 1, "the one provisioned instance: {out}");
-                let record = deps.jobs.get_job("acme", &started[0]).await.unwrap().unwrap();
-                assert_eq!(record.request, request, "a rotation repeats the request that provisioned the instance");
-                assert_eq!(record.job.phase(), Phase::Running);
-            }
-            "events/execution-failed.json" => {
-                assert_eq!(out["repaired"], json!([DEAD_EXECUTION_JOB]));
-                let dead = deps.jobs.get_job("acme", DEAD_EXECUTION_JOB).await.unwrap().unwrap().job;
-                assert_eq!(dead.phase(), Phase::Failed);
-                let message = dead.status.unwrap().message;
-                assert!(message.starts_with("the execution ended FAILED: Lambda.Unknown"), "{message}");
-                assert!(message.contains("Task timed out after 60.00 seconds"), "{message}");
-            }
-            other => panic!("no expectation for {other}"),
         }
     }
 
-    // An instance created without the tag starts nothing.
-    let mut untagged = sample("events/rds-instance-created.json");
-    untagged["detail"]["SourceArn"] = json!(instance.arn);
-    let out = handle_trigger(&app, &settings, untagged).await.unwrap();
-    assert_eq!(out["started"], json!([]));
-    assert!(out["skipped"][0].as_str().unwrap().contains("is not tagged dbroles:provision=true"), "{out}");
+    /// A tagged instance was created (its id is the sample's), the rotation
+    /// schedule fired, and an execution died.
+    async fn the_trigger_samples_start_rotate_and_repair(&self) -> App {
+        let Self { aws, config, recorder, observed, deps, request, .. } = self;
+        let reports = aws_sdk_rds::Client::new(&aws);
+        if reports.describe_db_instances().db_instance_identifier("reports-db").send().await.is_err() {
+            moto_instance(
+                &aws,
+                "reports-db",
+                "postgres",
+                ("postgres", "x"),
+                &[("dbroles:provision", "true"), ("dbroles:org", "acme")],
+            )
+            .await;
+        }
+        seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
+        let app = dbroles_lambda::app(&config, &deps, &observed).unwrap();
+        let settings = dbroles_core::triggers::TriggerSettings::from_env().unwrap();
+        for file in TRIGGER_SAMPLES {
+            recorder.take();
+            let out = handle_trigger(&app, &settings, sample(file))
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {}: {}", e.error_type, e.error_message));
+            assert_granted("EventsFunction", recorder.take(), file);
+            let started: Vec<String> = serde_json::from_value(out["started"].clone()).unwrap();
+            match *file {
+                "events/rds-instance-created.json" => {
+                    assert_eq!(started.len(), 1, "{out}");
+                    let record =
+                        deps.jobs.get_job("acme", &started[0]).await.unwrap().expect("the tag's organisation owns the job");
+                    assert_eq!(record.job.phase(), Phase::Running);
+                    assert_eq!(record.request.aws.instance_arn, "arn:aws:rds:us-east-1:123456789012:db:reports-db");
+                    assert_eq!(record.request.connection_prefix_name, "reports-db-");
+                }
+                "events/rotation-schedule.json" => {
+                    assert_eq!(started.len(), 1, "the one provisioned instance: {out}");
+                    let record = deps.jobs.get_job("acme", &started[0]).await.unwrap().unwrap();
+                    assert_eq!(&record.request, request, "a rotation repeats the request that provisioned the instance");
+                    assert_eq!(record.job.phase(), Phase::Running);
+                }
+                "events/execution-failed.json" => {
+                    assert_eq!(out["repaired"], json!([DEAD_EXECUTION_JOB]));
+                    let dead = deps.jobs.get_job("acme", DEAD_EXECUTION_JOB).await.unwrap().unwrap().job;
+                    assert_eq!(dead.phase(), Phase::Failed);
+                    let message = dead.status.unwrap().message;
+                    assert!(message.starts_with("the execution ended FAILED: Lambda.Unknown"), "{message}");
+                    assert!(message.contains("Task timed out after 60.00 seconds"), "{message}");
+                }
+                other => panic!("no expectation for {other}"),
+            }
+        }
+        app
+    }
+
+    async fn an_untagged_instance_starts_nothing(&self, app: &App) {
+        let settings = dbroles_core::triggers::TriggerSettings::from_env().unwrap();
+        let mut untagged = sample("events/rds-instance-created.json");
+        untagged["detail"]["SourceArn"] = json!(self.instance.arn);
+        let out = handle_trigger(app, &settings, untagged).await.unwrap();
+        assert_eq!(out["started"], json!([]));
+        assert!(out["skipped"][0].as_str().unwrap().contains("is not tagged dbroles:provision=true"), "{out}");
+    }
 }
 
 /// Every action a function took is granted to it by `template.yaml`
