@@ -42,3 +42,14 @@ pub fn unique(prefix: &str) -> String {
 pub fn path_of(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
+
+/// A deployment's settings as the end-to-end tests use them: roles `<prefix>_*`,
+/// no TLS to the test's servers, a five-second connection time-out.
+pub fn settings(prefix: &str) -> dbroles_core::config::Settings {
+    dbroles_core::config::Settings {
+        role_prefix: prefix.to_string(),
+        tls: dbroles_core::engine::TlsConfig::disabled(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    }
+}

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dbroles_core::config::{Config, Settings};
+use dbroles_core::config::Config;
 use dbroles_core::deps::{App, Deps};
-use dbroles_core::engine::TlsConfig;
 use dbroles_core::job::{Job, Phase};
 use dbroles_core::jobs;
 use dbroles_core::request::CreateJobRequest;
@@ -45,12 +44,7 @@ async fn rig(resets: usize) -> Rig {
     let instance_id = unique("orders-");
     let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
     let prefix = unique("r");
-    let settings = Settings {
-        role_prefix: prefix.clone(),
-        tls: TlsConfig::disabled(),
-        connect_timeout: Duration::from_secs(5),
-        ..Settings::default()
-    };
+    let settings = settings(&prefix);
     let config = Config {
         endpoint_overrides: HashMap::from([(host, format!("127.0.0.1:{}", flaky.port))]),
         settings,

@@ -176,12 +176,7 @@ impl Deployment {
     async fn start(backend: Backend) -> Self {
         let (webhook_url, received) = webhook_receiver().await;
         let prefix = unique("r");
-        let settings = Settings {
-            role_prefix: prefix.clone(),
-            tls: TlsConfig::disabled(),
-            connect_timeout: Duration::from_secs(5),
-            ..Settings::default()
-        };
+        let settings = settings(&prefix);
         let instance_id = unique("orders-");
         let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
         let config = Config {

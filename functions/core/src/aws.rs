@@ -57,6 +57,20 @@ pub fn fault<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Faul
     }
 }
 
+/// An adapter's error for a failed call `what`: `[denied, transient, failed]`
+/// by the fault, each given the message (a definite "not found" counts as failed).
+pub fn classify<E, T>(what: &str, error: SdkError<E, HttpResponse>, [denied, transient, failed]: [fn(String) -> T; 3]) -> T
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = format!("{what}: {}", describe(&error));
+    match fault(&error) {
+        Fault::AccessDenied => denied(message),
+        Fault::Transient => transient(message),
+        Fault::NotFound | Fault::Other => failed(message),
+    }
+}
+
 /// The error with its causes, as a message (SDK errors hold no secret values).
 pub fn describe<E: std::error::Error + 'static>(error: &SdkError<E, HttpResponse>) -> String {
     DisplayErrorContext(error).to_string()

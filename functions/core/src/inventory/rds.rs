@@ -49,12 +49,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     what: &str,
     error: SdkError<E, HttpResponse>,
 ) -> InventoryError {
-    let text = format!("{what}: {}", crate::aws::describe(&error));
-    match crate::aws::fault(&error) {
-        Fault::AccessDenied => InventoryError::AccessDenied(text),
-        Fault::Transient => InventoryError::Unavailable(text),
-        Fault::NotFound | Fault::Other => InventoryError::Failed(text),
-    }
+    crate::aws::classify(what, error, [InventoryError::AccessDenied, InventoryError::Unavailable, InventoryError::Failed])
 }
 
 fn tags(list: &[aws_sdk_rds::types::Tag]) -> Vec<DbTag> {

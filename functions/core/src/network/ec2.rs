@@ -7,7 +7,6 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification};
 
 use super::{Network, NetworkError, MANAGED_TAG};
-use crate::aws::Fault;
 use crate::inventory::Instance;
 use crate::request::ArnKind;
 
@@ -15,12 +14,7 @@ fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     action: &str,
     error: SdkError<E, HttpResponse>,
 ) -> NetworkError {
-    let text = format!("{action}: {}", crate::aws::describe(&error));
-    match crate::aws::fault(&error) {
-        Fault::AccessDenied => NetworkError::AccessDenied(text),
-        Fault::Transient => NetworkError::Unavailable(text),
-        Fault::NotFound | Fault::Other => NetworkError::Failed(text),
-    }
+    crate::aws::classify(action, error, [NetworkError::AccessDenied, NetworkError::Unavailable, NetworkError::Failed])
 }
 
 pub struct Ec2Network {

@@ -18,13 +18,7 @@ pub struct AwsSecrets {
 }
 
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(what: &str, error: SdkError<E, HttpResponse>) -> SecretError {
-    use crate::aws::Fault;
-    let text = format!("{what}: {}", crate::aws::describe(&error));
-    match crate::aws::fault(&error) {
-        Fault::AccessDenied => SecretError::AccessDenied(text),
-        Fault::Transient => SecretError::Unavailable(text),
-        Fault::NotFound | Fault::Other => SecretError::Failed(text),
-    }
+    crate::aws::classify(what, error, [SecretError::AccessDenied, SecretError::Unavailable, SecretError::Failed])
 }
 
 fn tag(key: &str, value: &str) -> Tag {
