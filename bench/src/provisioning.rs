@@ -73,7 +73,7 @@ async fn measure(
     let mut last = None;
     for _ in 0..RUNS {
         let started = Instant::now();
-        let outcome = provision_roles(&target, &endpoint, "dbroles_bench", secrets, &secret).await?;
+        let outcome = provision_roles(&target, &endpoint, "dbroles_bench", secrets, &secret, true).await?;
         times.push(started.elapsed());
         anyhow::ensure!(
             outcome.all_completed(),

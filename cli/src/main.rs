@@ -54,6 +54,9 @@ enum Command {
         /// Extra steps: create-connections, send-webhook.
         #[arg(long, value_delimiter = ',')]
         steps: Vec<String>,
+        /// Take over existing roles of the same names that dbroles did not create.
+        #[arg(long)]
+        adopt_existing_roles: bool,
     },
     /// Serve the API (the same router as the API Lambda) on the embedded store.
     Serve {
@@ -142,7 +145,9 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { instance, connection_prefix, steps } => run_job(&cli, instance, connection_prefix, steps).await,
+        Command::Run { instance, connection_prefix, steps, adopt_existing_roles } => {
+            run_job(&cli, instance, connection_prefix, steps, *adopt_existing_roles).await
+        }
         Command::Serve { addr } => {
             let (app, _) = cli.app(Arc::new(|_| {}))?;
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
@@ -161,7 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `dbroles run`: one job for the organisation `local`, started as the API starts
 /// one, carried out by the local workflow; the finished job on stdout.
-async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[String]) -> anyhow::Result<ExitCode> {
+async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[String], adopt: bool) -> anyhow::Result<ExitCode> {
     let job_steps = steps
         .iter()
         .map(|step| serde_json::from_value::<JobStep>(serde_json::Value::String(step.clone())))
@@ -169,7 +174,12 @@ async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[St
         .context("--steps: expected create-connections and/or send-webhook")?;
     let request = CreateJobRequest {
         agent_id: uuid::Uuid::new_v4().to_string(),
-        aws: AwsRequest { instance_arn: instance.to_string(), default_security_group: None, allow_master_password_reset: false },
+        aws: AwsRequest {
+            instance_arn: instance.to_string(),
+            default_security_group: None,
+            allow_master_password_reset: false,
+            adopt_existing_roles: adopt,
+        },
         connection_prefix_name: connection_prefix.to_string(),
         job_steps,
         vault_provider: None,

@@ -21,13 +21,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 pub use iam::{template_actions, ActionRecorder};
-pub use mariadb::{mariadb, mariadb_opts};
+pub use mariadb::{mariadb, mariadb_opts, rds_like_master};
 pub use moto::{
     aws_config, create_instance, moto_endpoint, moto_instance, provision_state_machine, Faults, MotoExecutor, MotoInstance,
     OtherFunctions,
 };
 pub use net::FlakyPort;
-pub use postgres::{pg_connect, PgCluster, PG_BIN, SUPERUSER_PASSWORD};
+pub use postgres::{pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
 pub use web::{call_api, webhook_receiver, Received};
 
 pub fn free_port() -> u16 {

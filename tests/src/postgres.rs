@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::free_port;
 
+/// The password of the RDS-like master [`PgCluster::rds_like`] makes.
+pub const RDS_MASTER_PASSWORD: &str = "Rds-Master-Pa55word";
+
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const SUPERUSER_PASSWORD: &str = "master-Pa55word";
 
@@ -105,6 +108,44 @@ impl PgCluster {
             master_password: Some(SUPERUSER_PASSWORD.into()),
             ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", self.port, "postgres")
         }
+    }
+
+    /// Makes the cluster look as RDS makes it, and returns the master's password:
+    /// - `master` has `LOGIN CREATEROLE CREATEDB`, belongs to `rds_superuser`, is no superuser;
+    /// - it created the database `app` and its table `public.items`;
+    /// - the real superuser installed `dblink` in `app`;
+    /// - `app_owner` owns the schema `theirs` and the table `public.audit` in `app`, and the database `others`;
+    /// - the database `locked` refuses the master (`REVOKE CONNECT ... FROM PUBLIC`).
+    pub async fn rds_like(&self) -> &'static str {
+        let su = self.superuser("postgres").await;
+        // One statement at a time: CREATE DATABASE runs in no transaction.
+        for sql in [
+            "CREATE ROLE rds_superuser NOLOGIN".to_string(),
+            format!("CREATE ROLE master LOGIN CREATEROLE CREATEDB PASSWORD '{RDS_MASTER_PASSWORD}' IN ROLE rds_superuser"),
+            "CREATE ROLE app_owner NOLOGIN".into(),
+            "CREATE DATABASE others OWNER app_owner".into(),
+            "CREATE DATABASE locked".into(),
+            "REVOKE CONNECT ON DATABASE locked FROM PUBLIC".into(),
+        ] {
+            su.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let master = self.client("master", RDS_MASTER_PASSWORD, "postgres").await.expect("the master logs in");
+        master.batch_execute("CREATE DATABASE app").await.expect("the master creates a database");
+        let app = self.client("master", RDS_MASTER_PASSWORD, "app").await.unwrap();
+        app.batch_execute(
+            "CREATE TABLE public.items (id serial PRIMARY KEY, name text); INSERT INTO public.items (name) VALUES ('a')",
+        )
+        .await
+        .unwrap();
+        self.superuser("app")
+            .await
+            .batch_execute(
+                "CREATE EXTENSION dblink; CREATE SCHEMA theirs AUTHORIZATION app_owner;                  CREATE TABLE theirs.secret (id int); ALTER TABLE theirs.secret OWNER TO app_owner;                  CREATE TABLE public.audit (id int); ALTER TABLE public.audit OWNER TO app_owner",
+            )
+            .await
+            .expect("another owner's objects in app");
+        self.superuser("others").await.batch_execute("CREATE TABLE t (id int); ALTER TABLE t OWNER TO app_owner").await.unwrap();
+        RDS_MASTER_PASSWORD
     }
 
     pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {

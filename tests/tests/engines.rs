@@ -67,7 +67,7 @@ fn secret_ref(instance: &str) -> SecretRef {
 
 async fn run(target: &Target, prefix: &str, store: &dyn SecretStore, engine: &str) -> Result<Outcome, ProvisionError> {
     let endpoint = Endpoint { host: target.host.clone(), port: target.port, db: String::new(), engine: engine.into() };
-    provision_roles(target, &endpoint, prefix, store, &secret_ref("inst")).await
+    provision_roles(target, &endpoint, prefix, store, &secret_ref("inst"), false).await
 }
 
 /// The password the store holds now for a role.

@@ -82,7 +82,7 @@ impl LocalTokens {
         match std::fs::read(&path) {
             Ok(key) if key.len() >= 32 => Ok(Self::new(key)),
             _ => {
-                std::fs::create_dir_all(dir)?;
+                private_dir(dir)?;
                 let key: [u8; 32] = rand::random();
                 write_private(&path, &key)?;
                 Ok(Self::new(key.to_vec()))
@@ -122,6 +122,18 @@ impl LocalTokens {
 }
 
 /// Writes a file only its owner can read.
+/// A directory only its owner may enter (0700), made if missing and tightened if not.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();

@@ -84,6 +84,17 @@ pub struct Config {
     pub settings: Settings,
 }
 
+/// What the logs show: `RUST_LOG` (`info` by default), but never the database
+/// drivers' statement logging, which at `debug` would print the statements that
+/// carry SCRAM verifiers and passwords.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    ["tokio_postgres=info", "mysql_async=info", "mysql_common=info"]
+        .into_iter()
+        .fold(filter, |filter, directive| filter.add_directive(directive.parse().expect("a valid directive")))
+}
+
 /// Reads a variable; a clear message names the one at fault.
 pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())

@@ -1,13 +1,13 @@
 //! Provisioning one instance: its master credentials, new passwords staged in the
-//! secret store, the roles and grants applied, a login as each role, then the
-//! passwords confirmed.
+//! secret store, the roles given them, a login as each role and the password
+//! promoted at once, then the grants.
 
 use crate::config::Settings;
-use crate::engine::{self, DbError, Family, Level, Report, RoleSpec, Target};
+use crate::engine::{self, Family, Grants, Level, Report, RoleSpec, Survey, Target};
 use crate::inventory::{Instance, Inventory, InventoryError};
-use crate::job::{Phase, RoleResult, Timestamp};
+use crate::job::{CredentialsInfo, Phase, RoleResult, Timestamp};
 use crate::request::{InstanceArn, Invalid};
-use crate::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore};
+use crate::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
 
 /// Where the credentials say the database is: the instance's real endpoint,
 /// even when dbroles itself connects through an override.
@@ -47,59 +47,183 @@ impl Outcome {
     }
 }
 
+/// What happened to one role, in the order it happens.
+enum Step {
+    /// Left as it was: an existing role dbroles does not manage, or one the master may not fix.
+    Refused(String),
+    /// Its new password was staged and is being set.
+    Staged(Staged),
+    Failed(String),
+    /// Its new password logs in and is the consumer-visible one.
+    Promoted,
+}
+
+/// Provisions the three roles on one server, in an order that never strands a password:
+///
+/// 1. the survey: databases and existing roles, nothing changed;
+/// 2. a staged password newer than the current one (a run cut short) is tried, and promoted if it logs in;
+/// 3. existing roles dbroles did not create are refused, unless `adopt` says to take them over;
+/// 4. the new passwords are staged (consumers still read the old ones);
+/// 5. the roles are created or altered with the new passwords;
+/// 6. each new password logs in, and is promoted at once (retried);
+/// 7. the grants: a failure is reported per database, and the credentials stay consistent.
 pub async fn provision_roles(
     target: &Target,
     endpoint: &Endpoint,
     prefix: &str,
     secrets: &dyn SecretStore,
     secret_ref: &SecretRef,
+    adopt: bool,
 ) -> Result<Outcome, ProvisionError> {
     let roles: Vec<RoleSpec> = Level::ALL.iter().map(|level| RoleSpec::new(prefix, *level)).collect();
     let refs: Vec<SecretRef> = roles.iter().map(|role| SecretRef { user: role.user.clone(), ..secret_ref.clone() }).collect();
-
-    let mut staged = Vec::new();
+    let session = engine::Session::new(target);
+    let survey = session.survey(&roles).await?;
     for (role, secret) in roles.iter().zip(&refs) {
-        let credentials = RoleCredentials {
-            host: endpoint.host.clone(),
-            port: endpoint.port,
-            user: role.user.clone(),
-            password: role.password.clone(),
-            db: endpoint.db.clone(),
-            engine: endpoint.engine.clone(),
-        };
-        let handle = secrets.stage(secret, &credentials).await.map_err(ProvisionError::SecretStore)?;
-        staged.push(handle);
+        recover(&session, secrets, &secrets.secret_id(secret), &role.user).await.map_err(ProvisionError::SecretStore)?;
     }
-
-    let report = engine::provision(target, &roles).await?;
-
-    let mut results = Vec::new();
-    for ((role, outcome), (secret, handle)) in roles.iter().zip(&report.outcomes).zip(refs.iter().zip(&staged)) {
-        let result = match &outcome.result {
-            Err(error) => Err(error.message.clone()),
-            Ok(()) => match engine::check_login(target, &role.user, &role.password).await {
-                Err(DbError { message, .. }) => Err(format!("the new password did not log in: {message}")),
-                Ok(()) => secrets.confirm(handle).await.map_err(|e| format!("the password works but confirming it failed: {e}")),
-            },
-        };
-        let (status, message) = match result {
-            Ok(()) => (Phase::Completed, format!("role {} provisioned in {} database(s)", role.user, report.databases.len())),
-            Err(message) => (Phase::Failed, message),
-        };
-        results.push(RoleResult {
-            completed_at: Timestamp::now(),
-            credentials_info: Some(secrets.info(secret)),
-            message,
-            status,
-            user_role: role.user.clone(),
+    let mut steps = Vec::new();
+    for (role, secret) in roles.iter().zip(&refs) {
+        steps.push(match refusal(&survey, secrets, secret, &role.user, adopt).await.map_err(ProvisionError::SecretStore)? {
+            Some(reason) => Step::Refused(reason),
+            None => Step::Staged(secrets.stage(secret, &credentials(role, endpoint)).await.map_err(ProvisionError::SecretStore)?),
         });
     }
-    Ok(Outcome { results, report })
+    let accepted: Vec<RoleSpec> =
+        roles.iter().zip(&steps).filter(|(_, step)| matches!(step, Step::Staged(_))).map(|(role, _)| role.clone()).collect();
+    let mut set = session.set_passwords(&accepted, &survey).await?.into_iter();
+    for (role, step) in roles.iter().zip(steps.iter_mut()) {
+        if let Step::Staged(staged) = step {
+            *step = match set.next().expect("one result per accepted role") {
+                Err(error) => Step::Failed(error.message),
+                Ok(()) => promote(&session, secrets, role, staged).await,
+            };
+        }
+    }
+    let promoted: Vec<RoleSpec> =
+        roles.iter().zip(&steps).filter(|(_, step)| matches!(step, Step::Promoted)).map(|(role, _)| role.clone()).collect();
+    let mut grants = session.grant(&promoted, &survey).await.into_iter();
+    let results = roles
+        .iter()
+        .zip(steps)
+        .zip(&refs)
+        .map(|((role, step), secret)| {
+            let grants = matches!(step, Step::Promoted).then(|| grants.next().expect("one result per promoted role"));
+            result(role, step, grants, survey.databases.len(), secrets.info(secret))
+        })
+        .collect();
+    Ok(Outcome { results, report: session.report(&survey) })
+}
+
+fn credentials(role: &RoleSpec, endpoint: &Endpoint) -> RoleCredentials {
+    RoleCredentials {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        user: role.user.clone(),
+        password: role.password.clone(),
+        db: endpoint.db.clone(),
+        engine: endpoint.engine.clone(),
+    }
+}
+
+/// A staged password newer than the current one is promoted if it logs in: the
+/// database has it, and consumers must read it. One that does not log in is left.
+async fn recover(session: &engine::Session, secrets: &dyn SecretStore, secret_id: &str, user: &str) -> Result<(), SecretError> {
+    let Some((staged, credentials)) = secrets.pending(secret_id).await? else { return Ok(()) };
+    if session.check_login(user, &credentials.password).await.is_ok() {
+        tracing::info!(user, "promoting the password a run cut short had set");
+        confirm(secrets, &staged).await?;
+    }
+    Ok(())
+}
+
+/// Why an existing role is left alone: dbroles did not create it (and `adopt` is
+/// off). A role is dbroles' if the engine marked it (a comment on PostgreSQL) or
+/// its credentials are stored (MySQL and MariaDB cannot mark a user; roles made
+/// before marks existed).
+async fn refusal(
+    survey: &Survey,
+    secrets: &dyn SecretStore,
+    secret: &SecretRef,
+    user: &str,
+    adopt: bool,
+) -> Result<Option<String>, SecretError> {
+    let Some(existing) = survey.existing(user) else { return Ok(None) };
+    let managed = existing.managed == Some(true) || secrets.read(&secrets.secret_id(secret)).await?.is_some();
+    Ok((!managed && !adopt).then(|| {
+        format!("{user} exists and dbroles did not create it: send aws.adopt_existing_roles: true to take it over (its password and privileges will change)")
+    }))
+}
+
+/// The new password logs in, then it is promoted (a few attempts): the
+/// consumer-visible password works. If it cannot be promoted, the previous
+/// password is put back, so what consumers read still logs in.
+async fn promote(session: &engine::Session, secrets: &dyn SecretStore, role: &RoleSpec, staged: &Staged) -> Step {
+    if let Err(error) = session.check_login(&role.user, &role.password).await {
+        return Step::Failed(format!("the new password did not log in: {}", error.message));
+    }
+    let Err(error) = confirm(secrets, staged).await else { return Step::Promoted };
+    let restored = match secrets.read(&staged.secret_id).await {
+        Ok(Some(previous)) => restore(session, role, previous.password).await,
+        Ok(None) => "there was no previous password; the next run promotes the new one".to_string(),
+        Err(read) => format!("the previous password could not be read ({read}); the next run promotes the new one"),
+    };
+    Step::Failed(format!("the new password works but promoting it failed ({error}): {restored}"))
+}
+
+/// Gives a role back the password consumers read.
+async fn restore(session: &engine::Session, role: &RoleSpec, previous: secrecy::SecretString) -> String {
+    let back = RoleSpec { password: previous, ..role.clone() };
+    let survey = match session.survey(std::slice::from_ref(&back)).await {
+        Ok(survey) => survey,
+        Err(error) => return format!("the previous password could not be put back ({error}); the next run promotes the new one"),
+    };
+    match session.set_passwords(std::slice::from_ref(&back), &survey).await.map(|mut results| results.remove(0)) {
+        Ok(Ok(())) => "the previous password is back in place".to_string(),
+        Ok(Err(error)) => format!("the previous password could not be put back ({error}); the next run promotes the new one"),
+        Err(error) => format!("the previous password could not be put back ({error}); the next run promotes the new one"),
+    }
+}
+
+async fn confirm(secrets: &dyn SecretStore, staged: &Staged) -> Result<(), SecretError> {
+    let mut wait = std::time::Duration::from_millis(100);
+    for _ in 1..CONFIRM_ATTEMPTS {
+        match secrets.confirm(staged).await {
+            Ok(()) => return Ok(()),
+            Err(error) => tracing::warn!(secret_id = staged.secret_id, %error, "promoting the staged password failed; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    secrets.confirm(staged).await
+}
+
+/// Attempts at promoting a password that logs in.
+const CONFIRM_ATTEMPTS: u32 = 3;
+
+fn result(role: &RoleSpec, step: Step, grants: Option<Grants>, databases: usize, info: CredentialsInfo) -> RoleResult {
+    let (status, message) = match (step, grants) {
+        (Step::Refused(message) | Step::Failed(message), _) => (Phase::Failed, message),
+        (_, Some(grants)) if !grants.failed.is_empty() => {
+            let failures: Vec<&str> = grants.failed.iter().map(|e| e.message.as_str()).collect();
+            (Phase::Failed, format!("the new password works and is stored; grants failed: {}", failures.join("; ")))
+        }
+        (_, grants) => {
+            let skipped = grants.map(|g| g.skipped).unwrap_or_default();
+            let mut message = format!("role {} provisioned in {databases} database(s)", role.user);
+            if !skipped.is_empty() {
+                message += &format!("; the master could not grant: {}", skipped.join(", "));
+            }
+            (Phase::Completed, message)
+        }
+    };
+    RoleResult { completed_at: Timestamp::now(), credentials_info: Some(info), message, status, user_role: role.user.clone() }
 }
 
 /// Provisions the roles on the instance `arn` names: each role's result, or why none could be.
 pub async fn provision_instance(
     arn: &InstanceArn,
+    adopt: bool,
     job_id: &str,
     inventory: &dyn Inventory,
     secrets: &dyn SecretStore,
@@ -127,7 +251,8 @@ pub async fn provision_instance(
         user: String::new(),
         host: instance.endpoint_host.clone(),
     };
-    let outcome = provision_roles(&target, &endpoint_of(&instance, family), &settings.role_prefix, secrets, &secret_ref).await?;
+    let endpoint = endpoint_of(&instance, family);
+    let outcome = provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref, adopt).await?;
     Ok(outcome.results)
 }
 

@@ -43,6 +43,11 @@ pub struct AwsRequest {
     /// password (stored in Secrets Manager first) instead of failing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_master_password_reset: bool,
+    /// Added by dbroles: take over roles of the same names that dbroles did not
+    /// create (their passwords change and what their level does not allow is
+    /// removed). Without it such a role is refused, and left as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing_roles: bool,
 }
 
 /// `openapi.DBRoleJobVaultProvider`.

@@ -109,7 +109,12 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
     let job_steps = if agent_id.is_some() { vec![JobStep::CreateConnections] } else { Vec::new() };
     let request = CreateJobRequest {
         agent_id: agent_id.unwrap_or_else(|| uuid::Uuid::nil().to_string()),
-        aws: AwsRequest { instance_arn: arn.to_string(), default_security_group: None, allow_master_password_reset: false },
+        aws: AwsRequest {
+            instance_arn: arn.to_string(),
+            default_security_group: None,
+            allow_master_password_reset: false,
+            adopt_existing_roles: false,
+        },
         connection_prefix_name: tag("dbroles:connection-prefix").unwrap_or_else(|| format!("{}-", instance.identifier)),
         job_steps,
         vault_provider: None,

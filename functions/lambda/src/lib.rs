@@ -12,10 +12,10 @@ use dbroles_core::workflow::StepFunctions;
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
 
-/// JSON logs without timestamps (CloudWatch adds them), at the level `RUST_LOG` names (`info` by default).
+/// JSON logs without timestamps (CloudWatch adds them), at the level `RUST_LOG`
+/// names (`info` by default), never the drivers' statements ([`dbroles_core::config::log_filter`]).
 pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = dbroles_core::config::log_filter();
     tracing_subscriber::fmt().json().without_time().with_target(false).with_env_filter(filter).init();
 }
 

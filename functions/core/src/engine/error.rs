@@ -34,6 +34,21 @@ impl DbError {
         Self { message: format!("{what}: {}", self.message), ..self }
     }
 
+    /// The same failure, its message withheld if it quotes any part of `secrets`
+    /// (a syntax error echoes the statement, and with it `IDENTIFIED BY '...'`).
+    pub fn scrubbed(self, secrets: &[&str]) -> Self {
+        const WINDOW: usize = 8;
+        let quotes = |secret: &&str| {
+            let bytes = secret.as_bytes();
+            bytes.len() >= WINDOW
+                && bytes.windows(WINDOW).any(|part| std::str::from_utf8(part).is_ok_and(|part| self.message.contains(part)))
+        };
+        match secrets.iter().any(quotes) {
+            true => Self { message: "the server's message is withheld: it quoted the statement".into(), ..self },
+            false => self,
+        }
+    }
+
     /// A PostgreSQL error: the server's message and SQLSTATE, or the client's chain of causes.
     pub fn from_postgres(error: &tokio_postgres::Error) -> Self {
         if let Some(db) = error.as_db_error() {
@@ -109,6 +124,19 @@ mod tests {
             state: "40001".into(),
         });
         assert!(DbError::from_mysql(&deadlock).transient);
+    }
+
+    #[test]
+    fn a_message_quoting_a_password_is_withheld() {
+        let password = "Kq3-vX9_pLm2Zt7wQe4RnB8yUc1HsD6gFa5JkT0o";
+        let echoed = DbError::permanent(format!(
+            "You have an error in your SQL syntax; check the manual near 'IDENTIFIED BY '{}' at line 1",
+            &password[..30]
+        ));
+        let scrubbed = echoed.scrubbed(&[password]);
+        assert!(!scrubbed.message.contains(&password[..8]), "{}", scrubbed.message);
+        let unrelated = DbError::permanent("Access denied for user 'master'@'%'");
+        assert_eq!(unrelated.clone().scrubbed(&[password]), unrelated);
     }
 
     #[test]

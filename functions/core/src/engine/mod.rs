@@ -139,18 +139,75 @@ impl RoleSpec {
     }
 }
 
-/// The outcome for one role: `Err` holds a message that names no secret.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RoleOutcome {
-    pub level: Level,
-    pub user: String,
-    pub result: Result<(), DbError>,
+/// What a run found before it changed anything.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Survey {
+    /// The databases to grant in.
+    pub databases: Vec<String>,
+    /// Databases left out, and why (the master may not enter them, say).
+    pub skipped: Vec<String>,
+    /// The roles that exist already.
+    pub existing: Vec<Existing>,
+    /// The master may change what only a superuser may (SUPERUSER, REPLICATION, BYPASSRLS).
+    pub master_is_superuser: bool,
+    /// Databases whose CONNECT the master may grant (PostgreSQL).
+    pub grant_connect: Vec<String>,
 }
 
-/// What a run did, for the job and the benchmark.
+impl Survey {
+    pub fn existing(&self, user: &str) -> Option<&Existing> {
+        self.existing.iter().find(|existing| existing.user == user)
+    }
+}
+
+/// A role that exists before the run.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Existing {
+    pub user: String,
+    /// Marked as dbroles' own; `None` where the engine has no place for a mark (MySQL, MariaDB).
+    pub managed: Option<bool>,
+    /// What its level does not allow: attributes, memberships, global privileges.
+    pub escalations: Vec<Escalation>,
+}
+
+/// Something a role has beyond its level, which every run removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Escalation {
+    /// A PostgreSQL attribute (`SUPERUSER`, `CREATEROLE`, ...) or `VALID UNTIL`.
+    Attribute(&'static str),
+    /// Membership of another PostgreSQL role.
+    MemberOf(String),
+    /// A MySQL/MariaDB global privilege (`SUPER`, `FILE`, ...).
+    Global(String),
+}
+
+impl Escalation {
+    /// Only a superuser may remove it (PostgreSQL 15 refuses even `NOSUPERUSER` to others).
+    pub fn needs_superuser(&self) -> bool {
+        matches!(self, Escalation::Attribute("SUPERUSER" | "REPLICATION" | "BYPASSRLS"))
+    }
+}
+
+impl std::fmt::Display for Escalation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Escalation::Attribute(name) => write!(f, "{name}"),
+            Escalation::MemberOf(role) => write!(f, "membership of {role}"),
+            Escalation::Global(privilege) => write!(f, "the global privilege {privilege}"),
+        }
+    }
+}
+
+/// One role's grants: where a grant failed, and what the master could not grant.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Grants {
+    pub failed: Vec<DbError>,
+    pub skipped: Vec<String>,
+}
+
+/// What a run did, for the benchmark.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Report {
-    pub outcomes: Vec<RoleOutcome>,
     pub databases: Vec<String>,
     pub connections: usize,
     pub statements: usize,
@@ -193,9 +250,8 @@ impl Counters {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn into_report(self: Arc<Self>, outcomes: Vec<RoleOutcome>, databases: Vec<String>) -> Report {
+    fn report(&self, databases: Vec<String>) -> Report {
         Report {
-            outcomes,
             databases,
             connections: self.connections.load(Ordering::Relaxed),
             statements: self.statements.load(Ordering::Relaxed),
@@ -204,11 +260,52 @@ impl Counters {
     }
 }
 
-/// Creates or updates the roles and grants them in every database.
-pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, EngineError> {
-    match target.family {
-        Family::Postgres => postgres::provision(target, roles).await,
-        Family::MySql => mysql::provision(target, roles).await,
+/// One provisioning run on a server, in three steps: a survey that changes
+/// nothing, the roles and their passwords, then the grants. The credentials are
+/// promoted between the second and the third, as soon as the passwords log in.
+pub struct Session {
+    target: Target,
+    counters: Arc<Counters>,
+}
+
+impl Session {
+    pub fn new(target: &Target) -> Self {
+        Self { target: target.clone(), counters: Arc::default() }
+    }
+
+    /// The databases, the roles that exist, and what the master may do; changes nothing.
+    pub async fn survey(&self, roles: &[RoleSpec]) -> Result<Survey, EngineError> {
+        match self.target.family {
+            Family::Postgres => postgres::survey(&self.target, roles, &self.counters).await,
+            Family::MySql => mysql::survey(&self.target, roles, &self.counters).await,
+        }
+    }
+
+    /// Creates or updates each role with its new password, removing what its level
+    /// does not allow: one result per role.
+    pub async fn set_passwords(&self, roles: &[RoleSpec], survey: &Survey) -> Result<Vec<Result<(), DbError>>, EngineError> {
+        match self.target.family {
+            Family::Postgres => postgres::set_passwords(&self.target, roles, survey, &self.counters).await,
+            Family::MySql => mysql::set_passwords(&self.target, roles, survey, &self.counters).await,
+        }
+    }
+
+    /// Grants each role its level in every database of the survey: one result per role.
+    pub async fn grant(&self, roles: &[RoleSpec], survey: &Survey) -> Vec<Grants> {
+        match self.target.family {
+            Family::Postgres => postgres::grant(&self.target, roles, survey, &self.counters).await,
+            Family::MySql => mysql::grant(&self.target, roles, survey, &self.counters).await,
+        }
+    }
+
+    /// Logs in as a role: proof that the password works.
+    pub async fn check_login(&self, user: &str, password: &SecretString) -> Result<(), DbError> {
+        check_login(&self.target, user, password).await
+    }
+
+    /// Connections, statements and round trips so far.
+    pub fn report(&self, survey: &Survey) -> Report {
+        self.counters.report(survey.databases.clone())
     }
 }
 

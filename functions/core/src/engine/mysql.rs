@@ -1,8 +1,11 @@
 //! MySQL and MariaDB (`mysql`, `mariadb`, `aurora-mysql`).
 //!
 //! Users are created with `CREATE USER IF NOT EXISTS` and their password set with
-//! `ALTER USER`, never dropped, so open sessions survive a rotation. Grants are
-//! per database on every non-system schema, never `ON *.*`.
+//! `ALTER USER`, never dropped, so open sessions survive a rotation. Global
+//! privileges other than USAGE are revoked first. Grants are per database on every
+//! non-system schema, never `ON *.*`. The master needs what RDS gives it: the
+//! application privileges WITH GRANT OPTION and CREATE USER, no SUPER or FILE.
+//! MariaDB has no place to mark a user; the secret store's credentials are the mark.
 //!
 //! The statements work on MariaDB 10.3+ and MySQL 5.7+/8. Where they differ:
 //! MySQL 8 has no portable way to send a pre-hashed password (its default
@@ -12,13 +15,11 @@
 //! logs. Passwords come from a fixed alphabet with no quote or backslash, and
 //! are still escaped.
 
-use std::sync::Arc;
-
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{limited, Counters, DbError, EngineError, Level, Report, RoleOutcome, RoleSpec, Target, TlsMode};
+use super::{limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, RoleSpec, Survey, Target, TlsMode};
 
 /// Schemas that are never granted.
 pub const SYSTEM_SCHEMAS: [&str; 5] = ["mysql", "sys", "performance_schema", "information_schema", "rdsadmin"];
@@ -86,40 +87,111 @@ pub fn privileges(level: Level) -> &'static str {
     }
 }
 
-pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, EngineError> {
-    let counters = Arc::new(Counters::default());
-    let mut conn = connect(target, &target.master_user, &target.master_password)
+async fn master(target: &Target, counters: &Counters) -> Result<Conn, EngineError> {
+    let conn = connect(target, &target.master_user, &target.master_password)
         .await
         .map_err(|source| EngineError::Connect { target: target.describe(), source })?;
     counters.connection();
+    Ok(conn)
+}
+
+pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Counters) -> Result<Survey, EngineError> {
+    let mut conn = master(target, counters).await?;
+    let failed = |what: &str| {
+        let context = format!("{what} on {}", target.describe());
+        move |e: mysql_async::Error| EngineError::Failed(DbError::from_mysql(&e).context(&context))
+    };
     let databases: Vec<String> = conn
         .query::<String, _>("SELECT schema_name FROM information_schema.schemata ORDER BY schema_name")
         .await
-        .map_err(|e| EngineError::Failed(DbError::from_mysql(&e).context(format!("listing databases on {}", target.describe()))))?
+        .map_err(failed("listing databases"))?
         .into_iter()
         .filter(|name| !SYSTEM_SCHEMAS.contains(&name.to_ascii_lowercase().as_str()))
         .collect();
-    counters.sent(1);
-    let mut outcomes = Vec::new();
+    let mut existing = Vec::new();
     for role in roles {
-        // One round trip per role: the user, its password, then its grants.
-        let mut sql = vec![
-            format!(
-                "CREATE USER IF NOT EXISTS {} IDENTIFIED BY {}",
-                account(&role.user),
-                quote_literal(role.password.expose_secret())
-            ),
-            format!("ALTER USER {} IDENTIFIED BY {}", account(&role.user), quote_literal(role.password.expose_secret())),
-        ];
-        for db in &databases {
-            sql.push(format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(&role.user)));
+        let found: Option<String> = conn
+            .exec_first("SELECT user FROM mysql.user WHERE user = ? AND host = '%'", (&role.user,))
+            .await
+            .map_err(failed("reading users"))?;
+        if found.is_none() {
+            continue;
         }
-        let result = run(&mut conn, target, &sql, &counters).await.map_err(|e| e.context(&role.user));
-        outcomes.push(RoleOutcome { level: role.level, user: role.user.clone(), result });
+        let privileges: Vec<(String, String)> = conn
+            .exec(
+                "SELECT privilege_type, is_grantable FROM information_schema.user_privileges WHERE grantee = ?",
+                (account(&role.user),),
+            )
+            .await
+            .map_err(failed("reading global privileges"))?;
+        let grantable = privileges.iter().any(|(_, grantable)| grantable == "YES");
+        let mut escalations: Vec<Escalation> =
+            privileges.into_iter().map(|(privilege, _)| privilege).filter(|p| p != "USAGE").map(Escalation::Global).collect();
+        if grantable {
+            escalations.push(Escalation::Global("GRANT OPTION".into()));
+        }
+        existing.push(Existing { user: role.user.clone(), managed: None, escalations });
     }
-    // The connection is dropped here; mysql_async closes it in the background.
+    counters.sent(1 + 2 * roles.len());
+    let _ = conn.disconnect().await; // safe: nothing was changed
+    Ok(Survey { databases, existing, ..Survey::default() })
+}
+
+pub(crate) async fn set_passwords(
+    target: &Target,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    counters: &Counters,
+) -> Result<Vec<Result<(), DbError>>, EngineError> {
+    let mut conn = master(target, counters).await?;
+    let mut results = Vec::new();
+    for role in roles {
+        let password = quote_literal(role.password.expose_secret());
+        // Global privileges go first: if the master may not revoke one, the password stays as it was.
+        let mut sql: Vec<String> = survey
+            .existing(&role.user)
+            .into_iter()
+            .flat_map(|existing| &existing.escalations)
+            .map(|escalation| match escalation {
+                Escalation::Global(privilege) => format!("REVOKE {privilege} ON *.* FROM {}", account(&role.user)),
+                other => unreachable!("MySQL has no {other}"),
+            })
+            .collect();
+        sql.push(format!("CREATE USER IF NOT EXISTS {} IDENTIFIED BY {password}", account(&role.user)));
+        sql.push(format!("ALTER USER {} IDENTIFIED BY {password}", account(&role.user)));
+        let result = run(&mut conn, target, &sql, counters).await;
+        results.push(result.map_err(|e| e.scrubbed(&[role.password.expose_secret()]).context(&role.user)));
+    }
     let _ = conn.disconnect().await; // safe: the work is committed; a failed goodbye changes nothing
-    Ok(counters.into_report(outcomes, databases))
+    Ok(results)
+}
+
+pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
+    let mut conn = match master(target, counters).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            let failed = DbError { message: error.to_string(), transient: error.is_transient() };
+            return roles.iter().map(|_| Grants { failed: vec![failed.clone()], skipped: Vec::new() }).collect();
+        }
+    };
+    let mut grants = Vec::new();
+    for role in roles {
+        let statement =
+            |db: &String| format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(&role.user));
+        let sql: Vec<String> = survey.databases.iter().map(statement).collect();
+        let mut failed = Vec::new();
+        // One round trip per role; if it fails, each database on its own, to name those that fail.
+        if run(&mut conn, target, &sql, counters).await.is_err() {
+            for (db, statement) in survey.databases.iter().zip(&sql) {
+                if let Err(error) = run(&mut conn, target, std::slice::from_ref(statement), counters).await {
+                    failed.push(error.context(format!("database {db}")));
+                }
+            }
+        }
+        grants.push(Grants { failed, skipped: survey.skipped.clone() });
+    }
+    let _ = conn.disconnect().await; // safe: the work is committed; a failed goodbye changes nothing
+    grants
 }
 
 pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {

@@ -1,13 +1,20 @@
-//! PostgreSQL (`postgres`, `aurora-postgresql`).
+//! PostgreSQL (`postgres`, `aurora-postgresql`), with the master RDS gives: not a
+//! superuser, but `CREATEROLE`, `CREATEDB` and `rds_superuser`, owning only what it
+//! created.
 //!
-//! Roles are cluster-wide: they are created or altered first, in one
-//! transaction, with SCRAM-SHA-256 verifiers computed here, so the plaintext
-//! never reaches the server, its logs or `pg_stat_statements`. Then every
-//! database is provisioned over its own connection, a bounded number at once:
-//! one transaction per database, a savepoint per role so that one role's
-//! failure does not undo or hide the others'.
-
-use std::sync::Arc;
+//! - The survey lists the databases the master may enter (and those it may not,
+//!   reported), and the roles that exist, with what their level does not allow.
+//! - Roles are cluster-wide: created or altered in one transaction, a savepoint
+//!   each, with SCRAM-SHA-256 verifiers computed here, so the plaintext never
+//!   reaches the server, its logs or `pg_stat_statements`. Only the attributes a
+//!   `CREATEROLE` user may set are named; `SUPERUSER`, `REPLICATION` and
+//!   `BYPASSRLS` are removed only where the master is a superuser, and a role that
+//!   has one is refused otherwise. Each is marked with a comment.
+//! - Every database is granted over its own connection, a bounded number at
+//!   once: one transaction per database, a savepoint per role. Only what the
+//!   master may grant is granted; the rest (schemas and relations of other owners)
+//!   is reported. `rw` gets EXECUTE only on functions of no extension; `ddl` gets
+//!   no TRIGGER on tables it does not own, so it cannot make another role run its code.
 
 use futures::stream::{self, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
@@ -15,10 +22,13 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{limited, Counters, DbError, EngineError, Level, Report, RoleOutcome, RoleSpec, Target};
+use super::{limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, RoleSpec, Survey, Target};
 
 /// Databases that are never provisioned.
 const SKIPPED_DATABASES: [&str; 3] = ["template0", "template1", "rdsadmin"];
+
+/// The comment that marks a role as dbroles' own.
+pub const MANAGED_COMMENT: &str = "managed by dbroles";
 
 /// Attempts at a transaction that hits a concurrent catalog update.
 const ATTEMPTS: usize = 4;
@@ -78,150 +88,349 @@ fn is_concurrent_update(error: &tokio_postgres::Error) -> bool {
     }) || error.as_db_error().is_some_and(|db| db.message().contains("tuple concurrently"))
 }
 
-pub async fn provision(target: &Target, roles: &[RoleSpec]) -> Result<Report, EngineError> {
-    let counters = Arc::new(Counters::default());
-    let master = connect(target, &target.master_user, &target.master_password, "postgres")
+async fn master(target: &Target, db: &str, counters: &Counters) -> Result<Client, EngineError> {
+    let client = connect(target, &target.master_user, &target.master_password, db)
         .await
         .map_err(|source| EngineError::Connect { target: target.describe(), source })?;
     counters.connection();
-    if let Err(error) = create_roles(&master, roles, &counters).await {
-        let outcomes = roles
-            .iter()
-            .map(|role| RoleOutcome { level: role.level, user: role.user.clone(), result: Err(error.clone()) })
-            .collect();
-        return Ok(counters.into_report(outcomes, Vec::new()));
-    }
-    let databases: Vec<String> = master
-        .query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[])
-        .await
-        .map_err(|e| EngineError::Failed(describe(&e).context(format!("listing databases on {}", target.describe()))))?
-        .iter()
-        .map(|row| row.get::<_, String>(0))
-        .filter(|name| !SKIPPED_DATABASES.contains(&name.as_str()))
-        .collect();
-    counters.sent(1);
-    drop(master);
-
-    // Each database on its own connection, a bounded number at once.
-    // The futures are collected first, so no closure is held across an await and
-    // the whole future stays `Send` for any lifetime (a spawned task can await it).
-    let pending: Vec<_> = databases.iter().map(|db| provision_database(target, db, roles, &counters)).collect();
-    let per_database: Vec<Vec<Result<(), DbError>>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
-    let outcomes = roles
-        .iter()
-        .enumerate()
-        .map(|(i, role)| {
-            let failures: Vec<DbError> = per_database
-                .iter()
-                .zip(&databases)
-                .filter_map(|(results, db)| results[i].clone().err().map(|e| e.context(format!("database {db}"))))
-                .collect();
-            let result = match failures.is_empty() {
-                true => Ok(()),
-                false => Err(DbError {
-                    message: failures.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "),
-                    transient: failures.iter().all(|e| e.transient),
-                }),
-            };
-            RoleOutcome { level: role.level, user: role.user.clone(), result }
-        })
-        .collect();
-    Ok(counters.into_report(outcomes, databases))
+    Ok(client)
 }
 
-/// `CREATE ROLE` or `ALTER ROLE` for each, in one transaction, retried on concurrent catalog updates.
-async fn create_roles(master: &Client, roles: &[RoleSpec], counters: &Counters) -> Result<(), DbError> {
+fn failed(target: &Target, what: &str) -> impl Fn(tokio_postgres::Error) -> EngineError {
+    let context = format!("{what} on {}", target.describe());
+    move |error| EngineError::Failed(describe(&error).context(&context))
+}
+
+pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Counters) -> Result<Survey, EngineError> {
+    let client = master(target, "postgres", counters).await?;
+    let master_is_superuser: bool = client
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await
+        .map_err(failed(target, "reading the master's attributes"))?
+        .get(0);
+    let mut survey = Survey { master_is_superuser, ..Survey::default() };
+    let databases = client
+        .query(
+            "SELECT datname::text, has_database_privilege(oid, 'CONNECT'), \
+             has_database_privilege(oid, 'CONNECT WITH GRANT OPTION'), has_database_privilege('public', oid, 'CONNECT') \
+             FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
+            &[],
+        )
+        .await
+        .map_err(failed(target, "listing databases"))?;
+    for row in databases.iter().filter(|row| !SKIPPED_DATABASES.contains(&row.get::<_, &str>(0))) {
+        let (name, enters, grants, public): (String, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        match (enters, grants || public) {
+            (false, _) => survey.skipped.push(format!("database {name} (the master may not connect to it)")),
+            (true, false) => survey.skipped.push(format!("database {name} (the master may not grant CONNECT on it)")),
+            (true, true) => {
+                // Where everyone may connect and the master may not grant it, there is nothing to grant.
+                if grants {
+                    survey.grant_connect.push(name.clone());
+                }
+                survey.databases.push(name);
+            }
+        }
+    }
+    survey.existing = existing_roles(&client, target, roles).await?;
+    counters.sent(3);
+    Ok(survey)
+}
+
+async fn existing_roles(client: &Client, target: &Target, roles: &[RoleSpec]) -> Result<Vec<Existing>, EngineError> {
     let names: Vec<&str> = roles.iter().map(|role| role.user.as_str()).collect();
-    let mut last = DbError::permanent("no attempt was made");
+    let rows = client
+        .query(
+            "SELECT r.rolname::text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls, \
+             coalesce(r.rolvaliduntil <> 'infinity', false), coalesce(shobj_description(r.oid, 'pg_authid'), ''), \
+             ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid) \
+             FROM pg_roles r WHERE r.rolname = ANY($1)",
+            &[&names],
+        )
+        .await
+        .map_err(failed(target, "reading roles"))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let attributes = ["SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS", "VALID UNTIL"];
+            let mut escalations: Vec<Escalation> =
+                (1..=6).filter(|i| row.get::<_, bool>(i)).map(|i| Escalation::Attribute(attributes[i - 1])).collect();
+            escalations.extend(row.get::<_, Vec<String>>(8).into_iter().map(Escalation::MemberOf));
+            Existing { user: row.get(0), managed: Some(row.get::<_, String>(7) == MANAGED_COMMENT), escalations }
+        })
+        .collect())
+}
+
+/// The statements that give a role its password (as its SCRAM `verifier`) and nothing beyond its level.
+fn role_statements(role: &RoleSpec, verifier: &str, existing: Option<&Existing>) -> Vec<String> {
+    let user = quote_ident(&role.user);
+    let verifier = quote_literal(verifier);
+    let Some(existing) = existing else {
+        return vec![
+            format!("CREATE ROLE {user} WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD {verifier}"),
+            format!("COMMENT ON ROLE {user} IS {}", quote_literal(MANAGED_COMMENT)),
+        ];
+    };
+    // Only what a CREATEROLE master may say; the rest only when it must be removed (and the master may).
+    let mut attributes = vec!["LOGIN", "NOCREATEDB", "NOCREATEROLE"];
+    for escalation in &existing.escalations {
+        match escalation {
+            Escalation::Attribute("SUPERUSER") => attributes.push("NOSUPERUSER"),
+            Escalation::Attribute("REPLICATION") => attributes.push("NOREPLICATION"),
+            Escalation::Attribute("BYPASSRLS") => attributes.push("NOBYPASSRLS"),
+            _ => {}
+        }
+    }
+    let mut sql = vec![format!("ALTER ROLE {user} WITH {} PASSWORD {verifier} VALID UNTIL 'infinity'", attributes.join(" "))];
+    for escalation in &existing.escalations {
+        if let Escalation::MemberOf(group) = escalation {
+            sql.push(format!("REVOKE {} FROM {user}", quote_ident(group)));
+        }
+    }
+    sql.push(format!("COMMENT ON ROLE {user} IS {}", quote_literal(MANAGED_COMMENT)));
+    sql
+}
+
+pub(crate) async fn set_passwords(
+    target: &Target,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    counters: &Counters,
+) -> Result<Vec<Result<(), DbError>>, EngineError> {
+    let client = master(target, "postgres", counters).await?;
+    let mut last = Vec::new();
     for attempt in 0..ATTEMPTS {
-        let existing: Vec<String> = master
-            .query("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)", &[&names])
-            .await
-            .map_err(|e| describe(&e).context("reading roles"))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        counters.sent(1);
-        let mut sql = vec!["BEGIN".to_string()];
-        for role in roles {
-            let verifier = postgres_protocol::password::scram_sha_256(role.password.expose_secret().as_bytes());
-            let verb = if existing.contains(&role.user) { "ALTER" } else { "CREATE" };
-            sql.push(format!(
-                "{verb} ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}",
-                quote_ident(&role.user),
-                quote_literal(&verifier)
-            ));
-        }
-        // `ALTER DEFAULT PRIVILEGES FOR ROLE <ddl>` needs membership of it (RDS masters are no superusers).
-        for role in roles.iter().filter(|role| role.level == Level::Ddl) {
-            sql.push(format!("GRANT {} TO CURRENT_USER", quote_ident(&role.user)));
-        }
-        sql.push("COMMIT".into());
-        counters.sent(sql.len());
-        match master.batch_execute(&sql.join(";\n")).await {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                // The transaction is aborted or gone; make sure it is closed.
-                let _ = master.batch_execute("ROLLBACK").await; // safe: only ends a failed transaction
-                last = describe(&error).context("creating roles");
-                if !is_concurrent_update(&error) {
-                    return Err(last);
+        match set_passwords_once(&client, roles, survey, counters).await {
+            Ok(results) => return Ok(results),
+            Err((error, retry)) => {
+                let _ = client.batch_execute("ROLLBACK").await; // safe: only ends a failed transaction
+                last = roles.iter().map(|_| Err(error.clone())).collect();
+                if !retry {
+                    break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
             }
         }
     }
-    Err(last)
+    Ok(last)
 }
 
-/// The grants of one role in one database, for the schemas given.
-pub fn grant_statements(db: &str, schemas: &[String], role: &RoleSpec, master: &str, ddl: Option<&str>) -> Vec<String> {
-    let grantee = quote_ident(&role.user);
-    let (tables, sequences, schema, functions) = match role.level {
-        Level::Ro => ("SELECT", "SELECT", "USAGE", false),
-        Level::Rw => ("SELECT, INSERT, UPDATE, DELETE", "USAGE, SELECT, UPDATE", "USAGE", true),
-        Level::Ddl => {
-            ("SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER", "USAGE, SELECT, UPDATE", "USAGE, CREATE", true)
+/// One transaction, a savepoint per role: a role refused or failed leaves the others.
+async fn set_passwords_once(
+    client: &Client,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    counters: &Counters,
+) -> Result<Vec<Result<(), DbError>>, (DbError, bool)> {
+    counters.sent(1);
+    client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
+    let mut results = Vec::new();
+    for role in roles {
+        let existing = survey.existing(&role.user);
+        let refused = existing.into_iter().flat_map(|e| &e.escalations).find(|e| e.needs_superuser());
+        if let Some(escalation) = refused.filter(|_| !survey.master_is_superuser) {
+            let message = format!("{} has {escalation}, which only a superuser may remove: it is left as it is", role.user);
+            results.push(Err(DbError::permanent(message)));
+            continue;
         }
+        let verifier = postgres_protocol::password::scram_sha_256(role.password.expose_secret().as_bytes());
+        let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
+        sql.extend(role_statements(role, &verifier, existing));
+        // `ALTER DEFAULT PRIVILEGES FOR ROLE <ddl>` needs membership of it (RDS masters are no superusers).
+        if role.level == Level::Ddl {
+            sql.push(format!("GRANT {} TO CURRENT_USER", quote_ident(&role.user)));
+        }
+        sql.push("RELEASE SAVEPOINT dbroles_role".into());
+        let result = run_in_savepoint(client, &sql, counters).await.map_err(|(e, retry)| (e.scrubbed(&[&verifier]), retry))?;
+        results.push(result.map_err(|e| e.scrubbed(&[&verifier])));
+    }
+    counters.sent(1);
+    client.batch_execute("COMMIT").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
+    Ok(results)
+}
+
+/// Runs a savepoint's statements: `Ok(Err)` if the server refused them (rolled
+/// back to the savepoint), `Err` if the transaction is lost (retry it if `true`).
+async fn run_in_savepoint(client: &Client, sql: &[String], counters: &Counters) -> Result<Result<(), DbError>, (DbError, bool)> {
+    counters.sent(sql.len());
+    match client.batch_execute(&sql.join(";\n")).await {
+        Ok(()) => Ok(Ok(())),
+        Err(error) if is_concurrent_update(&error) => Err((describe(&error), true)),
+        Err(error) if error.as_db_error().is_none() => Err((describe(&error), false)),
+        Err(error) => {
+            counters.sent(2);
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT dbroles_role; RELEASE SAVEPOINT dbroles_role")
+                .await
+                .map_err(|e| (describe(&e), false))?;
+            Ok(Err(describe(&error)))
+        }
+    }
+}
+
+/// A schema of a database, and what the master may grant in it.
+struct Schema {
+    name: String,
+    /// USAGE and CREATE with grant option (the master owns it, or was granted them so).
+    usage: bool,
+    create: bool,
+    /// Tables, views and sequences of roles whose rights the master does not hold.
+    foreign: i64,
+}
+
+/// What the master may grant in one database.
+struct Grantable {
+    schemas: Vec<Schema>,
+    /// Tables and views (qualified, quoted), and sequences, of roles whose rights the master holds.
+    tables: Vec<String>,
+    sequences: Vec<String>,
+    /// Functions of no extension that only those granted may execute.
+    functions: Vec<String>,
+}
+
+async fn grantable(client: &Client) -> Result<Grantable, tokio_postgres::Error> {
+    let schemas = client
+        .query(
+            "SELECT n.nspname::text, has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION'), \
+             has_schema_privilege(n.oid, 'CREATE WITH GRANT OPTION'), \
+             (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
+              AND NOT pg_has_role(c.relowner, 'USAGE')) \
+             FROM pg_namespace n WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+             AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| Schema { name: row.get(0), usage: row.get(1), create: row.get(2), foreign: row.get(3) })
+        .collect::<Vec<_>>();
+    let usable: Vec<&str> = schemas.iter().filter(|s| s.usage).map(|s| s.name.as_str()).collect();
+    // The relations the master may grant on: those of roles whose rights it holds (its own).
+    let relations = client
+        .query(
+            "SELECT c.oid::regclass::text, c.relkind = 'S' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND pg_has_role(c.relowner, 'USAGE') \
+             ORDER BY 1",
+            &[&usable],
+        )
+        .await?;
+    let (sequences, tables): (Vec<_>, Vec<_>) = relations.iter().partition(|row| row.get::<_, bool>(1));
+    let name = |row: &&tokio_postgres::Row| row.get::<_, String>(0);
+    let functions = client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p') \
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') \
+             AND has_function_privilege(p.oid, 'EXECUTE WITH GRANT OPTION') \
+             AND NOT has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1",
+            &[&usable],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let tables = tables.iter().map(name).collect();
+    let sequences = sequences.iter().map(name).collect();
+    Ok(Grantable { schemas, tables, sequences, functions })
+}
+
+/// What the master may not grant in a database, as the role's message names it.
+fn not_granted(db: &str, grantable: &Grantable, level: Level) -> Vec<String> {
+    let mut skipped = Vec::new();
+    for schema in &grantable.schemas {
+        if !schema.usage {
+            skipped.push(format!("schema {} in {db} (another owner's)", schema.name));
+        } else if schema.foreign > 0 {
+            skipped.push(format!("{} relation(s) of other owners in {}.{}", schema.foreign, db, schema.name));
+        }
+        if schema.usage && !schema.create && level == Level::Ddl {
+            skipped.push(format!("CREATE on schema {} in {db} (another owner's)", schema.name));
+        }
+    }
+    skipped
+}
+
+/// The grants of one role in one database, for the schemas and functions the master may grant.
+pub fn grant_statements(db: &str, grantable: &GrantableView, role: &RoleSpec, master: &str, ddl: Option<&str>) -> Vec<String> {
+    let grantee = quote_ident(&role.user);
+    let (tables, sequences) = match role.level {
+        Level::Ro => ("SELECT", "SELECT"),
+        Level::Rw => ("SELECT, INSERT, UPDATE, DELETE", "USAGE, SELECT, UPDATE"),
+        // No TRIGGER: a trigger on another role's table would run ddl's code as that role.
+        Level::Ddl => ("SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES", "USAGE, SELECT, UPDATE"),
     };
-    let mut sql = vec![format!("GRANT CONNECT ON DATABASE {} TO {grantee}", quote_ident(db))];
+    let mut sql = Vec::new();
+    if grantable.connect {
+        sql.push(format!("GRANT CONNECT ON DATABASE {} TO {grantee}", quote_ident(db)));
+    }
     // Objects created later by the master user or the ddl role are covered too.
     let owners: Vec<&str> = std::iter::once(master).chain(ddl).filter(|owner| *owner != role.user).collect();
-    for name in schemas {
+    // Named one by one: `ON ALL TABLES IN SCHEMA` fails on a table of another owner.
+    if !grantable.tables.is_empty() {
+        sql.push(format!("GRANT {tables} ON TABLE {} TO {grantee}", grantable.tables.join(", ")));
+    }
+    if !grantable.sequences.is_empty() {
+        sql.push(format!("GRANT {sequences} ON SEQUENCE {} TO {grantee}", grantable.sequences.join(", ")));
+    }
+    for (name, create) in &grantable.schemas {
         let s = quote_ident(name);
+        let schema = if role.level == Level::Ddl && *create { "USAGE, CREATE" } else { "USAGE" };
         sql.push(format!("GRANT {schema} ON SCHEMA {s} TO {grantee}"));
-        sql.push(format!("GRANT {tables} ON ALL TABLES IN SCHEMA {s} TO {grantee}"));
-        sql.push(format!("GRANT {sequences} ON ALL SEQUENCES IN SCHEMA {s} TO {grantee}"));
-        if functions {
-            sql.push(format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {grantee}"));
-        }
         for owner in &owners {
             let prefix = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {s} GRANT", quote_ident(owner));
             sql.push(format!("{prefix} {tables} ON TABLES TO {grantee}"));
             sql.push(format!("{prefix} {sequences} ON SEQUENCES TO {grantee}"));
-            if functions {
-                sql.push(format!("{prefix} EXECUTE ON FUNCTIONS TO {grantee}"));
-            }
         }
+    }
+    if role.level != Level::Ro {
+        sql.extend(grantable.functions.iter().map(|function| format!("GRANT EXECUTE ON FUNCTION {function} TO {grantee}")));
     }
     sql
 }
 
+/// What `grant_statements` grants on: CONNECT, the schemas (and whether CREATE on
+/// each), the tables, sequences and functions (qualified and quoted).
+pub struct GrantableView {
+    pub connect: bool,
+    pub schemas: Vec<(String, bool)>,
+    pub tables: Vec<String>,
+    pub sequences: Vec<String>,
+    pub functions: Vec<String>,
+}
+
+pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
+    // The futures are collected first, so no closure is held across an await and
+    // the whole future stays `Send` for any lifetime (a spawned task can await it).
+    let pending: Vec<_> = survey.databases.iter().map(|db| grant_database(target, db, roles, survey, counters)).collect();
+    let per_database: Vec<Vec<Grants>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
+    let mut grants: Vec<Grants> = roles.iter().map(|_| Grants::default()).collect();
+    for (db, results) in survey.databases.iter().zip(per_database) {
+        for (role, result) in grants.iter_mut().zip(results) {
+            role.failed.extend(result.failed.into_iter().map(|e| e.context(format!("database {db}"))));
+            role.skipped.extend(result.skipped);
+        }
+    }
+    for role in &mut grants {
+        role.skipped.splice(0..0, survey.skipped.iter().cloned());
+    }
+    grants
+}
+
 /// One database: one connection, one transaction, a savepoint per role.
-async fn provision_database(target: &Target, db: &str, roles: &[RoleSpec], counters: &Counters) -> Vec<Result<(), DbError>> {
+async fn grant_database(target: &Target, db: &str, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
+    let all_failed = |error: DbError| roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect();
     let client = match connect(target, &target.master_user, &target.master_password, db).await {
         Ok(client) => client,
-        Err(error) => return roles.iter().map(|_| Err(error.clone())).collect(),
+        Err(error) => return all_failed(error),
     };
     counters.connection();
     let mut last = Vec::new();
     for attempt in 0..ATTEMPTS {
-        match provision_database_once(&client, target, db, roles, counters).await {
+        match grant_database_once(&client, target, db, roles, survey, counters).await {
             Ok(results) => return results,
             Err((error, retry)) => {
                 let _ = client.batch_execute("ROLLBACK").await; // safe: only ends a failed transaction
-                last = roles.iter().map(|_| Err(error.clone())).collect();
-                if !retry || attempt + 1 == ATTEMPTS {
+                last = all_failed(error);
+                if !retry {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
@@ -231,49 +440,33 @@ async fn provision_database(target: &Target, db: &str, roles: &[RoleSpec], count
     last
 }
 
-async fn provision_database_once(
+async fn grant_database_once(
     client: &Client,
     target: &Target,
     db: &str,
     roles: &[RoleSpec],
+    survey: &Survey,
     counters: &Counters,
-) -> Result<Vec<Result<(), DbError>>, (DbError, bool)> {
-    let schemas: Vec<String> = client
-        .query(
-            "SELECT nspname::text FROM pg_namespace \
-             WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
-             AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%' ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    counters.sent(1);
+) -> Result<Vec<Grants>, (DbError, bool)> {
+    let found = grantable(client).await.map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?;
+    counters.sent(3);
+    let view = GrantableView {
+        connect: survey.grant_connect.iter().any(|name| name == db),
+        schemas: found.schemas.iter().filter(|s| s.usage).map(|s| (s.name.clone(), s.create)).collect(),
+        tables: found.tables.clone(),
+        sequences: found.sequences.clone(),
+        functions: found.functions.clone(),
+    };
     let ddl = roles.iter().find(|role| role.level == Level::Ddl).map(|role| role.user.as_str());
+    counters.sent(1);
+    client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
     let mut results = Vec::new();
-    for (i, role) in roles.iter().enumerate() {
-        let mut sql = if i == 0 { vec!["BEGIN".to_string()] } else { Vec::new() };
-        sql.push("SAVEPOINT dbroles_role".into());
-        sql.extend(grant_statements(db, &schemas, role, &target.master_user, ddl));
+    for role in roles {
+        let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
+        sql.extend(grant_statements(db, &view, role, &target.master_user, ddl));
         sql.push("RELEASE SAVEPOINT dbroles_role".into());
-        counters.sent(sql.len());
-        match client.batch_execute(&sql.join(";\n")).await {
-            Ok(()) => results.push(Ok(())),
-            Err(error) if is_concurrent_update(&error) => return Err((describe(&error), true)),
-            Err(error) => {
-                if i == 0 && error.as_db_error().is_none() {
-                    return Err((describe(&error), false));
-                }
-                counters.sent(2);
-                client
-                    .batch_execute("ROLLBACK TO SAVEPOINT dbroles_role; RELEASE SAVEPOINT dbroles_role")
-                    .await
-                    .map_err(|e| (describe(&e), false))?;
-                results.push(Err(describe(&error)));
-            }
-        }
+        let result = run_in_savepoint(client, &sql, counters).await?;
+        results.push(Grants { failed: result.err().into_iter().collect(), skipped: not_granted(db, &found, role.level) });
     }
     counters.sent(1);
     client.batch_execute("COMMIT").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
@@ -297,12 +490,25 @@ mod tests {
         assert_eq!(quote_literal("it's"), "'it''s'");
     }
 
+    fn view() -> GrantableView {
+        GrantableView { connect: true, schemas: vec![("public".into(), true)], functions: vec!["public.touch(integer)".into()] }
+    }
+
     #[test]
     fn ro_gets_no_write_privilege() {
         let role = RoleSpec::new("p", Level::Ro);
-        let sql = grant_statements("db", &["public".into()], &role, "master", Some("p_ddl")).join(";");
-        assert!(sql.contains("GRANT SELECT ON ALL TABLES IN SCHEMA \"public\" TO \"p_ro\""));
-        assert!(!sql.contains("INSERT") && !sql.contains("CREATE"));
+        let sql = grant_statements("db", &view(), &role, "master", Some("p_ddl")).join(";");
+        assert!(sql.contains("GRANT SELECT ON TABLE items TO \"p_ro\""));
+        assert!(!sql.contains("INSERT") && !sql.contains("CREATE") && !sql.contains("EXECUTE"));
         assert!(sql.contains("FOR ROLE \"p_ddl\""));
+    }
+
+    #[test]
+    fn ddl_gets_no_trigger_and_rw_executes_only_the_listed_functions() {
+        let ddl = grant_statements("db", &view(), &RoleSpec::new("p", Level::Ddl), "master", Some("p_ddl")).join(";");
+        assert!(!ddl.contains("TRIGGER"), "{ddl}");
+        let rw = grant_statements("db", &view(), &RoleSpec::new("p", Level::Rw), "master", Some("p_ddl")).join(";");
+        assert!(rw.contains("GRANT EXECUTE ON FUNCTION public.touch(integer) TO \"p_rw\""));
+        assert!(!rw.contains("ALL FUNCTIONS") && !rw.contains("ON FUNCTIONS"), "{rw}");
     }
 }

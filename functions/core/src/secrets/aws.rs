@@ -107,6 +107,30 @@ impl SecretStore for AwsSecrets {
         Ok(())
     }
 
+    async fn pending(&self, secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
+        let described = match self.client.describe_secret().secret_id(secret_id).send().await {
+            Ok(described) => described,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => return Ok(None),
+            Err(error) => return Err(classify(&format!("reading {secret_id}"), error)),
+        };
+        let staged = described.version_ids_to_stages().and_then(|versions| {
+            let only_pending =
+                |stages: &Vec<String>| stages.iter().any(|s| s == "AWSPENDING") && !stages.iter().any(|s| s == "AWSCURRENT");
+            versions.iter().find(|(_, stages)| only_pending(stages)).map(|(id, _)| id.clone())
+        });
+        let Some(version) = staged else { return Ok(None) };
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_id(&version)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("reading {secret_id}"), e))?;
+        let credentials = RoleCredentials::from_secret_json(out.secret_string().unwrap_or_default())?;
+        Ok(Some((Staged { secret_id: secret_id.to_string(), version: Some(version) }, credentials)))
+    }
+
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
         // Naming the stage is what AWS does by default; moto needs it said.
         match self.client.get_secret_value().secret_id(secret_id).version_stage("AWSCURRENT").send().await {

@@ -61,4 +61,16 @@ impl SecretStore for DatabaseSecrets {
         let value = self.store.get_credential(secret_id).await.map_err(failed)?;
         value.map(|text| RoleCredentials::from_secret_json(&text)).transpose()
     }
+
+    async fn pending(&self, secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
+        let staged = self.store.get_credential(&pending(secret_id)).await.map_err(failed)?;
+        let current = self.store.get_credential(secret_id).await.map_err(failed)?;
+        match staged {
+            Some(staged) if Some(&staged) != current.as_ref() => {
+                let credentials = RoleCredentials::from_secret_json(&staged)?;
+                Ok(Some((Staged { secret_id: secret_id.to_string(), version: None }, credentials)))
+            }
+            _ => Ok(None),
+        }
+    }
 }

@@ -118,6 +118,11 @@ pub trait SecretStore: Send + Sync {
     async fn confirm(&self, staged: &Staged) -> Result<(), SecretError>;
     /// The current credentials (for the operator's `dbroles credentials`).
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError>;
+    /// Staged credentials newer than the current ones: a run cut short between
+    /// staging and confirming. The next run tries them, and confirms them if they log in.
+    async fn pending(&self, _secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
+        Ok(None)
+    }
 
     /// `credentials_info` for a job result, as seed 001 describes it.
     fn info(&self, secret: &SecretRef) -> CredentialsInfo {

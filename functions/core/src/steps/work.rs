@@ -122,9 +122,10 @@ pub async fn instance_status(deps: &Deps, mut state: State) -> Result<State, Ste
 pub async fn provision(deps: &Deps, state: State) -> Result<State, StepError> {
     let mut record = load(deps, &state).await?;
     let secrets = secret_store(deps, &record)?;
-    let arn = record.request.instance_arn();
+    let (arn, adopt) = (record.request.instance_arn(), record.request.aws.adopt_existing_roles);
     let results =
-        provision::provision_instance(&arn, record.id(), deps.inventory.as_ref(), secrets.as_ref(), &deps.settings).await?;
+        provision::provision_instance(&arn, adopt, record.id(), deps.inventory.as_ref(), secrets.as_ref(), &deps.settings)
+            .await?;
     let (_, message) = jobs::outcome(&results);
     // Still running: the phase is Finalize's to set.
     record.job.status = Some(JobStatus { message, phase: Phase::Running, result: results });

@@ -37,10 +37,10 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
 }
 
 impl SqliteStore {
+    /// Opens (or creates) the store. It holds passwords: its directory is made
+    /// 0700 and its files 0600, an existing store's modes tightened.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(unavailable)?;
-        }
+        private(path).map_err(unavailable)?;
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
@@ -401,4 +401,27 @@ impl CredentialStore for SqliteStore {
         })
         .await
     }
+}
+
+/// The store's directory 0700, and the database with its WAL files 0600 (SQLite
+/// gives the WAL files the database's mode), before anything is written.
+#[cfg(unix)]
+fn private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        crate::auth::private_dir(dir)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private(path: &Path) -> std::io::Result<()> {
+    path.parent().map_or(Ok(()), std::fs::create_dir_all)
 }
