@@ -263,3 +263,21 @@ suite!(
     resources_keep_names_unique_and_page,
     credentials_round_trip,
 );
+
+#[cfg(unix)]
+#[test]
+fn the_embedded_store_is_private_and_an_existing_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(".dbroles");
+    let file = dir.join("dbroles.db");
+    drop(SqliteStore::open(&file).unwrap());
+    assert_eq!((mode(&dir), mode(&file)), (0o700, 0o600));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(SqliteStore::open(&file).unwrap());
+    assert_eq!((mode(&dir), mode(&file)), (0o700, 0o600), "an existing store's modes are tightened");
+    dbroles_core::auth::LocalTokens::load_or_create(&dir).unwrap();
+    assert_eq!(mode(&dir.join("token.key")), 0o600);
+}

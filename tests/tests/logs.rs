@@ -1,0 +1,90 @@
+//! At `RUST_LOG=debug`, no password and no SCRAM verifier reaches the logs: the
+//! database drivers log every statement at debug, and the Lambdas' filter
+//! (`config::log_filter`) keeps them out. A test binary of its own: it sets the
+//! process's environment and its global subscriber.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dbroles_core::engine::{Family, Level, Target, TlsConfig};
+use dbroles_core::job::Phase;
+use dbroles_core::provision::{provision_roles, Endpoint};
+use dbroles_core::secrets::database::DatabaseSecrets;
+use dbroles_core::secrets::{SecretRef, SecretStore};
+use dbroles_core::store::sqlite::SqliteStore;
+use dbroles_tests::*;
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn target(family: Family, port: u16, master: &str, password: &str) -> Target {
+    Target {
+        family,
+        host: "127.0.0.1".into(),
+        port,
+        master_user: master.into(),
+        master_password: SecretString::from(password),
+        tls: TlsConfig::disabled(),
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(30),
+        concurrency: 4,
+    }
+}
+
+#[tokio::test]
+async fn debug_logs_carry_no_password_and_no_verifier() {
+    std::env::set_var("RUST_LOG", "debug");
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt().with_env_filter(dbroles_core::config::log_filter()).with_writer(move || writer.clone()).init();
+    tracing::debug!("debug logging is on");
+
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = DatabaseSecrets::new(Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()));
+    let prefix = unique("l");
+    let secret = SecretRef {
+        instance_id: "inst".into(),
+        instance_arn: "arn:aws:rds:us-east-1:123456789012:db:inst".into(),
+        job_id: "JOB".into(),
+        user: String::new(),
+        host: "127.0.0.1".into(),
+    };
+    let mut passwords = Vec::new();
+    for (target, engine, arn) in [
+        (target(Family::Postgres, cluster.port, "postgres", SUPERUSER_PASSWORD), "postgres", "pg"),
+        (target(Family::MySql, 3306, "root", ""), "mariadb", "my"),
+    ] {
+        let secret = SecretRef { instance_arn: format!("{}-{arn}", secret.instance_arn), ..secret.clone() };
+        let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: engine.into() };
+        let outcome = provision_roles(&target, &endpoint, &prefix, &store, &secret, false).await.unwrap();
+        assert!(outcome.results.iter().all(|r| r.status == Phase::Completed), "{:?}", outcome.results);
+        for level in Level::ALL {
+            let id = store.secret_id(&SecretRef { user: level.user(&prefix), ..secret.clone() });
+            passwords.push(store.read(&id).await.unwrap().unwrap().password.expose_secret().to_string());
+        }
+    }
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("debug logging is on"), "the test logs at debug: {logs}");
+    assert!(!logs.contains("SCRAM-SHA-256$"), "a verifier reached the logs");
+    for password in &passwords {
+        assert!(!logs.contains(password.as_str()), "a password reached the logs");
+    }
+    let mut root = mariadb("root", "").await.unwrap();
+    for level in Level::ALL {
+        mysql_async::prelude::Queryable::query_drop(&mut root, format!("DROP USER '{}'@'%'", level.user(&prefix))).await.unwrap();
+    }
+}
