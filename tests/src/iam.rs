@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::path_of;
 
+use crate::faults::Faults;
 use crate::web::forward_to;
 
 /// A proxy in front of moto that records the IAM action of every AWS request
@@ -14,26 +15,32 @@ use crate::web::forward_to;
 pub struct ActionRecorder {
     /// Where the SDK should send its requests.
     pub endpoint: String,
+    /// Faults injected into the requests passing through.
+    pub faults: Faults,
     actions: Arc<Mutex<Vec<String>>>,
 }
 
 impl ActionRecorder {
     pub async fn start(upstream: &str) -> Self {
-        let actions = Arc::new(Mutex::new(Vec::new()));
-        let (http, upstream, recorded) = (reqwest::Client::new(), upstream.to_string(), actions.clone());
+        let (actions, faults) = (Arc::new(Mutex::new(Vec::new())), Faults::default());
+        let (http, upstream, recorded, injected) =
+            (reqwest::Client::new(), upstream.to_string(), actions.clone(), faults.clone());
         let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
-            let (http, upstream, recorded) = (http.clone(), upstream.clone(), recorded.clone());
+            let (http, upstream, recorded, injected) = (http.clone(), upstream.clone(), recorded.clone(), injected.clone());
             async move {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
                 recorded.lock().unwrap().extend(iam_actions(&parts, &body));
+                if let Some(answer) = injected.answer(&parts, &body) {
+                    return answer;
+                }
                 forward_to(&http, &upstream, axum::extract::Request::from_parts(parts, axum::body::Body::from(body))).await
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
-        Self { endpoint, actions }
+        Self { endpoint, faults, actions }
     }
 
     /// The distinct actions recorded since the last call.

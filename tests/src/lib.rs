@@ -4,12 +4,14 @@
 //! - [`mariadb`]: the machine's MariaDB;
 //! - [`moto`]: the shared moto, a moto of a test's own running Step Functions
 //!   (with a Lambda proxy that injects faults), and RDS instances in it;
+//! - [`faults`]: throttling and service errors a test proxy injects;
 //! - [`iam`]: the recorder of AWS actions and the template's grants;
 //! - [`web`]: forwarding, a webhook receiver, and the API called through its router;
 //! - [`net`]: a database endpoint that resets its first connections (a fail-over).
 //!
 //! Run through `scripts/test`, which starts moto and exports its address.
 
+pub mod faults;
 pub mod iam;
 pub mod mariadb;
 pub mod moto;
@@ -20,10 +22,11 @@ pub mod web;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+pub use faults::Faults;
 pub use iam::{template_actions, ActionRecorder};
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master};
 pub use moto::{
-    aws_config, create_instance, moto_endpoint, moto_instance, provision_state_machine, Faults, MotoExecutor, MotoInstance,
+    aws_config, create_instance, moto_endpoint, moto_instance, provision_state_machine, MotoExecutor, MotoInstance,
     OtherFunctions,
 };
 pub use net::FlakyPort;

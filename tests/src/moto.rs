@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::faults::Faults;
 use crate::free_port;
 use crate::web::forward_to;
 
@@ -36,50 +37,6 @@ pub struct MotoExecutor {
     pub invocations: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
     /// Faults the proxy injects into the AWS calls it forwards.
     pub faults: Faults,
-}
-
-/// AWS calls the proxy answers with throttling instead of forwarding them.
-#[derive(Clone, Default)]
-pub struct Faults(Arc<Mutex<FaultRules>>);
-
-#[derive(Default)]
-struct FaultRules {
-    /// Operation (`GetSecretValue`) and how many more times it is throttled.
-    armed: Vec<(String, u32)>,
-    /// Armed when the step function of that name is first invoked.
-    on_invoke: Vec<(String, String, u32)>,
-}
-
-impl Faults {
-    /// The next `times` calls of `operation` (its `X-Amz-Target` ends with it) are throttled.
-    pub fn throttle(&self, operation: &str, times: u32) {
-        self.0.lock().unwrap().armed.push((operation.to_string(), times));
-    }
-
-    /// As [`Faults::throttle`], from the first invocation of `function` (`dbroles-provision`) on.
-    pub fn throttle_from(&self, function: &str, operation: &str, times: u32) {
-        self.0.lock().unwrap().on_invoke.push((function.to_string(), operation.to_string(), times));
-    }
-
-    /// Throttles armed and not yet met.
-    pub fn pending(&self) -> u32 {
-        self.0.lock().unwrap().armed.iter().map(|(_, left)| left).sum()
-    }
-
-    fn invoked(&self, function: &str) {
-        let mut rules = self.0.lock().unwrap();
-        let (now, later) = std::mem::take(&mut rules.on_invoke).into_iter().partition(|(f, ..)| f == function);
-        rules.on_invoke = later;
-        rules.armed.extend(now.into_iter().map(|(_, operation, times): (String, String, u32)| (operation, times)));
-    }
-
-    /// Whether this request is to be throttled (and one fewer remain).
-    fn take(&self, request: &axum::extract::Request) -> bool {
-        let target = request.headers().get("x-amz-target").and_then(|t| t.to_str().ok()).unwrap_or_default();
-        let mut rules = self.0.lock().unwrap();
-        let hit = rules.armed.iter_mut().find(|(operation, left)| *left > 0 && target.ends_with(&format!(".{operation}")));
-        hit.map(|(_, left)| *left -= 1).is_some()
-    }
 }
 
 impl Drop for MotoExecutor {
@@ -182,13 +139,12 @@ async fn forward(
     axum::extract::State(proxy): axum::extract::State<Proxy>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if proxy.faults.take(&request) {
-        let body = serde_json::json!({"__type": "ThrottlingException", "message": "Rate exceeded"}).to_string();
-        let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amzn-errortype", "ThrottlingException")];
-        return (http::StatusCode::BAD_REQUEST, headers, body).into_response();
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    if let Some(answer) = proxy.faults.answer(&parts, &body) {
+        return answer;
     }
-    forward_to(&proxy.http, &proxy.upstream, request).await
+    forward_to(&proxy.http, &proxy.upstream, axum::extract::Request::from_parts(parts, axum::body::Body::from(body))).await
 }
 
 /// `CreateDBInstance` in moto as the tests use it: the smallest class and a master

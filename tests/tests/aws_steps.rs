@@ -81,6 +81,7 @@ async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_o
 /// status checks, and the new password then works on the database.
 struct ApplyingRds {
     rds: RdsInventory,
+    secrets: aws_sdk_secretsmanager::Client,
     cluster_port: u16,
     modifying_for: u32,
     modifying: AtomicU32,
@@ -108,12 +109,25 @@ impl Inventory for ApplyingRds {
 
     async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError> {
         self.rds.reset_master_password(instance).await?;
-        let new = self.rds.master_credentials(instance).await?;
+        // What RDS does with ModifyDBInstance: the staged password becomes the server's.
+        let staged = self
+            .secrets
+            .get_secret_value()
+            .secret_id(format!("dbroles/{}/master", instance.identifier))
+            .version_stage("AWSPENDING")
+            .send()
+            .await
+            .unwrap();
+        let new: serde_json::Value = serde_json::from_str(staged.secret_string().unwrap()).unwrap();
         let superuser = pg_connect(self.cluster_port, "postgres", SUPERUSER_PASSWORD, "postgres").await.unwrap();
-        let statement = format!("ALTER ROLE postgres PASSWORD '{}'", new.password.expose_secret().replace('\'', "''"));
+        let statement = format!("ALTER ROLE postgres PASSWORD '{}'", new["password"].as_str().unwrap().replace('\'', "''"));
         superuser.batch_execute(&statement).await.unwrap();
         self.modifying.store(self.modifying_for, Ordering::SeqCst);
         Ok(())
+    }
+
+    async fn promote_master_password(&self, instance: &Instance) -> Result<bool, InventoryError> {
+        self.rds.promote_master_password(instance).await
     }
 }
 
@@ -147,6 +161,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
     let mut deps = Deps::aws(&config, &observed).await.unwrap();
     deps.inventory = Arc::new(ApplyingRds {
         rds: RdsInventory::new(&observed, config.endpoint_overrides.clone()),
+        secrets: aws_sdk_secretsmanager::Client::new(&aws),
         cluster_port: cluster.port,
         modifying_for,
         modifying: AtomicU32::new(0),
@@ -207,14 +222,7 @@ async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
     assert_eq!((waits, checks), (3, 3), "two checks saw 'modifying', the third 'available': {entered:?}");
 
     let aws = aws_config(&moto_endpoint()).await;
-    let identifier = instance_arn.rsplit(':').next().unwrap();
-    let stored = aws_sdk_secretsmanager::Client::new(&aws)
-        .get_secret_value()
-        .secret_id(format!("dbroles/{identifier}/master"))
-        .send()
-        .await
-        .expect("the new master password is in Secrets Manager");
-    let master: serde_json::Value = serde_json::from_str(stored.secret_string().unwrap()).unwrap();
+    let master = master_secret(&instance_arn).await.expect("the new master password is in Secrets Manager");
     assert_eq!(master["username"], "postgres");
     let new_password = master["password"].as_str().unwrap();
     cluster.client("postgres", new_password, "postgres").await.expect("the stored master password logs in");
@@ -232,6 +240,54 @@ async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
     let (job, entered) = run_job(&deps, &instance_arn, true).await;
     assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
     assert!(!entered.iter().any(|s| s == "WaitForInstance"), "{entered:?}");
+}
+
+/// The master credentials in force in the secret dbroles keeps (`AWSCURRENT`), if any.
+async fn master_secret(instance_arn: &str) -> Option<serde_json::Value> {
+    let aws = aws_config(&moto_endpoint()).await;
+    let identifier = instance_arn.rsplit(':').next().unwrap();
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let stored = secrets.get_secret_value().secret_id(format!("dbroles/{identifier}/master")).version_stage("AWSCURRENT").send();
+    serde_json::from_str(stored.await.ok()?.secret_string()?).ok()
+}
+
+/// The master password in force, if any.
+async fn master_in_force(instance_arn: &str) -> Option<String> {
+    master_secret(instance_arn).await?["password"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_modify_leaves_the_password_in_force_and_the_next_job_recovers() {
+    let cluster = PgCluster::start();
+    let (instance_arn, recorder, deps) = unmanaged_instance(&cluster, 0).await;
+    recorder.faults.fail("ModifyDBInstance", "InvalidDBInstanceState", 1);
+    let (job, _) = run_job(&deps, &instance_arn, true).await;
+    assert_eq!(job.phase(), Phase::Failed);
+    assert!(job.status.unwrap().message.contains("InvalidDBInstanceState"));
+    assert_eq!(master_in_force(&instance_arn).await.as_deref(), Some(""), "the staged password was not put in force");
+    cluster.client("postgres", SUPERUSER_PASSWORD, "postgres").await.expect("the instance keeps its password");
+
+    let (job, _) = run_job(&deps, &instance_arn, true).await;
+    assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+    let in_force = master_in_force(&instance_arn).await.expect("the new password is in force");
+    cluster.client("postgres", &in_force, "postgres").await.expect("the password in force logs in");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_describe_secret_is_retried_not_taken_for_a_missing_secret() {
+    let cluster = PgCluster::start();
+    let (instance_arn, recorder, deps) = unmanaged_instance(&cluster, 0).await;
+    let (job, _) = run_job(&deps, &instance_arn, true).await;
+    assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+    let in_force = master_in_force(&instance_arn).await;
+
+    // Throttling beyond the SDK's own three attempts: the step fails Retryable, and no reset follows.
+    recorder.faults.throttle("DescribeSecret", 3);
+    let (job, entered) = run_job(&deps, &instance_arn, true).await;
+    assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+    assert_eq!(recorder.faults.pending(), 0, "the throttles were met");
+    assert!(!entered.iter().any(|s| s == "WaitForInstance"), "a throttled read reset the password: {entered:?}");
+    assert_eq!(master_in_force(&instance_arn).await, in_force, "the master password did not change");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -233,7 +233,7 @@ pub async fn provision_instance(
     let family = Family::of(&instance.engine).ok_or_else(|| ProvisionError::UnsupportedEngine(instance.engine.clone()))?;
     engine::validate_prefix(&settings.role_prefix, &instance.engine).map_err(ProvisionError::InvalidPrefix)?;
     let master = inventory.master_credentials(&instance).await?;
-    let target = Target {
+    let mut target = Target {
         family,
         host: instance.host.clone(),
         port: instance.port,
@@ -244,6 +244,13 @@ pub async fn provision_instance(
         statement_timeout: settings.statement_timeout,
         concurrency: settings.concurrency,
     };
+    // A reset that set a new master password and was cut short before promoting it.
+    if let Some(pending) = master.pending {
+        if engine::check_login(&target, &target.master_user, &pending).await.is_ok() {
+            inventory.promote_master_password(&instance).await?;
+            target.master_password = pending;
+        }
+    }
     let secret_ref = SecretRef {
         instance_id: instance.identifier.clone(),
         instance_arn: instance.arn.clone(),

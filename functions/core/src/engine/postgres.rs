@@ -491,7 +491,13 @@ mod tests {
     }
 
     fn view() -> GrantableView {
-        GrantableView { connect: true, schemas: vec![("public".into(), true)], functions: vec!["public.touch(integer)".into()] }
+        GrantableView {
+            connect: true,
+            schemas: vec![("public".into(), true)],
+            tables: vec!["items".into()],
+            sequences: vec!["items_id_seq".into()],
+            functions: vec!["public.touch(integer)".into()],
+        }
     }
 
     #[test]

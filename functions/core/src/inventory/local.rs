@@ -135,7 +135,7 @@ impl Inventory for LocalInventory {
             (Some(password), None) => password.clone(),
             (None, None) => String::new(),
         };
-        Ok(MasterCredentials { user: local.master_user.clone(), password: SecretString::from(password) })
+        Ok(MasterCredentials { user: local.master_user.clone(), password: SecretString::from(password), pending: None })
     }
 
     async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {

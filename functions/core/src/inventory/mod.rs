@@ -38,7 +38,11 @@ pub struct Instance {
 #[derive(Clone, Debug)]
 pub struct MasterCredentials {
     pub user: String,
+    /// The password in force (the stored current one).
     pub password: SecretString,
+    /// A password a reset staged and set, not yet promoted (a job cut short after
+    /// `ModifyDBInstance`): tried first, and promoted if it logs in.
+    pub pending: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,7 +70,12 @@ pub trait Inventory: Send + Sync {
     async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError>;
     /// The ARN of the identity dbroles acts as in `account` (the job's `account_arn`).
     async fn caller_arn(&self, account: &str) -> Result<String, InventoryError>;
-    /// Sets a new master password: first stored where `master_credentials` finds it,
-    /// then applied to the instance, which becomes `available` again after a while.
+    /// Sets a new master password: first staged beside the stored one (which stays
+    /// in force), then applied to the instance, which becomes `available` again
+    /// after a while. A failed modification leaves the stored password in force.
     async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError>;
+    /// Makes the staged master password the one in force, once the instance has it. `false` if none was staged.
+    async fn promote_master_password(&self, _instance: &Instance) -> Result<bool, InventoryError> {
+        Ok(false)
+    }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_rds::config::http::HttpResponse;
 use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 use super::*;
@@ -223,34 +223,27 @@ impl Inventory for RdsInventory {
 
     async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError> {
         let secrets = self.clients(&Self::account_of(instance)?).await?.secrets;
-        let own = self.master_secret_name(instance);
-        let secret_id = match &instance.master_secret_arn {
-            Some(arn) => arn.clone(),
-            // A master password dbroles set earlier (allow_master_password_reset).
-            // Only a definite "not found" means there is none; throttling is tried again.
-            None => match secrets.describe_secret().secret_id(&own).send().await {
-                Ok(_) => own,
-                Err(e) if crate::aws::fault(&e) == Fault::NotFound => {
-                    return Err(InventoryError::NoMasterSecret(instance.identifier.clone()))
-                }
-                Err(e) => return Err(classify(&format!("looking for the master secret {own}"), e)),
-            },
-        };
-        let out = secrets
-            .get_secret_value()
-            .secret_id(&secret_id)
-            .send()
-            .await
-            .map_err(|e| classify(&format!("reading the master secret {secret_id}"), e))?;
-        #[derive(serde::Deserialize)]
-        struct Master {
-            username: String,
-            password: String,
+        if let Some(arn) = &instance.master_secret_arn {
+            let master = read_master(&secrets, arn, None).await?;
+            return Ok(MasterCredentials { user: master.username, password: master.password.into(), pending: None });
         }
-        let master: Master = serde_json::from_str(out.secret_string().unwrap_or_default()).map_err(|_| {
-            InventoryError::Failed(format!("the master secret {secret_id} is not JSON with username and password"))
-        })?;
-        Ok(MasterCredentials { user: master.username, password: SecretString::from(master.password) })
+        // A master password dbroles set earlier (allow_master_password_reset): the
+        // one in force, and one a reset staged and set but did not promote.
+        let own = self.master_secret_name(instance);
+        let Some(versions) = own_versions(&secrets, &own).await? else {
+            return Err(InventoryError::NoMasterSecret(instance.identifier.clone()));
+        };
+        let Some(current) = &versions.current else { return Err(InventoryError::NoMasterSecret(instance.identifier.clone())) };
+        let master = read_master(&secrets, &own, Some(current)).await?;
+        if master.password.is_empty() {
+            // A reset staged a password the instance never got: there is none to use.
+            return Err(InventoryError::NoMasterSecret(instance.identifier.clone()));
+        }
+        let pending = match &versions.pending {
+            Some(version) => Some(read_master(&secrets, &own, Some(version)).await?.password.into()),
+            None => None,
+        };
+        Ok(MasterCredentials { user: master.username, password: master.password.into(), pending })
     }
 
     async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
@@ -265,22 +258,30 @@ impl Inventory for RdsInventory {
         let value = serde_json::json!({"username": instance.master_user, "password": password.expose_secret()}).to_string();
         let name = self.master_secret_name(instance);
         // Stored first: if the modification fails, the old password still works and nothing is lost.
-        let storing = format!("storing the new master password in {name}");
-        match clients.secrets.put_secret_value().secret_id(&name).secret_string(&value).send().await {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
-                clients
-                    .secrets
-                    .create_secret()
-                    .name(&name)
-                    .description(format!("The master password dbroles set on {}", instance.arn))
-                    .secret_string(&value)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&storing, e))?;
-            }
-            Err(e) => return Err(classify(&storing, e)),
+        // Staged, not in force: if the modification fails, the stored password stays the one that works.
+        let storing = format!("staging the new master password in {name}");
+        if own_versions(&clients.secrets, &name).await?.is_none() {
+            // The first version is AWSCURRENT whatever it is staged as: it says "none in force yet".
+            let none = serde_json::json!({"username": instance.master_user, "password": ""}).to_string();
+            clients
+                .secrets
+                .create_secret()
+                .name(&name)
+                .description(format!("The master password dbroles set on {}", instance.arn))
+                .secret_string(none)
+                .send()
+                .await
+                .map_err(|e| classify(&storing, e))?;
         }
+        clients
+            .secrets
+            .put_secret_value()
+            .secret_id(&name)
+            .secret_string(&value)
+            .version_stages("AWSPENDING")
+            .send()
+            .await
+            .map_err(|e| classify(&storing, e))?;
         match instance.kind {
             ArnKind::Db => clients
                 .rds
@@ -304,4 +305,69 @@ impl Inventory for RdsInventory {
                 .map_err(|e| classify("ModifyDBCluster", e)),
         }
     }
+
+    async fn promote_master_password(&self, instance: &Instance) -> Result<bool, InventoryError> {
+        if instance.master_secret_arn.is_some() {
+            return Ok(false);
+        }
+        let secrets = self.clients(&Self::account_of(instance)?).await?.secrets;
+        let name = self.master_secret_name(instance);
+        let Some(MasterVersions { current, pending: Some(pending) }) = own_versions(&secrets, &name).await? else {
+            return Ok(false);
+        };
+        secrets
+            .update_secret_version_stage()
+            .secret_id(&name)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(pending)
+            .set_remove_from_version_id(current)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("promoting the new master password in {name}"), e))?;
+        Ok(true)
+    }
+}
+
+/// The versions of a master secret dbroles keeps: the one in force, and one staged after it.
+struct MasterVersions {
+    current: Option<String>,
+    pending: Option<String>,
+}
+
+/// `None` only if Secrets Manager says definitely that there is no such secret.
+async fn own_versions(secrets: &aws_sdk_secretsmanager::Client, name: &str) -> Result<Option<MasterVersions>, InventoryError> {
+    let described = match secrets.describe_secret().secret_id(name).send().await {
+        Ok(described) => described,
+        Err(e) if crate::aws::fault(&e) == Fault::NotFound => return Ok(None),
+        Err(e) => return Err(classify(&format!("looking for the master secret {name}"), e)),
+    };
+    let versions = described.version_ids_to_stages().cloned().unwrap_or_default();
+    let has = |stages: &Vec<String>, stage: &str| stages.iter().any(|s| s == stage);
+    let current = versions.iter().find(|(_, stages)| has(stages, "AWSCURRENT")).map(|(id, _)| id.clone());
+    let pending =
+        versions.iter().find(|(_, stages)| has(stages, "AWSPENDING") && !has(stages, "AWSCURRENT")).map(|(id, _)| id.clone());
+    Ok(Some(MasterVersions { current, pending }))
+}
+
+#[derive(serde::Deserialize)]
+struct Master {
+    username: String,
+    password: String,
+}
+
+/// A master secret's `{username, password}`: the version given, or the current one.
+async fn read_master(
+    secrets: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+    version: Option<&str>,
+) -> Result<Master, InventoryError> {
+    let out = secrets
+        .get_secret_value()
+        .secret_id(secret_id)
+        .set_version_id(version.map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| classify(&format!("reading the master secret {secret_id}"), e))?;
+    serde_json::from_str(out.secret_string().unwrap_or_default())
+        .map_err(|_| InventoryError::Failed(format!("the master secret {secret_id} is not JSON with username and password")))
 }

@@ -105,6 +105,8 @@ pub async fn instance_status(deps: &Deps, mut state: State) -> Result<State, Ste
     let record = load(deps, &state).await?;
     let instance = instance(deps, &record).await?;
     if instance.status == "available" {
+        // The instance has the new master password: it becomes the one in force.
+        deps.inventory.promote_master_password(&instance).await?;
         state.master_ready = true;
         return Ok(state);
     }

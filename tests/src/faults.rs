@@ -1,0 +1,80 @@
+//! Faults a test proxy injects into the AWS calls it forwards: throttling (JSON
+//! protocols: Secrets Manager, DynamoDB, ...) and service errors (query
+//! protocols: RDS, EC2), each for a number of calls.
+
+use std::sync::{Arc, Mutex};
+
+use axum::response::{IntoResponse, Response};
+
+#[derive(Clone, Default)]
+pub struct Faults(Arc<Mutex<Rules>>);
+
+#[derive(Default)]
+struct Rules {
+    armed: Vec<Rule>,
+    /// Armed when the step function of that name is first invoked.
+    on_invoke: Vec<(String, Rule)>,
+}
+
+#[derive(Clone)]
+struct Rule {
+    /// `GetSecretValue`, `ModifyDBInstance`.
+    operation: String,
+    left: u32,
+    /// `None`: throttled; else this error code (query protocol).
+    code: Option<String>,
+}
+
+impl Faults {
+    /// The next `times` calls of `operation` are throttled.
+    pub fn throttle(&self, operation: &str, times: u32) {
+        self.0.lock().unwrap().armed.push(Rule { operation: operation.into(), left: times, code: None });
+    }
+
+    /// As [`Faults::throttle`], from the first invocation of `function` (`dbroles-provision`) on.
+    pub fn throttle_from(&self, function: &str, operation: &str, times: u32) {
+        let rule = Rule { operation: operation.into(), left: times, code: None };
+        self.0.lock().unwrap().on_invoke.push((function.to_string(), rule));
+    }
+
+    /// The next `times` calls of the query-protocol `operation` fail with the service error `code`.
+    pub fn fail(&self, operation: &str, code: &str, times: u32) {
+        self.0.lock().unwrap().armed.push(Rule { operation: operation.into(), left: times, code: Some(code.into()) });
+    }
+
+    /// Faults armed and not yet met.
+    pub fn pending(&self) -> u32 {
+        self.0.lock().unwrap().armed.iter().map(|rule| rule.left).sum()
+    }
+
+    pub(crate) fn invoked(&self, function: &str) {
+        let mut rules = self.0.lock().unwrap();
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut rules.on_invoke).into_iter().partition(|(f, _)| f == function);
+        rules.on_invoke = later;
+        rules.armed.extend(now.into_iter().map(|(_, rule)| rule));
+    }
+
+    /// The answer in place of this request's, if a fault is armed for its operation (one fewer remain).
+    pub(crate) fn answer(&self, parts: &http::request::Parts, body: &[u8]) -> Option<Response> {
+        let target = parts.headers.get("x-amz-target").and_then(|t| t.to_str().ok()).map(|t| t.rsplit('.').next().unwrap_or(t));
+        let form = std::str::from_utf8(body).ok().and_then(|text| text.split('&').find_map(|pair| pair.strip_prefix("Action=")));
+        let operation = target.or(form)?;
+        let mut rules = self.0.lock().unwrap();
+        let rule = rules.armed.iter_mut().find(|rule| rule.left > 0 && rule.operation == operation)?;
+        rule.left -= 1;
+        Some(match &rule.code {
+            None => {
+                let body = serde_json::json!({"__type": "ThrottlingException", "message": "Rate exceeded"}).to_string();
+                let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amzn-errortype", "ThrottlingException")];
+                (http::StatusCode::BAD_REQUEST, headers, body).into_response()
+            }
+            Some(code) => {
+                let body = format!(
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected by the test</Message></Error>\
+                     <RequestId>test</RequestId></ErrorResponse>"
+                );
+                (http::StatusCode::BAD_REQUEST, [("content-type", "text/xml")], body).into_response()
+            }
+        })
+    }
+}
