@@ -56,3 +56,37 @@ pub fn settings(prefix: &str) -> dbroles_core::config::Settings {
         ..Default::default()
     }
 }
+
+/// A server to provision as the engine tests reach it: on loopback, no TLS,
+/// short time-outs, four databases at once.
+pub fn target(family: dbroles_core::engine::Family, port: u16, master: &str, password: &str) -> dbroles_core::engine::Target {
+    dbroles_core::engine::Target {
+        family,
+        host: "127.0.0.1".into(),
+        port,
+        master_user: master.into(),
+        master_password: secrecy::SecretString::from(password),
+        tls: dbroles_core::engine::TlsConfig::disabled(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(30),
+        concurrency: 4,
+    }
+}
+
+/// dbroles' own credential store in a temporary directory (kept as long as the directory is).
+pub fn own_store() -> (tempfile::TempDir, std::sync::Arc<dbroles_core::secrets::database::DatabaseSecrets>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap();
+    (dir, std::sync::Arc::new(dbroles_core::secrets::database::DatabaseSecrets::new(std::sync::Arc::new(store))))
+}
+
+/// Where the engine tests keep a role's credentials: the instance `inst`.
+pub fn secret_ref(user: &str) -> dbroles_core::secrets::SecretRef {
+    dbroles_core::secrets::SecretRef {
+        instance_id: "inst".into(),
+        instance_arn: "arn:aws:rds:us-east-1:123456789012:db:inst".into(),
+        job_id: "JOB".into(),
+        user: user.into(),
+        host: "127.0.0.1".into(),
+    }
+}

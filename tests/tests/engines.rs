@@ -9,7 +9,6 @@ use dbroles_core::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint, Outcome, ProvisionError};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
-use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_tests::*;
 use mysql_async::prelude::Queryable;
 use secrecy::{ExposeSecret, SecretString};
@@ -17,62 +16,31 @@ use secrecy::{ExposeSecret, SecretString};
 const HOSTILE_SCHEMAS: [&str; 4] = ["Mixed Case", "with\"quote", "données", "a;drop"];
 
 fn pg_target(cluster: &PgCluster, tls: TlsConfig) -> Target {
-    Target {
-        family: Family::Postgres,
-        host: "127.0.0.1".into(),
-        port: cluster.port,
-        master_user: "postgres".into(),
-        master_password: SecretString::from(SUPERUSER_PASSWORD),
-        tls,
-        connect_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(30),
-        concurrency: 4,
-    }
+    Target { tls, ..target(Family::Postgres, cluster.port, "postgres", SUPERUSER_PASSWORD) }
 }
 
 fn mariadb_target() -> Target {
-    Target {
-        family: Family::MySql,
-        host: "127.0.0.1".into(),
-        port: 3306,
-        master_user: "root".into(),
-        master_password: SecretString::from(""),
-        tls: TlsConfig::disabled(),
-        connect_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(30),
-        concurrency: 4,
-    }
+    target(Family::MySql, 3306, "root", "")
 }
 
 struct Secrets {
     _dir: tempfile::TempDir,
-    store: DatabaseSecrets,
+    store: Arc<DatabaseSecrets>,
 }
 
 fn secrets() -> Secrets {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
-    Secrets { _dir: dir, store: DatabaseSecrets::new(Arc::new(store)) }
-}
-
-fn secret_ref(instance: &str) -> SecretRef {
-    SecretRef {
-        instance_id: instance.into(),
-        instance_arn: format!("arn:aws:rds:us-east-1:123456789012:db:{instance}"),
-        job_id: "JOB".into(),
-        user: String::new(),
-        host: "127.0.0.1".into(),
-    }
+    let (dir, store) = own_store();
+    Secrets { _dir: dir, store }
 }
 
 async fn run(target: &Target, prefix: &str, store: &dyn SecretStore, engine: &str) -> Result<Outcome, ProvisionError> {
     let endpoint = Endpoint { host: target.host.clone(), port: target.port, db: String::new(), engine: engine.into() };
-    provision_roles(target, &endpoint, prefix, store, &secret_ref("inst"), false).await
+    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), false).await
 }
 
 /// The password the store holds now for a role.
 async fn password(store: &dyn SecretStore, user: &str) -> String {
-    let id = store.secret_id(&SecretRef { user: user.into(), ..secret_ref("inst") });
+    let id = store.secret_id(&secret_ref(user));
     store.read(&id).await.unwrap().expect("stored credentials").password.expose_secret().to_string()
 }
 
@@ -107,14 +75,14 @@ async fn postgres_roles_have_least_privilege_rotate_and_cover_later_tables() {
     pg_setup(&cluster).await;
     let secrets = secrets();
     let target = pg_target(&cluster, TlsConfig::disabled());
-    let outcome = run(&target, "hoop", &secrets.store, "postgres").await.unwrap();
+    let outcome = run(&target, "hoop", secrets.store.as_ref(), "postgres").await.unwrap();
     assert_all_completed(&outcome);
     assert!(outcome.report.databases.contains(&"app".to_string()));
     assert!(!outcome.report.databases.iter().any(|db| db.starts_with("template")));
 
-    let ro_pw = password(&secrets.store, "hoop_ro").await;
-    let rw_pw = password(&secrets.store, "hoop_rw").await;
-    let ddl_pw = password(&secrets.store, "hoop_ddl").await;
+    let ro_pw = password(secrets.store.as_ref(), "hoop_ro").await;
+    let rw_pw = password(secrets.store.as_ref(), "hoop_rw").await;
+    let ddl_pw = password(secrets.store.as_ref(), "hoop_ddl").await;
     let ro = cluster.client("hoop_ro", &ro_pw, "app").await.expect("ro logs in");
     let rw = cluster.client("hoop_rw", &rw_pw, "app").await.expect("rw logs in");
     let ddl = cluster.client("hoop_ddl", &ddl_pw, "app").await.expect("ddl logs in");
@@ -156,15 +124,15 @@ async fn postgres_roles_have_least_privilege_rotate_and_cover_later_tables() {
     }
 
     // A second run rotates every password and keeps the grants.
-    let again = run(&target, "hoop", &secrets.store, "postgres").await.unwrap();
+    let again = run(&target, "hoop", secrets.store.as_ref(), "postgres").await.unwrap();
     assert_all_completed(&again);
     for (user, old) in [("hoop_ro", &ro_pw), ("hoop_rw", &rw_pw), ("hoop_ddl", &ddl_pw)] {
-        let new = password(&secrets.store, user).await;
+        let new = password(secrets.store.as_ref(), user).await;
         assert_ne!(&new, old);
         assert!(cluster.client(user, old, "app").await.is_err(), "{user}'s old password still works");
         cluster.client(user, &new, "app").await.unwrap_or_else(|e| panic!("{user}'s new password fails: {e}"));
     }
-    let ro = cluster.client("hoop_ro", &password(&secrets.store, "hoop_ro").await, "app").await.unwrap();
+    let ro = cluster.client("hoop_ro", &password(secrets.store.as_ref(), "hoop_ro").await, "app").await.unwrap();
     assert_eq!(ro.query_one("SELECT count(*) FROM \"a;drop\".t", &[]).await.unwrap().get::<_, i64>(0), 1);
 }
 
@@ -173,15 +141,17 @@ async fn postgres_verify_full_trusts_only_the_configured_ca() {
     let cluster = PgCluster::start();
     let secrets = secrets();
     let trusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(cluster.ca_file.clone()) };
-    let outcome = run(&pg_target(&cluster, trusted), "tls", &secrets.store, "postgres").await.unwrap();
+    let outcome = run(&pg_target(&cluster, trusted), "tls", secrets.store.as_ref(), "postgres").await.unwrap();
     assert_all_completed(&outcome);
 
     let required = TlsConfig { mode: TlsMode::Require, ca_file: None };
-    assert_all_completed(&run(&pg_target(&cluster, required), "tls", &secrets.store, "postgres").await.unwrap());
+    assert_all_completed(&run(&pg_target(&cluster, required), "tls", secrets.store.as_ref(), "postgres").await.unwrap());
 
     let untrusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(cluster.other_ca_file.clone()) };
-    let error =
-        run(&pg_target(&cluster, untrusted), "tls", &secrets.store, "postgres").await.err().expect("an untrusted CA fails");
+    let error = run(&pg_target(&cluster, untrusted), "tls", secrets.store.as_ref(), "postgres")
+        .await
+        .err()
+        .expect("an untrusted CA fails");
     let text = error.to_string();
     assert!(text.contains("127.0.0.1") && text.to_lowercase().contains("certificate"), "{text}");
 }
@@ -193,7 +163,7 @@ async fn wrong_master_password_fails_fast_naming_the_host_not_the_password() {
     let mut target = pg_target(&cluster, TlsConfig::disabled());
     target.master_password = SecretString::from("wrong-Secret-123");
     let started = std::time::Instant::now();
-    let error = run(&target, "bad", &secrets.store, "postgres").await.err().expect("a wrong password fails").to_string();
+    let error = run(&target, "bad", secrets.store.as_ref(), "postgres").await.err().expect("a wrong password fails").to_string();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(error.contains(&format!("127.0.0.1:{}", cluster.port)), "{error}");
     assert!(error.contains("password authentication failed"), "{error}");
@@ -206,7 +176,7 @@ async fn unreachable_host_fails_within_the_connect_timeout() {
     let mut target = mariadb_target();
     target.port = free_port();
     target.connect_timeout = Duration::from_secs(2);
-    let error = run(&target, "gone", &secrets.store, "mariadb").await.err().expect("nothing listens").to_string();
+    let error = run(&target, "gone", secrets.store.as_ref(), "mariadb").await.err().expect("nothing listens").to_string();
     assert!(error.contains(&format!("127.0.0.1:{}", target.port)), "{error}");
 }
 
@@ -268,7 +238,7 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
 
     let secrets = secrets();
     let target = mariadb_target();
-    let outcome = run(&target, &prefix, &secrets.store, "mariadb").await.unwrap();
+    let outcome = run(&target, &prefix, secrets.store.as_ref(), "mariadb").await.unwrap();
     assert_all_completed(&outcome);
     assert!(!outcome
         .report
@@ -277,10 +247,11 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
         .any(|db| ["mysql", "sys", "performance_schema", "information_schema"].contains(&db.as_str())));
 
     let user = |level: Level| level.user(&prefix);
-    let ro_pw = password(&secrets.store, &user(Level::Ro)).await;
+    let ro_pw = password(secrets.store.as_ref(), &user(Level::Ro)).await;
     let mut ro = mariadb(&user(Level::Ro), &ro_pw).await.expect("ro logs in");
-    let mut rw = mariadb(&user(Level::Rw), &password(&secrets.store, &user(Level::Rw)).await).await.expect("rw logs in");
-    let mut ddl = mariadb(&user(Level::Ddl), &password(&secrets.store, &user(Level::Ddl)).await).await.expect("ddl logs in");
+    let mut rw = mariadb(&user(Level::Rw), &password(secrets.store.as_ref(), &user(Level::Rw)).await).await.expect("rw logs in");
+    let mut ddl =
+        mariadb(&user(Level::Ddl), &password(secrets.store.as_ref(), &user(Level::Ddl)).await).await.expect("ddl logs in");
 
     let count: Option<i64> = ro.query_first(format!("SELECT count(*) FROM {}.items", q(&app))).await.unwrap();
     assert_eq!(count, Some(1));
@@ -302,12 +273,12 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
     }
 
     // Rotation: the open session survives, the old password stops working.
-    let again = run(&target, &prefix, &secrets.store, "mariadb").await.unwrap();
+    let again = run(&target, &prefix, secrets.store.as_ref(), "mariadb").await.unwrap();
     assert_all_completed(&again);
     let still: Option<i64> = ro.query_first(format!("SELECT count(*) FROM {}.items", q(&app))).await.unwrap();
     assert_eq!(still, Some(1), "an open session survives the rotation");
     assert!(mariadb(&user(Level::Ro), &ro_pw).await.is_err(), "the old password still works");
-    let new_pw = password(&secrets.store, &user(Level::Ro)).await;
+    let new_pw = password(secrets.store.as_ref(), &user(Level::Ro)).await;
     assert_ne!(new_pw, ro_pw);
     let mut ro = mariadb(&user(Level::Ro), &new_pw).await.expect("the new password works");
     assert!(my_denied(&mut ro, &format!("INSERT INTO {}.items VALUES (9)", q(&app))).await.contains("denied"), "grants kept");

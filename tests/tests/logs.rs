@@ -5,16 +5,13 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use dbroles_core::engine::{Family, Level, Target, TlsConfig};
+use dbroles_core::engine::{Family, Level};
 use dbroles_core::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint};
-use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
-use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_tests::*;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -29,20 +26,6 @@ impl Write for Captured {
     }
 }
 
-fn target(family: Family, port: u16, master: &str, password: &str) -> Target {
-    Target {
-        family,
-        host: "127.0.0.1".into(),
-        port,
-        master_user: master.into(),
-        master_password: SecretString::from(password),
-        tls: TlsConfig::disabled(),
-        connect_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(30),
-        concurrency: 4,
-    }
-}
-
 #[tokio::test]
 async fn debug_logs_carry_no_password_and_no_verifier() {
     std::env::set_var("RUST_LOG", "debug");
@@ -52,16 +35,9 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     tracing::debug!("debug logging is on");
 
     let cluster = PgCluster::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = DatabaseSecrets::new(Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()));
+    let (_dir, store) = own_store();
     let prefix = unique("l");
-    let secret = SecretRef {
-        instance_id: "inst".into(),
-        instance_arn: "arn:aws:rds:us-east-1:123456789012:db:inst".into(),
-        job_id: "JOB".into(),
-        user: String::new(),
-        host: "127.0.0.1".into(),
-    };
+    let secret = secret_ref("");
     let mut passwords = Vec::new();
     for (target, engine, arn) in [
         (target(Family::Postgres, cluster.port, "postgres", SUPERUSER_PASSWORD), "postgres", "pg"),
@@ -69,7 +45,7 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     ] {
         let secret = SecretRef { instance_arn: format!("{}-{arn}", secret.instance_arn), ..secret.clone() };
         let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: engine.into() };
-        let outcome = provision_roles(&target, &endpoint, &prefix, &store, &secret, false).await.unwrap();
+        let outcome = provision_roles(&target, &endpoint, &prefix, store.as_ref(), &secret, false).await.unwrap();
         assert!(outcome.results.iter().all(|r| r.status == Phase::Completed), "{:?}", outcome.results);
         for level in Level::ALL {
             let id = store.secret_id(&SecretRef { user: level.user(&prefix), ..secret.clone() });

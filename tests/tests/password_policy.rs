@@ -3,18 +3,13 @@
 //! accepts the passwords dbroles makes. A test binary of its own: it changes the
 //! shared server's policy while it runs, and no other test runs beside it.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use dbroles_core::engine::{Family, Level, Target, TlsConfig};
+use dbroles_core::engine::{Family, Level};
 use dbroles_core::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint};
-use dbroles_core::secrets::database::DatabaseSecrets;
-use dbroles_core::secrets::{SecretRef, SecretStore};
-use dbroles_core::store::sqlite::SqliteStore;
+use dbroles_core::secrets::SecretStore;
 use dbroles_tests::*;
 use mysql_async::prelude::Queryable;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 /// Uninstalls the plugin however the test ends.
 struct Policy;
@@ -35,35 +30,17 @@ async fn mariadb_with_a_password_policy_accepts_the_passwords() {
     let weak = root.query_drop("CREATE USER 'dbroles_weak'@'%' IDENTIFIED BY 'onlylowercase'").await;
     assert!(weak.expect_err("the policy is in force").to_string().contains("policy"));
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = DatabaseSecrets::new(Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()));
-    let target = Target {
-        family: Family::MySql,
-        host: "127.0.0.1".into(),
-        port: 3306,
-        master_user: "root".into(),
-        master_password: SecretString::from(""),
-        tls: TlsConfig::disabled(),
-        connect_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(30),
-        concurrency: 4,
-    };
+    let (_dir, store) = own_store();
+    let target = target(Family::MySql, 3306, "root", "");
     let prefix = unique("p");
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: 3306, db: String::new(), engine: "mariadb".into() };
-    let secret = SecretRef {
-        instance_id: "inst".into(),
-        instance_arn: "arn:aws:rds:us-east-1:123456789012:db:inst".into(),
-        job_id: "JOB".into(),
-        user: String::new(),
-        host: "127.0.0.1".into(),
-    };
-    let outcome = provision_roles(&target, &endpoint, &prefix, &store, &secret, false).await.unwrap();
+    let outcome = provision_roles(&target, &endpoint, &prefix, store.as_ref(), &secret_ref(""), false).await.unwrap();
     for result in &outcome.results {
         assert_eq!(result.status, Phase::Completed, "{}: {}", result.user_role, result.message);
     }
     for level in Level::ALL {
         let user = level.user(&prefix);
-        let stored = store.read(&store.secret_id(&SecretRef { user: user.clone(), ..secret.clone() })).await.unwrap().unwrap();
+        let stored = store.read(&store.secret_id(&secret_ref(&user))).await.unwrap().unwrap();
         mariadb(&user, stored.password.expose_secret()).await.expect("the role logs in");
         root.query_drop(format!("DROP USER '{user}'@'%'")).await.unwrap();
     }

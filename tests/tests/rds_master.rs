@@ -8,44 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbroles_core::engine::{Family, Level, Target, TlsConfig};
+use dbroles_core::engine::{Family, Level, Target};
 use dbroles_core::job::{Phase, RoleResult};
 use dbroles_core::provision::{provision_roles, Endpoint, Outcome};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
-use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_tests::*;
 use mysql_async::prelude::Queryable;
-use secrecy::{ExposeSecret, SecretString};
-
-fn target(family: Family, port: u16, master: &str, password: &str) -> Target {
-    Target {
-        family,
-        host: "127.0.0.1".into(),
-        port,
-        master_user: master.into(),
-        master_password: SecretString::from(password),
-        tls: TlsConfig::disabled(),
-        connect_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(30),
-        concurrency: 4,
-    }
-}
+use secrecy::ExposeSecret;
 
 fn store() -> (tempfile::TempDir, Arc<DatabaseSecrets>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
-    (dir, Arc::new(DatabaseSecrets::new(Arc::new(store))))
-}
-
-fn secret_ref(user: &str) -> SecretRef {
-    SecretRef {
-        instance_id: "inst".into(),
-        instance_arn: "arn:aws:rds:us-east-1:123456789012:db:inst".into(),
-        job_id: "JOB".into(),
-        user: user.into(),
-        host: "127.0.0.1".into(),
-    }
+    own_store()
 }
 
 async fn run(target: &Target, prefix: &str, store: &dyn SecretStore, adopt: bool) -> Outcome {

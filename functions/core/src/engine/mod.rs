@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::request::Invalid;
 pub use error::DbError;
-pub use tls::{TlsConfig, TlsMode};
+pub use tls::{TlsConfig, TlsError, TlsMode};
 
 /// The engines dbroles provisions, as RDS names them.
 pub const SUPPORTED_ENGINES: [&str; 5] = ["postgres", "aurora-postgresql", "mysql", "mariadb", "aurora-mysql"];
@@ -65,14 +65,14 @@ pub fn validate_prefix(prefix: &str, engine: &str) -> Result<Family, Invalid> {
 }
 
 /// Checks a deployment's role prefix: a letter, then letters, digits or `_`.
-pub fn validate_prefix_shape(prefix: &str) -> Result<(), String> {
+pub fn validate_prefix_shape(prefix: &str) -> Result<(), Invalid> {
     let ok = prefix.starts_with(|c: char| c.is_ascii_alphabetic())
         && prefix.len() <= 59
         && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(format!("role prefix '{prefix}': must start with a letter and hold at most 59 letters, digits or '_'"))
+        Err(Invalid(format!("role prefix '{prefix}': must start with a letter and hold at most 59 letters, digits or '_'")))
     }
 }
 
@@ -214,6 +214,9 @@ pub struct Report {
     pub round_trips: usize,
 }
 
+/// One result per role, or a failure of the whole step.
+pub type PerRole = Result<Vec<Result<(), DbError>>, EngineError>;
+
 /// A failure of the whole run (nothing per role to report).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
@@ -283,7 +286,7 @@ impl Session {
 
     /// Creates or updates each role with its new password, removing what its level
     /// does not allow: one result per role.
-    pub async fn set_passwords(&self, roles: &[RoleSpec], survey: &Survey) -> Result<Vec<Result<(), DbError>>, EngineError> {
+    pub async fn set_passwords(&self, roles: &[RoleSpec], survey: &Survey) -> PerRole {
         match self.target.family {
             Family::Postgres => postgres::set_passwords(&self.target, roles, survey, &self.counters).await,
             Family::MySql => mysql::set_passwords(&self.target, roles, survey, &self.counters).await,

@@ -19,7 +19,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, RoleSpec, Survey, Target, TlsMode};
+use super::{
+    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, RoleSpec, Survey, Target, TlsMode,
+};
 
 /// Schemas that are never granted.
 pub const SYSTEM_SCHEMAS: [&str; 5] = ["mysql", "sys", "performance_schema", "information_schema", "rdsadmin"];
@@ -137,12 +139,7 @@ pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Count
     Ok(Survey { databases, existing, ..Survey::default() })
 }
 
-pub(crate) async fn set_passwords(
-    target: &Target,
-    roles: &[RoleSpec],
-    survey: &Survey,
-    counters: &Counters,
-) -> Result<Vec<Result<(), DbError>>, EngineError> {
+pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> PerRole {
     let mut conn = master(target, counters).await?;
     let mut results = Vec::new();
     for role in roles {

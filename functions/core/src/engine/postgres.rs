@@ -22,7 +22,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, RoleSpec, Survey, Target};
+use super::{limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, RoleSpec, Survey, Target};
 
 /// Databases that are never provisioned.
 const SKIPPED_DATABASES: [&str; 3] = ["template0", "template1", "rdsadmin"];
@@ -191,12 +191,7 @@ fn role_statements(role: &RoleSpec, verifier: &str, existing: Option<&Existing>)
     sql
 }
 
-pub(crate) async fn set_passwords(
-    target: &Target,
-    roles: &[RoleSpec],
-    survey: &Survey,
-    counters: &Counters,
-) -> Result<Vec<Result<(), DbError>>, EngineError> {
+pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> PerRole {
     let client = master(target, "postgres", counters).await?;
     let mut last = Vec::new();
     for attempt in 0..ATTEMPTS {

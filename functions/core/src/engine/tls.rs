@@ -18,15 +18,20 @@ pub enum TlsMode {
     VerifyFull,
 }
 
-impl FromStr for TlsMode {
-    type Err = String;
+/// A TLS setting that cannot be used: an unknown mode, an unreadable CA bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for TlsMode {
+    type Err = TlsError;
+
+    fn from_str(text: &str) -> Result<Self, TlsError> {
         match text {
             "disable" => Ok(TlsMode::Disable),
             "require" => Ok(TlsMode::Require),
             "verify-full" => Ok(TlsMode::VerifyFull),
-            other => Err(format!("TLS mode '{other}': expected disable, require or verify-full")),
+            other => Err(TlsError(format!("TLS mode '{other}': expected disable, require or verify-full"))),
         }
     }
 }
@@ -44,11 +49,11 @@ impl TlsConfig {
     }
 
     /// The rustls client configuration for the mode (`None` for `disable`).
-    pub fn client_config(&self) -> Result<Option<ClientConfig>, String> {
+    pub fn client_config(&self) -> Result<Option<ClientConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TlsError(e.to_string()))?;
         let config = match self.mode {
             TlsMode::Disable => return Ok(None),
             TlsMode::Require => {
@@ -59,17 +64,17 @@ impl TlsConfig {
         Ok(Some(config))
     }
 
-    fn roots(&self) -> Result<RootCertStore, String> {
+    fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         match &self.ca_file {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| format!("the CA bundle {}: {e}", path.display()))?;
+                let bundle = |e: &dyn std::fmt::Display| TlsError(format!("the CA bundle {}: {e}", path.display()));
+                let pem = std::fs::read(path).map_err(|e| bundle(&e))?;
                 for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| format!("the CA bundle {}: {e}", path.display()))?;
-                    roots.add(cert).map_err(|e| format!("the CA bundle {}: {e}", path.display()))?;
+                    roots.add(cert.map_err(|e| bundle(&e))?).map_err(|e| bundle(&e))?;
                 }
                 if roots.is_empty() {
-                    return Err(format!("the CA bundle {} holds no certificate", path.display()));
+                    return Err(TlsError(format!("the CA bundle {} holds no certificate", path.display())));
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -68,11 +68,13 @@ pub const LOCAL_POSTGRES_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:post
 pub const LOCAL_MARIADB_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:mariadb";
 
 impl LocalInventory {
-    pub fn new(instances: Vec<LocalInstance>) -> Result<Self, String> {
+    pub fn new(instances: Vec<LocalInstance>) -> Result<Self, InventoryError> {
         for (i, instance) in instances.iter().enumerate() {
-            instance.arn.parse::<InstanceArn>().map_err(|e| format!("instances[{i}].arn: {e}"))?;
+            instance.arn.parse::<InstanceArn>().map_err(|e| InventoryError::Failed(format!("instances[{i}].arn: {e}")))?;
             if instance.master_password.is_some() && instance.master_password_env.is_some() {
-                return Err(format!("instances[{i}]: give master_password or master_password_env, not both"));
+                return Err(InventoryError::Failed(format!(
+                    "instances[{i}]: give master_password or master_password_env, not both"
+                )));
             }
         }
         Ok(Self { instances })
@@ -92,10 +94,11 @@ impl LocalInventory {
         }
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::new(file.instances).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, InventoryError> {
+        let in_file = |e: &dyn std::fmt::Display| InventoryError::Failed(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| in_file(&e))?;
+        let file: File = toml::from_str(&text).map_err(|e| in_file(&e))?;
+        Self::new(file.instances).map_err(|e| in_file(&e))
     }
 
     fn find(&self, arn: &str) -> Option<&LocalInstance> {

@@ -202,6 +202,11 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// A `DeleteItem` of the item `key` names.
+    fn delete(&self, key: Item) -> aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder {
+        self.client.delete_item().table_name(&self.table).set_key(Some(key))
+    }
+
     /// The job, its instance's lock, and the idempotency key if any: written together or not at all.
     fn create_items(&self, new: &NewJob) -> StoreResult<Vec<TransactWriteItem>> {
         let job = &new.record.job;
@@ -408,10 +413,7 @@ impl JobStore for DynamoStore {
 
     async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()> {
         let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(org_pk(org), format!("JOB#{id}"))))
+            .delete(Self::key(org_pk(org), format!("JOB#{id}")))
             .condition_expression("attribute_exists(PK) AND #phase <> :running")
             .expression_attribute_names("#phase", "phase")
             .expression_attribute_values(":running", s("running"))
@@ -555,14 +557,8 @@ impl ResourceStore for DynamoStore {
     }
 
     async fn delete_resource(&self, org: &str, name: &str) -> StoreResult<()> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(org_pk(org), format!("RES#{name}"))))
-            .condition_expression("attribute_exists(PK)")
-            .send()
-            .await;
+        let result =
+            self.delete(Self::key(org_pk(org), format!("RES#{name}"))).condition_expression("attribute_exists(PK)").send().await;
         match applied(result)? {
             true => Ok(()),
             false => Err(StoreError::NotFound),
