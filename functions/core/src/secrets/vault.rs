@@ -3,15 +3,23 @@
 //! The credentials of a role go to `<secret_id><user>_<host>`, where `secret_id`
 //! (seed 002's `vault_provider.secret_id`, e.g. `dbsecrets/data/`) names the
 //! mount and its `data/` segment: `POST /v1/dbsecrets/data/hoop_ro_db.example.com`
-//! with `{"data": {...}}`. KV v2 keeps every version, so staging is writing a
-//! new version (the previous one still holds the password the database has);
-//! confirming records the proven version in the secret's `custom_metadata`.
+//! with `{"data": {...}}`.
+//!
+//! Consumers read the latest version of that path, so a new password is never
+//! written there first: it is staged at `<mount>/data/dbroles-staged/<path>`,
+//! where consumers do not look, and written to the consumers' path only after a
+//! login proved it, with check-and-set on the version read just before (a write
+//! in between is refused, not overwritten). The next run finds a staged password
+//! newer than the consumers' and promotes it if it logs in.
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::*;
+
+/// The folder of a mount where staged passwords wait.
+pub const STAGED: &str = "dbroles-staged";
 
 #[derive(Clone)]
 pub struct VaultSecrets {
@@ -50,6 +58,39 @@ impl VaultSecrets {
     fn metadata_path(path: &str) -> String {
         path.replacen("/data/", "/metadata/", 1)
     }
+
+    /// `mount/data/path` → `mount/data/dbroles-staged/path`: where new passwords wait.
+    fn staged_path(path: &str) -> String {
+        path.replacen("/data/", &format!("/data/{STAGED}/"), 1)
+    }
+
+    /// The data at a KV v2 path, and its version; `None` if there is none.
+    async fn get(&self, path: &str) -> Result<Option<(RoleCredentials, u64)>, SecretError> {
+        let response = check(&format!("reading {path}"), self.request(reqwest::Method::GET, path).send().await).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body: serde_json::Value = response.json().await.map_err(|e| SecretError::Failed(e.to_string()))?;
+        let version = body["data"]["metadata"]["version"].as_u64().unwrap_or(0);
+        Ok(Some((RoleCredentials::from_secret_json(&body["data"]["data"].to_string())?, version)))
+    }
+
+    /// Writes a new version of `path`; with `cas`, only if the latest version is that one (0: none yet).
+    async fn put(&self, path: &str, credentials: &RoleCredentials, cas: Option<u64>) -> Result<u64, SecretError> {
+        let data: serde_json::Value =
+            serde_json::from_str(credentials.to_secret_json().expose_secret()).map_err(|e| SecretError::Failed(e.to_string()))?;
+        let body = match cas {
+            Some(version) => json!({ "options": { "cas": version }, "data": data }),
+            None => json!({ "data": data }),
+        };
+        let what = format!("writing {path}");
+        let response = check(&what, self.request(reqwest::Method::POST, path).json(&body).send().await).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(SecretError::Failed(format!("{what}: Vault answered 404 (is a KV v2 engine mounted there?)")));
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        Ok(body["data"]["version"].as_u64().unwrap_or(0))
+    }
 }
 
 async fn check(what: &str, response: Result<reqwest::Response, reqwest::Error>) -> Result<reqwest::Response, SecretError> {
@@ -84,36 +125,37 @@ impl SecretStore for VaultSecrets {
 
     async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError> {
         let path = self.secret_id(secret);
-        let data: serde_json::Value =
-            serde_json::from_str(credentials.to_secret_json().expose_secret()).map_err(|e| SecretError::Failed(e.to_string()))?;
-        let what = format!("writing {path}");
-        let response =
-            check(&what, self.request(reqwest::Method::POST, &path).json(&json!({ "data": data })).send().await).await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(SecretError::Failed(format!("{what}: Vault answered 404 (is a KV v2 engine mounted there?)")));
-        }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let version = body["data"]["version"].as_u64().map(|v| v.to_string());
-        Ok(Staged { secret_id: path, version })
+        let version = self.put(&Self::staged_path(&path), credentials, None).await?;
+        Ok(Staged { secret_id: path, version: Some(version.to_string()) })
     }
 
     async fn confirm(&self, staged: &Staged) -> Result<(), SecretError> {
-        let path = Self::metadata_path(&staged.secret_id);
-        let body = json!({ "custom_metadata": {
-            "dbroles_confirmed_version": staged.version.clone().unwrap_or_default(),
-            "managed_by": "dbroles",
-        }});
-        check(&format!("confirming {}", staged.secret_id), self.request(reqwest::Method::POST, &path).json(&body).send().await)
+        let path = &staged.secret_id;
+        let (credentials, _) = self
+            .get(&Self::staged_path(path))
+            .await?
+            .ok_or_else(|| SecretError::Failed(format!("no staged credentials for {path}")))?;
+        let current = self.get(path).await?;
+        if current.as_ref().is_some_and(|(now, _)| now.password.expose_secret() == credentials.password.expose_secret()) {
+            return Ok(());
+        }
+        let version = self.put(path, &credentials, Some(current.map_or(0, |(_, version)| version))).await?;
+        let body = json!({ "custom_metadata": { "dbroles_confirmed_version": version.to_string(), "managed_by": "dbroles" }});
+        check(&format!("confirming {path}"), self.request(reqwest::Method::POST, &Self::metadata_path(path)).json(&body).send().await)
             .await?;
         Ok(())
     }
 
-    async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
-        let response = check(&format!("reading {secret_id}"), self.request(reqwest::Method::GET, secret_id).send().await).await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
+    async fn pending(&self, secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
+        let Some((staged, version)) = self.get(&Self::staged_path(secret_id)).await? else { return Ok(None) };
+        let current = self.get(secret_id).await?;
+        match current {
+            Some((now, _)) if now.password.expose_secret() == staged.password.expose_secret() => Ok(None),
+            _ => Ok(Some((Staged { secret_id: secret_id.to_string(), version: Some(version.to_string()) }, staged))),
         }
-        let body: serde_json::Value = response.json().await.map_err(|e| SecretError::Failed(e.to_string()))?;
-        RoleCredentials::from_secret_json(&body["data"]["data"].to_string()).map(Some)
+    }
+
+    async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        Ok(self.get(secret_id).await?.map(|(credentials, _)| credentials))
     }
 }
