@@ -85,7 +85,12 @@ impl Cli {
     fn settings(&self) -> anyhow::Result<Settings> {
         engine::validate_prefix_shape(&self.role_prefix).map_err(anyhow::Error::msg)?;
         let tls = TlsConfig { mode: self.tls.parse().map_err(anyhow::Error::msg)?, ca_file: self.ca_file.clone() };
-        Ok(Settings { role_prefix: self.role_prefix.clone(), tls, ..Settings::default() })
+        Ok(Settings {
+            role_prefix: self.role_prefix.clone(),
+            tls,
+            vault: config::vault_policy_from_env()?,
+            ..Settings::default()
+        })
     }
 
     fn inventory(&self) -> anyhow::Result<LocalInventory> {

@@ -460,3 +460,35 @@ async fn a_workflow_that_cannot_start_fails_the_job_with_a_5xx_and_no_job_stays_
     let (status, _) = create(&app, admin("org-1"), &body(LOCAL_POSTGRES_ARN)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn hostile_vault_folders_and_folders_outside_the_deployments_get_a_400_and_store_nothing() {
+    let mut h = harness("hoop");
+    let with_vault = |secret_id: &str| {
+        let mut request = body(LOCAL_POSTGRES_ARN);
+        request["vault_provider"] = json!({ "secret_id": secret_id });
+        request
+    };
+    let (status, answer) = create(&h.app, admin("org-1"), &with_vault("kv/data/dbroles/")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("this deployment has no Vault"), "{answer}");
+
+    h.app.settings.vault = Some(dbroles_core::config::VaultPolicy { mount: Some("kv".into()), prefix: "dbroles/".into() });
+    for (secret_id, expected) in [
+        ("kv/data/dbroles/../other/", "must be plain names"),
+        ("kv/data/dbroles/a#b/", "must be plain names"),
+        ("kv/data/dbroles/a?version=1/", "must be plain names"),
+        ("kv/data/dbroles/%2e%2e/", "must be plain names"),
+        ("kv/data/dbroles//a/", "must be plain names"),
+        ("kv/data/dbroles/a", "must be a folder ending with '/'"),
+        ("kv/data/elsewhere/", "must be a folder under kv/data/dbroles/"),
+        ("secret/data/dbroles/", "keeps credentials in the mount kv"),
+    ] {
+        let (status, answer) = create(&h.app, admin("org-1"), &with_vault(secret_id)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{secret_id}: {answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.starts_with("vault_provider.secret_id") && message.contains(expected), "{secret_id}: {message}");
+    }
+    let (_, page) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs", None, None).await;
+    assert_eq!(page["items"], json!([]), "nothing was stored");
+}

@@ -91,8 +91,8 @@ fn authorised(headers: &HeaderMap) -> bool {
     headers.get("x-vault-token").and_then(|v| v.to_str().ok()) == Some(TOKEN)
 }
 
-/// `POST /v1/:mount/data/*path` and `GET` of the same, `POST /v1/:mount/metadata/*path`,
-/// as Vault's KV v2 documentation describes them.
+/// `POST /v1/:mount/data/*path` (with `options.cas`) and `GET` of the same,
+/// `POST /v1/:mount/metadata/*path`, as Vault's KV v2 documentation describes them.
 async fn vault_server() -> (String, Shared) {
     let shared: Shared = Arc::default();
     async fn write(
@@ -113,6 +113,12 @@ async fn vault_server() -> (String, Shared) {
         match kind.as_str() {
             "data" => {
                 let versions = vault.data.entry(path).or_default();
+                if let Some(cas) = body["options"]["cas"].as_u64() {
+                    if cas != versions.len() as u64 {
+                        let error = "check-and-set parameter did not match the current version";
+                        return (StatusCode::BAD_REQUEST, Json(json!({"errors": [error]})));
+                    }
+                }
                 versions.push(body["data"].clone());
                 (StatusCode::OK, Json(json!({"data": {"version": versions.len()}})))
             }
@@ -155,17 +161,23 @@ async fn vault_kv2_writes_the_documented_path_keys_and_headers() {
 
     let staged = store.stage(&secret, &credentials("vault-Password-1")).await.unwrap();
     assert_eq!(staged.version.as_deref(), Some("1"));
+    assert!(store.read(&staged.secret_id).await.unwrap().is_none(), "consumers do not see a staged password");
+    assert_eq!(store.pending(&staged.secret_id).await.unwrap().unwrap().1.password.expose_secret(), "vault-Password-1");
     store.confirm(&staged).await.unwrap();
     let read = store.read(&staged.secret_id).await.unwrap().unwrap();
     assert_eq!(read.password.expose_secret(), "vault-Password-1");
     assert_eq!((read.host.as_str(), read.port, read.db.as_str()), ("db.example.com", 5432, "customers"));
+    assert!(store.pending(&staged.secret_id).await.unwrap().is_none(), "nothing is staged beyond what consumers read");
 
     let vault = vault.lock().unwrap();
     let (method, path, namespace, body) = &vault.requests[0];
     assert_eq!(
         (method.as_str(), path.as_str(), namespace.as_deref()),
-        ("POST", "dbsecrets/data/hoop_ro_db.example.com", Some("team-a"))
+        ("POST", "dbsecrets/data/dbroles-staged/hoop_ro_db.example.com", Some("team-a"))
     );
+    let (_, _, _, promoted) =
+        vault.requests.iter().find(|(_, path, _, _)| path == "dbsecrets/data/hoop_ro_db.example.com").unwrap();
+    assert_eq!(promoted["options"]["cas"], 0, "written with check-and-set: no version yet");
     let keys: Vec<&String> = body["data"].as_object().unwrap().keys().collect();
     for key in ["HOST", "PORT", "USER", "PASSWORD", "DB"] {
         assert!(keys.iter().any(|k| k.as_str() == key), "{key} missing");
@@ -190,4 +202,23 @@ async fn vault_errors_are_reported_without_the_token_or_password() {
     let down =
         VaultSecrets::new(&format!("http://127.0.0.1:{}", free_port()), SecretString::from(TOKEN), None, "dbsecrets/data/");
     assert!(down.stage(&secret, &credentials("x")).await.is_err());
+}
+
+#[tokio::test]
+async fn vault_promotion_writes_with_check_and_set_on_the_version_it_read() {
+    let (address, vault) = vault_server().await;
+    let store = VaultSecrets::new(&address, SecretString::from(TOKEN), None, "dbsecrets/data/");
+    let secret = secret_ref("db2");
+    for password in ["vault-Password-3", "vault-Password-4"] {
+        let staged = store.stage(&secret, &credentials(password)).await.unwrap();
+        store.confirm(&staged).await.unwrap();
+    }
+    let vault = vault.lock().unwrap();
+    let casts: Vec<&Value> = vault
+        .requests
+        .iter()
+        .filter(|(method, path, _, _)| method == "POST" && path == "dbsecrets/data/hoop_ro_db.example.com")
+        .map(|(_, _, _, body)| &body["options"]["cas"])
+        .collect();
+    assert_eq!(casts, [&json!(0), &json!(1)], "each promotion names the version it read");
 }

@@ -29,11 +29,14 @@ use crate::deps::VaultSettings;
 use crate::engine::{self, TlsConfig};
 use crate::job::Timestamp;
 use crate::notify::{sign_webhook, Webhook};
+use crate::request::{Invalid, VaultPath};
 
 /// How a deployment provisions: its role prefix, TLS and time limits.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub role_prefix: String,
+    /// Where Vault credentials may go, if the deployment has a Vault.
+    pub vault: Option<VaultPolicy>,
     pub tls: TlsConfig,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
@@ -46,6 +49,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             role_prefix: "hoop".into(),
+            vault: None,
             tls: TlsConfig::default(),
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(60),
@@ -60,6 +64,48 @@ impl Settings {
     pub fn expiry(&self) -> Timestamp {
         Timestamp(Timestamp::now().0 + self.retention)
     }
+}
+
+/// Where a deployment lets jobs put credentials in Vault: one mount (any if
+/// `None`), below one folder prefix, each organisation in a folder of its own:
+/// `<mount>/data/<prefix><org>/<the rest of the job's folder>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultPolicy {
+    pub mount: Option<String>,
+    /// Empty, or folders ending with `/` (`dbroles/`).
+    pub prefix: String,
+}
+
+impl VaultPolicy {
+    /// The folder a job of `org` naming `secret_id` writes to; 400 for any other.
+    pub fn path_for(&self, org: &str, secret_id: &str) -> Result<String, Invalid> {
+        let path = VaultPath::parse(secret_id)?;
+        if let Some(mount) = self.mount.as_ref().filter(|mount| **mount != path.mount) {
+            return Err(Invalid(format!("vault_provider.secret_id: this deployment keeps credentials in the mount {mount}")));
+        }
+        let rest = path.folder.strip_prefix(&self.prefix).ok_or_else(|| {
+            Invalid(format!("vault_provider.secret_id: must be a folder under {}/data/{}", path.mount, self.prefix))
+        })?;
+        let plain =
+            !org.is_empty() && !org.starts_with('.') && org.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !plain {
+            return Err(Invalid(format!("vault_provider: the organisation '{org}' cannot name a Vault folder")));
+        }
+        Ok(format!("{}/data/{}{org}/{rest}", path.mount, self.prefix))
+    }
+}
+
+/// The Vault policy from `DBROLES_VAULT_MOUNT` and `DBROLES_VAULT_PREFIX`, if `DBROLES_VAULT_ADDR` names a Vault.
+pub fn vault_policy_from_env() -> Result<Option<VaultPolicy>, ConfigError> {
+    if var("DBROLES_VAULT_ADDR").is_none() {
+        return Ok(None);
+    }
+    let prefix = var("DBROLES_VAULT_PREFIX").map(|p| format!("{}/", p.trim_matches('/'))).unwrap_or_default();
+    if !prefix.is_empty() {
+        VaultPath::parse(&format!("mount/data/{prefix}"))
+            .map_err(|_| ConfigError(format!("DBROLES_VAULT_PREFIX={prefix}: expected plain folder names such as dbroles/")))?;
+    }
+    Ok(Some(VaultPolicy { mount: var("DBROLES_VAULT_MOUNT"), prefix }))
 }
 
 /// A setting that is missing or malformed: the message names the variable.
@@ -132,7 +178,13 @@ impl Config {
         if retention_days < 1 {
             return Err(ConfigError(format!("DBROLES_RETENTION_DAYS={retention_days}: expected at least 1")));
         }
-        let settings = Settings { role_prefix, tls, retention: chrono::Duration::days(retention_days), ..Settings::default() };
+        let settings = Settings {
+            role_prefix,
+            tls,
+            vault: vault_policy_from_env()?,
+            retention: chrono::Duration::days(retention_days),
+            ..Settings::default()
+        };
         let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);
         Ok(Self {
             state_machine_arn: var("DBROLES_STATE_MACHINE_ARN"),
@@ -193,6 +245,15 @@ fn overrides(text: &str) -> Result<HashMap<String, String>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vault_folders_stay_in_the_mount_the_prefix_and_the_organisation() {
+        let policy = VaultPolicy { mount: Some("kv".into()), prefix: "dbroles/".into() };
+        assert_eq!(policy.path_for("acme", "kv/data/dbroles/payments/").unwrap(), "kv/data/dbroles/acme/payments/");
+        assert!(policy.path_for("acme", "other/data/dbroles/").unwrap_err().0.contains("the mount kv"));
+        assert!(policy.path_for("acme", "kv/data/elsewhere/").unwrap_err().0.contains("under kv/data/dbroles/"));
+        assert!(policy.path_for("../b", "kv/data/dbroles/").unwrap_err().0.contains("cannot name a Vault folder"));
+    }
 
     #[test]
     fn overrides_parse_and_name_a_bad_entry() {

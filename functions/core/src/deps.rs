@@ -80,7 +80,11 @@ impl Deps {
             resources: store,
             inventory: Arc::new(inventory),
             secrets: Arc::new(AwsSecrets::new(secrets.clone(), config.secret_prefix.trim_end_matches('/'))),
-            vault: config::vault_with(secret_setting(&secrets, "DBROLES_VAULT_TOKEN").await?)?,
+            // Functions that only check a job's Vault folder (the API) have the address and no token.
+            vault: match secret_setting(&secrets, "DBROLES_VAULT_TOKEN").await? {
+                Some(token) => config::vault_with(Some(token))?,
+                None => None,
+            },
             network: Some(Arc::new(Ec2Network { ec2: aws_sdk_ec2::Client::new(aws), rds: aws_sdk_rds::Client::new(aws) })),
             events: Some(Arc::new(EventBridgeEvents {
                 client: aws_sdk_eventbridge::Client::new(aws),

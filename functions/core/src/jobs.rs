@@ -94,6 +94,12 @@ pub async fn start(
     request: CreateJobRequest,
     idempotency: Option<Idempotency>,
 ) -> Result<String, JobError> {
+    if let Some(vault) = &request.vault_provider {
+        let policy = app.settings.vault.as_ref().ok_or_else(|| {
+            Invalid("vault_provider: this deployment has no Vault; leave vault_provider out to use its store".into())
+        })?;
+        policy.path_for(org, &vault.secret_id)?;
+    }
     let arn = request.instance_arn();
     let instance = app.inventory.describe(&arn).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
     engine::validate_prefix(&app.settings.role_prefix, &instance.engine)?;

@@ -99,13 +99,7 @@ impl CreateJobRequest {
         }
         validate_name("connection_prefix_name", &self.connection_prefix_name, 64)?;
         if let Some(vault) = &self.vault_provider {
-            let path = vault.secret_id.trim();
-            if path.is_empty() {
-                return Err(invalid("vault_provider.secret_id: must be a non-empty path such as dbsecrets/data/"));
-            }
-            if path.starts_with('/') || path.split('/').any(|part| part == "..") || path.chars().any(char::is_control) {
-                return Err(invalid("vault_provider.secret_id: must be a relative path without '..' segments"));
-            }
+            VaultPath::parse(&vault.secret_id)?;
         }
         Ok(())
     }
@@ -296,6 +290,12 @@ mod tests {
                 "aws.default_security_group.ingress_cidr:",
             ),
             ("/vault_provider", serde_json::json!({"secret_id": "  "}), "vault_provider.secret_id:"),
+            ("/vault_provider", serde_json::json!({"secret_id": "kv/data/a/../b/"}), "vault_provider.secret_id: must be plain"),
+            ("/vault_provider", serde_json::json!({"secret_id": "kv/data/a#b/"}), "vault_provider.secret_id: must be plain"),
+            ("/vault_provider", serde_json::json!({"secret_id": "kv/data/a?x=1/"}), "vault_provider.secret_id: must be plain"),
+            ("/vault_provider", serde_json::json!({"secret_id": "kv/data/a%2F/"}), "vault_provider.secret_id: must be plain"),
+            ("/vault_provider", serde_json::json!({"secret_id": "kv/data//a/"}), "vault_provider.secret_id: must be plain"),
+            ("/vault_provider", serde_json::json!({"secret_id": "kv/metadata/a/"}), "vault_provider.secret_id: must name a KV"),
         ];
         for (pointer, bad, field) in cases {
             let mut value = valid();
@@ -324,5 +324,38 @@ mod tests {
         value["aws"]["default_security_group"] = serde_json::json!({"ingress_cidr": "2001:db8::/32"});
         let request = CreateJobRequest::parse(&body(value)).unwrap();
         assert_eq!(request.instance_arn().kind, ArnKind::Cluster);
+    }
+}
+
+/// A `vault_provider.secret_id`: `<mount>/data/<folder>/.../`, a KV v2 folder the
+/// credentials go in. Every segment is a plain name: no empty, `.` or `..`
+/// segment, and no `#`, `?`, `%`, space or control character, which would change
+/// the request Vault sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultPath {
+    pub mount: String,
+    /// The folders below `data/`, each ending with `/` (empty: the mount's root).
+    pub folder: String,
+}
+
+impl VaultPath {
+    pub fn parse(secret_id: &str) -> Result<Self, Invalid> {
+        let refuse = |why: &str| invalid(format!("vault_provider.secret_id: {why}, such as dbsecrets/data/team/"));
+        let path = secret_id.strip_suffix('/').ok_or_else(|| refuse("must be a folder ending with '/'"))?;
+        let segments: Vec<&str> = path.split('/').collect();
+        let plain = |segment: &&str| {
+            !segment.is_empty()
+                && *segment != "."
+                && *segment != ".."
+                && !segment.chars().any(|c| c.is_whitespace() || c.is_control() || "#?%\\".contains(c))
+        };
+        if !segments.iter().all(plain) {
+            return Err(refuse("must be plain names between single slashes, without '.', '..', '#', '?' or '%'"));
+        }
+        if segments.len() < 2 || segments[1] != "data" {
+            return Err(refuse("must name a KV v2 mount and its data/ folder"));
+        }
+        let folder: String = segments[2..].iter().map(|segment| format!("{segment}/")).collect();
+        Ok(Self { mount: segments[0].to_string(), folder })
     }
 }

@@ -141,8 +141,11 @@ impl SecretStore for VaultSecrets {
         }
         let version = self.put(path, &credentials, Some(current.map_or(0, |(_, version)| version))).await?;
         let body = json!({ "custom_metadata": { "dbroles_confirmed_version": version.to_string(), "managed_by": "dbroles" }});
-        check(&format!("confirming {path}"), self.request(reqwest::Method::POST, &Self::metadata_path(path)).json(&body).send().await)
-            .await?;
+        check(
+            &format!("confirming {path}"),
+            self.request(reqwest::Method::POST, &Self::metadata_path(path)).json(&body).send().await,
+        )
+        .await?;
         Ok(())
     }
 

@@ -41,13 +41,19 @@ async fn instance(deps: &Deps, record: &JobRecord) -> Result<Instance, StepError
         .ok_or_else(|| StepError::new(ErrorType::InstanceNotFound, format!("no instance or cluster {arn} was found")))
 }
 
-/// The store for this job's credentials: the Vault path it names, or the deployment's default.
+/// The store for this job's credentials: the Vault folder it names (in the
+/// organisation's folder the deployment allows), or the deployment's default.
 fn secret_store(deps: &Deps, record: &JobRecord) -> Result<Arc<dyn SecretStore>, StepError> {
     let Some(vault) = &record.request.vault_provider else { return Ok(deps.secrets.clone()) };
-    let settings = deps.vault.as_ref().ok_or_else(|| {
-        StepError::new(ErrorType::NotSupported, "vault_provider: this deployment has no Vault configured (DBROLES_VAULT_ADDR)")
-    })?;
-    Ok(Arc::new(VaultSecrets::new(&settings.address, settings.token.clone(), settings.namespace.clone(), &vault.secret_id)))
+    let (Some(settings), Some(policy)) = (&deps.vault, &deps.settings.vault) else {
+        return Err(StepError::new(
+            ErrorType::NotSupported,
+            "vault_provider: this deployment has no Vault configured (DBROLES_VAULT_ADDR)",
+        ));
+    };
+    let path =
+        policy.path_for(record.org(), &vault.secret_id).map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
+    Ok(Arc::new(VaultSecrets::new(&settings.address, settings.token.clone(), settings.namespace.clone(), &path)))
 }
 
 /// Finds the instance, checks its engine, and fills the job's `spec`.
