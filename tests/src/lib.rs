@@ -7,6 +7,7 @@
 //! - [`faults`]: throttling and service errors a test proxy injects;
 //! - [`iam`]: the recorder of AWS actions and the template's grants;
 //! - [`web`]: forwarding, a webhook receiver, and the API called through its router;
+//! - [`vault`]: a KV v2 Vault of the tests' own;
 //! - [`net`]: a database endpoint that resets its first connections (a fail-over).
 //!
 //! Run through `scripts/test`, which starts moto and exports its address.
@@ -17,6 +18,7 @@ pub mod mariadb;
 pub mod moto;
 pub mod net;
 pub mod postgres;
+pub mod vault;
 pub mod web;
 
 use std::net::TcpListener;
@@ -31,6 +33,7 @@ pub use moto::{
 };
 pub use net::FlakyPort;
 pub use postgres::{pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
+pub use vault::{vault_server, Vault, VAULT_TOKEN};
 pub use web::{call_api, webhook_receiver, Received};
 
 pub fn free_port() -> u16 {

@@ -3,12 +3,7 @@
 //! server can be installed on these machines).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
 use dbroles_core::job::SecretsProvider;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::vault::VaultSecrets;
@@ -75,87 +70,10 @@ async fn aws_secrets_manager_stages_then_confirms_with_tags() {
     assert_eq!(info.secret_id, name);
 }
 
-/// What the fake Vault saw and holds.
-#[derive(Default)]
-struct Vault {
-    requests: Vec<(String, String, Option<String>, Value)>,
-    data: HashMap<String, Vec<Value>>,
-    metadata: HashMap<String, Value>,
-}
-
-type Shared = Arc<Mutex<Vault>>;
-
-const TOKEN: &str = "s.test-token";
-
-fn authorised(headers: &HeaderMap) -> bool {
-    headers.get("x-vault-token").and_then(|v| v.to_str().ok()) == Some(TOKEN)
-}
-
-/// `POST /v1/:mount/data/*path` (with `options.cas`) and `GET` of the same,
-/// `POST /v1/:mount/metadata/*path`, as Vault's KV v2 documentation describes them.
-async fn vault_server() -> (String, Shared) {
-    let shared: Shared = Arc::default();
-    async fn write(
-        State(vault): State<Shared>,
-        headers: HeaderMap,
-        Path((mount, kind, path)): Path<(String, String, String)>,
-        Json(body): Json<Value>,
-    ) -> (StatusCode, Json<Value>) {
-        let namespace = headers.get("x-vault-namespace").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let mut vault = vault.lock().unwrap();
-        vault.requests.push(("POST".into(), format!("{mount}/{kind}/{path}"), namespace, body.clone()));
-        if !authorised(&headers) {
-            return (StatusCode::FORBIDDEN, Json(json!({"errors": ["permission denied"]})));
-        }
-        if mount != "dbsecrets" {
-            return (StatusCode::NOT_FOUND, Json(json!({"errors": []})));
-        }
-        match kind.as_str() {
-            "data" => {
-                let versions = vault.data.entry(path).or_default();
-                if let Some(cas) = body["options"]["cas"].as_u64() {
-                    if cas != versions.len() as u64 {
-                        let error = "check-and-set parameter did not match the current version";
-                        return (StatusCode::BAD_REQUEST, Json(json!({"errors": [error]})));
-                    }
-                }
-                versions.push(body["data"].clone());
-                (StatusCode::OK, Json(json!({"data": {"version": versions.len()}})))
-            }
-            "metadata" => {
-                vault.metadata.insert(path, body);
-                (StatusCode::NO_CONTENT, Json(json!({})))
-            }
-            _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
-        }
-    }
-    async fn read(
-        State(vault): State<Shared>,
-        headers: HeaderMap,
-        Path((mount, kind, path)): Path<(String, String, String)>,
-    ) -> (StatusCode, Json<Value>) {
-        let vault = vault.lock().unwrap();
-        if !authorised(&headers) {
-            return (StatusCode::FORBIDDEN, Json(json!({"errors": ["permission denied"]})));
-        }
-        match vault.data.get(&path).and_then(|v| v.last()) {
-            Some(data) if mount == "dbsecrets" && kind == "data" => {
-                (StatusCode::OK, Json(json!({"data": {"data": data, "metadata": {"version": vault.data[&path].len()}}})))
-            }
-            _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
-        }
-    }
-    let app = Router::new().route("/v1/{mount}/{kind}/{*path}", post(write).get(read)).with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (address, shared)
-}
-
 #[tokio::test]
 async fn vault_kv2_writes_the_documented_path_keys_and_headers() {
     let (address, vault) = vault_server().await;
-    let store = VaultSecrets::new(&address, SecretString::from(TOKEN), Some("team-a".into()), "dbsecrets/data/");
+    let store = VaultSecrets::new(&address, SecretString::from(VAULT_TOKEN), Some("team-a".into()), "dbsecrets/data/");
     let secret = secret_ref("db1");
     assert_eq!(store.secret_id(&secret), "dbsecrets/data/hoop_ro_db.example.com");
 
@@ -195,19 +113,19 @@ async fn vault_errors_are_reported_without_the_token_or_password() {
     assert!(error.contains("403") && error.contains("permission denied"), "{error}");
     assert!(!error.contains("s.wrong") && !error.contains("vault-Password-2"), "{error}");
 
-    let unmounted = VaultSecrets::new(&address, SecretString::from(TOKEN), None, "nomount/data/");
+    let unmounted = VaultSecrets::new(&address, SecretString::from(VAULT_TOKEN), None, "nomount/data/");
     let error = unmounted.stage(&secret, &credentials("x")).await.unwrap_err().to_string();
     assert!(error.contains("404"), "{error}");
 
     let down =
-        VaultSecrets::new(&format!("http://127.0.0.1:{}", free_port()), SecretString::from(TOKEN), None, "dbsecrets/data/");
+        VaultSecrets::new(&format!("http://127.0.0.1:{}", free_port()), SecretString::from(VAULT_TOKEN), None, "dbsecrets/data/");
     assert!(down.stage(&secret, &credentials("x")).await.is_err());
 }
 
 #[tokio::test]
 async fn vault_promotion_writes_with_check_and_set_on_the_version_it_read() {
     let (address, vault) = vault_server().await;
-    let store = VaultSecrets::new(&address, SecretString::from(TOKEN), None, "dbsecrets/data/");
+    let store = VaultSecrets::new(&address, SecretString::from(VAULT_TOKEN), None, "dbsecrets/data/");
     let secret = secret_ref("db2");
     for password in ["vault-Password-3", "vault-Password-4"] {
         let staged = store.stage(&secret, &credentials(password)).await.unwrap();

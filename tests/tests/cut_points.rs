@@ -1,0 +1,208 @@
+//! Credentials never strand, whatever the store and the engine: a run cut at each
+//! point between staging and promotion leaves what a consumer reads logging in
+//! (where the cut left the database ahead of the store, once the next run has
+//! promoted what the database has). No role ends `failed` with a stored password
+//! that does not log in.
+//!
+//! Stores: dbroles' own, Secrets Manager (moto) and Vault (the tests' KV v2).
+//! Engines: PostgreSQL with an RDS-like master, MariaDB with a master without SUPER.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbroles_core::engine::{Family, Level, Target};
+use dbroles_core::job::Phase;
+use dbroles_core::provision::{provision_roles, Endpoint, Outcome, ProvisionError};
+use dbroles_core::secrets::aws::AwsSecrets;
+use dbroles_core::secrets::vault::VaultSecrets;
+use dbroles_core::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
+use dbroles_tests::*;
+use mysql_async::prelude::Queryable;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where a run is cut.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cut {
+    /// Staging fails: nothing may change in the database.
+    Staging,
+    /// Promotion fails after the login: the previous password must be put back.
+    Promotion,
+    /// The run dies while promoting: the next run must promote what the database has.
+    Death,
+}
+
+/// A store that fails, or never answers, at one point.
+struct Faulty {
+    inner: Arc<dyn SecretStore>,
+    cut: Cut,
+}
+
+#[async_trait::async_trait]
+impl SecretStore for Faulty {
+    fn provider(&self) -> dbroles_core::job::SecretsProvider {
+        self.inner.provider()
+    }
+    fn secret_id(&self, secret: &SecretRef) -> String {
+        self.inner.secret_id(secret)
+    }
+    async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError> {
+        match self.cut {
+            Cut::Staging => Err(SecretError::Unavailable("the store is down".into())),
+            _ => self.inner.stage(secret, credentials).await,
+        }
+    }
+    async fn confirm(&self, _: &Staged) -> Result<(), SecretError> {
+        if self.cut == Cut::Death {
+            std::future::pending::<()>().await;
+        }
+        Err(SecretError::Unavailable("the store is down".into()))
+    }
+    async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        self.inner.read(secret_id).await
+    }
+    async fn pending(&self, secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
+        self.inner.pending(secret_id).await
+    }
+}
+
+enum Kind {
+    Own,
+    SecretsManager,
+    Vault,
+}
+
+/// A store of the kind, and what must live as long as it.
+async fn store(kind: Kind) -> (Arc<dyn SecretStore>, Box<dyn std::any::Any>) {
+    match kind {
+        Kind::Own => {
+            let (dir, store) = own_store();
+            (store, Box::new(dir))
+        }
+        Kind::SecretsManager => {
+            let client = aws_sdk_secretsmanager::Client::new(&aws_config(&moto_endpoint()).await);
+            (Arc::new(AwsSecrets::new(client, &unique("cut"))), Box::new(()))
+        }
+        Kind::Vault => {
+            let (address, vault) = vault_server().await;
+            (Arc::new(VaultSecrets::new(&address, SecretString::from(VAULT_TOKEN), None, "dbsecrets/data/")), Box::new(vault))
+        }
+    }
+}
+
+/// A server with the master RDS gives, and a login as a role on it.
+enum Server {
+    Postgres(PgCluster),
+    MariaDb { master: String },
+}
+
+impl Server {
+    async fn start(family: Family) -> (Self, Target) {
+        match family {
+            Family::Postgres => {
+                let cluster = PgCluster::start();
+                let password = cluster.rds_like().await;
+                let target = target(Family::Postgres, cluster.port, "master", password);
+                (Server::Postgres(cluster), target)
+            }
+            Family::MySql => {
+                let master = unique("cutm");
+                let password = rds_like_master(&master).await;
+                let target = target(Family::MySql, 3306, &master, password);
+                (Server::MariaDb { master }, target)
+            }
+        }
+    }
+
+    async fn logs_in(&self, user: &str, password: &str) -> bool {
+        match self {
+            Server::Postgres(cluster) => cluster.client(user, password, "app").await.is_ok(),
+            Server::MariaDb { .. } => mariadb(user, password).await.is_ok(),
+        }
+    }
+
+    async fn drop_users(&self, prefix: &str) {
+        if let Server::MariaDb { master } = self {
+            let mut root = mariadb("root", "").await.unwrap();
+            for user in Level::ALL.iter().map(|level| level.user(prefix)).chain([master.clone()]) {
+                root.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'")).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn run(target: &Target, prefix: &str, store: &dyn SecretStore) -> Result<Outcome, ProvisionError> {
+    let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: "any".into() };
+    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), false).await
+}
+
+/// Every role logs in with what a consumer reads from the store.
+async fn consumers_log_in(server: &Server, store: &dyn SecretStore, prefix: &str, when: &str) {
+    for level in Level::ALL {
+        let user = level.user(prefix);
+        let stored = store.read(&store.secret_id(&secret_ref(&user))).await.unwrap().expect("stored credentials");
+        assert!(
+            server.logs_in(&user, stored.password.expose_secret()).await,
+            "{when}: {user} does not log in with what consumers read"
+        );
+    }
+}
+
+async fn every_cut_leaves_a_password_that_logs_in(family: Family, kind: Kind) {
+    let (server, target) = Server::start(family).await;
+    let (store, _keep) = store(kind).await;
+    let prefix = unique("c");
+    let first = run(&target, &prefix, store.as_ref()).await.unwrap();
+    assert!(first.all_completed(), "{:?}", first.results);
+    consumers_log_in(&server, store.as_ref(), &prefix, "after the first run").await;
+
+    for cut in [Cut::Staging, Cut::Promotion, Cut::Death] {
+        let faulty = Faulty { inner: store.clone(), cut };
+        match tokio::time::timeout(Duration::from_secs(15), run(&target, &prefix, &faulty)).await {
+            Ok(Err(error)) => assert_eq!(cut, Cut::Staging, "{cut:?}: {error}"),
+            Ok(Ok(outcome)) => {
+                assert_eq!(cut, Cut::Promotion);
+                for result in &outcome.results {
+                    assert_eq!(result.status, Phase::Failed);
+                    assert!(result.message.contains("the previous password is back in place"), "{}", result.message);
+                }
+            }
+            Err(_) => {
+                assert_eq!(cut, Cut::Death);
+                let next = run(&target, &prefix, store.as_ref()).await.unwrap();
+                assert!(next.all_completed(), "the next run heals the cut: {:?}", next.results);
+            }
+        }
+        consumers_log_in(&server, store.as_ref(), &prefix, &format!("{cut:?}")).await;
+    }
+    server.drop_users(&prefix).await;
+}
+
+#[tokio::test]
+async fn postgres_with_the_own_store() {
+    every_cut_leaves_a_password_that_logs_in(Family::Postgres, Kind::Own).await;
+}
+
+#[tokio::test]
+async fn postgres_with_secrets_manager() {
+    every_cut_leaves_a_password_that_logs_in(Family::Postgres, Kind::SecretsManager).await;
+}
+
+#[tokio::test]
+async fn postgres_with_vault() {
+    every_cut_leaves_a_password_that_logs_in(Family::Postgres, Kind::Vault).await;
+}
+
+#[tokio::test]
+async fn mariadb_with_the_own_store() {
+    every_cut_leaves_a_password_that_logs_in(Family::MySql, Kind::Own).await;
+}
+
+#[tokio::test]
+async fn mariadb_with_secrets_manager() {
+    every_cut_leaves_a_password_that_logs_in(Family::MySql, Kind::SecretsManager).await;
+}
+
+#[tokio::test]
+async fn mariadb_with_vault() {
+    every_cut_leaves_a_password_that_logs_in(Family::MySql, Kind::Vault).await;
+}
