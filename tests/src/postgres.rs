@@ -102,11 +102,12 @@ impl PgCluster {
         pg_connect(self.port, user, password, db).await
     }
 
-    /// The cluster as an instance of the local inventory, its superuser as the master.
+    /// The cluster as an instance of the local inventory, the RDS-like master
+    /// ([`PgCluster::rds_like`]) as its master.
     pub fn local_instance(&self, arn: &str) -> dbroles_core::inventory::local::LocalInstance {
         dbroles_core::inventory::local::LocalInstance {
-            master_password: Some(SUPERUSER_PASSWORD.into()),
-            ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", self.port, "postgres")
+            master_password: Some(RDS_MASTER_PASSWORD.into()),
+            ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", self.port, "master")
         }
     }
 

@@ -120,7 +120,7 @@ impl Inventory for ApplyingRds {
             .unwrap();
         let new: serde_json::Value = serde_json::from_str(staged.secret_string().unwrap()).unwrap();
         let superuser = pg_connect(self.cluster_port, "postgres", SUPERUSER_PASSWORD, "postgres").await.unwrap();
-        let statement = format!("ALTER ROLE postgres PASSWORD '{}'", new["password"].as_str().unwrap().replace('\'', "''"));
+        let statement = format!("ALTER ROLE master PASSWORD '{}'", new["password"].as_str().unwrap().replace('\'', "''"));
         superuser.batch_execute(&statement).await.unwrap();
         self.modifying.store(self.modifying_for, Ordering::SeqCst);
         Ok(())
@@ -136,7 +136,7 @@ impl Inventory for ApplyingRds {
 async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String, ActionRecorder, dbroles_core::deps::Deps) {
     let aws = aws_config(&moto_endpoint()).await;
     let identifier = unique("legacy-");
-    let created = create_instance(&aws, &identifier, "postgres", "postgres")
+    let created = create_instance(&aws, &identifier, "postgres", "master")
         .master_user_password("the-one-nobody-wrote-down")
         .send()
         .await
@@ -196,6 +196,7 @@ async fn run_job(deps: &dbroles_core::deps::Deps, instance_arn: &str, allow_rese
 #[tokio::test(flavor = "multi_thread")]
 async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let (instance_arn, recorder, deps) = unmanaged_instance(&cluster, 2).await;
 
     // Without the opt-in: failed, saying how to enable the managed secret.
@@ -223,10 +224,10 @@ async fn a_master_password_reset_waits_for_the_instance_and_then_provisions() {
 
     let aws = aws_config(&moto_endpoint()).await;
     let master = master_secret(&instance_arn).await.expect("the new master password is in Secrets Manager");
-    assert_eq!(master["username"], "postgres");
+    assert_eq!(master["username"], "master");
     let new_password = master["password"].as_str().unwrap();
-    cluster.client("postgres", new_password, "postgres").await.expect("the stored master password logs in");
-    assert!(cluster.client("postgres", SUPERUSER_PASSWORD, "postgres").await.is_err(), "the old one no longer does");
+    cluster.client("master", new_password, "postgres").await.expect("the stored master password logs in");
+    assert!(cluster.client("master", RDS_MASTER_PASSWORD, "postgres").await.is_err(), "the old one no longer does");
 
     // The roles log in with what the job stored.
     let store = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&aws), "dbroles");
@@ -259,23 +260,25 @@ async fn master_in_force(instance_arn: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_modify_leaves_the_password_in_force_and_the_next_job_recovers() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let (instance_arn, recorder, deps) = unmanaged_instance(&cluster, 0).await;
     recorder.faults.fail("ModifyDBInstance", "InvalidDBInstanceState", 1);
     let (job, _) = run_job(&deps, &instance_arn, true).await;
     assert_eq!(job.phase(), Phase::Failed);
     assert!(job.status.unwrap().message.contains("InvalidDBInstanceState"));
     assert_eq!(master_in_force(&instance_arn).await.as_deref(), Some(""), "the staged password was not put in force");
-    cluster.client("postgres", SUPERUSER_PASSWORD, "postgres").await.expect("the instance keeps its password");
+    cluster.client("master", RDS_MASTER_PASSWORD, "postgres").await.expect("the instance keeps its password");
 
     let (job, _) = run_job(&deps, &instance_arn, true).await;
     assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
     let in_force = master_in_force(&instance_arn).await.expect("the new password is in force");
-    cluster.client("postgres", &in_force, "postgres").await.expect("the password in force logs in");
+    cluster.client("master", &in_force, "postgres").await.expect("the password in force logs in");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_throttled_describe_secret_is_retried_not_taken_for_a_missing_secret() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let (instance_arn, recorder, deps) = unmanaged_instance(&cluster, 0).await;
     let (job, _) = run_job(&deps, &instance_arn, true).await;
     assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
@@ -293,6 +296,7 @@ async fn a_throttled_describe_secret_is_retried_not_taken_for_a_missing_secret()
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_that_never_becomes_available_fails_the_job_after_the_bounded_checks() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let (instance_arn, _recorder, deps) = unmanaged_instance(&cluster, u32::MAX).await;
     let (job, entered) = run_job(&deps, &instance_arn, true).await;
     assert_eq!(job.phase(), Phase::Failed);

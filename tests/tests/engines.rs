@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 const HOSTILE_SCHEMAS: [&str; 4] = ["Mixed Case", "with\"quote", "données", "a;drop"];
 
 fn pg_target(cluster: &PgCluster, tls: TlsConfig) -> Target {
-    Target { tls, ..target(Family::Postgres, cluster.port, "postgres", SUPERUSER_PASSWORD) }
+    Target { tls, ..target(Family::Postgres, cluster.port, "master", RDS_MASTER_PASSWORD) }
 }
 
 fn mariadb_target() -> Target {
@@ -44,13 +44,12 @@ async fn password(store: &dyn SecretStore, user: &str) -> String {
     store.read(&id).await.unwrap().expect("stored credentials").password.expose_secret().to_string()
 }
 
+/// The cluster as RDS makes it (its master no superuser), and hostile schema names
+/// the master created in `app` beside `public.items`.
 async fn pg_setup(cluster: &PgCluster) {
-    let admin = cluster.superuser("postgres").await;
-    admin.batch_execute("CREATE DATABASE app").await.unwrap();
-    let app = cluster.superuser("app").await;
-    let mut sql = String::from(
-        "CREATE TABLE public.items (id serial PRIMARY KEY, name text); INSERT INTO public.items (name) VALUES ('a');",
-    );
+    cluster.rds_like().await;
+    let app = cluster.client("master", RDS_MASTER_PASSWORD, "app").await.unwrap();
+    let mut sql = String::new();
     for schema in HOSTILE_SCHEMAS {
         let s = dbroles_core::engine::postgres::quote_ident(schema);
         sql += &format!("CREATE SCHEMA {s}; CREATE TABLE {s}.t (id int); INSERT INTO {s}.t VALUES (1); CREATE VIEW {s}.v AS SELECT * FROM {s}.t;");
@@ -108,7 +107,7 @@ async fn postgres_roles_have_least_privilege_rotate_and_cover_later_tables() {
     rw.batch_execute("INSERT INTO public.by_ddl VALUES (8)").await.expect("rw writes a ddl table");
 
     // A table the master user creates after the job is readable by ro.
-    let admin = cluster.superuser("app").await;
+    let admin = cluster.client("master", RDS_MASTER_PASSWORD, "app").await.unwrap();
     admin.batch_execute("CREATE TABLE \"Mixed Case\".later (id int); INSERT INTO \"Mixed Case\".later VALUES (3)").await.unwrap();
     assert_eq!(ro.query_one("SELECT id FROM \"Mixed Case\".later", &[]).await.unwrap().get::<_, i32>(0), 3);
 
@@ -139,6 +138,7 @@ async fn postgres_roles_have_least_privilege_rotate_and_cover_later_tables() {
 #[tokio::test]
 async fn postgres_verify_full_trusts_only_the_configured_ca() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let secrets = secrets();
     let trusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(cluster.ca_file.clone()) };
     let outcome = run(&pg_target(&cluster, trusted), "tls", secrets.store.as_ref(), "postgres").await.unwrap();
@@ -159,6 +159,7 @@ async fn postgres_verify_full_trusts_only_the_configured_ca() {
 #[tokio::test]
 async fn wrong_master_password_fails_fast_naming_the_host_not_the_password() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let secrets = secrets();
     let mut target = pg_target(&cluster, TlsConfig::disabled());
     target.master_password = SecretString::from("wrong-Secret-123");
@@ -237,7 +238,8 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
     .unwrap();
 
     let secrets = secrets();
-    let target = mariadb_target();
+    let master = format!("{prefix}_master");
+    let target = target(Family::MySql, 3306, &master, rds_like_master(&master).await);
     let outcome = run(&target, &prefix, secrets.store.as_ref(), "mariadb").await.unwrap();
     assert_all_completed(&outcome);
     assert!(!outcome
@@ -287,6 +289,7 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
     for level in Level::ALL {
         root.query_drop(format!("DROP USER '{}'@'%'", user(level))).await.unwrap();
     }
+    root.query_drop(format!("DROP USER '{master}'@'%'")).await.unwrap();
 }
 
 #[test]

@@ -40,6 +40,7 @@ struct Rig {
 
 async fn rig(resets: usize) -> Rig {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let flaky = FlakyPort::start(cluster.port, resets).await;
     let instance_id = unique("orders-");
     let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
@@ -61,7 +62,7 @@ async fn rig(resets: usize) -> Rig {
         .create_table()
         .await
         .unwrap();
-    let instance = moto_instance(&aws, &instance_id, "postgres", ("postgres", SUPERUSER_PASSWORD), &[]).await;
+    let instance = moto_instance(&aws, &instance_id, "postgres", ("master", RDS_MASTER_PASSWORD), &[]).await;
     Rig { moto, cluster, flaky, aws, config, prefix, arn: instance.arn }
 }
 

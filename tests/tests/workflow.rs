@@ -76,15 +76,15 @@ fn comparable(job: &Value) -> Value {
 enum Backend {
     /// A cluster of the test's own: SCRAM logins, as on RDS.
     Postgres(PgCluster),
-    /// The machine's MariaDB.
-    MariaDb,
+    /// The machine's MariaDB, with a master like RDS's (no SUPER) of this name.
+    MariaDb(String),
 }
 
 impl Backend {
     fn engine(&self) -> &'static str {
         match self {
             Backend::Postgres(_) => "postgres",
-            Backend::MariaDb => "mariadb",
+            Backend::MariaDb(_) => "mariadb",
         }
     }
 
@@ -92,14 +92,14 @@ impl Backend {
     fn engine_version(&self) -> Option<String> {
         match self {
             Backend::Postgres(_) => None,
-            Backend::MariaDb => Some("10.11.8".into()),
+            Backend::MariaDb(_) => Some("10.11.8".into()),
         }
     }
 
     fn subtype(&self) -> &'static str {
         match self {
             Backend::Postgres(_) => "postgres",
-            Backend::MariaDb => "mysql",
+            Backend::MariaDb(_) => "mysql",
         }
     }
 
@@ -107,41 +107,48 @@ impl Backend {
     fn port(&self) -> u16 {
         match self {
             Backend::Postgres(cluster) => cluster.port,
-            Backend::MariaDb => 3306,
+            Backend::MariaDb(_) => 3306,
         }
     }
 
     fn endpoint_port(&self) -> i32 {
         match self {
             Backend::Postgres(_) => 5432,
-            Backend::MariaDb => 3306,
+            Backend::MariaDb(_) => 3306,
         }
     }
 
-    fn master(&self) -> (&'static str, &'static str) {
+    fn master(&self) -> (&str, &str) {
         match self {
-            Backend::Postgres(_) => ("postgres", SUPERUSER_PASSWORD),
-            Backend::MariaDb => ("root", ""),
+            Backend::Postgres(_) => ("master", RDS_MASTER_PASSWORD),
+            Backend::MariaDb(master) => (master, MARIADB_MASTER_PASSWORD),
         }
     }
 
     async fn log_in(&self, user: &str, password: &str) {
         match self {
             Backend::Postgres(cluster) => drop(cluster.client(user, password, "postgres").await.expect("the role logs in")),
-            Backend::MariaDb => drop(mariadb(user, password).await.expect("the role logs in")),
+            Backend::MariaDb(_) => drop(mariadb(user, password).await.expect("the role logs in")),
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result_on_postgresql() {
-    end_to_end(Backend::Postgres(PgCluster::start())).await;
+    let cluster = PgCluster::start();
+    cluster.rds_like().await;
+    end_to_end(Backend::Postgres(cluster)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result_on_mariadb() {
-    end_to_end(Backend::MariaDb).await;
+    let master = unique("wfm");
+    assert_eq!(rds_like_master(&master).await, MARIADB_MASTER_PASSWORD);
+    end_to_end(Backend::MariaDb(master)).await;
 }
+
+/// The password `rds_like_master` gives.
+const MARIADB_MASTER_PASSWORD: &str = "Rds-Master-Pa55word";
 
 async fn end_to_end(backend: Backend) {
     let deployment = Deployment::start(backend).await;
@@ -379,6 +386,7 @@ fn local_deps(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_down_fails_the_job_releases_the_lock_and_a_rerun_succeeds() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
     let arn = "arn:aws:rds:us-east-1:000000000000:db:flaky";
@@ -411,6 +419,7 @@ async fn a_database_down_fails_the_job_releases_the_lock_and_a_rerun_succeeds() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_store_down_fails_the_job_before_any_change_in_the_database() {
     let cluster = PgCluster::start();
+    cluster.rds_like().await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
     let arn = "arn:aws:rds:us-east-1:000000000000:db:nosecrets";
