@@ -1,6 +1,6 @@
-//! Faults a test proxy injects into the AWS calls it forwards: throttling (JSON
-//! protocols: Secrets Manager, DynamoDB, ...) and service errors (query
-//! protocols: RDS, EC2), each for a number of calls.
+//! Faults the tests inject: into the AWS calls a test proxy forwards (throttling
+//! for JSON protocols such as Secrets Manager's, service errors for query
+//! protocols such as RDS's), and into a secret store ([`FaultyStore`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -76,5 +76,62 @@ impl Faults {
                 (http::StatusCode::BAD_REQUEST, [("content-type", "text/xml")], body).into_response()
             }
         })
+    }
+}
+
+/// Where a provisioning run is cut, in the secret store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Staging fails: nothing may change in the database.
+    Staging,
+    /// Promotion fails after the login: the previous password must be put back.
+    Promotion,
+    /// The run dies while promoting (the store never answers): the next run must
+    /// promote what the database has.
+    Death,
+}
+
+/// A secret store that fails, or never answers, at one point; otherwise the one it wraps.
+pub struct FaultyStore {
+    pub inner: Arc<dyn dbroles_core::secrets::SecretStore>,
+    pub cut: Cut,
+}
+
+#[async_trait::async_trait]
+impl dbroles_core::secrets::SecretStore for FaultyStore {
+    fn provider(&self) -> dbroles_core::job::SecretsProvider {
+        self.inner.provider()
+    }
+    fn secret_id(&self, secret: &dbroles_core::secrets::SecretRef) -> String {
+        self.inner.secret_id(secret)
+    }
+    async fn stage(
+        &self,
+        secret: &dbroles_core::secrets::SecretRef,
+        credentials: &dbroles_core::secrets::RoleCredentials,
+    ) -> Result<dbroles_core::secrets::Staged, dbroles_core::secrets::SecretError> {
+        match self.cut {
+            Cut::Staging => Err(dbroles_core::secrets::SecretError::Unavailable("the store is down".into())),
+            _ => self.inner.stage(secret, credentials).await,
+        }
+    }
+    async fn confirm(&self, _: &dbroles_core::secrets::Staged) -> Result<(), dbroles_core::secrets::SecretError> {
+        if self.cut == Cut::Death {
+            std::future::pending::<()>().await;
+        }
+        Err(dbroles_core::secrets::SecretError::Unavailable("the store is down".into()))
+    }
+    async fn read(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<dbroles_core::secrets::RoleCredentials>, dbroles_core::secrets::SecretError> {
+        self.inner.read(secret_id).await
+    }
+    async fn pending(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<(dbroles_core::secrets::Staged, dbroles_core::secrets::RoleCredentials)>, dbroles_core::secrets::SecretError>
+    {
+        self.inner.pending(secret_id).await
     }
 }

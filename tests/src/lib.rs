@@ -24,7 +24,7 @@ pub mod web;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-pub use faults::Faults;
+pub use faults::{Cut, Faults, FaultyStore};
 pub use iam::{template_actions, ActionRecorder};
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master};
 pub use moto::{

@@ -15,55 +15,10 @@ use dbroles_core::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint, Outcome, ProvisionError};
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::vault::VaultSecrets;
-use dbroles_core::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
+use dbroles_core::secrets::SecretStore;
 use dbroles_tests::*;
 use mysql_async::prelude::Queryable;
 use secrecy::{ExposeSecret, SecretString};
-
-/// Where a run is cut.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Cut {
-    /// Staging fails: nothing may change in the database.
-    Staging,
-    /// Promotion fails after the login: the previous password must be put back.
-    Promotion,
-    /// The run dies while promoting: the next run must promote what the database has.
-    Death,
-}
-
-/// A store that fails, or never answers, at one point.
-struct Faulty {
-    inner: Arc<dyn SecretStore>,
-    cut: Cut,
-}
-
-#[async_trait::async_trait]
-impl SecretStore for Faulty {
-    fn provider(&self) -> dbroles_core::job::SecretsProvider {
-        self.inner.provider()
-    }
-    fn secret_id(&self, secret: &SecretRef) -> String {
-        self.inner.secret_id(secret)
-    }
-    async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError> {
-        match self.cut {
-            Cut::Staging => Err(SecretError::Unavailable("the store is down".into())),
-            _ => self.inner.stage(secret, credentials).await,
-        }
-    }
-    async fn confirm(&self, _: &Staged) -> Result<(), SecretError> {
-        if self.cut == Cut::Death {
-            std::future::pending::<()>().await;
-        }
-        Err(SecretError::Unavailable("the store is down".into()))
-    }
-    async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
-        self.inner.read(secret_id).await
-    }
-    async fn pending(&self, secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
-        self.inner.pending(secret_id).await
-    }
-}
 
 enum Kind {
     Own,
@@ -156,7 +111,7 @@ async fn every_cut_leaves_a_password_that_logs_in(family: Family, kind: Kind) {
     consumers_log_in(&server, store.as_ref(), &prefix, "after the first run").await;
 
     for cut in [Cut::Staging, Cut::Promotion, Cut::Death] {
-        let faulty = Faulty { inner: store.clone(), cut };
+        let faulty = FaultyStore { inner: store.clone(), cut };
         match tokio::time::timeout(Duration::from_secs(15), run(&target, &prefix, &faulty)).await {
             Ok(Err(error)) => assert_eq!(cut, Cut::Staging, "{cut:?}: {error}"),
             Ok(Ok(outcome)) => {

@@ -3,16 +3,15 @@
 //! (no superuser) in a cluster where other roles own objects, the superuser
 //! installed an extension and one database refuses the master; a MariaDB master
 //! without SUPER or FILE. A role never becomes a path to more than its level, and
-//! what a consumer reads logs in whatever fails.
+//! what a consumer reads logs in when grants fail (`cut_points.rs`: when the store fails).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use dbroles_core::engine::{Family, Level, Target};
 use dbroles_core::job::{Phase, RoleResult};
 use dbroles_core::provision::{provision_roles, Endpoint, Outcome};
 use dbroles_core::secrets::database::DatabaseSecrets;
-use dbroles_core::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
+use dbroles_core::secrets::SecretStore;
 use dbroles_tests::*;
 use mysql_async::prelude::Queryable;
 use secrecy::ExposeSecret;
@@ -172,77 +171,6 @@ async fn mariadb_roles_work_with_a_master_without_super() {
     root.query_drop(format!("DROP DATABASE `{app}`; DROP USER '{master}'@'%'")).await.unwrap();
     for level in Level::ALL {
         root.query_drop(format!("DROP USER '{}'@'%'", level.user(&prefix))).await.unwrap();
-    }
-}
-
-/// A secret store whose promotion fails, or never answers (a run cut short).
-struct Faulty {
-    inner: Arc<DatabaseSecrets>,
-    hang: bool,
-}
-
-#[async_trait::async_trait]
-impl SecretStore for Faulty {
-    fn provider(&self) -> dbroles_core::job::SecretsProvider {
-        self.inner.provider()
-    }
-    fn secret_id(&self, secret: &SecretRef) -> String {
-        self.inner.secret_id(secret)
-    }
-    async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError> {
-        self.inner.stage(secret, credentials).await
-    }
-    async fn confirm(&self, _: &Staged) -> Result<(), SecretError> {
-        if self.hang {
-            std::future::pending::<()>().await;
-        }
-        Err(SecretError::Unavailable("the store is down".into()))
-    }
-    async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
-        self.inner.read(secret_id).await
-    }
-    async fn pending(&self, secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
-        self.inner.pending(secret_id).await
-    }
-}
-
-#[tokio::test]
-async fn a_promotion_that_fails_puts_the_previous_password_back() {
-    let cluster = PgCluster::start();
-    let password = cluster.rds_like().await;
-    let target = target(Family::Postgres, cluster.port, "master", password);
-    let (_dir, store) = store();
-    assert_completed(&run(&target, "hoop", store.as_ref(), false).await);
-    let faulty = Faulty { inner: store.clone(), hang: false };
-    let outcome = run(&target, "hoop", &faulty, false).await;
-    for level in Level::ALL {
-        let user = level.user("hoop");
-        let result = result(&outcome, &user);
-        assert_eq!(result.status, Phase::Failed);
-        assert!(result.message.contains("the previous password is back in place"), "{}", result.message);
-        let consumer = consumer_password(store.as_ref(), &user).await;
-        cluster.client(&user, &consumer, "app").await.expect("what the consumer reads logs in");
-    }
-}
-
-#[tokio::test]
-async fn a_run_cut_short_after_the_password_changed_is_healed_by_the_next_run() {
-    let cluster = PgCluster::start();
-    let password = cluster.rds_like().await;
-    let target = target(Family::Postgres, cluster.port, "master", password);
-    let (_dir, store) = store();
-    assert_completed(&run(&target, "hoop", store.as_ref(), false).await);
-    // The run dies while promoting: the database has the new passwords, consumers the old.
-    let hanging = Faulty { inner: store.clone(), hang: true };
-    let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: "postgres".into() };
-    let secret = secret_ref("");
-    let cut = provision_roles(&target, &endpoint, "hoop", &hanging, &secret, false);
-    assert!(tokio::time::timeout(Duration::from_secs(5), cut).await.is_err(), "the run was cut short");
-    // The next run promotes what the database has, then rotates: consumers log in.
-    assert_completed(&run(&target, "hoop", store.as_ref(), false).await);
-    for level in Level::ALL {
-        let user = level.user("hoop");
-        cluster.client(&user, &consumer_password(store.as_ref(), &user).await, "app").await.expect("the consumer logs in");
     }
 }
 

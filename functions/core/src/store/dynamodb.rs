@@ -23,6 +23,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
@@ -183,11 +184,12 @@ impl DynamoStore {
     async fn query_all(
         &self,
         mut start: Option<Item>,
-        mut build: impl FnMut(Option<Item>) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        mut build: impl FnMut(QueryFluentBuilder) -> QueryFluentBuilder,
         mut keep: impl FnMut(Item) -> StoreResult<bool>,
     ) -> StoreResult<Option<Item>> {
         loop {
-            let out = build(start.take()).send().await.map_err(sdk_failed)?;
+            let query = self.client.query().table_name(&self.table).set_exclusive_start_key(start.take());
+            let out = build(query).send().await.map_err(sdk_failed)?;
             for item in out.items.unwrap_or_default() {
                 if !keep(item)? {
                     return Ok(None);
@@ -440,10 +442,8 @@ impl JobStore for DynamoStore {
         let mut collected: Vec<(String, Job)> = Vec::new();
         self.query_all(
             start,
-            |start| {
-                self.client
-                    .query()
-                    .table_name(&self.table)
+            |builder| {
+                builder
                     .index_name(GSI1)
                     .key_condition_expression("GSI1PK = :pk AND GSI1SK BETWEEN :low AND :high")
                     .set_filter_expression(filter.clone())
@@ -451,7 +451,6 @@ impl JobStore for DynamoStore {
                     .set_expression_attribute_values(Some(values.clone()))
                     .scan_index_forward(false)
                     .limit((query.limit + 1).min(1000) as i32)
-                    .set_exclusive_start_key(start)
             },
             |item| {
                 let sort = get_s(&item, "GSI1SK").unwrap_or_default().to_string();
@@ -471,16 +470,13 @@ impl JobStore for DynamoStore {
         let mut stats = JobStats::default();
         self.query_all(
             None,
-            |start| {
-                self.client
-                    .query()
-                    .table_name(&self.table)
+            |builder| {
+                builder
                     .index_name(GSI1)
                     .key_condition_expression("GSI1PK = :pk")
                     .expression_attribute_values(":pk", s(jobs_pk(org)))
                     .projection_expression("#phase, db_engine")
                     .expression_attribute_names("#phase", "phase")
-                    .set_exclusive_start_key(start)
             },
             |item| {
                 stats.count(get_s(&item, "phase").unwrap_or_default(), get_s(&item, "db_engine").unwrap_or_default());
@@ -505,14 +501,7 @@ impl JobStore for DynamoStore {
         let mut all = Vec::new();
         self.query_all(
             None,
-            |start| {
-                self.client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("PK = :pk")
-                    .expression_attribute_values(":pk", s("PROVISIONED"))
-                    .set_exclusive_start_key(start)
-            },
+            |query| query.key_condition_expression("PK = :pk").expression_attribute_values(":pk", s("PROVISIONED")),
             |item| {
                 all.push(from_json(get_s(&item, "record").unwrap_or_default())?);
                 Ok(true)
@@ -572,15 +561,12 @@ impl ResourceStore for DynamoStore {
         let mut items: Vec<Resource> = Vec::new();
         self.query_all(
             start,
-            |start| {
-                self.client
-                    .query()
-                    .table_name(&self.table)
+            |builder| {
+                builder
                     .key_condition_expression("PK = :pk AND begins_with(SK, :res)")
                     .expression_attribute_values(":pk", s(org_pk(org)))
                     .expression_attribute_values(":res", s("RES#"))
                     .limit((limit + 1).min(1000) as i32)
-                    .set_exclusive_start_key(start)
             },
             |item| {
                 items.push(from_json(get_s(&item, "record").unwrap_or_default())?);
