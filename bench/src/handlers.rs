@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use dbroles_core::api::{self, Authenticated};
 use dbroles_core::auth::Caller;
 use dbroles_core::config::Settings;
-use dbroles_core::deps::App;
+use dbroles_core::deps::{App, Deps};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory};
 use dbroles_core::job::JobRecord;
 use dbroles_core::store::sqlite::SqliteStore;
@@ -39,13 +39,8 @@ pub async fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
     let arn = |i: usize| format!("arn:aws:rds:us-east-1:000000000000:db:bench-{i}");
     let instances = (0..REQUESTS).map(|i| LocalInstance::on_loopback(&arn(i), "postgres", 5432, "postgres")).collect();
-    let app = App {
-        jobs: store.clone(),
-        resources: store,
-        inventory: Arc::new(LocalInventory::new(instances).map_err(anyhow::Error::msg)?),
-        workflow: Arc::new(NoWorkflow),
-        settings: Settings::default(),
-    };
+    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances)?), Settings::default());
+    let app = App::new(&deps, Arc::new(NoWorkflow));
     // The router the API Lambda runs, built once as the Lambda builds it.
     let app = api::router(Arc::new(app));
 

@@ -390,13 +390,8 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
     let arns: Vec<String> = (0..200).map(|i| format!("arn:aws:rds:us-east-1:000000000000:db:many-{i}")).collect();
     let instances = arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")).collect();
     let workflow = Arc::new(Recorded(Default::default()));
-    let app = Arc::new(App {
-        jobs: store.clone(),
-        resources: store,
-        inventory: Arc::new(LocalInventory::new(instances).unwrap()),
-        workflow: workflow.clone(),
-        settings: Settings::default(),
-    });
+    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), Settings::default());
+    let app = Arc::new(App::new(&deps, workflow.clone()));
     let tasks: Vec<_> = arns
         .iter()
         .map(|arn| {
@@ -473,7 +468,7 @@ async fn hostile_vault_folders_and_folders_outside_the_deployments_get_a_400_and
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("this deployment has no Vault"), "{answer}");
 
-    h.app.settings.vault = Some(dbroles_core::config::VaultPolicy { mount: Some("kv".into()), prefix: "dbroles/".into() });
+    h.app.deps.settings.vault = Some(dbroles_core::config::VaultPolicy { mount: Some("kv".into()), prefix: "dbroles/".into() });
     for (secret_id, expected) in [
         ("kv/data/dbroles/../other/", "must be plain names"),
         ("kv/data/dbroles/a#b/", "must be plain names"),

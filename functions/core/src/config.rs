@@ -14,6 +14,7 @@
 //! | `DBROLES_ENDPOINT_OVERRIDES` | none | `host=ip:port,...`: reach database endpoints elsewhere (tunnels, tests) |
 //! | `DBROLES_WEBHOOK_URL`, `DBROLES_WEBHOOK_SECRET` | none | where `send-webhook` POSTs, and its `whsec_` secret |
 //! | `DBROLES_VAULT_ADDR`, `DBROLES_VAULT_TOKEN`, `DBROLES_VAULT_NAMESPACE` | none | the Vault of `vault_provider` |
+//! | `DBROLES_VAULT_MOUNT`, `DBROLES_VAULT_PREFIX` | any mount, no prefix | where jobs may write: `<mount>/data/<prefix><org>/...` |
 //!
 //! On AWS the two secrets come from Secrets Manager instead of the function's
 //! configuration: `DBROLES_WEBHOOK_SECRET_ARN` and `DBROLES_VAULT_TOKEN_ARN` name

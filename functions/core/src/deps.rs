@@ -113,26 +113,26 @@ async fn secret_setting(secrets: &aws_sdk_secretsmanager::Client, name: &str) ->
     Ok(Some(value.trim().to_string()))
 }
 
-/// What the job lifecycle, the API and the triggers reach: the stores, the
-/// instances and the workflow that carries jobs out.
+/// What the job lifecycle, the API and the triggers reach: the steps'
+/// dependencies, and the workflow that carries jobs out.
 #[derive(Clone)]
 pub struct App {
-    pub jobs: Arc<dyn JobStore>,
-    pub resources: Arc<dyn ResourceStore>,
-    pub inventory: Arc<dyn Inventory>,
+    pub deps: Deps,
     pub workflow: Arc<dyn Workflow>,
-    pub settings: Settings,
 }
 
 impl App {
-    /// The steps' stores and instances, with `workflow` to carry jobs out.
+    /// The steps' dependencies, with `workflow` to carry jobs out.
     pub fn new(deps: &Deps, workflow: Arc<dyn Workflow>) -> Self {
-        Self {
-            jobs: deps.jobs.clone(),
-            resources: deps.resources.clone(),
-            inventory: deps.inventory.clone(),
-            workflow,
-            settings: deps.settings.clone(),
-        }
+        Self { deps: deps.clone(), workflow }
+    }
+}
+
+/// An `App` is the steps' dependencies and a workflow: `app.jobs` is `app.deps.jobs`.
+impl std::ops::Deref for App {
+    type Target = Deps;
+
+    fn deref(&self) -> &Deps {
+        &self.deps
     }
 }
