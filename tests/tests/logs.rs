@@ -35,13 +35,16 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     tracing::debug!("debug logging is on");
 
     let cluster = PgCluster::start();
+    let pg_master = cluster.rds_like().await;
+    let my_master = unique("logm");
+    let my_password = rds_like_master(&my_master).await;
     let (_dir, store) = own_store();
     let prefix = unique("l");
     let secret = secret_ref("");
     let mut passwords = Vec::new();
     for (target, engine, arn) in [
-        (target(Family::Postgres, cluster.port, "postgres", SUPERUSER_PASSWORD), "postgres", "pg"),
-        (target(Family::MySql, 3306, "root", ""), "mariadb", "my"),
+        (target(Family::Postgres, cluster.port, "master", pg_master), "postgres", "pg"),
+        (target(Family::MySql, 3306, &my_master, my_password), "mariadb", "my"),
     ] {
         let secret = SecretRef { instance_arn: format!("{}-{arn}", secret.instance_arn), ..secret.clone() };
         let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: engine.into() };
@@ -60,7 +63,7 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
         assert!(!logs.contains(password.as_str()), "a password reached the logs");
     }
     let mut root = mariadb("root", "").await.unwrap();
-    for level in Level::ALL {
-        mysql_async::prelude::Queryable::query_drop(&mut root, format!("DROP USER '{}'@'%'", level.user(&prefix))).await.unwrap();
+    for user in Level::ALL.iter().map(|level| level.user(&prefix)).chain([my_master]) {
+        mysql_async::prelude::Queryable::query_drop(&mut root, format!("DROP USER '{user}'@'%'")).await.unwrap();
     }
 }

@@ -31,8 +31,9 @@ async fn mariadb_with_a_password_policy_accepts_the_passwords() {
     assert!(weak.expect_err("the policy is in force").to_string().contains("policy"));
 
     let (_dir, store) = own_store();
-    let target = target(Family::MySql, 3306, "root", "");
     let prefix = unique("p");
+    let master = format!("{prefix}_master");
+    let target = target(Family::MySql, 3306, &master, rds_like_master(&master).await);
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: 3306, db: String::new(), engine: "mariadb".into() };
     let outcome = provision_roles(&target, &endpoint, &prefix, store.as_ref(), &secret_ref(""), false).await.unwrap();
     for result in &outcome.results {
@@ -44,4 +45,5 @@ async fn mariadb_with_a_password_policy_accepts_the_passwords() {
         mariadb(&user, stored.password.expose_secret()).await.expect("the role logs in");
         root.query_drop(format!("DROP USER '{user}'@'%'")).await.unwrap();
     }
+    root.query_drop(format!("DROP USER '{master}'@'%'")).await.unwrap();
 }
