@@ -8,7 +8,8 @@
 //! - [`iam`]: the recorder of AWS actions and the template's grants;
 //! - [`web`]: forwarding, a webhook receiver, and the API called through its router;
 //! - [`vault`]: a KV v2 Vault of the tests' own;
-//! - [`net`]: a database endpoint that resets its first connections (a fail-over).
+//! - [`net`]: a database endpoint that resets its first connections (a fail-over),
+//!   and a MariaDB one whose errors quote the password statements.
 //!
 //! Run through `scripts/test`, which starts moto and exports its address.
 
@@ -31,7 +32,7 @@ pub use moto::{
     aws_config, create_instance, moto_endpoint, moto_instance, provision_state_machine, MotoExecutor, MotoInstance,
     OtherFunctions,
 };
-pub use net::FlakyPort;
+pub use net::{EchoingMariaDb, FlakyPort};
 pub use postgres::{pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
 pub use vault::{vault_server, Vault, VAULT_TOKEN};
 pub use web::{call_api, webhook_receiver, Received};

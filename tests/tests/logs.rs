@@ -1,7 +1,8 @@
 //! At `RUST_LOG=debug`, no password and no SCRAM verifier reaches the logs: the
 //! database drivers log every statement at debug, and the Lambdas' filter
-//! (`config::log_filter`) keeps them out. A test binary of its own: it sets the
-//! process's environment and its global subscriber.
+//! (`config::log_filter`) keeps them out. And a server error that quotes the
+//! statement setting a password is withheld from the role's message and the logs.
+//! A test binary of its own: it sets the process's environment and its global subscriber.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -56,11 +57,32 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
         }
     }
 
+    // A server whose errors quote the password statements (a syntax error does).
+    let echoing = EchoingMariaDb::start(3306).await;
+    let target = target(Family::MySql, echoing.port, &my_master, my_password);
+    let endpoint = Endpoint { host: "127.0.0.1".into(), port: echoing.port, db: String::new(), engine: "mariadb".into() };
+    let secret = SecretRef { instance_arn: format!("{}-echo", secret.instance_arn), ..secret.clone() };
+    let outcome = provision_roles(&target, &endpoint, &unique("e"), store.as_ref(), &secret, false).await.unwrap();
+    let intercepted = echoing.intercepted.lock().unwrap().clone();
+    assert_eq!(intercepted.len(), 3, "one password statement per role");
+    for query in &intercepted {
+        let quoted = query.split("IDENTIFIED BY '").nth(1).and_then(|rest| rest.split('\'').next()).unwrap();
+        passwords.push(quoted.to_string());
+    }
+    let messages: Vec<&str> = outcome.results.iter().map(|r| r.message.as_str()).collect();
+    for result in &outcome.results {
+        assert_eq!(result.status, Phase::Failed);
+        assert!(result.message.contains("withheld"), "{}", result.message);
+    }
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("debug logging is on"), "the test logs at debug: {logs}");
     assert!(!logs.contains("SCRAM-SHA-256$"), "a verifier reached the logs");
     for password in &passwords {
-        assert!(!logs.contains(password.as_str()), "a password reached the logs");
+        for part in password.as_bytes().windows(8).map(|part| std::str::from_utf8(part).unwrap()) {
+            assert!(!logs.contains(part), "a password reached the logs");
+            assert!(messages.iter().all(|message| !message.contains(part)), "a password reached a role's message");
+        }
     }
     let mut root = mariadb("root", "").await.unwrap();
     for user in Level::ALL.iter().map(|level| level.user(&prefix)).chain([my_master]) {
