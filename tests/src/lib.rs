@@ -94,3 +94,10 @@ pub fn secret_ref(user: &str) -> dbroles_core::secrets::SecretRef {
         host: "127.0.0.1".into(),
     }
 }
+
+/// Every role of a provisioning run completed; the message of the first that did not, if any.
+pub fn assert_completed(outcome: &dbroles_core::provision::Outcome) {
+    for result in &outcome.results {
+        assert_eq!(result.status, dbroles_core::job::Phase::Completed, "{}: {}", result.user_role, result.message);
+    }
+}

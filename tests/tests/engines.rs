@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbroles_core::engine::{Family, Level, Target, TlsConfig, TlsMode};
-use dbroles_core::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint, Outcome, ProvisionError};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
@@ -57,12 +56,6 @@ async fn pg_setup(cluster: &PgCluster) {
     app.batch_execute(&sql).await.unwrap();
 }
 
-fn assert_all_completed(outcome: &Outcome) {
-    for result in &outcome.results {
-        assert_eq!(result.status, Phase::Completed, "{}: {}", result.user_role, result.message);
-    }
-}
-
 async fn denied(client: &tokio_postgres::Client, sql: &str) -> String {
     let error = client.batch_execute(sql).await.expect_err(sql);
     error.as_db_error().map(|e| e.message().to_string()).unwrap_or_default()
@@ -75,7 +68,7 @@ async fn postgres_roles_have_least_privilege_rotate_and_cover_later_tables() {
     let secrets = secrets();
     let target = pg_target(&cluster, TlsConfig::disabled());
     let outcome = run(&target, "hoop", secrets.store.as_ref(), "postgres").await.unwrap();
-    assert_all_completed(&outcome);
+    assert_completed(&outcome);
     assert!(outcome.report.databases.contains(&"app".to_string()));
     assert!(!outcome.report.databases.iter().any(|db| db.starts_with("template")));
 
@@ -124,7 +117,7 @@ async fn postgres_roles_have_least_privilege_rotate_and_cover_later_tables() {
 
     // A second run rotates every password and keeps the grants.
     let again = run(&target, "hoop", secrets.store.as_ref(), "postgres").await.unwrap();
-    assert_all_completed(&again);
+    assert_completed(&again);
     for (user, old) in [("hoop_ro", &ro_pw), ("hoop_rw", &rw_pw), ("hoop_ddl", &ddl_pw)] {
         let new = password(secrets.store.as_ref(), user).await;
         assert_ne!(&new, old);
@@ -142,10 +135,10 @@ async fn postgres_verify_full_trusts_only_the_configured_ca() {
     let secrets = secrets();
     let trusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(cluster.ca_file.clone()) };
     let outcome = run(&pg_target(&cluster, trusted), "tls", secrets.store.as_ref(), "postgres").await.unwrap();
-    assert_all_completed(&outcome);
+    assert_completed(&outcome);
 
     let required = TlsConfig { mode: TlsMode::Require, ca_file: None };
-    assert_all_completed(&run(&pg_target(&cluster, required), "tls", secrets.store.as_ref(), "postgres").await.unwrap());
+    assert_completed(&run(&pg_target(&cluster, required), "tls", secrets.store.as_ref(), "postgres").await.unwrap());
 
     let untrusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(cluster.other_ca_file.clone()) };
     let error = run(&pg_target(&cluster, untrusted), "tls", secrets.store.as_ref(), "postgres")
@@ -241,7 +234,7 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
     let master = format!("{prefix}_master");
     let target = target(Family::MySql, 3306, &master, rds_like_master(&master).await);
     let outcome = run(&target, &prefix, secrets.store.as_ref(), "mariadb").await.unwrap();
-    assert_all_completed(&outcome);
+    assert_completed(&outcome);
     assert!(!outcome
         .report
         .databases
@@ -276,7 +269,7 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
 
     // Rotation: the open session survives, the old password stops working.
     let again = run(&target, &prefix, secrets.store.as_ref(), "mariadb").await.unwrap();
-    assert_all_completed(&again);
+    assert_completed(&again);
     let still: Option<i64> = ro.query_first(format!("SELECT count(*) FROM {}.items", q(&app))).await.unwrap();
     assert_eq!(still, Some(1), "an open session survives the rotation");
     assert!(mariadb(&user(Level::Ro), &ro_pw).await.is_err(), "the old password still works");

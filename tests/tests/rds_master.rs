@@ -35,12 +35,6 @@ fn result<'a>(outcome: &'a Outcome, user: &str) -> &'a RoleResult {
     outcome.results.iter().find(|r| r.user_role == user).unwrap_or_else(|| panic!("no result for {user}"))
 }
 
-fn assert_completed(outcome: &Outcome) {
-    for result in &outcome.results {
-        assert_eq!(result.status, Phase::Completed, "{}: {}", result.user_role, result.message);
-    }
-}
-
 async fn denied(client: &tokio_postgres::Client, sql: &str) -> String {
     let error = client.batch_execute(sql).await.expect_err(sql);
     error.as_db_error().map(|e| e.message().to_string()).unwrap_or_default()
@@ -85,9 +79,17 @@ async fn postgres_roles_work_with_the_master_rds_gives() {
     assert!(trigger.await.contains("permission denied"), "ddl put a trigger on the master's table");
 
     // Rotation with the same master: new passwords, the old ones dead, the grants kept.
-    let old = consumer_password(store.as_ref(), "hoop_rw").await;
+    let mut old = Vec::new();
+    for level in Level::ALL {
+        old.push(consumer_password(store.as_ref(), &level.user("hoop")).await);
+    }
     assert_completed(&run(&target, "hoop", store.as_ref(), false).await);
-    assert!(cluster.client("hoop_rw", &old, "app").await.is_err(), "the old password still works");
+    for (level, old) in Level::ALL.into_iter().zip(old) {
+        let user = level.user("hoop");
+        assert!(cluster.client(&user, &old, "app").await.is_err(), "{user}'s old password still works");
+        let client = cluster.client(&user, &consumer_password(store.as_ref(), &user).await, "app").await.expect("logs in");
+        assert_eq!(client.query_one("SELECT count(*) FROM public.items", &[]).await.unwrap().get::<_, i64>(0), 1);
+    }
     let rw = cluster.client("hoop_rw", &consumer_password(store.as_ref(), "hoop_rw").await, "app").await.expect("rw logs in");
     rw.batch_execute("INSERT INTO public.items (name) VALUES ('b')").await.expect("rw writes");
 }
