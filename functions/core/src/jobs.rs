@@ -174,20 +174,12 @@ pub async fn save_progress(store: &dyn JobStore, record: &JobRecord) -> Result<(
 /// execution early), releases the lock, remembers a provisioned instance for
 /// rotation, and announces the finished job. A job already finished is left as it is.
 pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>) -> Result<(), StoreError> {
-    let Some(mut record) = deps.jobs.get_job(&input.org_id, &input.job_id).await? else { return Ok(()) };
-    if !record.is_running() {
-        return Ok(());
-    }
-    let results = record.job.status.as_ref().map(|s| s.result.clone()).unwrap_or_default();
-    let (phase, message) = match error {
+    let finished = finish_running(deps.jobs.as_ref(), input, &deps.settings, |record| match error {
         Some(message) => (Phase::Failed, message),
-        None => outcome(&results),
-    };
-    record.finish(phase, message);
-    if !deps.jobs.finish_job(&record, deps.settings.expiry()).await? {
-        return Ok(());
-    }
-    if phase == Phase::Completed {
+        None => outcome(record.job.status.as_ref().map_or(&[][..], |status| &status.result)),
+    });
+    let Some(record) = finished.await? else { return Ok(()) };
+    if record.job.phase() == Phase::Completed {
         let provisioned =
             Provisioned { org: record.org().into(), db_arn: record.job.db_arn().into(), request: record.request.clone() };
         deps.jobs.mark_provisioned(&provisioned).await?;
@@ -209,10 +201,24 @@ pub async fn repair(
     message: &str,
     settings: &crate::config::Settings,
 ) -> Result<bool, StoreError> {
-    let Some(mut record) = store.get_job(&input.org_id, &input.job_id).await? else { return Ok(false) };
+    let finished = finish_running(store, input, settings, |_| (Phase::Failed, message.to_string())).await?;
+    Ok(finished.is_some())
+}
+
+/// Finishes the job if it is still running, with the phase and message `outcome`
+/// gives, and releases its lock: the finished job, or `None` if it had finished
+/// (cancelled, finalized, or finished by a racing writer).
+async fn finish_running(
+    store: &dyn JobStore,
+    input: &ExecutionInput,
+    settings: &crate::config::Settings,
+    outcome: impl FnOnce(&JobRecord) -> (Phase, String),
+) -> Result<Option<JobRecord>, StoreError> {
+    let Some(mut record) = store.get_job(&input.org_id, &input.job_id).await? else { return Ok(None) };
     if !record.is_running() {
-        return Ok(false);
+        return Ok(None);
     }
-    record.finish(Phase::Failed, message);
-    store.finish_job(&record, settings.expiry()).await
+    let (phase, message) = outcome(&record);
+    record.finish(phase, message);
+    Ok(store.finish_job(&record, settings.expiry()).await?.then_some(record))
 }

@@ -171,16 +171,18 @@ async fn promote(session: &engine::Session, secrets: &dyn SecretStore, role: &Ro
     Step::Failed(format!("the new password works but promoting it failed ({error}): {restored}"))
 }
 
-/// Gives a role back the password consumers read.
+/// Gives a role back the password consumers read: what became of it.
 async fn restore(session: &engine::Session, role: &RoleSpec, previous: secrecy::SecretString) -> String {
     let back = RoleSpec { password: previous, ..role.clone() };
-    let survey = match session.survey(std::slice::from_ref(&back)).await {
-        Ok(survey) => survey,
-        Err(error) => return format!("the previous password could not be put back ({error}); the next run promotes the new one"),
+    let restored = match session.survey(std::slice::from_ref(&back)).await {
+        Ok(survey) => match session.set_passwords(std::slice::from_ref(&back), &survey).await {
+            Ok(mut results) => results.remove(0).map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        },
+        Err(error) => Err(error.to_string()),
     };
-    match session.set_passwords(std::slice::from_ref(&back), &survey).await.map(|mut results| results.remove(0)) {
-        Ok(Ok(())) => "the previous password is back in place".to_string(),
-        Ok(Err(error)) => format!("the previous password could not be put back ({error}); the next run promotes the new one"),
+    match restored {
+        Ok(()) => "the previous password is back in place".to_string(),
         Err(error) => format!("the previous password could not be put back ({error}); the next run promotes the new one"),
     }
 }

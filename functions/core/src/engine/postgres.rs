@@ -264,26 +264,28 @@ async fn run_in_savepoint(client: &Client, sql: &[String], counters: &Counters) 
 }
 
 /// A schema of a database, and what the master may grant in it.
-struct Schema {
-    name: String,
+pub struct Schema {
+    pub name: String,
     /// USAGE and CREATE with grant option (the master owns it, or was granted them so).
-    usage: bool,
-    create: bool,
+    pub usage: bool,
+    pub create: bool,
     /// Tables, views and sequences of roles whose rights the master does not hold.
-    foreign: i64,
+    pub foreign: i64,
 }
 
 /// What the master may grant in one database.
-struct Grantable {
-    schemas: Vec<Schema>,
+pub struct Grantable {
+    /// CONNECT on the database itself.
+    pub connect: bool,
+    pub schemas: Vec<Schema>,
     /// Tables and views (qualified, quoted), and sequences, of roles whose rights the master holds.
-    tables: Vec<String>,
-    sequences: Vec<String>,
+    pub tables: Vec<String>,
+    pub sequences: Vec<String>,
     /// Functions of no extension that only those granted may execute.
-    functions: Vec<String>,
+    pub functions: Vec<String>,
 }
 
-async fn grantable(client: &Client) -> Result<Grantable, tokio_postgres::Error> {
+async fn grantable(client: &Client, connect: bool) -> Result<Grantable, tokio_postgres::Error> {
     let schemas = client
         .query(
             "SELECT n.nspname::text, has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION'), \
@@ -325,7 +327,7 @@ async fn grantable(client: &Client) -> Result<Grantable, tokio_postgres::Error> 
         .collect();
     let tables = tables.iter().map(name).collect();
     let sequences = sequences.iter().map(name).collect();
-    Ok(Grantable { schemas, tables, sequences, functions })
+    Ok(Grantable { connect, schemas, tables, sequences, functions })
 }
 
 /// What the master may not grant in a database, as the role's message names it.
@@ -345,7 +347,7 @@ fn not_granted(db: &str, grantable: &Grantable, level: Level) -> Vec<String> {
 }
 
 /// The grants of one role in one database, for the schemas and functions the master may grant.
-pub fn grant_statements(db: &str, grantable: &GrantableView, role: &RoleSpec, master: &str, ddl: Option<&str>) -> Vec<String> {
+pub fn grant_statements(db: &str, grantable: &Grantable, role: &RoleSpec, master: &str, ddl: Option<&str>) -> Vec<String> {
     let grantee = quote_ident(&role.user);
     let (tables, sequences) = match role.level {
         Level::Ro => ("SELECT", "SELECT"),
@@ -366,9 +368,9 @@ pub fn grant_statements(db: &str, grantable: &GrantableView, role: &RoleSpec, ma
     if !grantable.sequences.is_empty() {
         sql.push(format!("GRANT {sequences} ON SEQUENCE {} TO {grantee}", grantable.sequences.join(", ")));
     }
-    for (name, create) in &grantable.schemas {
-        let s = quote_ident(name);
-        let schema = if role.level == Level::Ddl && *create { "USAGE, CREATE" } else { "USAGE" };
+    for schema_of in grantable.schemas.iter().filter(|schema| schema.usage) {
+        let s = quote_ident(&schema_of.name);
+        let schema = if role.level == Level::Ddl && schema_of.create { "USAGE, CREATE" } else { "USAGE" };
         sql.push(format!("GRANT {schema} ON SCHEMA {s} TO {grantee}"));
         for owner in &owners {
             let prefix = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {s} GRANT", quote_ident(owner));
@@ -380,16 +382,6 @@ pub fn grant_statements(db: &str, grantable: &GrantableView, role: &RoleSpec, ma
         sql.extend(grantable.functions.iter().map(|function| format!("GRANT EXECUTE ON FUNCTION {function} TO {grantee}")));
     }
     sql
-}
-
-/// What `grant_statements` grants on: CONNECT, the schemas (and whether CREATE on
-/// each), the tables, sequences and functions (qualified and quoted).
-pub struct GrantableView {
-    pub connect: bool,
-    pub schemas: Vec<(String, bool)>,
-    pub tables: Vec<String>,
-    pub sequences: Vec<String>,
-    pub functions: Vec<String>,
 }
 
 pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
@@ -443,22 +435,17 @@ async fn grant_database_once(
     survey: &Survey,
     counters: &Counters,
 ) -> Result<Vec<Grants>, (DbError, bool)> {
-    let found = grantable(client).await.map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?;
+    let connect = survey.grant_connect.iter().any(|name| name == db);
+    let found =
+        grantable(client, connect).await.map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?;
     counters.sent(3);
-    let view = GrantableView {
-        connect: survey.grant_connect.iter().any(|name| name == db),
-        schemas: found.schemas.iter().filter(|s| s.usage).map(|s| (s.name.clone(), s.create)).collect(),
-        tables: found.tables.clone(),
-        sequences: found.sequences.clone(),
-        functions: found.functions.clone(),
-    };
     let ddl = roles.iter().find(|role| role.level == Level::Ddl).map(|role| role.user.as_str());
     counters.sent(1);
     client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
     let mut results = Vec::new();
     for role in roles {
         let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
-        sql.extend(grant_statements(db, &view, role, &target.master_user, ddl));
+        sql.extend(grant_statements(db, &found, role, &target.master_user, ddl));
         sql.push("RELEASE SAVEPOINT dbroles_role".into());
         let result = run_in_savepoint(client, &sql, counters).await?;
         results.push(Grants { failed: result.err().into_iter().collect(), skipped: not_granted(db, &found, role.level) });
@@ -485,10 +472,10 @@ mod tests {
         assert_eq!(quote_literal("it's"), "'it''s'");
     }
 
-    fn view() -> GrantableView {
-        GrantableView {
+    fn view() -> Grantable {
+        Grantable {
             connect: true,
-            schemas: vec![("public".into(), true)],
+            schemas: vec![Schema { name: "public".into(), usage: true, create: true, foreign: 0 }],
             tables: vec!["items".into()],
             sequences: vec!["items_id_seq".into()],
             functions: vec!["public.touch(integer)".into()],
