@@ -11,6 +11,7 @@ use anyhow::Context;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
+use dbroles_core::accounts::Access;
 use dbroles_core::config::{Config, Settings};
 use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
@@ -129,9 +130,13 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         "job_steps": ["create-connections"]
     }))?;
     let spec = JobSpec { db_arn: arn.clone(), db_engine: "postgres".into(), ..Default::default() };
-    let record = jobs::new_record("bench", "bench", request, spec);
-    // What the API Lambda does: the job and its lock.
-    deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None }).await?;
+    let mut record = jobs::new_record("bench", "bench", request, spec);
+    // What the API Lambda does: the job, with how it reaches the account, and its lock.
+    let account = deps.inventory.home_account().await?;
+    record.access = Some(Access::home(&account, "bench"));
+    record.lock = arn.clone();
+    let lease_until = deps.settings.lease();
+    deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None, lease_until }).await?;
 
     let entered: Mutex<Vec<(String, Instant)>> = Mutex::default();
     let progress = |event: Progress<'_>| match event {

@@ -63,6 +63,7 @@ async fn measure(
     };
     let endpoint = Endpoint { host: "127.0.0.1".into(), port, db: String::new(), engine: engine.into() };
     let secret = SecretRef {
+        org: "bench".into(),
         instance_id: format!("bench-{engine}"),
         instance_arn: format!("arn:aws:rds:us-east-1:000000000000:db:bench-{engine}"),
         job_id: "bench".into(),

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use dbroles_core::auth::{LocalTokens, ADMIN_GROUP};
+use dbroles_core::accounts::AccountPolicy;
+use dbroles_core::auth::{GroupPolicy, LocalTokens, ADMIN_GROUP, AUDITOR_GROUP};
 use dbroles_core::config::{self, Settings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::{self, Level, TlsConfig};
@@ -39,6 +40,10 @@ struct Cli {
     /// CA bundle for --tls verify-full.
     #[arg(long, global = true, env = "DBROLES_DB_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// The organisations that may act on the local account (000000000000). Others
+    /// register the accounts of the instances file with PUT /dbroles/accounts/{id}.
+    #[arg(long, global = true, value_delimiter = ',', default_value = LOCAL_ORG, env = "DBROLES_HOME_ACCOUNT_ORGS")]
+    home_orgs: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,15 +74,22 @@ enum Command {
         instance: String,
         #[arg(long)]
         role: String,
+        /// The organisation whose job stored them.
+        #[arg(long, default_value = LOCAL_ORG)]
+        org: String,
     },
-    /// Print a bearer token the local server accepts (last line).
+    /// Print a bearer token the local server accepts (last line): an auditor's, or an admin's.
     Token {
         #[arg(long)]
         org: String,
         #[arg(long, default_value = "local-user")]
         sub: String,
+        /// In the admin group, which may write.
         #[arg(long)]
         admin: bool,
+        /// The groups instead of auditor (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
     },
 }
 
@@ -89,6 +101,8 @@ impl Cli {
             role_prefix: self.role_prefix.clone(),
             tls,
             vault: config::vault_policy_from_env()?,
+            accounts: AccountPolicy { home_orgs: self.home_orgs.clone(), role_name: None },
+            groups: GroupPolicy::from_env(),
             ..Settings::default()
         })
     }
@@ -121,6 +135,9 @@ impl Cli {
             .with_context(|| format!("opening the store in {}", self.data_dir.display()))
     }
 }
+
+/// The organisation of `dbroles run`, which may act on the local account.
+const LOCAL_ORG: &str = "local";
 
 /// Waits of the state machine (30 s between status checks) last this fraction locally.
 const LOCAL_WAIT_SCALE: f64 = 0.01;
@@ -159,10 +176,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(*addr, Arc::new(app), tokens).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Credentials { instance, role } => credentials(&cli, instance, role).await,
-        Command::Token { org, sub, admin } => {
+        Command::Credentials { instance, role, org } => credentials(&cli, instance, role, org).await,
+        Command::Token { org, sub, admin, groups } => {
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
-            let groups = if *admin { vec![ADMIN_GROUP.to_string()] } else { Vec::new() };
+            let mut groups = match groups.is_empty() {
+                true => vec![AUDITOR_GROUP.to_string()],
+                false => groups.clone(),
+            };
+            if *admin {
+                groups.push(ADMIN_GROUP.to_string());
+            }
             println!("{}", tokens.issue(sub, org, &groups, chrono::Duration::hours(12)));
             Ok(ExitCode::SUCCESS)
         }
@@ -191,10 +214,10 @@ async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[St
     };
     request.validate()?;
     let (app, workflow) = cli.app(Arc::new(report))?;
-    let job_id = jobs::start(&app, "local", "local-user", request, None).await?;
+    let job_id = jobs::start(&app, LOCAL_ORG, "local-user", request, None).await?;
     eprintln!("dbroles: job {job_id} on {instance}");
     workflow.wait(&format!("local:{job_id}")).await;
-    let done = jobs::find(&app, "local", &job_id).await?.job;
+    let done = jobs::find(&app, LOCAL_ORG, &job_id).await?.job;
     print_outcome(&done);
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(if done.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -209,10 +232,11 @@ fn print_outcome(job: &Job) {
 }
 
 /// `dbroles credentials`: a role's stored credentials, the only place they are shown.
-async fn credentials(cli: &Cli, instance: &str, role: &str) -> anyhow::Result<ExitCode> {
+async fn credentials(cli: &Cli, instance: &str, role: &str, org: &str) -> anyhow::Result<ExitCode> {
     let level = Level::parse(role).with_context(|| format!("--role {role}: expected ro, rw or ddl"))?;
     let secrets = DatabaseSecrets::new(Arc::new(cli.store()?));
     let secret = SecretRef {
+        org: org.to_string(),
         instance_id: String::new(),
         instance_arn: instance.to_string(),
         job_id: String::new(),

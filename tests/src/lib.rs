@@ -87,12 +87,24 @@ pub fn own_store() -> (tempfile::TempDir, std::sync::Arc<dbroles_core::secrets::
 /// Where the engine tests keep a role's credentials: the instance `inst`.
 pub fn secret_ref(user: &str) -> dbroles_core::secrets::SecretRef {
     dbroles_core::secrets::SecretRef {
+        org: "acme".into(),
         instance_id: "inst".into(),
         instance_arn: "arn:aws:rds:us-east-1:123456789012:db:inst".into(),
         job_id: "JOB".into(),
         user: user.into(),
         host: "127.0.0.1".into(),
     }
+}
+
+/// A running job as `POST /dbroles/jobs` stores it: reaching its instance's
+/// account as the deployment's own (moto's, or the local one), holding its
+/// instance's lock.
+pub fn stored_job(mut record: dbroles_core::job::JobRecord) -> dbroles_core::store::NewJob {
+    let account = record.request.instance_arn().account;
+    record.access = Some(dbroles_core::accounts::Access::home(&account, record.org()));
+    record.lock = record.request.aws.instance_arn.clone();
+    let lease_until = dbroles_core::config::Settings::default().lease();
+    dbroles_core::store::NewJob { record, idempotency: None, lease_until }
 }
 
 /// Every role of a provisioning run completed; the message of the first that did not, if any.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dbroles_core::accounts::AccountPolicy;
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::config::Settings;
 use dbroles_core::deps::App;
@@ -40,6 +41,7 @@ fn harness(prefix: &str) -> Harness {
         role_prefix: prefix.into(),
         tls: dbroles_core::engine::TlsConfig::disabled(),
         connect_timeout: Duration::from_secs(4),
+        accounts: AccountPolicy { home_orgs: vec!["org-1".into(), "org-2".into()], role_name: None },
         ..Settings::default()
     };
     let deps = Deps::local(store, inventory, settings);
@@ -52,7 +54,7 @@ fn admin(org: &str) -> Result<Caller, AuthError> {
 }
 
 fn reader(org: &str) -> Result<Caller, AuthError> {
-    Ok(Caller { sub: "bob".into(), org: org.into(), groups: vec![] })
+    Ok(Caller { sub: "bob".into(), org: org.into(), groups: vec!["auditor".into()] })
 }
 
 fn body(arn: &str) -> Value {
@@ -189,9 +191,10 @@ async fn one_running_job_per_instance_and_idempotency_keys_replay() {
     let (status, conflict) = create(&h.app, admin("org-1"), &body(SILENT_ARN)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(conflict["message"].as_str().unwrap().contains(id), "{conflict}");
-    // Another organisation is not blocked.
-    let (status, _) = create(&h.app, admin("org-2"), &body(SILENT_ARN)).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    // Another organisation on the same server waits too, and learns nothing of the job.
+    let (status, conflict) = create(&h.app, admin("org-2"), &body(SILENT_ARN)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(conflict["message"], "another organisation's job is running on this database server");
 
     // The silent instance times out: the job fails with a message naming the host, and the lock is released.
     let job = wait_finished(&h.app, "org-1", id).await;
@@ -274,7 +277,7 @@ async fn cancel_stops_a_running_job_and_delete_forgets_a_finished_one() {
     assert!(!job["completed_at"].is_null());
     let (status, answer) = call(&h.app, admin("org-1"), "POST", &format!("/dbroles/jobs/{id}/cancel"), None, None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
-    // The lock is free: a new job for the instance starts at once.
+    // Stopping the local execution waited for its end: the lock is free, a new job starts at once.
     let (status, _) = create(&h.app, admin("org-1"), &body(SILENT_ARN)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, stats) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs/stats", None, None).await;

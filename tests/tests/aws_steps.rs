@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
+use dbroles_core::accounts::{external_id, Access};
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
 use dbroles_core::deps::Deps;
@@ -26,7 +27,6 @@ use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
 use dbroles_core::steps::{ErrorType, StepError};
 use dbroles_core::store::dynamodb::DynamoStore;
-use dbroles_core::store::NewJob;
 use dbroles_core::workflow::asl::{Executor, Progress};
 use dbroles_core::workflow::Local;
 use dbroles_tests::*;
@@ -37,18 +37,23 @@ fn arn(text: &str) -> InstanceArn {
     text.parse().unwrap()
 }
 
+/// moto's own account, as an organisation allowed there reaches it.
+fn home() -> Access {
+    Access::home("123456789012", "acme")
+}
+
 #[tokio::test]
 async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_own() {
     let aws = aws_config(&moto_endpoint()).await;
     let instance = moto_instance(&aws, &unique("net-"), "postgres", ("postgres", "x"), &[]).await;
     let inventory = RdsInventory::new(&aws, HashMap::new());
     let network = Ec2Network { ec2: aws_sdk_ec2::Client::new(&aws), rds: aws_sdk_rds::Client::new(&aws) };
-    let described = inventory.describe(&arn(&instance.arn)).await.unwrap().unwrap();
+    let described = inventory.describe(&arn(&instance.arn), &home()).await.unwrap().unwrap();
     assert_eq!(described.vpc_id.as_deref(), Some(instance.vpc_id.as_str()));
 
     let group = network.open(&described, "10.40.0.0/16").await.unwrap();
     // Again, as a retried step or a second job would: the same group, and the existing rule is success.
-    let described = inventory.describe(&arn(&instance.arn)).await.unwrap().unwrap();
+    let described = inventory.describe(&arn(&instance.arn), &home()).await.unwrap().unwrap();
     assert_eq!(network.open(&described, "10.40.0.0/16").await.unwrap(), group);
     assert_eq!(network.open(&described, "2001:db8::/56").await.unwrap(), group);
 
@@ -69,7 +74,7 @@ async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_o
     assert_eq!((v4, v6), (vec!["10.40.0.0/16"], vec!["2001:db8::/56"]));
 
     // Attached beside the group the instance had, once.
-    let attached = inventory.describe(&arn(&instance.arn)).await.unwrap().unwrap().security_groups;
+    let attached = inventory.describe(&arn(&instance.arn), &home()).await.unwrap().unwrap().security_groups;
     assert_eq!(attached, [instance.app_group.clone(), group]);
 
     let error = StepError::from(network.open(&described, "10.40.0.0/33").await.unwrap_err());
@@ -89,8 +94,16 @@ struct ApplyingRds {
 
 #[async_trait]
 impl Inventory for ApplyingRds {
-    async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
-        let mut found = self.rds.describe(arn).await?;
+    async fn home_account(&self) -> Result<String, InventoryError> {
+        self.rds.home_account().await
+    }
+
+    async fn verify(&self, access: &Access) -> Result<String, InventoryError> {
+        self.rds.verify(access).await
+    }
+
+    async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {
+        let mut found = self.rds.describe(arn, access).await?;
         if let Some(instance) = &mut found {
             if self.modifying.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
                 instance.status = "modifying".into();
@@ -103,8 +116,8 @@ impl Inventory for ApplyingRds {
         self.rds.master_credentials(instance).await
     }
 
-    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
-        self.rds.caller_arn(account).await
+    async fn caller_arn(&self, access: &Access) -> Result<String, InventoryError> {
+        self.rds.caller_arn(access).await
     }
 
     async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError> {
@@ -113,7 +126,7 @@ impl Inventory for ApplyingRds {
         let staged = self
             .secrets
             .get_secret_value()
-            .secret_id(format!("dbroles/{}/master", instance.identifier))
+            .secret_id(format!("dbroles/123456789012/us-east-1/{}/master", instance.identifier))
             .version_stage("AWSPENDING")
             .send()
             .await
@@ -180,8 +193,9 @@ async fn run_job(deps: &dbroles_core::deps::Deps, instance_arn: &str, allow_rese
     .unwrap();
     // As `POST /dbroles/jobs` stores it: the lock is on the instance's ARN.
     let spec = JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
-    let record = jobs::new_record("acme", "alice", request, spec);
-    deps.jobs.create_job(NewJob { record: record.clone(), idempotency: None }).await.unwrap();
+    let new = dbroles_tests::stored_job(jobs::new_record("acme", "alice", request, spec));
+    let record = new.record.clone();
+    deps.jobs.create_job(new).await.unwrap();
     let entered = Mutex::new(Vec::new());
     let progress = |event: Progress<'_>| {
         if let Progress::Entered(state) = event {
@@ -248,7 +262,7 @@ async fn master_secret(instance_arn: &str) -> Option<serde_json::Value> {
     let aws = aws_config(&moto_endpoint()).await;
     let identifier = instance_arn.rsplit(':').next().unwrap();
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-    let stored = secrets.get_secret_value().secret_id(format!("dbroles/{identifier}/master")).version_stage("AWSCURRENT").send();
+    let stored = secrets.get_secret_value().secret_id(format!("dbroles/123456789012/us-east-1/{identifier}/master")).version_stage("AWSCURRENT").send();
     serde_json::from_str(stored.await.ok()?.secret_string()?).ok()
 }
 
@@ -346,18 +360,22 @@ async fn an_instance_in_another_account_is_reached_through_the_cross_account_rol
         .await
         .unwrap();
 
-    // Without a role name, the other account is out of reach, and the message says why.
-    let home_only = RdsInventory::new(&aws, HashMap::new());
-    let error = home_only.describe(&arn(&instance_arn)).await.unwrap_err();
+    // Without a registered role, the other account is out of reach, and the message says why.
+    let inventory = RdsInventory::new(&aws, HashMap::new());
+    let error = inventory.describe(&arn(&instance_arn), &Access::home("111111111111", "acme")).await.unwrap_err();
     assert!(matches!(&error, InventoryError::AccessDenied(m) if m.contains("account 111111111111")), "{error}");
 
-    let inventory = RdsInventory::new(&aws, HashMap::new()).with_cross_account_role(Some("dbroles-provisioner".into()));
-    let found = inventory.describe(&arn(&instance_arn)).await.unwrap().expect("found through the role");
+    let registered = Access {
+        account: "111111111111".into(),
+        role_arn: Some("arn:aws:iam::111111111111:role/dbroles-provisioner".into()),
+        external_id: external_id("acme"),
+    };
+    let found = inventory.describe(&arn(&instance_arn), &registered).await.unwrap().expect("found through the role");
     assert_eq!((found.identifier.as_str(), found.engine.as_str()), (identifier.as_str(), "mysql"));
     let master = inventory.master_credentials(&found).await.unwrap();
     assert_eq!((master.user.as_str(), master.password.expose_secret()), ("admin", "remote-Pa55"));
     assert_eq!(
-        inventory.caller_arn("111111111111").await.unwrap(),
+        inventory.caller_arn(&registered).await.unwrap(),
         "arn:aws:sts::111111111111:assumed-role/dbroles-provisioner/dbroles",
         "the job's account_arn names the role dbroles assumed"
     );

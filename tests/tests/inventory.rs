@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use dbroles_core::accounts::Access;
 use dbroles_core::inventory::rds::RdsInventory;
 use dbroles_core::inventory::{Inventory, InventoryError};
 use dbroles_core::request::{ArnKind, InstanceArn};
@@ -52,8 +53,9 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
 
     let overrides = HashMap::from([(host.clone(), "127.0.0.1:5432".to_string())]);
     let inventory = RdsInventory::new(&config, overrides);
+    let home = Access::home("123456789012", "acme");
 
-    let found = inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{instance_id}"))).await.unwrap().unwrap();
+    let found = inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{instance_id}")), &home).await.unwrap().unwrap();
     assert_eq!((found.kind, found.engine.as_str(), found.db_name.as_str()), (ArnKind::Db, "postgres", "orders"));
     assert_eq!((found.host.as_str(), found.port), ("127.0.0.1", 5432), "the override applies");
     assert_eq!(found.tags.iter().find(|t| t.key == "team").map(|t| t.value.as_str()), Some("payments"));
@@ -61,17 +63,30 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
     assert_eq!((master.user.as_str(), master.password.expose_secret()), ("postgres", "real-Master-1"));
 
     let cluster_arn = cluster.db_cluster_arn.unwrap();
-    let found = inventory.describe(&arn(&cluster_arn)).await.unwrap().unwrap();
+    let found = inventory.describe(&arn(&cluster_arn), &home).await.unwrap().unwrap();
     assert_eq!((found.kind, found.engine.as_str()), (ArnKind::Cluster, "aurora-mysql"));
     assert_eq!(Some(found.host.as_str()), cluster.endpoint.as_deref(), "the writer endpoint");
     assert!(inventory.master_credentials(&found).await.is_ok());
+    assert_eq!(found.server_arn(), cluster_arn);
+
+    // An instance of the cluster is the same database server: it names the cluster.
+    let member_id = unique("aurora-writer-");
+    let member = create_instance(&config, &member_id, "aurora-mysql", "admin")
+        .db_cluster_identifier(&cluster_id)
+        .send()
+        .await
+        .unwrap()
+        .db_instance
+        .unwrap();
+    let found = inventory.describe(&arn(member.db_instance_arn.as_deref().unwrap()), &home).await.unwrap().unwrap();
+    assert_eq!(found.server_arn(), cluster_arn, "an Aurora instance is its cluster's server");
 
     let plain =
-        inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{unmanaged_id}"))).await.unwrap().unwrap();
+        inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{unmanaged_id}")), &home).await.unwrap().unwrap();
     let missing = inventory.master_credentials(&plain).await.unwrap_err();
     assert!(matches!(missing, InventoryError::NoMasterSecret(_)));
     assert!(missing.to_string().contains("--manage-master-user-password"), "{missing}");
 
-    assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:db:no-such-db")).await.unwrap().is_none());
-    assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:cluster:no-such-cluster")).await.unwrap().is_none());
+    assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:db:no-such-db"), &home).await.unwrap().is_none());
+    assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:cluster:no-such-cluster"), &home).await.unwrap().is_none());
 }

@@ -25,6 +25,7 @@ fn credentials(password: &str) -> RoleCredentials {
 
 fn secret_ref(instance: &str) -> SecretRef {
     SecretRef {
+        org: "acme".into(),
         instance_id: instance.into(),
         instance_arn: format!("arn:aws:rds:us-east-1:123456789012:db:{instance}"),
         job_id: "JOB-1".into(),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use dbroles_core::accounts::Account;
 use dbroles_core::config::Settings;
 use dbroles_core::job::{JobRecord, JobSpec, Phase, Timestamp};
 use dbroles_core::jobs;
@@ -10,7 +11,7 @@ use dbroles_core::resource::{Resource, ResourceInput};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::store::{
-    Created, CredentialStore, Idempotency, JobQuery, JobStore, NewJob, Provisioned, ResourceStore, StoreError,
+    AccountStore, Created, CredentialStore, Idempotency, JobQuery, JobStore, NewJob, Provisioned, ResourceStore, StoreError,
 };
 use dbroles_tests::{aws_config, moto_endpoint, unique};
 use serde_json::json;
@@ -18,6 +19,7 @@ use serde_json::json;
 struct Stores {
     jobs: Arc<dyn JobStore>,
     resources: Arc<dyn ResourceStore>,
+    accounts: Arc<dyn AccountStore>,
     credentials: Arc<dyn CredentialStore>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -25,14 +27,14 @@ struct Stores {
 async fn sqlite() -> Stores {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
-    Stores { jobs: store.clone(), resources: store.clone(), credentials: store, _dir: Some(dir) }
+    Stores { jobs: store.clone(), resources: store.clone(), accounts: store.clone(), credentials: store, _dir: Some(dir) }
 }
 
 async fn dynamodb() -> Stores {
     let config = aws_config(&moto_endpoint()).await;
     let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), unique("store-")));
     store.create_table().await.unwrap();
-    Stores { jobs: store.clone(), resources: store.clone(), credentials: store, _dir: None }
+    Stores { jobs: store.clone(), resources: store.clone(), accounts: store.clone(), credentials: store, _dir: None }
 }
 
 fn arn(name: &str) -> String {
@@ -52,40 +54,90 @@ fn record(org: &str, instance: &str, engine: &str) -> JobRecord {
 }
 
 fn new(record: &JobRecord) -> NewJob {
-    NewJob { record: record.clone(), idempotency: None }
+    NewJob { record: record.clone(), idempotency: None, lease_until: Settings::default().lease() }
 }
 
 fn expiry() -> Timestamp {
     Settings::default().expiry()
 }
 
-async fn lock_is_per_instance_and_released_on_finish(s: &Stores) {
+async fn one_lock_per_server_whoever_asks(s: &Stores) {
     let first = record("org-a", "db1", "postgres");
     assert_eq!(s.jobs.create_job(new(&first)).await.unwrap(), Created::New);
+    let held = Err(StoreError::Locked { job_id: first.id().into(), org: "org-a".into() });
     let second = record("org-a", "db1", "postgres");
-    assert_eq!(s.jobs.create_job(new(&second)).await, Err(StoreError::Locked { job_id: first.id().into() }));
-    // Another instance, or another organisation, is not locked.
+    assert_eq!(s.jobs.create_job(new(&second)).await, held);
+    assert_eq!(s.jobs.create_job(new(&record("org-b", "db1", "postgres"))).await, held, "another organisation waits too");
     s.jobs.create_job(new(&record("org-a", "db2", "postgres"))).await.unwrap();
-    s.jobs.create_job(new(&record("org-b", "db1", "postgres"))).await.unwrap();
+    // An Aurora instance holds its cluster: a job on the cluster waits.
+    let cluster = "arn:aws:rds:us-east-1:123456789012:cluster:c1";
+    let member = JobRecord { lock: cluster.into(), ..record("org-b", "c1-writer", "aurora-postgresql") };
+    s.jobs.create_job(new(&member)).await.unwrap();
+    let on_cluster = JobRecord { lock: cluster.into(), ..record("org-a", "c1", "aurora-postgresql") };
+    assert_eq!(s.jobs.create_job(new(&on_cluster)).await, Err(StoreError::Locked { job_id: member.id().into(), org: "org-b".into() }));
 
+    // Finishing a job keeps its lock until its execution has ended and the holder releases it.
     let mut done = first.clone();
     done.finish(Phase::Completed, "done");
     assert!(s.jobs.finish_job(&done, expiry()).await.unwrap());
     assert!(!s.jobs.finish_job(&done, expiry()).await.unwrap(), "a job finishes once");
     assert!(!s.jobs.update_job(&first).await.unwrap(), "a finished job is not updated");
     assert_eq!(s.jobs.get_job("org-a", first.id()).await.unwrap().unwrap().job.phase(), Phase::Completed);
+    assert_eq!(s.jobs.create_job(new(&second)).await, held, "finished, not yet released");
+    s.jobs.release_lock(first.lock_key(), second.id()).await.unwrap();
+    assert_eq!(s.jobs.create_job(new(&second)).await, held, "only the holder releases");
+    s.jobs.release_lock(first.lock_key(), first.id()).await.unwrap();
     assert_eq!(s.jobs.create_job(new(&second)).await.unwrap(), Created::New, "the lock was released");
+}
+
+async fn a_lock_whose_lease_ran_out_is_taken_over(s: &Stores) {
+    let vanished = record("org-a", "db9", "postgres");
+    let expired = Timestamp(Timestamp::now().0 - chrono::Duration::seconds(5));
+    s.jobs.create_job(NewJob { lease_until: expired, ..new(&vanished) }).await.unwrap();
+    let next = record("org-b", "db9", "postgres");
+    assert_eq!(s.jobs.create_job(new(&next)).await.unwrap(), Created::New);
+    // The vanished job's late release leaves the new holder's lock alone.
+    s.jobs.release_lock(vanished.lock_key(), vanished.id()).await.unwrap();
+    let third = record("org-a", "db9", "postgres");
+    assert_eq!(s.jobs.create_job(new(&third)).await, Err(StoreError::Locked { job_id: next.id().into(), org: "org-b".into() }));
+}
+
+fn account(org: &str, id: &str) -> Account {
+    Account {
+        account_id: id.into(),
+        org_id: org.into(),
+        role_arn: format!("arn:aws:iam::{id}:role/dbroles"),
+        external_id: dbroles_core::accounts::external_id(org),
+        assumed_arn: format!("arn:aws:sts::{id}:assumed-role/dbroles/dbroles"),
+        registered_at: Timestamp::now(),
+        registered_by: "alice".into(),
+    }
+}
+
+async fn accounts_are_registered_per_organisation(s: &Stores) {
+    for (org, id) in [("org-a", "222222222222"), ("org-a", "111111111111"), ("org-b", "111111111111")] {
+        s.accounts.put_account(&account(org, id)).await.unwrap();
+    }
+    let listed: Vec<String> = s.accounts.list_accounts("org-a").await.unwrap().into_iter().map(|a| a.account_id).collect();
+    assert_eq!(listed, ["111111111111", "222222222222"]);
+    let orgs: Vec<String> = s.accounts.registrations("111111111111").await.unwrap().into_iter().map(|a| a.org_id).collect();
+    assert_eq!(orgs, ["org-a", "org-b"]);
+    assert_eq!(s.accounts.get_account("org-b", "111111111111").await.unwrap().unwrap().external_id, account("org-b", "1").external_id);
+    assert!(s.accounts.get_account("org-b", "222222222222").await.unwrap().is_none(), "another organisation's");
+    s.accounts.delete_account("org-a", "111111111111").await.unwrap();
+    assert_eq!(s.accounts.delete_account("org-a", "111111111111").await, Err(StoreError::NotFound));
+    assert!(s.accounts.get_account("org-b", "111111111111").await.unwrap().is_some(), "org-b keeps its registration");
 }
 
 async fn idempotency_replays_the_same_body_only(s: &Stores) {
     let key = |hash: &str| Idempotency { key: "k-1".into(), body_hash: hash.into(), expires_at: expiry() };
     let first = record("org-a", "db1", "postgres");
-    let created = s.jobs.create_job(NewJob { record: first.clone(), idempotency: Some(key("h1")) }).await.unwrap();
+    let created = s.jobs.create_job(NewJob { idempotency: Some(key("h1")), ..new(&first) }).await.unwrap();
     assert_eq!(created, Created::New);
     let again = record("org-a", "db1", "postgres");
-    let replayed = s.jobs.create_job(NewJob { record: again.clone(), idempotency: Some(key("h1")) }).await.unwrap();
+    let replayed = s.jobs.create_job(NewJob { idempotency: Some(key("h1")), ..new(&again) }).await.unwrap();
     assert_eq!(replayed, Created::Replayed(first.id().into()));
-    let other = s.jobs.create_job(NewJob { record: again.clone(), idempotency: Some(key("h2")) }).await;
+    let other = s.jobs.create_job(NewJob { idempotency: Some(key("h2")), ..new(&again) }).await;
     assert_eq!(other, Err(StoreError::IdempotencyMismatch));
     assert!(s.jobs.get_job("org-a", again.id()).await.unwrap().is_none(), "nothing stored");
 }
@@ -118,7 +170,7 @@ async fn listing_is_newest_first_filtered_and_paged(s: &Stores) {
         }
         ids.push(job);
     }
-    s.jobs.create_job(new(&record("org-b", "db0", "postgres"))).await.unwrap();
+    s.jobs.create_job(new(&record("org-b", "db-b0", "postgres"))).await.unwrap();
     let newest_first: Vec<String> = ids.iter().rev().map(|j| j.id().to_string()).collect();
 
     let mut seen = Vec::new();
@@ -254,7 +306,9 @@ macro_rules! suite {
 }
 
 suite!(
-    lock_is_per_instance_and_released_on_finish,
+    one_lock_per_server_whoever_asks,
+    a_lock_whose_lease_ran_out_is_taken_over,
+    accounts_are_registered_per_organisation,
     idempotency_replays_the_same_body_only,
     jobs_are_scoped_updated_and_deleted,
     listing_is_newest_first_filtered_and_paged,

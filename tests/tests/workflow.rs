@@ -431,14 +431,15 @@ async fn a_secret_store_down_fails_the_job_before_any_change_in_the_database() {
     let dead = aws_config(&format!("http://127.0.0.1:{}", free_port())).await;
     deps.secrets = Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&dead), "dbroles"));
     let executor = Local::new(Executor::provision(0.001), deps.clone());
-    let record = dbroles_core::jobs::new_record(
+    let new = dbroles_tests::stored_job(dbroles_core::jobs::new_record(
         "acme",
         "alice",
         serde_json::from_value(json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "s-", "job_steps": []})).unwrap(),
         Default::default(),
-    );
+    ));
+    let record = new.record.clone();
     use dbroles_core::store::JobStore;
-    store.create_job(dbroles_core::store::NewJob { record: record.clone(), idempotency: None }).await.unwrap();
+    store.create_job(new).await.unwrap();
     executor.execute(&record, &|_| {}).await.unwrap();
     let job = store.get_job("acme", record.id()).await.unwrap().unwrap().job;
     assert_eq!(job.phase(), dbroles_core::job::Phase::Failed);

@@ -11,21 +11,24 @@ use dbroles_core::config::{Config, ConfigError};
 use dbroles_core::deps::{App, Deps};
 use lambda_http::request::RequestContext;
 
-/// The caller named by the authorizer's claims.
-pub fn caller(parts: &http::request::Parts, org_claim: &str) -> Result<Caller, AuthError> {
+/// The caller named by the authorizer's claims; the groups read exactly from the
+/// token the authorizer verified (the `Authorization` header).
+pub fn caller(parts: &http::request::Parts, org_claim: &str, groups_claim: &str) -> Result<Caller, AuthError> {
     let claims = match parts.extensions.get::<RequestContext>() {
         Some(RequestContext::ApiGatewayV2(context)) => {
             context.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|jwt| &jwt.claims)
         }
         _ => None,
     };
-    caller_from_claims(claims.ok_or(AuthError::Missing)?, org_claim)
+    let bearer = parts.headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    caller_from_claims(claims.ok_or(AuthError::Missing)?, org_claim, groups_claim, bearer)
 }
 
 /// The API's router, each request's caller read from its claims.
 pub fn router(app: Arc<App>, org_claim: &str) -> axum::Router {
     let org_claim: Arc<str> = org_claim.into();
-    api::authenticated(api::router(app), move |parts| caller(parts, &org_claim))
+    let groups_claim: Arc<str> = app.settings.groups.claim.as_str().into();
+    api::authenticated(api::router(app), move |parts| caller(parts, &org_claim, &groups_claim))
 }
 
 /// The router's dependencies on the AWS clients of `aws`: the table, RDS and the state machine.

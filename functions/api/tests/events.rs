@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use dbroles_core::accounts::AccountPolicy;
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
 use dbroles_core::job::Phase;
@@ -68,9 +69,11 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
         state_machine_arn: Some(machine.state_machine_arn),
         org_claim: "org_id".into(),
         secret_prefix: "dbroles/".into(),
-        cross_account_role: None,
         endpoint_overrides: Default::default(),
-        settings: Settings::default(),
+        settings: Settings {
+            accounts: AccountPolicy { home_orgs: vec!["acme".into()], role_name: Some("dbroles*".into()) },
+            ..Settings::default()
+        },
     };
     (config, aws)
 }
@@ -92,7 +95,9 @@ async fn seed(store: &DynamoStore) {
         };
         let mut record = jobs::new_record("acme", "seed", request, spec);
         record.job.id = id.into();
-        store.create_job(NewJob { record: record.clone(), idempotency: None }).await.unwrap();
+        record.lock = record.job.db_arn().to_string();
+        let lease_until = Settings::default().lease();
+        store.create_job(NewJob { record: record.clone(), idempotency: None, lease_until }).await.unwrap();
         if finished {
             record.finish(Phase::Completed, "All user roles have been successfully provisioned");
             assert!(store.finish_job(&record, Settings::default().expiry()).await.unwrap());

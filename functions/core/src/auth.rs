@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-/// The group whose members may write (seed 001: "the `admin` group ... grants full access").
+/// The group whose members may write by default (seed 001: "the `admin` group ... grants full access").
 pub const ADMIN_GROUP: &str = "admin";
+
+/// The group that may read by default besides admins, as in hoop.dev.
+pub const AUDITOR_GROUP: &str = "auditor";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
@@ -16,9 +19,44 @@ pub struct Caller {
     pub groups: Vec<String>,
 }
 
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.groups.iter().any(|group| group == ADMIN_GROUP)
+/// Which claim lists a caller's groups, which group writes, and which read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupPolicy {
+    /// The JWT claim holding the groups (`groups`; Cognito's is `cognito:groups`).
+    pub claim: String,
+    pub admin: String,
+    /// The groups that may read besides the admin group; empty: every member of the organisation.
+    pub readers: Vec<String>,
+}
+
+impl Default for GroupPolicy {
+    fn default() -> Self {
+        Self { claim: "groups".into(), admin: ADMIN_GROUP.into(), readers: vec![ADMIN_GROUP.into(), AUDITOR_GROUP.into()] }
+    }
+}
+
+impl GroupPolicy {
+    /// From `DBROLES_GROUPS_CLAIM`, `DBROLES_ADMIN_GROUP` and `DBROLES_READER_GROUPS` (`*`: every member).
+    pub fn from_env() -> Self {
+        let defaults = Self::default();
+        let readers = match crate::config::list("DBROLES_READER_GROUPS") {
+            list if list.is_empty() => defaults.readers,
+            list if list.iter().any(|group| group == "*") => Vec::new(),
+            list => list,
+        };
+        Self {
+            claim: crate::config::var("DBROLES_GROUPS_CLAIM").unwrap_or(defaults.claim),
+            admin: crate::config::var("DBROLES_ADMIN_GROUP").unwrap_or(defaults.admin),
+            readers,
+        }
+    }
+
+    pub fn is_admin(&self, caller: &Caller) -> bool {
+        caller.groups.iter().any(|group| *group == self.admin)
+    }
+
+    pub fn may_read(&self, caller: &Caller) -> bool {
+        self.readers.is_empty() || self.is_admin(caller) || caller.groups.iter().any(|group| self.readers.contains(group))
     }
 }
 
@@ -30,28 +68,67 @@ pub enum AuthError {
     Invalid(String),
 }
 
-/// Reads a caller from verified JWT claims (API Gateway hands them over as strings).
-/// `groups` may arrive as a JSON array or as API Gateway's flattened `[a b]`.
-pub fn caller_from_claims(claims: &HashMap<String, String>, org_claim: &str) -> Result<Caller, AuthError> {
+/// Reads a caller from the claims API Gateway's JWT authorizer verified. It hands
+/// them over as strings, an array flattened to `[a b]`, which cannot tell the
+/// groups `["billing admin"]` from `["billing", "admin"]`: the groups are read from
+/// the verified token itself (`bearer`, the `Authorization` header's), and from the
+/// flattened claim only when that is unambiguous.
+pub fn caller_from_claims(
+    claims: &HashMap<String, String>,
+    org_claim: &str,
+    groups_claim: &str,
+    bearer: Option<&str>,
+) -> Result<Caller, AuthError> {
     let sub = claims.get("sub").filter(|s| !s.is_empty()).ok_or_else(|| AuthError::Invalid("no 'sub' claim".into()))?;
     let org = claims
         .get(org_claim)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| AuthError::Invalid(format!("no '{org_claim}' claim: the caller belongs to no organisation")))?;
-    let groups = claims.get("groups").map(|raw| parse_groups(raw)).unwrap_or_default();
+    let groups = match token_claims(bearer).filter(|payload| payload["sub"].as_str() == Some(sub.as_str())) {
+        Some(payload) => groups_of(&payload[groups_claim])?,
+        None => claims.get(groups_claim).map(|raw| flattened_groups(raw)).transpose()?.unwrap_or_default(),
+    };
     Ok(Caller { sub: sub.clone(), org: org.clone(), groups })
 }
 
-fn parse_groups(raw: &str) -> Vec<String> {
-    if let Ok(list) = serde_json::from_str::<Vec<String>>(raw) {
-        return list;
+/// The claims of a JWT (already verified by the authorizer): its payload, decoded.
+fn token_claims(bearer: Option<&str>) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let token = bearer?.strip_prefix("Bearer ").or_else(|| bearer?.strip_prefix("bearer "))?.trim();
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A groups claim as the token has it: an array of strings, one string, or absent.
+fn groups_of(claim: &serde_json::Value) -> Result<Vec<String>, AuthError> {
+    match claim {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::String(group) => Ok(vec![group.clone()]),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| AuthError::Invalid("the groups claim holds something other than strings".into())),
+        _ => Err(AuthError::Invalid("the groups claim is neither a list nor a string".into())),
     }
-    raw.trim_matches(|c| c == '[' || c == ']')
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .map(|g| g.trim_matches('"'))
-        .filter(|g| !g.is_empty())
-        .map(str::to_string)
-        .collect()
+}
+
+/// A groups claim as API Gateway passes it: JSON, one plain group, or `[a]`.
+/// `[a b]` is refused: it is one group with a space or two groups.
+fn flattened_groups(raw: &str) -> Result<Vec<String>, AuthError> {
+    if let Ok(list) = serde_json::from_str::<Vec<String>>(raw) {
+        return Ok(list);
+    }
+    let inner = raw.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).unwrap_or(raw).trim();
+    match inner {
+        "" => Ok(Vec::new()),
+        one if !one.contains(char::is_whitespace) => Ok(vec![one.to_string()]),
+        _ => Err(AuthError::Invalid(
+            "the groups claim arrived flattened (`[a b]`) and the token is not in the Authorization header to read it exactly"
+                .into(),
+        )),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -150,16 +227,55 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
 mod tests {
     use super::*;
 
-    #[test]
-    fn api_gateway_flattened_groups_are_read() {
-        let claims = HashMap::from([
+    fn claims(groups: &str) -> HashMap<String, String> {
+        HashMap::from([
             ("sub".to_string(), "u1".to_string()),
             ("org_id".to_string(), "o1".to_string()),
-            ("groups".to_string(), "[admin sre]".to_string()),
-        ]);
-        let caller = caller_from_claims(&claims, "org_id").unwrap();
+            ("groups".to_string(), groups.to_string()),
+        ])
+    }
+
+    fn bearer(payload: serde_json::Value) -> String {
+        use base64::Engine as _;
+        let encode = |value: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+        format!("Bearer {}.{}.signature", encode(&serde_json::json!({"alg": "RS256"})), encode(&payload))
+    }
+
+    #[test]
+    fn groups_are_read_exactly_from_the_token() {
+        let policy = GroupPolicy::default();
+        // API Gateway flattens both ["billing admin"] and ["billing", "admin"] to "[billing admin]".
+        let one_group = bearer(serde_json::json!({"sub": "u1", "groups": ["billing admin"]}));
+        let caller = caller_from_claims(&claims("[billing admin]"), "org_id", "groups", Some(&one_group)).unwrap();
+        assert_eq!(caller.groups, ["billing admin"]);
+        assert!(!policy.is_admin(&caller) && !policy.may_read(&caller));
+        let two_groups = bearer(serde_json::json!({"sub": "u1", "groups": ["billing", "admin"]}));
+        let caller = caller_from_claims(&claims("[billing admin]"), "org_id", "groups", Some(&two_groups)).unwrap();
+        assert!(policy.is_admin(&caller));
+        let cognito = bearer(serde_json::json!({"sub": "u1", "cognito:groups": ["auditor"]}));
+        let caller = caller_from_claims(&claims(""), "org_id", "cognito:groups", Some(&cognito)).unwrap();
+        assert!(policy.may_read(&caller) && !policy.is_admin(&caller));
+    }
+
+    #[test]
+    fn a_flattened_claim_is_read_only_when_unambiguous() {
+        let caller = caller_from_claims(&claims("[admin]"), "org_id", "groups", None).unwrap();
+        assert_eq!(caller.groups, ["admin"]);
+        let caller = caller_from_claims(&claims(r#"["admin","sre"]"#), "org_id", "groups", None).unwrap();
         assert_eq!(caller.groups, ["admin", "sre"]);
-        assert!(caller.is_admin());
+        let error = caller_from_claims(&claims("[billing admin]"), "org_id", "groups", None).unwrap_err();
+        assert!(error.to_string().contains("flattened"), "{error}");
+        // A token for someone else is not read.
+        let other = bearer(serde_json::json!({"sub": "u2", "groups": ["admin"]}));
+        assert!(caller_from_claims(&claims("[billing admin]"), "org_id", "groups", Some(&other)).is_err());
+    }
+
+    #[test]
+    fn readers_are_configurable() {
+        let caller = Caller { sub: "u".into(), org: "o".into(), groups: vec!["sre".into()] };
+        assert!(!GroupPolicy::default().may_read(&caller));
+        let everyone = GroupPolicy { readers: Vec::new(), ..GroupPolicy::default() };
+        assert!(everyone.may_read(&caller) && !everyone.is_admin(&caller));
     }
 
     #[test]
@@ -170,7 +286,7 @@ mod tests {
         assert!(matches!(ours.verify(Some(&format!("Bearer {token}"))), Err(AuthError::Invalid(_))));
         let token = ours.issue("u", "o", &[], chrono::Duration::hours(1));
         let caller = ours.verify(Some(&format!("Bearer {token}"))).unwrap();
-        assert_eq!((caller.org.as_str(), caller.is_admin()), ("o", false));
+        assert_eq!((caller.org.as_str(), GroupPolicy::default().is_admin(&caller)), ("o", false));
     }
 
     #[test]

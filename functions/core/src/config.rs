@@ -10,7 +10,11 @@
 //! | `DBROLES_SECRET_PREFIX` | `dbroles/` | where role secrets go in Secrets Manager |
 //! | `DBROLES_DB_TLS` | `verify-full` | `disable`, `require` or `verify-full` |
 //! | `DBROLES_DB_CA_FILE` | none | a PEM bundle of more CAs; `verify-full` always trusts the RDS CAs and the public roots |
-//! | `DBROLES_CROSS_ACCOUNT_ROLE` | none | the role name assumed in other accounts |
+//! | `DBROLES_HOME_ACCOUNT_ORGS` | none | the organisations that may act on the deployment's own account (comma-separated) |
+//! | `DBROLES_CROSS_ACCOUNT_ROLE` | any | the name registered roles must have (`*` wildcards), as the IAM policies allow assuming |
+//! | `DBROLES_GROUPS_CLAIM` | `groups` | the JWT claim listing the caller's groups (Cognito: `cognito:groups`) |
+//! | `DBROLES_ADMIN_GROUP` | `admin` | the group that may write |
+//! | `DBROLES_READER_GROUPS` | `admin,auditor` | the groups that may read jobs, resources and accounts; `*`: every member |
 //! | `DBROLES_ENDPOINT_OVERRIDES` | none | `host=ip:port,...`: reach database endpoints elsewhere (tunnels, tests) |
 //! | `DBROLES_WEBHOOK_URL`, `DBROLES_WEBHOOK_SECRET` | none | where `send-webhook` POSTs, and its `whsec_` secret |
 //! | `DBROLES_VAULT_ADDR`, `DBROLES_VAULT_TOKEN`, `DBROLES_VAULT_NAMESPACE` | none | the Vault of `vault_provider` |
@@ -26,6 +30,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::accounts::AccountPolicy;
+use crate::auth::GroupPolicy;
 use crate::deps::VaultSettings;
 use crate::engine::{self, TlsConfig};
 use crate::job::Timestamp;
@@ -44,6 +50,13 @@ pub struct Settings {
     pub concurrency: usize,
     /// How long finished jobs are kept.
     pub retention: chrono::Duration,
+    /// How long a job's hold on its database server lasts if nothing releases it
+    /// (an execution that vanished): longer than the state machine's time-out.
+    pub lock_lease: chrono::Duration,
+    /// Who may act on which AWS account.
+    pub accounts: AccountPolicy,
+    /// Which groups may write and read.
+    pub groups: GroupPolicy,
 }
 
 impl Default for Settings {
@@ -56,6 +69,10 @@ impl Default for Settings {
             statement_timeout: Duration::from_secs(60),
             concurrency: 4,
             retention: chrono::Duration::days(90),
+            // The state machine's TimeoutSeconds (an hour), and a quarter more.
+            lock_lease: chrono::Duration::minutes(75),
+            accounts: AccountPolicy::default(),
+            groups: GroupPolicy::default(),
         }
     }
 }
@@ -64,6 +81,11 @@ impl Settings {
     /// When a job finished now is forgotten.
     pub fn expiry(&self) -> Timestamp {
         Timestamp(Timestamp::now().0 + self.retention)
+    }
+
+    /// Until when a lock taken now holds if nothing releases it.
+    pub fn lease(&self) -> Timestamp {
+        Timestamp(Timestamp::now().0 + self.lock_lease)
     }
 }
 
@@ -126,7 +148,6 @@ pub struct Config {
     pub state_machine_arn: Option<String>,
     pub org_claim: String,
     pub secret_prefix: String,
-    pub cross_account_role: Option<String>,
     pub endpoint_overrides: HashMap<String, String>,
     pub settings: Settings,
 }
@@ -162,7 +183,6 @@ impl Config {
             state_machine_arn: None,
             org_claim: "org_id".into(),
             secret_prefix: "dbroles/".into(),
-            cross_account_role: None,
             endpoint_overrides: HashMap::new(),
             settings: Settings::default(),
         }
@@ -184,6 +204,8 @@ impl Config {
             tls,
             vault: vault_policy_from_env()?,
             retention: chrono::Duration::days(retention_days),
+            accounts: AccountPolicy { home_orgs: list("DBROLES_HOME_ACCOUNT_ORGS"), role_name: var("DBROLES_CROSS_ACCOUNT_ROLE") },
+            groups: GroupPolicy::from_env(),
             ..Settings::default()
         };
         let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);
@@ -191,12 +213,16 @@ impl Config {
             state_machine_arn: var("DBROLES_STATE_MACHINE_ARN"),
             org_claim: var("DBROLES_ORG_CLAIM").unwrap_or_else(|| defaults.org_claim.clone()),
             secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| defaults.secret_prefix.clone()),
-            cross_account_role: var("DBROLES_CROSS_ACCOUNT_ROLE"),
             endpoint_overrides: overrides(&var("DBROLES_ENDPOINT_OVERRIDES").unwrap_or_default())?,
             settings,
             ..defaults
         })
     }
+}
+
+/// A comma-separated list; empty if unset.
+pub fn list(name: &str) -> Vec<String> {
+    var(name).unwrap_or_default().split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_string).collect()
 }
 
 /// The webhook of `send-webhook`, if `DBROLES_WEBHOOK_URL` is set.

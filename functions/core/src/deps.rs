@@ -18,7 +18,7 @@ use crate::secrets::database::DatabaseSecrets;
 use crate::secrets::SecretStore;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{JobStore, ResourceStore};
+use crate::store::{AccountStore, JobStore, ResourceStore};
 use crate::workflow::Workflow;
 
 /// The Vault a job's `vault_provider.secret_id` refers to.
@@ -34,6 +34,8 @@ pub struct VaultSettings {
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
     pub resources: Arc<dyn ResourceStore>,
+    /// The AWS accounts organisations registered.
+    pub accounts: Arc<dyn AccountStore>,
     pub inventory: Arc<dyn Inventory>,
     /// Where credentials go when the job names no Vault path.
     pub secrets: Arc<dyn SecretStore>,
@@ -53,6 +55,7 @@ impl Deps {
         Self {
             jobs: store.clone(),
             resources: store.clone(),
+            accounts: store.clone(),
             inventory,
             secrets: Arc::new(DatabaseSecrets::new(store)),
             vault: None,
@@ -69,15 +72,14 @@ impl Deps {
     /// hook function (`DBROLES_HOOK_FUNCTION`, none by default).
     pub async fn aws(config: &Config, aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), &config.table));
-        let inventory = RdsInventory::new(aws, config.endpoint_overrides.clone())
-            .with_secret_prefix(&config.secret_prefix)
-            .with_cross_account_role(config.cross_account_role.clone());
+        let inventory = RdsInventory::new(aws, config.endpoint_overrides.clone()).with_secret_prefix(&config.secret_prefix);
         let secrets = aws_sdk_secretsmanager::Client::new(aws);
         let hook = config::var("DBROLES_HOOK_FUNCTION")
             .map(|function| Arc::new(LambdaHook { client: aws_sdk_lambda::Client::new(aws), function }) as Arc<dyn Hook>);
         Ok(Self {
             jobs: store.clone(),
-            resources: store,
+            resources: store.clone(),
+            accounts: store,
             inventory: Arc::new(inventory),
             secrets: Arc::new(AwsSecrets::new(secrets.clone(), config.secret_prefix.trim_end_matches('/'))),
             // Functions that only check a job's Vault folder (the API) have the address and no token.

@@ -200,6 +200,12 @@ pub struct JobRecord {
     pub created_by: String,
     /// The workflow execution carrying the job out, once started.
     pub execution: Option<String>,
+    /// The database server the job holds: the instance's ARN, or its Aurora cluster's.
+    #[serde(default)]
+    pub lock: String,
+    /// How the steps reach the instance's account for the job's organisation.
+    #[serde(default)]
+    pub access: Option<crate::accounts::Access>,
 }
 
 impl JobRecord {
@@ -213,6 +219,14 @@ impl JobRecord {
 
     pub fn is_running(&self) -> bool {
         self.job.phase() == Phase::Running
+    }
+
+    /// The database server whose lock the job holds.
+    pub fn lock_key(&self) -> &str {
+        match self.lock.as_str() {
+            "" => self.job.db_arn(),
+            server => server,
+        }
     }
 
     /// Ends the job: the phase, the message and `completed_at`, keeping the role results.

@@ -6,11 +6,16 @@
 //! | --- | --- | --- |
 //! | created, lock taken, workflow started | [`start`] | `POST /dbroles/jobs`, the tag and rotation triggers, `dbroles run` |
 //! | a step's progress saved | [`running`], [`save_progress`] | every step |
-//! | stopped by a user | [`cancel`] | `POST /dbroles/jobs/{id}/cancel` |
+//! | stopped by a user (the lock kept) | [`cancel`] | `POST /dbroles/jobs/{id}/cancel` |
 //! | finished, lock released, announced | [`finalize`] | the Finalize step |
-//! | failed after its execution died | [`repair`] | the status-change trigger, the local workflow |
+//! | failed after its execution died, lock released | [`repair`] | the status-change trigger, the local workflow |
 //! | forgotten | [`delete`] | `DELETE /dbroles/jobs/{id}` |
+//!
+//! A job acts only on an instance in an account its organisation may use
+//! ([`accounts::access`]), and holds its database server (the instance, or its
+//! Aurora cluster) from creation until its execution has ended, whoever else asks.
 
+use crate::accounts::{self, AccountError};
 use crate::deps::{App, Deps};
 use crate::engine;
 use crate::inventory::{Instance, InventoryError};
@@ -28,6 +33,11 @@ pub enum JobError {
     Finished(String),
     #[error("job {0} is running: cancel it first")]
     Running(String),
+    /// The server is held by a running job (or one whose execution has not yet ended).
+    #[error("{}", busy(.job_id))]
+    Busy { job_id: Option<String> },
+    #[error(transparent)]
+    Account(#[from] AccountError),
     #[error("aws.instance_arn: no instance or cluster {0} was found")]
     UnknownInstance(String),
     #[error(transparent)]
@@ -38,8 +48,13 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error("job {job_id} failed: the workflow could not be started: {source}")]
     NotStarted { job_id: String, source: WorkflowError },
-    #[error("job {job_id} is still running: its execution could not be stopped: {source}")]
-    NotStopped { job_id: String, source: WorkflowError },
+}
+
+fn busy(job_id: &Option<String>) -> String {
+    match job_id {
+        Some(job_id) => format!("job {job_id} is running on this database server (or its execution has not ended yet)"),
+        None => "another organisation's job is running on this database server".to_string(),
+    }
 }
 
 /// The spec of a job from the instance (`account_arn` from the ARN's account).
@@ -69,6 +84,8 @@ pub fn new_record(org: &str, created_by: &str, request: CreateJobRequest, spec: 
         request,
         created_by: created_by.to_string(),
         execution: None,
+        lock: String::new(),
+        access: None,
     }
 }
 
@@ -84,9 +101,10 @@ pub fn outcome(results: &[RoleResult]) -> (Phase, String) {
     }
 }
 
-/// Stores a validated request as a running job (taking the instance's lock) and
-/// starts its workflow: the job's id. If the workflow cannot start, the job is
-/// failed with the reason and its lock released.
+/// Stores a validated request as a running job (taking its database server's
+/// lock) and starts its workflow: the job's id. Nothing is stored if the
+/// organisation may not act on the instance's account. If the workflow cannot
+/// start, the job is failed with the reason and its lock released.
 pub async fn start(
     app: &App,
     org: &str,
@@ -101,11 +119,21 @@ pub async fn start(
         policy.path_for(org, &vault.secret_id)?;
     }
     let arn = request.instance_arn();
-    let instance = app.inventory.describe(&arn).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
+    let access = accounts::access(app, org, &arn.account).await?;
+    let instance =
+        app.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
     engine::validate_prefix(&app.settings.role_prefix, &instance.engine)?;
     let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
-    if let Created::Replayed(job_id) = app.jobs.create_job(NewJob { record: record.clone(), idempotency }).await? {
-        return Ok(job_id);
+    record.lock = instance.server_arn().to_string();
+    record.access = Some(access);
+    let new = NewJob { record: record.clone(), idempotency, lease_until: app.settings.lease() };
+    match app.jobs.create_job(new).await {
+        Ok(Created::Replayed(job_id)) => return Ok(job_id),
+        Ok(Created::New) => {}
+        Err(StoreError::Locked { job_id, org: holder }) => {
+            return Err(JobError::Busy { job_id: (holder == org).then_some(job_id) });
+        }
+        Err(error) => return Err(error.into()),
     }
     match app.workflow.start(&record).await {
         Ok(execution) => {
@@ -117,6 +145,7 @@ pub async fn start(
         Err(source) => {
             record.finish(Phase::Failed, format!("the workflow could not be started: {source}"));
             app.jobs.finish_job(&record, app.settings.expiry()).await?;
+            app.jobs.release_lock(record.lock_key(), record.id()).await?;
             Err(JobError::NotStarted { job_id: record.job.id, source })
         }
     }
@@ -127,19 +156,24 @@ pub async fn find(app: &App, org: &str, id: &str) -> Result<JobRecord, JobError>
     app.jobs.get_job(org, id).await?.ok_or_else(|| JobError::NotFound(id.to_string()))
 }
 
-/// Stops a running job: its execution is stopped and the job fails, naming who cancelled it.
+/// Stops a running job: the job fails, naming who cancelled it, and its execution
+/// is stopped. The lock stays until the execution has ended ([`finalize`] or
+/// [`repair`]), so a step still running never overlaps the next job. An execution
+/// that could not be stopped ends at its next step, which finds the job finished.
 pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<Job, JobError> {
     let mut record = find(app, org, id).await?;
     if !record.is_running() {
         return Err(JobError::Finished(id.to_string()));
     }
     let message = format!("cancelled by {by}");
-    if let Some(execution) = &record.execution {
-        app.workflow.stop(execution, &message).await.map_err(|source| JobError::NotStopped { job_id: id.to_string(), source })?;
-    }
-    record.finish(Phase::Failed, message);
+    record.finish(Phase::Failed, message.clone());
     if !app.jobs.finish_job(&record, app.settings.expiry()).await? {
         return Err(JobError::Finished(id.to_string()));
+    }
+    if let Some(execution) = &record.execution {
+        if let Err(error) = app.workflow.stop(execution, &message).await {
+            tracing::warn!(job_id = id, %error, "the cancelled job's execution could not be stopped: it ends at its next step");
+        }
     }
     Ok(record.job)
 }
@@ -172,7 +206,8 @@ pub async fn save_progress(store: &dyn JobStore, record: &JobRecord) -> Result<(
 
 /// Writes the final status (from the role results, or the error that ended the
 /// execution early), releases the lock, remembers a provisioned instance for
-/// rotation, and announces the finished job. A job already finished is left as it is.
+/// rotation, and announces the finished job. A job already finished (cancelled)
+/// is left as it is, and its lock released: its execution has ended.
 pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>) -> Result<(), StoreError> {
     let finished = finish_running(deps.jobs.as_ref(), input, &deps.settings, |record| match error {
         Some(message) => (Phase::Failed, message),
@@ -194,7 +229,8 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
 }
 
 /// Fails a job whose execution ended without finalizing it (a killed Lambda, a
-/// time-out, an abort) and releases its lock. `false` if the job had finished.
+/// time-out, an abort) and releases its lock, also if the job had finished (a
+/// cancel). `false` if the job had finished.
 pub async fn repair(
     store: &dyn JobStore,
     input: &ExecutionInput,
@@ -205,9 +241,10 @@ pub async fn repair(
     Ok(finished.is_some())
 }
 
-/// Finishes the job if it is still running, with the phase and message `outcome`
-/// gives, and releases its lock: the finished job, or `None` if it had finished
-/// (cancelled, finalized, or finished by a racing writer).
+/// At the end of a job's execution: finishes the job if it is still running,
+/// with the phase and message `outcome` gives, and releases its lock either way.
+/// The finished job, or `None` if it had finished (cancelled, finalized, or
+/// finished by a racing writer).
 async fn finish_running(
     store: &dyn JobStore,
     input: &ExecutionInput,
@@ -215,10 +252,14 @@ async fn finish_running(
     outcome: impl FnOnce(&JobRecord) -> (Phase, String),
 ) -> Result<Option<JobRecord>, StoreError> {
     let Some(mut record) = store.get_job(&input.org_id, &input.job_id).await? else { return Ok(None) };
-    if !record.is_running() {
-        return Ok(None);
-    }
-    let (phase, message) = outcome(&record);
-    record.finish(phase, message);
-    Ok(store.finish_job(&record, settings.expiry()).await?.then_some(record))
+    let finished = match record.is_running() {
+        true => {
+            let (phase, message) = outcome(&record);
+            record.finish(phase, message);
+            store.finish_job(&record, settings.expiry()).await?
+        }
+        false => false,
+    };
+    store.release_lock(record.lock_key(), record.id()).await?;
+    Ok(finished.then_some(record))
 }

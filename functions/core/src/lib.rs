@@ -1,9 +1,10 @@
 //! dbroles: provisions least-privilege database roles on RDS and Aurora.
 //!
 //! - [`job`], [`request`], [`resource`]: the contract of the seeds.
-//! - [`jobs`]: a job's life, every state change of a job in one place.
+//! - [`jobs`]: a job's life, every state change of a job in one place;
+//!   [`accounts`]: which organisation may act on which AWS account.
 //! - Ports and their adapters: [`store`] (`JobStore`, `ResourceStore`,
-//!   `CredentialStore`: DynamoDB, SQLite), [`inventory`] (RDS, a local file),
+//!   `AccountStore`, `CredentialStore`: DynamoDB, SQLite), [`inventory`] (RDS, a local file),
 //!   [`secrets`] (Secrets Manager, Vault KV v2, dbroles' own store), [`network`]
 //!   (EC2 security groups), [`notify`] (EventBridge, the hook Lambda, the webhook),
 //!   [`workflow`] (Step Functions, the local executor).
@@ -13,6 +14,7 @@
 //! - [`steps`]: the state machine's Tasks; [`triggers`]: the EventBridge rules.
 //! - [`api`]: the HTTP API (axum), shared by the Lambda and the local server.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod aws;

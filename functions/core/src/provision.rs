@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::engine::{self, Family, Grants, Level, Report, RoleSpec, Survey, Target};
 use crate::inventory::{Instance, Inventory, InventoryError};
 use crate::job::{CredentialsInfo, Phase, RoleResult, Timestamp};
-use crate::request::{InstanceArn, Invalid};
+use crate::request::Invalid;
 use crate::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
 
 /// Where the credentials say the database is: the instance's real endpoint,
@@ -222,19 +222,19 @@ fn result(role: &RoleSpec, step: Step, grants: Option<Grants>, databases: usize,
     RoleResult { completed_at: Timestamp::now(), credentials_info: Some(info), message, status, user_role: role.user.clone() }
 }
 
-/// Provisions the roles on the instance `arn` names: each role's result, or why none could be.
+/// Provisions the roles on `instance` for a job of `org`: each role's result, or why none could be.
 pub async fn provision_instance(
-    arn: &InstanceArn,
-    adopt: bool,
+    instance: &Instance,
+    org: &str,
     job_id: &str,
+    adopt: bool,
     inventory: &dyn Inventory,
     secrets: &dyn SecretStore,
     settings: &Settings,
 ) -> Result<Vec<RoleResult>, ProvisionError> {
-    let instance = inventory.describe(arn).await?.ok_or_else(|| ProvisionError::InstanceNotFound(arn.to_string()))?;
     let family = Family::of(&instance.engine).ok_or_else(|| ProvisionError::UnsupportedEngine(instance.engine.clone()))?;
     engine::validate_prefix(&settings.role_prefix, &instance.engine).map_err(ProvisionError::InvalidPrefix)?;
-    let master = inventory.master_credentials(&instance).await?;
+    let master = inventory.master_credentials(instance).await?;
     let mut target = Target {
         family,
         host: instance.host.clone(),
@@ -249,18 +249,12 @@ pub async fn provision_instance(
     // A reset that set a new master password and was cut short before promoting it.
     if let Some(pending) = master.pending {
         if engine::check_login(&target, &target.master_user, &pending).await.is_ok() {
-            inventory.promote_master_password(&instance).await?;
+            inventory.promote_master_password(instance).await?;
             target.master_password = pending;
         }
     }
-    let secret_ref = SecretRef {
-        instance_id: instance.identifier.clone(),
-        instance_arn: instance.arn.clone(),
-        job_id: job_id.to_string(),
-        user: String::new(),
-        host: instance.endpoint_host.clone(),
-    };
-    let endpoint = endpoint_of(&instance, family);
+    let secret_ref = SecretRef::for_instance(instance, org, job_id);
+    let endpoint = endpoint_of(instance, family);
     let outcome = provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref, adopt).await?;
     Ok(outcome.results)
 }

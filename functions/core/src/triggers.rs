@@ -5,10 +5,11 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::accounts::{self, AccountError};
 use crate::config::{self, ConfigError};
 use crate::deps::App;
 use crate::jobs::{self, JobError};
-use crate::request::{AwsRequest, CreateJobRequest, JobStep};
+use crate::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep};
 use crate::store::StoreError;
 use crate::workflow::ExecutionInput;
 
@@ -21,6 +22,8 @@ pub enum TriggerError {
     Malformed(String),
     #[error(transparent)]
     Job(#[from] JobError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,10 +96,22 @@ pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Res
     }
 }
 
+/// A skipped event, logged with why.
+fn skipped(why: String) -> Outcome {
+    tracing::warn!(reason = why.as_str(), "the event starts no job");
+    Outcome { skipped: vec![why], ..Outcome::default() }
+}
+
+/// Starts a job for a new instance tagged for provisioning, in the organisation its
+/// `dbroles:org` tag names, only if that organisation may act on the instance's account.
 async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> Result<Outcome, TriggerError> {
-    let parsed = arn.parse().map_err(|e| TriggerError::Malformed(format!("the event's SourceArn: {e}")))?;
-    let Some(instance) = app.inventory.describe(&parsed).await.map_err(JobError::from)? else {
-        return Ok(Outcome { skipped: vec![format!("{arn} no longer exists")], ..Outcome::default() });
+    let parsed: InstanceArn = arn.parse().map_err(|e| TriggerError::Malformed(format!("the event's SourceArn: {e}")))?;
+    let allowed = accounts::organisations(app, &parsed.account).await?;
+    let Some((_, reach)) = allowed.first() else {
+        return Ok(skipped(format!("{arn}: no organisation may act on account {}", parsed.account)));
+    };
+    let Some(instance) = app.inventory.describe(&parsed, reach).await.map_err(JobError::from)? else {
+        return Ok(skipped(format!("{arn} no longer exists")));
     };
     let tag = |key: &str| instance.tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
     if tag(&settings.tag_key).as_deref() != Some(settings.tag_value.as_str()) {
@@ -121,6 +136,9 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
     };
     request.validate().map_err(|e| TriggerError::Malformed(format!("the tags of {arn} make an invalid request: {e}")))?;
     let org = tag("dbroles:org").unwrap_or_else(|| settings.default_org.clone());
+    if !allowed.iter().any(|(allowed, _)| *allowed == org) {
+        return Ok(skipped(format!("{arn}: organisation {org} may not act on account {}", parsed.account)));
+    }
     let job_id = jobs::start(app, &org, "eventbridge:rds-created", request, None).await?;
     Ok(Outcome { started: vec![job_id], ..Outcome::default() })
 }

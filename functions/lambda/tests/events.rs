@@ -20,7 +20,7 @@ use dbroles_core::notify::{Hook, HookOutcome, Webhook};
 use dbroles_core::request::CreateJobRequest;
 use dbroles_core::steps::Step;
 use dbroles_core::store::dynamodb::DynamoStore;
-use dbroles_core::store::{JobStore, NewJob};
+use dbroles_core::store::JobStore;
 use dbroles_lambda::{handle_step, handle_trigger};
 use dbroles_tests::{
     aws_config, moto_endpoint, moto_instance, template_actions, unique, webhook_receiver, ActionRecorder, MotoInstance, Received,
@@ -85,7 +85,7 @@ async fn seed_running(store: &dyn JobStore, id: &str, instance_arn: &str, extra:
     let spec = dbroles_core::job::JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
     let mut record = jobs::new_record("acme", "alice", request.clone(), spec);
     record.job.id = id.into();
-    store.create_job(NewJob { record, idempotency: None }).await.unwrap();
+    store.create_job(dbroles_tests::stored_job(record)).await.unwrap();
     request
 }
 

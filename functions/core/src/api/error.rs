@@ -7,6 +7,7 @@ use http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::accounts::AccountError;
 use crate::jobs::JobError;
 use crate::request::Invalid;
 use crate::store::StoreError;
@@ -63,14 +64,31 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> Self {
+        let status = match &error {
+            AccountError::Store(store) => return store.clone().into(),
+            AccountError::NotRegistered { .. } | AccountError::HomeAccount { .. } | AccountError::Unproven { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            AccountError::NotFound(_) => StatusCode::NOT_FOUND,
+            AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AccountError::Inventory(_) => StatusCode::BAD_GATEWAY,
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
 impl From<JobError> for ApiError {
     fn from(error: JobError) -> Self {
         let status = match &error {
             JobError::Store(store) => return store.clone().into(),
+            JobError::Account(account) => return account.clone().into(),
+            JobError::Busy { .. } => StatusCode::CONFLICT,
             JobError::NotFound(_) => StatusCode::NOT_FOUND,
             JobError::Finished(_) | JobError::Running(_) => StatusCode::CONFLICT,
             JobError::UnknownInstance(_) | JobError::Invalid(_) => StatusCode::BAD_REQUEST,
-            JobError::Inventory(_) | JobError::NotStopped { .. } => StatusCode::BAD_GATEWAY,
+            JobError::Inventory(_) => StatusCode::BAD_GATEWAY,
             JobError::NotStarted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())

@@ -1,13 +1,14 @@
 //! What handlers take from a request besides path and query: the caller (401
-//! without one), an admin (403 for anyone else), and the raw body within the limit (413).
+//! without one), a reader or an admin as the deployment's [`GroupPolicy`] says
+//! (403 for anyone else), and the raw body within the limit (413).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use http::request::Parts;
 use http::StatusCode;
 
-use super::{ApiError, MAX_BODY};
-use crate::auth::{AuthError, Caller};
+use super::{ApiError, Shared, MAX_BODY};
+use crate::auth::{AuthError, Caller, GroupPolicy};
 
 /// The caller of a request, as the layer in front of the router established it.
 #[derive(Clone, Debug)]
@@ -29,15 +30,39 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// A caller in the admin group: the only ones who may write.
 pub struct Admin(pub Caller);
 
-impl<S: Send + Sync> FromRequestParts<S> for Admin {
+/// A caller who may read: the admin group or a reader group.
+pub struct Reader(pub Caller);
+
+/// The caller, if `allowed` by the deployment's group policy; else 403 naming what is needed.
+async fn member(
+    parts: &mut Parts,
+    app: &Shared,
+    allowed: fn(&GroupPolicy, &Caller) -> bool,
+    needs: impl FnOnce(&GroupPolicy) -> String,
+) -> Result<Caller, ApiError> {
+    let caller = Caller::from_request_parts(parts, app).await?;
+    let policy = &app.settings.groups;
+    match allowed(policy, &caller) {
+        true => Ok(caller),
+        false => Err(ApiError::new(StatusCode::FORBIDDEN, needs(policy))),
+    }
+}
+
+impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        match caller.is_admin() {
-            true => Ok(Admin(caller)),
-            false => Err(ApiError::new(StatusCode::FORBIDDEN, "this operation needs the admin group")),
-        }
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        let needs = |policy: &GroupPolicy| format!("this operation needs the {} group", policy.admin);
+        member(parts, app, GroupPolicy::is_admin, needs).await.map(Admin)
+    }
+}
+
+impl FromRequestParts<Shared> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        let needs = |policy: &GroupPolicy| format!("reading needs one of the groups {}", policy.readers.join(", "));
+        member(parts, app, GroupPolicy::may_read, needs).await.map(Reader)
     }
 }
 

@@ -7,9 +7,8 @@ use axum::Json;
 use http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::extract::{Admin, Body};
+use super::extract::{Admin, Body, Reader};
 use super::{limit, ApiError, Message, Shared};
-use crate::auth::Caller;
 use crate::job::{Job, Phase, Timestamp};
 use crate::jobs;
 use crate::request::{CreateJobRequest, CreateJobResponse};
@@ -25,7 +24,8 @@ type Answer<T> = Result<T, ApiError>;
     responses(
         (status = 202, description = "The job was created and its workflow started", body = CreateJobResponse),
         (status = 400, description = "A field is invalid, or the instance does not exist", body = Message),
-        (status = 409, description = "A job is already running for the instance", body = Message),
+        (status = 403, description = "The caller is not an admin, or the organisation may not act on the instance's AWS account", body = Message),
+        (status = 409, description = "A job is already running on the database server (the instance, its cluster, or any organisation's job on it)", body = Message),
         (status = 413, description = "The body is too large", body = Message),
         (status = 422, description = "The Idempotency-Key was used with another body", body = Message),
         (status = 503, description = "The workflow could not be started; the job is failed", body = Message),
@@ -66,11 +66,12 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, 
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The job", body = Job),
+        (status = 403, description = "The caller is in no group that may read", body = Message),
         (status = 404, description = "No such job in the caller's organisation", body = Message),
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(id): Path<String>) -> Answer<Json<Job>> {
+pub(super) async fn get(State(app): State<Shared>, Reader(caller): Reader, Path(id): Path<String>) -> Answer<Json<Job>> {
     Ok(Json(jobs::find(&app, &caller.org, &id).await?.job))
 }
 
@@ -89,12 +90,13 @@ pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(id): Pat
     responses(
         (status = 200, description = "A page of jobs", body = Page<Job>),
         (status = 400, description = "A filter is invalid", body = Message),
+        (status = 403, description = "The caller is in no group that may read", body = Message),
     ),
     security(("bearer" = []))
 )]
 pub(super) async fn list(
     State(app): State<Shared>,
-    caller: Caller,
+    Reader(caller): Reader,
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer<Json<Page<Job>>> {
     let time = |name: &str| {
@@ -122,22 +124,26 @@ pub(super) async fn list(
 /// How many jobs the organisation has, by phase and by engine.
 #[utoipa::path(
     get, path = "/dbroles/jobs/stats", tag = "jobs",
-    responses((status = 200, description = "The counts", body = JobStats)),
+    responses(
+        (status = 200, description = "The counts", body = JobStats),
+        (status = 403, description = "The caller is in no group that may read", body = Message),
+    ),
     security(("bearer" = []))
 )]
-pub(super) async fn stats(State(app): State<Shared>, caller: Caller) -> Answer<Json<JobStats>> {
+pub(super) async fn stats(State(app): State<Shared>, Reader(caller): Reader) -> Answer<Json<JobStats>> {
     Ok(Json(app.jobs.job_stats(&caller.org).await?))
 }
 
-/// Stops a running job: its execution is stopped and the job fails, naming who cancelled it.
+/// Stops a running job: the job fails, naming who cancelled it, and its execution
+/// is stopped. The database server stays locked until the execution has ended.
 #[utoipa::path(
     post, path = "/dbroles/jobs/{id}/cancel", tag = "jobs",
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The cancelled job", body = Job),
+        (status = 403, description = "The caller is not an admin", body = Message),
         (status = 404, description = "No such job", body = Message),
         (status = 409, description = "The job has already finished", body = Message),
-        (status = 502, description = "The execution could not be stopped; the job still runs", body = Message),
     ),
     security(("bearer" = []))
 )]
@@ -151,6 +157,7 @@ pub(super) async fn cancel(State(app): State<Shared>, Admin(caller): Admin, Path
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "The caller is not an admin", body = Message),
         (status = 404, description = "No such job", body = Message),
         (status = 409, description = "The job is running", body = Message),
     ),

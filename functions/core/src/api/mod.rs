@@ -5,17 +5,21 @@
 //! | route | who | what |
 //! | --- | --- | --- |
 //! | `POST /dbroles/jobs` | admin | create a job (seed 002) |
-//! | `GET /dbroles/jobs` | member | list, newest first, filtered and paged |
-//! | `GET /dbroles/jobs/stats` | member | counts by phase and engine |
-//! | `GET /dbroles/jobs/{id}` | member | one job (seeds 000/001) |
+//! | `GET /dbroles/jobs` | reader | list, newest first, filtered and paged |
+//! | `GET /dbroles/jobs/stats` | reader | counts by phase and engine |
+//! | `GET /dbroles/jobs/{id}` | reader | one job (seeds 000/001) |
 //! | `POST /dbroles/jobs/{id}/cancel` | admin | stop a running job |
 //! | `DELETE /dbroles/jobs/{id}` | admin | forget a finished job |
 //! | `POST`, `GET /resources`; `GET`, `PUT`, `DELETE /resources/{name}` | admin to write | resources (seed 003) |
+//! | `PUT`, `GET`, `DELETE /dbroles/accounts/{account_id}`; `GET /dbroles/accounts` | admin to write, reader to read | the AWS accounts the organisation acts on |
 //! | `GET /openapi.json` | member | the OpenAPI document of all of the above |
 //!
 //! Who calls is established in front of the router ([`authenticated`]): from the
-//! JWT authorizer's claims on Lambda, from the local token locally.
+//! JWT authorizer's claims on Lambda, from the local token locally. Who may write
+//! (the admin group) and read (the reader groups: admin and auditor by default) is
+//! the deployment's [`crate::auth::GroupPolicy`].
 
+mod accounts;
 mod error;
 mod extract;
 mod jobs;
@@ -32,7 +36,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, Message};
-pub use extract::{Admin, Authenticated};
+pub use accounts::AccountList;
+pub use extract::{Admin, Authenticated, Reader};
 
 use crate::auth::{AuthError, Caller};
 use crate::deps::App;
@@ -52,6 +57,8 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(resources::create, resources::list))
         .routes(routes!(resources::get, resources::put, resources::delete))
+        .routes(routes!(accounts::list))
+        .routes(routes!(accounts::put, accounts::get, accounts::delete))
 }
 
 /// The API on `app`. Put [`authenticated`] in front of it, or every route answers 401.

@@ -9,6 +9,10 @@
 //! master_user = "postgres"
 //! master_password_env = "PGPASSWORD"   # or master_password = "..."
 //! ```
+//!
+//! The deployment's own account is [`LOCAL_ACCOUNT`]; an instance in another
+//! account is reached once an organisation registered that account (there is no
+//! role to assume locally: registration succeeds for an account the file lists).
 
 use std::path::Path;
 
@@ -64,6 +68,9 @@ pub struct LocalInventory {
     instances: Vec<LocalInstance>,
 }
 
+/// The account of the local instances: the local deployment's own.
+pub const LOCAL_ACCOUNT: &str = "000000000000";
+
 pub const LOCAL_POSTGRES_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:postgres";
 pub const LOCAL_MARIADB_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:mariadb";
 
@@ -108,7 +115,23 @@ impl LocalInventory {
 
 #[async_trait]
 impl Inventory for LocalInventory {
-    async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
+    async fn home_account(&self) -> Result<String, InventoryError> {
+        Ok(LOCAL_ACCOUNT.to_string())
+    }
+
+    async fn verify(&self, access: &Access) -> Result<String, InventoryError> {
+        let listed = self
+            .instances
+            .iter()
+            .any(|instance| instance.arn.parse::<InstanceArn>().is_ok_and(|arn| arn.account == access.account));
+        match (listed, &access.role_arn) {
+            (true, Some(role)) => Ok(role.clone()),
+            (true, None) => Ok(format!("arn:aws:iam::{}:root", access.account)),
+            (false, _) => Err(InventoryError::AccessDenied(format!("no local instance is in account {}", access.account))),
+        }
+    }
+
+    async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {
         Ok(self.find(arn.as_str()).map(|local| Instance {
             arn: local.arn.clone(),
             kind: arn.kind,
@@ -125,6 +148,8 @@ impl Inventory for LocalInventory {
             security_groups: Vec::new(),
             status: "available".into(),
             vpc_id: None,
+            cluster_arn: None,
+            access: access.clone(),
         }))
     }
 
@@ -141,8 +166,8 @@ impl Inventory for LocalInventory {
         Ok(MasterCredentials { user: local.master_user.clone(), password: SecretString::from(password), pending: None })
     }
 
-    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
-        Ok(format!("arn:aws:iam::{account}:root"))
+    async fn caller_arn(&self, access: &Access) -> Result<String, InventoryError> {
+        Ok(access.role_arn.clone().unwrap_or_else(|| format!("arn:aws:iam::{}:root", access.account)))
     }
 
     async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError> {

@@ -1,4 +1,5 @@
-//! The `Inventory` port: finds a database instance by ARN and its master credentials.
+//! The `Inventory` port: finds a database instance by ARN and its master
+//! credentials, in the account an organisation's [`Access`] reaches.
 
 pub mod local;
 pub mod rds;
@@ -7,6 +8,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Access;
 use crate::job::DbTag;
 use crate::request::{ArnKind, InstanceArn};
 
@@ -33,6 +35,20 @@ pub struct Instance {
     /// The VPC the instance is in (for the security group of `default_security_group`).
     #[serde(default)]
     pub vpc_id: Option<String>,
+    /// The Aurora cluster an instance belongs to.
+    #[serde(default)]
+    pub cluster_arn: Option<String>,
+    /// How it was reached: later calls on the instance go the same way.
+    #[serde(default)]
+    pub access: Access,
+}
+
+impl Instance {
+    /// The database server: the instance, or the Aurora cluster it belongs to.
+    /// Jobs lock it, and role secrets are named after it.
+    pub fn server_arn(&self) -> &str {
+        self.cluster_arn.as_deref().unwrap_or(&self.arn)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -64,12 +80,17 @@ pub enum InventoryError {
 
 #[async_trait]
 pub trait Inventory: Send + Sync {
+    /// The deployment's own account, reached with its own credentials.
+    async fn home_account(&self) -> Result<String, InventoryError>;
+    /// Proves that `access` reaches its account (assuming its role with its
+    /// `ExternalId`): the identity dbroles becomes there.
+    async fn verify(&self, access: &Access) -> Result<String, InventoryError>;
     /// `None` if no such instance or cluster exists.
-    async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError>;
+    async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError>;
     /// The master user and password: `NoMasterSecret` if the instance has none dbroles can read.
     async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError>;
-    /// The ARN of the identity dbroles acts as in `account` (the job's `account_arn`).
-    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError>;
+    /// The ARN of the identity dbroles acts as through `access` (the job's `account_arn`).
+    async fn caller_arn(&self, access: &Access) -> Result<String, InventoryError>;
     /// Sets a new master password: first staged beside the stored one (which stays
     /// in force), then applied to the instance, which becomes `available` again
     /// after a while. A failed modification leaves the stored password in force.

@@ -1,7 +1,7 @@
 //! The RDS inventory: `DescribeDBInstances` / `DescribeDBClusters` by ARN, the
 //! master credentials from the RDS-managed secret (or the one dbroles set), and
-//! `AssumeRole` into `arn:aws:iam::<account>:role/<cross-account role>` for
-//! instances in other accounts.
+//! `AssumeRole` into the role an organisation registered, with its `ExternalId`,
+//! for instances in other accounts.
 
 use std::collections::HashMap;
 
@@ -37,9 +37,7 @@ pub struct RdsInventory {
     config: SdkConfig,
     home: Clients,
     home_account: OnceCell<String>,
-    /// The role name assumed in other accounts; without it only the home account is reached.
-    cross_account_role: Option<String>,
-    /// Where a master password dbroles set is kept: `<prefix><instance id>/master`.
+    /// Where a master password dbroles set is kept: `<prefix><account>/<region>/<instance id>/master`.
     secret_prefix: String,
     /// Endpoint host → `host:port` to connect to instead (emulators, tunnels).
     overrides: HashMap<String, String>,
@@ -64,15 +62,9 @@ impl RdsInventory {
             config: config.clone(),
             home: Clients::new(config),
             home_account: OnceCell::new(),
-            cross_account_role: None,
             secret_prefix: "dbroles/".into(),
             overrides,
         }
-    }
-
-    pub fn with_cross_account_role(mut self, role: Option<String>) -> Self {
-        self.cross_account_role = role;
-        self
     }
 
     pub fn with_secret_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -87,7 +79,7 @@ impl RdsInventory {
         }
     }
 
-    async fn home_account(&self) -> Result<&str, InventoryError> {
+    async fn own_account(&self) -> Result<&str, InventoryError> {
         let account = self
             .home_account
             .get_or_try_init(|| async {
@@ -98,19 +90,23 @@ impl RdsInventory {
         Ok(account.as_str())
     }
 
-    /// The clients for `account`: the home ones, or the cross-account role's.
-    async fn clients(&self, account: &str) -> Result<Clients, InventoryError> {
-        if account == self.home_account().await? {
-            return Ok(self.home.clone());
-        }
-        let Some(role) = &self.cross_account_role else {
-            return Err(InventoryError::AccessDenied(format!(
-                "the instance is in account {account}: configure a cross-account role name to reach other accounts"
-            )));
+    /// The clients `access` gives: the home ones, or the registered role's, assumed with the `ExternalId`.
+    async fn clients(&self, access: &Access) -> Result<Clients, InventoryError> {
+        let Some(role_arn) = &access.role_arn else {
+            return match access.account == self.own_account().await? {
+                true => Ok(self.home.clone()),
+                false => Err(InventoryError::AccessDenied(format!(
+                    "account {} is not this deployment's: it is reached only through a registered role",
+                    access.account
+                ))),
+            };
         };
-        let role_arn = format!("arn:aws:iam::{account}:role/{role}");
-        let provider =
-            aws_config::sts::AssumeRoleProvider::builder(&role_arn).session_name("dbroles").configure(&self.config).build().await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("dbroles")
+            .external_id(&access.external_id)
+            .configure(&self.config)
+            .build()
+            .await;
         let config = self
             .config
             .to_builder()
@@ -119,18 +115,17 @@ impl RdsInventory {
         Ok(Clients::new(&config))
     }
 
+    /// `<prefix><account>/<region>/<server id>/master`: one per database server, whatever the account.
     fn master_secret_name(&self, instance: &Instance) -> String {
-        format!("{}{}/master", self.secret_prefix, instance.identifier)
+        let server = instance.server_arn();
+        match server.parse::<InstanceArn>() {
+            Ok(arn) => format!("{}{}/{}/{}/master", self.secret_prefix, arn.account, arn.region, arn.id),
+            Err(_) => format!("{}{}/master", self.secret_prefix, instance.identifier),
+        }
     }
 
-    fn account_of(instance: &Instance) -> Result<String, InventoryError> {
-        let arn: InstanceArn =
-            instance.arn.parse().map_err(|e| InventoryError::Failed(format!("the instance ARN {}: {e}", instance.arn)))?;
-        Ok(arn.account)
-    }
-
-    async fn describe_instance(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
-        let rds = self.clients(&arn.account).await?.rds;
+    async fn describe_instance(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {
+        let rds = self.clients(access).await?.rds;
         let out = match rds.describe_db_instances().db_instance_identifier(arn.as_str()).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_db_instance_not_found_fault()) => return Ok(None),
@@ -162,11 +157,15 @@ impl RdsInventory {
                 .collect(),
             status: db.db_instance_status().unwrap_or_default().to_string(),
             vpc_id: db.db_subnet_group().and_then(|g| g.vpc_id()).map(str::to_string),
+            cluster_arn: db.db_cluster_identifier().map(|cluster| {
+                format!("arn:{}:rds:{}:{}:cluster:{cluster}", arn.partition, arn.region, arn.account)
+            }),
+            access: access.clone(),
         }))
     }
 
-    async fn describe_cluster(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
-        let rds = self.clients(&arn.account).await?.rds;
+    async fn describe_cluster(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {
+        let rds = self.clients(access).await?.rds;
         let out = match rds.describe_db_clusters().db_cluster_identifier(arn.as_str()).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_db_cluster_not_found_fault()) => return Ok(None),
@@ -208,21 +207,43 @@ impl RdsInventory {
                 .collect(),
             status: cluster.status().unwrap_or_default().to_string(),
             vpc_id,
+            cluster_arn: None,
+            access: access.clone(),
         }))
     }
 }
 
 #[async_trait]
 impl Inventory for RdsInventory {
-    async fn describe(&self, arn: &InstanceArn) -> Result<Option<Instance>, InventoryError> {
+    async fn home_account(&self) -> Result<String, InventoryError> {
+        self.own_account().await.map(str::to_string)
+    }
+
+    async fn verify(&self, access: &Access) -> Result<String, InventoryError> {
+        let sts = self.clients(access).await?.sts;
+        let identity = sts.get_caller_identity().send().await.map_err(|e| classify("AssumeRole", e))?;
+        match identity.account() {
+            Some(account) if account == access.account => Ok(identity.arn().unwrap_or_default().to_string()),
+            other => Err(InventoryError::AccessDenied(format!(
+                "the role put dbroles in account {}, not {}",
+                other.unwrap_or("(none)"),
+                access.account
+            ))),
+        }
+    }
+
+    async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {
+        if arn.account != access.account {
+            return Err(InventoryError::AccessDenied(format!("{arn} is not in account {}", access.account)));
+        }
         match arn.kind {
-            ArnKind::Db => self.describe_instance(arn).await,
-            ArnKind::Cluster => self.describe_cluster(arn).await,
+            ArnKind::Db => self.describe_instance(arn, access).await,
+            ArnKind::Cluster => self.describe_cluster(arn, access).await,
         }
     }
 
     async fn master_credentials(&self, instance: &Instance) -> Result<MasterCredentials, InventoryError> {
-        let secrets = self.clients(&Self::account_of(instance)?).await?.secrets;
+        let secrets = self.clients(&instance.access).await?.secrets;
         if let Some(arn) = &instance.master_secret_arn {
             let master = read_master(&secrets, arn, None).await?;
             return Ok(MasterCredentials { user: master.username, password: master.password.into(), pending: None });
@@ -246,14 +267,14 @@ impl Inventory for RdsInventory {
         Ok(MasterCredentials { user: master.username, password: master.password.into(), pending })
     }
 
-    async fn caller_arn(&self, account: &str) -> Result<String, InventoryError> {
+    async fn caller_arn(&self, access: &Access) -> Result<String, InventoryError> {
         let identity =
-            self.clients(account).await?.sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
+            self.clients(access).await?.sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
         Ok(identity.arn().unwrap_or_default().to_string())
     }
 
     async fn reset_master_password(&self, instance: &Instance) -> Result<(), InventoryError> {
-        let clients = self.clients(&Self::account_of(instance)?).await?;
+        let clients = self.clients(&instance.access).await?;
         let password = crate::engine::password::generate();
         let value = serde_json::json!({"username": instance.master_user, "password": password.expose_secret()}).to_string();
         let name = self.master_secret_name(instance);
@@ -310,7 +331,7 @@ impl Inventory for RdsInventory {
         if instance.master_secret_arn.is_some() {
             return Ok(false);
         }
-        let secrets = self.clients(&Self::account_of(instance)?).await?.secrets;
+        let secrets = self.clients(&instance.access).await?.secrets;
         let name = self.master_secret_name(instance);
         let Some(MasterVersions { current, pending: Some(pending) }) = own_versions(&secrets, &name).await? else {
             return Ok(false);

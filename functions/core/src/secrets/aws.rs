@@ -1,5 +1,8 @@
-//! AWS Secrets Manager: one secret per role, `<prefix>/<instance id>/<user>`,
-//! tagged with the job and the instance. New credentials are put as
+//! AWS Secrets Manager: one secret per role of a database server,
+//! `<prefix>/<account>/<region>/<server id>/<user>` (an Aurora cluster and its
+//! instances share one; the same name in two accounts gets two), tagged
+//! `dbroles:managed=true` with the job and the server. A secret of that name that
+//! dbroles did not create is never written. New credentials are put as
 //! `AWSPENDING` and moved to `AWSCURRENT` once the role has logged in with them.
 
 use async_trait::async_trait;
@@ -30,25 +33,35 @@ impl AwsSecrets {
         Self { client, prefix: prefix.into().trim_end_matches('/').to_string() }
     }
 
-    /// Creates the secret, with no value yet, if it does not exist.
+    /// Creates the secret, with no value yet, if it does not exist; refuses one dbroles did not create.
     async fn ensure(&self, secret: &SecretRef, name: &str) -> Result<(), SecretError> {
+        let tags = [
+            tag(MANAGED_TAG, "true"),
+            tag("dbroles:org", &secret.org),
+            tag("dbroles:instance-arn", &secret.instance_arn),
+            tag("dbroles:job-id", &secret.job_id),
+        ];
         let created = self
             .client
             .create_secret()
             .name(name)
             .description(format!("dbroles credentials of {} on {}", secret.user, secret.instance_arn))
-            .tags(tag("dbroles:instance-arn", &secret.instance_arn))
-            .tags(tag("dbroles:job-id", &secret.job_id))
+            .set_tags(Some(tags.to_vec()))
             .send()
             .await;
         match created {
             Ok(_) => Ok(()),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                let described =
+                    self.client.describe_secret().secret_id(name).send().await.map_err(|e| classify(&format!("reading {name}"), e))?;
+                let ours = described.tags().iter().any(|t| t.key() == Some(MANAGED_TAG) && t.value() == Some("true"));
+                if !ours {
+                    return Err(SecretError::NotOurs(format!("the secret {name}")));
+                }
                 self.client
                     .tag_resource()
                     .secret_id(name)
-                    .tags(tag("dbroles:instance-arn", &secret.instance_arn))
-                    .tags(tag("dbroles:job-id", &secret.job_id))
+                    .set_tags(Some(tags[2..].to_vec()))
                     .send()
                     .await
                     .map_err(|e| classify(&format!("tagging {name}"), e))?;
@@ -59,6 +72,9 @@ impl AwsSecrets {
     }
 }
 
+/// The tag that marks the secrets dbroles created.
+pub const MANAGED_TAG: &str = "dbroles:managed";
+
 #[async_trait]
 impl SecretStore for AwsSecrets {
     fn provider(&self) -> SecretsProvider {
@@ -66,7 +82,10 @@ impl SecretStore for AwsSecrets {
     }
 
     fn secret_id(&self, secret: &SecretRef) -> String {
-        format!("{}/{}/{}", self.prefix, secret.instance_id, secret.user)
+        match secret.instance_arn.parse::<crate::request::InstanceArn>() {
+            Ok(arn) => format!("{}/{}/{}/{}/{}", self.prefix, arn.account, arn.region, secret.instance_id, secret.user),
+            Err(_) => format!("{}/{}/{}", self.prefix, secret.instance_id, secret.user),
+        }
     }
 
     async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError> {

@@ -37,8 +37,9 @@ impl SecretStore for DatabaseSecrets {
         SecretsProvider::Database
     }
 
+    /// `<org>/<server arn>/<user>`: each organisation's credentials apart.
     fn secret_id(&self, secret: &SecretRef) -> String {
-        format!("{}/{}", secret.instance_arn, secret.user)
+        format!("{}/{}/{}", secret.org, secret.instance_arn, secret.user)
     }
 
     async fn stage(&self, secret: &SecretRef, credentials: &RoleCredentials) -> Result<Staged, SecretError> {

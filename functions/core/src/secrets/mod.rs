@@ -73,14 +73,34 @@ impl RoleCredentials {
     }
 }
 
-/// Which secret a role's credentials live in.
+/// Which secret a role's credentials live in: one per role of a database server
+/// (an Aurora cluster and its instances share them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretRef {
+    /// The organisation whose job writes it: dbroles' own store is keyed by it.
+    pub org: String,
+    /// The server's identifier and ARN (the cluster's for an Aurora instance).
     pub instance_id: String,
     pub instance_arn: String,
     pub job_id: String,
     pub user: String,
     pub host: String,
+}
+
+impl SecretRef {
+    /// Where a job of `org` keeps the roles of `instance` (`user` to fill in per role).
+    pub fn for_instance(instance: &crate::inventory::Instance, org: &str, job_id: &str) -> Self {
+        let server = instance.server_arn();
+        let id = server.parse::<crate::request::InstanceArn>().map_or_else(|_| instance.identifier.clone(), |arn| arn.id);
+        Self {
+            org: org.to_string(),
+            instance_id: id,
+            instance_arn: server.to_string(),
+            job_id: job_id.to_string(),
+            user: String::new(),
+            host: instance.endpoint_host.clone(),
+        }
+    }
 }
 
 /// A staged credential, to confirm after the login test.
@@ -99,6 +119,9 @@ pub enum SecretError {
     Unavailable(String),
     #[error("the secret store failed: {0}")]
     Failed(String),
+    /// A secret of that name exists and dbroles did not create it: it is not written.
+    #[error("{0} exists and was not created by dbroles (it lacks the tag dbroles:managed=true): dbroles does not write into it")]
+    NotOurs(String),
 }
 
 impl SecretError {

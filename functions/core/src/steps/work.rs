@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{ErrorType, State, StepError};
+use crate::accounts::Access;
 use crate::deps::Deps;
 use crate::engine::{self, Family, Level};
 use crate::inventory::{Instance, InventoryError};
@@ -33,10 +34,17 @@ async fn save(deps: &Deps, record: &JobRecord) -> Result<(), StepError> {
     Ok(jobs::save_progress(deps.jobs.as_ref(), record).await?)
 }
 
+/// How the job reaches its instance's account: what [`jobs::start`] checked and recorded.
+fn access(record: &JobRecord) -> Result<&Access, StepError> {
+    record.access.as_ref().ok_or_else(|| {
+        StepError::new(ErrorType::AccessDenied, format!("job {} records no access to its instance's account", record.id()))
+    })
+}
+
 async fn instance(deps: &Deps, record: &JobRecord) -> Result<Instance, StepError> {
     let arn = record.request.instance_arn();
     deps.inventory
-        .describe(&arn)
+        .describe(&arn, access(record)?)
         .await?
         .ok_or_else(|| StepError::new(ErrorType::InstanceNotFound, format!("no instance or cluster {arn} was found")))
 }
@@ -67,7 +75,7 @@ pub async fn resolve(deps: &Deps, mut state: State) -> Result<State, StepError> 
         .map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
     let account = record.request.instance_arn().account;
     let mut spec = jobs::spec_of(&instance, &account);
-    spec.account_arn = deps.inventory.caller_arn(&account).await?;
+    spec.account_arn = deps.inventory.caller_arn(access(&record)?).await?;
     record.job.spec = Some(spec);
     save(deps, &record).await?;
     state.open_network = record.request.aws.default_security_group.is_some();
@@ -130,9 +138,11 @@ pub async fn instance_status(deps: &Deps, mut state: State) -> Result<State, Ste
 pub async fn provision(deps: &Deps, state: State) -> Result<State, StepError> {
     let mut record = load(deps, &state).await?;
     let secrets = secret_store(deps, &record)?;
-    let (arn, adopt) = (record.request.instance_arn(), record.request.aws.adopt_existing_roles);
+    let instance = instance(deps, &record).await?;
+    let adopt = record.request.aws.adopt_existing_roles;
+    let (inventory, settings) = (deps.inventory.as_ref(), &deps.settings);
     let results =
-        provision::provision_instance(&arn, adopt, record.id(), deps.inventory.as_ref(), secrets.as_ref(), &deps.settings)
+        provision::provision_instance(&instance, record.org(), record.id(), adopt, inventory, secrets.as_ref(), settings)
             .await?;
     let (_, message) = jobs::outcome(&results);
     // Still running: the phase is Finalize's to set.
@@ -158,13 +168,8 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
         let Some(level) = Level::ALL.into_iter().find(|l| l.user(&deps.settings.role_prefix) == result.user_role) else {
             continue;
         };
-        let secret_ref = SecretRef {
-            instance_id: instance.identifier.clone(),
-            instance_arn: instance.arn.clone(),
-            job_id: record.id().to_string(),
-            user: result.user_role.clone(),
-            host: instance.endpoint_host.clone(),
-        };
+        let secret_ref =
+            SecretRef { user: result.user_role.clone(), ..SecretRef::for_instance(&instance, record.org(), record.id()) };
         let secret = connection_secret(secrets.as_ref(), &secret_ref).await?;
         roles.push(RoleInput {
             name: format!("{}{}", record.request.connection_prefix_name, level.suffix()),
@@ -191,8 +196,25 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
     };
     input.validate().map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
     let previous = deps.resources.get_resource(record.org(), &instance.identifier).await?;
+    if let Some(previous) = previous.as_ref().filter(|previous| !made_by_dbroles_for(previous, &instance.arn)) {
+        return Err(StepError::new(
+            ErrorType::ProvisioningFailed,
+            format!(
+                "the resource {} exists and dbroles did not create it for {}: dbroles does not replace it",
+                previous.name, instance.arn
+            ),
+        ));
+    }
     deps.resources.put_resource(&input.into_resource(record.org(), previous.as_ref())).await?;
     Ok(state)
+}
+
+/// A resource create-connections made for this instance: every connection dbroles-managed and tagged with it.
+fn made_by_dbroles_for(resource: &crate::resource::Resource, arn: &str) -> bool {
+    !resource.roles.is_empty()
+        && resource.roles.iter().all(|role| {
+            role.input.managed_by == "dbroles" && role.input.connection_tags.get("dbroles/db-arn").map(String::as_str) == Some(arn)
+        })
 }
 
 /// A connection's secret: references into the store, or the values for the `database` provider.

@@ -3,19 +3,25 @@
 //! | item | `PK` | `SK` | other attributes |
 //! | --- | --- | --- | --- |
 //! | job | `ORG#<org>` | `JOB#<id>` | `GSI1PK` = `ORG#<org>#JOBS`, `GSI1SK` = `<created ms, 13 digits>#<id>`, `phase`, `db_arn`, `db_engine`, `record` (JSON), `expires_at` once finished |
-//! | instance lock | `ORG#<org>` | `LOCK#<db arn>` | `job_id` |
+//! | database server lock | `LOCK#<server arn>` | `LOCK` | `job_id`, `org`, `lease_until` (epoch seconds) |
 //! | idempotency key | `ORG#<org>` | `IDEM#<key>` | `job_id`, `body_hash`, `expires_at` (24 h) |
 //! | resource | `ORG#<org>` | `RES#<name>` | `record` (JSON) |
-//! | credential (`database` provider) | `CRED#<id>` | `CRED` | `value` |
+//! | registered account | `ACCOUNT#<account id>` | `ORG#<org>` | `GSI1PK` = `ORG#<org>#ACCOUNTS`, `GSI1SK` = `<account id>`, `record` (JSON) |
+//! | credential (`database` provider) | `CRED#<org>/<id>` | `CRED` | `value` |
 //! | provisioned instance | `PROVISIONED` | `<org>#<db arn>` | `record` (JSON) |
 //!
 //! - `GSI1` (`GSI1PK`, `GSI1SK`, all attributes) lists an organisation's jobs
 //!   newest first; `created_after`/`created_before` bound `GSI1SK`, the other
 //!   filters are filter expressions. Listing and stats are Queries, never Scans.
 //! - Creating a job is one `TransactWriteItems`: the job, the lock and the
-//!   idempotency key, each `attribute_not_exists`, so two creates for one instance
-//!   cannot both win. Finishing a job is another: the job (only while `running`)
-//!   and the deletion of the lock it holds.
+//!   idempotency key, each `attribute_not_exists` (the lock: or its lease run
+//!   out), so two creates for one server cannot both win, whatever their
+//!   organisations. The lock is keyed by the server alone: an Aurora cluster and
+//!   its instances share one. Finishing a job writes the job only while it is
+//!   `running`; the lock is released (only by its holder) once the execution has
+//!   ended, which a cancel does not wait for.
+//! - The `CRED#` items hold passwords: the API function's IAM policy keeps it off
+//!   them (`dynamodb:LeadingKeys`).
 //! - `expires_at` (epoch seconds) is the table's TTL attribute: finished jobs
 //!   expire after the configured retention, idempotency keys after 24 hours.
 
@@ -25,7 +31,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 use super::*;
@@ -87,6 +93,15 @@ fn org_pk(org: &str) -> String {
 
 fn jobs_pk(org: &str) -> String {
     format!("ORG#{org}#JOBS")
+}
+
+/// The key of a database server's lock: one per server, whichever organisation holds it.
+fn lock_key(server: &str) -> Item {
+    HashMap::from([("PK".into(), s(format!("LOCK#{server}"))), ("SK".into(), s("LOCK"))])
+}
+
+fn account_key(org: &str, account_id: &str) -> Item {
+    HashMap::from([("PK".into(), s(format!("ACCOUNT#{account_id}"))), ("SK".into(), s(org_pk(org)))])
 }
 
 impl DynamoStore {
@@ -215,14 +230,22 @@ impl DynamoStore {
         let put = |item: Item, condition: &str| {
             Put::builder().table_name(&self.table).set_item(Some(item)).condition_expression(condition).build().map_err(failed)
         };
-        let lock = HashMap::from([
-            ("PK".into(), s(org_pk(&job.org_id))),
-            ("SK".into(), s(format!("LOCK#{}", job.db_arn()))),
+        let mut lock = lock_key(new.record.lock_key());
+        lock.extend([
             ("job_id".into(), s(&job.id)),
+            ("org".into(), s(&job.org_id)),
+            ("lease_until".into(), n(new.lease_until.0.timestamp())),
         ]);
+        let lock = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(lock))
+            .condition_expression("attribute_not_exists(PK) OR lease_until < :now")
+            .expression_attribute_values(":now", n(Timestamp::now().0.timestamp()))
+            .build()
+            .map_err(failed)?;
         let mut items = vec![
             TransactWriteItem::builder().put(put(Self::job_item(&new.record), "attribute_not_exists(PK)")?).build(),
-            TransactWriteItem::builder().put(put(lock, "attribute_not_exists(PK)")?).build(),
+            TransactWriteItem::builder().put(lock).build(),
         ];
         if let Some(idem) = &new.idempotency {
             let item = HashMap::from([
@@ -264,9 +287,10 @@ impl DynamoStore {
             }
         }
         if reasons.get(1) == Some(&true) {
-            let holder = self.get_item(org_pk(&job.org_id), format!("LOCK#{}", job.db_arn())).await?;
-            let job_id = holder.as_ref().and_then(|item| get_s(item, "job_id")).unwrap_or("unknown").to_string();
-            return Err(StoreError::Locked { job_id });
+            let key = lock_key(new.record.lock_key());
+            let holder = self.get_item(get_s(&key, "PK").unwrap_or_default().into(), "LOCK".into()).await?;
+            let field = |name| holder.as_ref().and_then(|item| get_s(item, name)).unwrap_or("unknown").to_string();
+            return Err(StoreError::Locked { job_id: field("job_id"), org: field("org") });
         }
         Err(sdk_failed(error))
     }
@@ -345,54 +369,30 @@ impl JobStore for DynamoStore {
     }
 
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
-        let job = &record.job;
         let mut item = Self::job_item(record);
         item.insert("expires_at".into(), n(expires_at.0.timestamp()));
-        let put = Put::builder()
+        let result = self
+            .client
+            .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("#phase = :running")
             .expression_attribute_names("#phase", "phase")
             .expression_attribute_values(":running", s("running"))
-            .build()
-            .map_err(failed)?;
-        let release = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(org_pk(&job.org_id), format!("LOCK#{}", job.db_arn()))))
-            .condition_expression("attribute_not_exists(PK) OR job_id = :job")
-            .expression_attribute_values(":job", s(&job.id))
-            .build()
-            .map_err(failed)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().delete(release).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if matches!(error.as_service_error(), Some(TransactWriteItemsError::TransactionCanceledException(_))) => {
-                // Already finished (or the lock belongs to another job): release
-                // only a lock that is ours, so a stale lock never outlives its job.
-                let release = self
-                    .client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::key(org_pk(&job.org_id), format!("LOCK#{}", job.db_arn()))))
-                    .condition_expression("job_id = :job")
-                    .expression_attribute_values(":job", s(&job.id))
-                    .send()
-                    .await;
-                match release {
-                    Err(e) if !e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                        Err(sdk_failed(e))
-                    }
-                    _ => Ok(false),
-                }
-            }
-            Err(error) => Err(sdk_failed(error)),
-        }
+        applied(result)
+    }
+
+    async fn release_lock(&self, server: &str, job_id: &str) -> StoreResult<()> {
+        // Another job's lock (it took over an expired lease) is left alone.
+        let result = self
+            .delete(lock_key(server))
+            .condition_expression("job_id = :job")
+            .expression_attribute_values(":job", s(job_id))
+            .send()
+            .await;
+        applied(result).map(|_| ())
     }
 
     async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool> {
@@ -587,6 +587,71 @@ fn resource_item(resource: &Resource) -> Item {
         ("SK".into(), s(format!("RES#{}", resource.name))),
         ("record".into(), s(to_json(resource))),
     ])
+}
+
+#[async_trait]
+impl AccountStore for DynamoStore {
+    async fn put_account(&self, account: &Account) -> StoreResult<()> {
+        let mut item = account_key(&account.org_id, &account.account_id);
+        item.extend([
+            ("GSI1PK".into(), s(format!("ORG#{}#ACCOUNTS", account.org_id))),
+            ("GSI1SK".into(), s(&account.account_id)),
+            ("record".into(), s(to_json(account))),
+        ]);
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_failed)?;
+        Ok(())
+    }
+
+    async fn get_account(&self, org: &str, account_id: &str) -> StoreResult<Option<Account>> {
+        let item = self.get_item(format!("ACCOUNT#{account_id}"), org_pk(org)).await?;
+        item.as_ref().and_then(|item| get_s(item, "record")).map(from_json).transpose()
+    }
+
+    async fn list_accounts(&self, org: &str) -> StoreResult<Vec<Account>> {
+        let mut accounts = Vec::new();
+        self.query_all(
+            None,
+            |query| {
+                query
+                    .index_name(GSI1)
+                    .key_condition_expression("GSI1PK = :pk")
+                    .expression_attribute_values(":pk", s(format!("ORG#{org}#ACCOUNTS")))
+            },
+            |item| {
+                accounts.push(from_json(get_s(&item, "record").unwrap_or_default())?);
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(accounts)
+    }
+
+    async fn registrations(&self, account_id: &str) -> StoreResult<Vec<Account>> {
+        let mut accounts = Vec::new();
+        self.query_all(
+            None,
+            |query| {
+                query
+                    .key_condition_expression("PK = :pk")
+                    .expression_attribute_values(":pk", s(format!("ACCOUNT#{account_id}")))
+                    .consistent_read(true)
+            },
+            |item| {
+                accounts.push(from_json(get_s(&item, "record").unwrap_or_default())?);
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(accounts)
+    }
+
+    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<()> {
+        let result = self.delete(account_key(org, account_id)).condition_expression("attribute_exists(PK)").send().await;
+        match applied(result)? {
+            true => Ok(()),
+            false => Err(StoreError::NotFound),
+        }
+    }
 }
 
 #[async_trait]

@@ -1,4 +1,4 @@
-//! The `JobStore`, `ResourceStore` and `CredentialStore` ports, with a DynamoDB
+//! The `JobStore`, `ResourceStore`, `AccountStore` and `CredentialStore` ports, with a DynamoDB
 //! adapter for AWS and an SQLite adapter for the local server.
 //!
 //! Both adapters keep the same logical items; [`dynamodb`] documents the key design.
@@ -12,14 +12,16 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Account;
 use crate::job::{Job, JobRecord, Phase, Timestamp};
 use crate::request::CreateJobRequest;
 use crate::resource::Resource;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
-    #[error("a job is already running for this instance: {job_id}")]
-    Locked { job_id: String },
+    /// The database server is held by a running job, perhaps another organisation's.
+    #[error("a job is already running on this database server: {job_id}")]
+    Locked { job_id: String, org: String },
     #[error("the Idempotency-Key was used with another request body")]
     IdempotencyMismatch,
     #[error("{0} already exists")]
@@ -41,6 +43,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct NewJob {
     pub record: JobRecord,
     pub idempotency: Option<Idempotency>,
+    /// Until when the job's lock on its database server holds if nothing releases it.
+    pub lease_until: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -107,16 +111,21 @@ pub struct Provisioned {
     pub request: CreateJobRequest,
 }
 
+/// A job store keeps one lock per database server ([`JobRecord::lock_key`]),
+/// whichever organisation asks: a job holds it from its creation until its
+/// execution has ended ([`JobStore::release_lock`]), or until its lease runs out.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores a running job and takes the per-instance lock, atomically.
+    /// Stores a running job and takes its server's lock (free, or its lease run out), atomically.
     async fn create_job(&self, new: NewJob) -> StoreResult<Created>;
     async fn get_job(&self, org: &str, id: &str) -> StoreResult<Option<JobRecord>>;
     /// Saves a running job; `false` (and nothing written) if it has finished meanwhile.
     async fn update_job(&self, record: &JobRecord) -> StoreResult<bool>;
-    /// Writes a finished job, releases its lock and sets its expiry, atomically;
-    /// `false` if it had already finished (a cancel and a late step, say).
+    /// Writes a finished job and sets its expiry; `false` if it had already
+    /// finished (a cancel and a late step, say). The lock stays until released.
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool>;
+    /// Releases the server's lock if `job_id` holds it.
+    async fn release_lock(&self, server: &str, job_id: &str) -> StoreResult<()>;
     /// Saves what happens after a job finished (the webhook's outcome), keeping its
     /// phase and expiry; `false` if the job is running or gone.
     async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool>;
@@ -141,6 +150,20 @@ pub trait ResourceStore: Send + Sync {
     async fn delete_resource(&self, org: &str, name: &str) -> StoreResult<()>;
     /// By name.
     async fn list_resources(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<Resource>>;
+}
+
+/// The AWS accounts organisations registered.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates or replaces the organisation's registration of the account.
+    async fn put_account(&self, account: &Account) -> StoreResult<()>;
+    async fn get_account(&self, org: &str, account_id: &str) -> StoreResult<Option<Account>>;
+    /// By account id.
+    async fn list_accounts(&self, org: &str) -> StoreResult<Vec<Account>>;
+    /// Every organisation's registration of one account.
+    async fn registrations(&self, account_id: &str) -> StoreResult<Vec<Account>>;
+    /// `NotFound` if there was none.
+    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<()>;
 }
 
 /// The `database` credentials provider: secret values kept by dbroles itself.

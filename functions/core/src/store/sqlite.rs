@@ -23,7 +23,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     db_arn TEXT NOT NULL, db_engine TEXT NOT NULL, record TEXT NOT NULL, expires_at INTEGER,
     PRIMARY KEY (org, id));
 CREATE INDEX IF NOT EXISTS jobs_by_org ON jobs (org, sort);
-CREATE TABLE IF NOT EXISTS locks (org TEXT NOT NULL, db_arn TEXT NOT NULL, job_id TEXT NOT NULL, PRIMARY KEY (org, db_arn));
+CREATE TABLE IF NOT EXISTS server_locks (
+    server TEXT PRIMARY KEY, org TEXT NOT NULL, job_id TEXT NOT NULL, lease_until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    org TEXT NOT NULL, account TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (org, account));
 CREATE TABLE IF NOT EXISTS idempotency (
     org TEXT NOT NULL, key TEXT NOT NULL, job_id TEXT NOT NULL, body_hash TEXT NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (org, key));
@@ -84,14 +87,17 @@ impl JobStore for SqliteStore {
                     None => {}
                 }
             }
-            let holder: Option<String> = tx
-                .query_row("SELECT job_id FROM locks WHERE org = ?1 AND db_arn = ?2", params![job.org_id, job.db_arn()], |row| {
-                    row.get(0)
-                })
+            let server = new.record.lock_key();
+            let holder: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT job_id, org FROM server_locks WHERE server = ?1 AND lease_until >= ?2",
+                    params![server, now],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
                 .optional()
                 .map_err(unavailable)?;
-            if let Some(job_id) = holder {
-                return Err(StoreError::Locked { job_id });
+            if let Some((job_id, org)) = holder {
+                return Err(StoreError::Locked { job_id, org });
             }
             tx.execute(
                 "INSERT INTO jobs (org, id, sort, phase, db_arn, db_engine, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -106,8 +112,11 @@ impl JobStore for SqliteStore {
                 ],
             )
             .map_err(unavailable)?;
-            tx.execute("INSERT INTO locks (org, db_arn, job_id) VALUES (?1, ?2, ?3)", params![job.org_id, job.db_arn(), job.id])
-                .map_err(unavailable)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO server_locks (server, org, job_id, lease_until) VALUES (?1, ?2, ?3, ?4)",
+                params![server, job.org_id, job.id, new.lease_until.0.timestamp()],
+            )
+            .map_err(unavailable)?;
             if let Some(idem) = &new.idempotency {
                 tx.execute(
                     "INSERT OR REPLACE INTO idempotency (org, key, job_id, body_hash, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -151,9 +160,8 @@ impl JobStore for SqliteStore {
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
         let record = record.clone();
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
             let job = &record.job;
-            let changed = tx
+            let changed = conn
                 .execute(
                     "UPDATE jobs SET record = ?3, phase = ?4, db_arn = ?5, db_engine = ?6, expires_at = ?7 \
                      WHERE org = ?1 AND id = ?2 AND phase = 'running'",
@@ -168,9 +176,17 @@ impl JobStore for SqliteStore {
                     ],
                 )
                 .map_err(unavailable)?;
-            tx.execute("DELETE FROM locks WHERE org = ?1 AND job_id = ?2", params![job.org_id, job.id]).map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn release_lock(&self, server: &str, job_id: &str) -> StoreResult<()> {
+        let (server, job_id) = (server.to_string(), job_id.to_string());
+        self.with(move |conn| {
+            conn.execute("DELETE FROM server_locks WHERE server = ?1 AND job_id = ?2", params![server, job_id])
+                .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }
@@ -375,6 +391,70 @@ impl ResourceStore for SqliteStore {
                 last = name;
             }
             Ok(Page { items, next_token: more.then(|| encode_token(&org, &last)) })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn put_account(&self, account: &Account) -> StoreResult<()> {
+        let account = account.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO accounts (org, account, record) VALUES (?1, ?2, ?3)",
+                params![account.org_id, account.account_id, to_json(&account)],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_account(&self, org: &str, account_id: &str) -> StoreResult<Option<Account>> {
+        let (org, account_id) = (org.to_string(), account_id.to_string());
+        self.with(move |conn| {
+            let record: Option<String> = conn
+                .query_row("SELECT record FROM accounts WHERE org = ?1 AND account = ?2", params![org, account_id], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(unavailable)?;
+            record.map(|text| from_json(&text)).transpose()
+        })
+        .await
+    }
+
+    async fn list_accounts(&self, org: &str) -> StoreResult<Vec<Account>> {
+        self.accounts_where("org", org).await
+    }
+
+    async fn registrations(&self, account_id: &str) -> StoreResult<Vec<Account>> {
+        self.accounts_where("account", account_id).await
+    }
+
+    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<()> {
+        let (org, account_id) = (org.to_string(), account_id.to_string());
+        self.with(move |conn| {
+            match conn.execute("DELETE FROM accounts WHERE org = ?1 AND account = ?2", params![org, account_id]) {
+                Ok(0) => Err(StoreError::NotFound),
+                Ok(_) => Ok(()),
+                Err(error) => Err(unavailable(error)),
+            }
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The accounts whose `column` (`org` or `account`) is `value`, by account then organisation.
+    async fn accounts_where(&self, column: &'static str, value: &str) -> StoreResult<Vec<Account>> {
+        let value = value.to_string();
+        self.with(move |conn| {
+            let sql = format!("SELECT record FROM accounts WHERE {column} = ?1 ORDER BY account, org");
+            let mut statement = conn.prepare(&sql).map_err(unavailable)?;
+            let rows = statement.query_map(params![value], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|row| from_json(&row.map_err(unavailable)?)).collect()
         })
         .await
     }

@@ -20,7 +20,9 @@ use asl::{Executor, Progress};
 pub trait Workflow: Send + Sync {
     /// Starts carrying out a stored job; returns the execution's id.
     async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError>;
-    /// Stops an execution; stopping one that has ended is not an error.
+    /// Stops an execution; stopping one that has ended is not an error. Its end
+    /// is reported as any other's (the status-change rule, or the local executor),
+    /// which releases the job's lock.
     async fn stop(&self, execution: &str, cause: &str) -> Result<(), WorkflowError>;
 }
 
@@ -82,7 +84,13 @@ pub struct Local {
     pub executor: Arc<Executor>,
     pub deps: Deps,
     reporter: Reporter,
-    running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// A local execution: what it carries out, and the task doing it.
+struct Running {
+    input: ExecutionInput,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Local {
@@ -102,8 +110,8 @@ impl Local {
 
     /// Waits until the execution `start` returned has ended.
     pub async fn wait(&self, execution: &str) {
-        let task = self.running.lock().expect("the task table is never poisoned").remove(execution);
-        if let Some(task) = task {
+        let running = self.running.lock().expect("the task table is never poisoned").remove(execution);
+        if let Some(Running { task, .. }) = running {
             // A task that panicked or was aborted has ended all the same.
             let _ = task.await;
         }
@@ -137,15 +145,23 @@ impl Workflow for Local {
             }
         });
         let mut running = self.running.lock().expect("the task table is never poisoned");
-        running.retain(|_, task| !task.is_finished());
-        running.insert(execution.clone(), task);
+        running.retain(|_, running| !running.task.is_finished());
+        running.insert(execution.clone(), Running { input: ExecutionInput::of(record), task });
         Ok(execution)
     }
 
-    async fn stop(&self, execution: &str, _cause: &str) -> Result<(), WorkflowError> {
-        if let Some(task) = self.running.lock().expect("the task table is never poisoned").remove(execution) {
-            task.abort();
-        }
+    /// Aborts the execution at its next await, waits for it to end, and then does
+    /// what the status-change rule does on AWS: the job fails if it still runs,
+    /// and its lock is released.
+    async fn stop(&self, execution: &str, cause: &str) -> Result<(), WorkflowError> {
+        let running = self.running.lock().expect("the task table is never poisoned").remove(execution);
+        let Some(Running { input, task }) = running else { return Ok(()) };
+        task.abort();
+        let _ = task.await;
+        let message = format!("the execution was stopped: {cause}");
+        jobs::repair(self.deps.jobs.as_ref(), &input, &message, &self.deps.settings)
+            .await
+            .map_err(|error| WorkflowError(format!("the stopped execution's job could not be released: {error}")))?;
         Ok(())
     }
 }
