@@ -50,13 +50,23 @@ pub fn path_of(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
+/// The organisation the end-to-end tests run jobs for.
+pub const ORG: &str = "acme";
+
+/// [`ORG`] may act on the deployment's own account (moto's, or the local one).
+pub fn acme_at_home() -> dbroles_core::accounts::AccountPolicy {
+    dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None }
+}
+
 /// A deployment's settings as the end-to-end tests use them: roles `<prefix>_*`,
-/// no TLS to the test's servers, a five-second connection time-out.
+/// no TLS to the test's servers, a five-second connection time-out, and jobs of
+/// [`ORG`] on the deployment's own account.
 pub fn settings(prefix: &str) -> dbroles_core::config::Settings {
     dbroles_core::config::Settings {
         role_prefix: prefix.to_string(),
         tls: dbroles_core::engine::TlsConfig::disabled(),
         connect_timeout: std::time::Duration::from_secs(5),
+        accounts: acme_at_home(),
         ..Default::default()
     }
 }

@@ -393,7 +393,9 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
     let arns: Vec<String> = (0..200).map(|i| format!("arn:aws:rds:us-east-1:000000000000:db:many-{i}")).collect();
     let instances = arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")).collect();
     let workflow = Arc::new(Recorded(Default::default()));
-    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), Settings::default());
+    let settings =
+        Settings { accounts: AccountPolicy { home_orgs: vec!["org-1".into()], role_name: None }, ..Settings::default() };
+    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
     let app = Arc::new(App::new(&deps, workflow.clone()));
     let tasks: Vec<_> = arns
         .iter()

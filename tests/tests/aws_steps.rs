@@ -262,7 +262,11 @@ async fn master_secret(instance_arn: &str) -> Option<serde_json::Value> {
     let aws = aws_config(&moto_endpoint()).await;
     let identifier = instance_arn.rsplit(':').next().unwrap();
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-    let stored = secrets.get_secret_value().secret_id(format!("dbroles/123456789012/us-east-1/{identifier}/master")).version_stage("AWSCURRENT").send();
+    let stored = secrets
+        .get_secret_value()
+        .secret_id(format!("dbroles/123456789012/us-east-1/{identifier}/master"))
+        .version_stage("AWSCURRENT")
+        .send();
     serde_json::from_str(stored.await.ok()?.secret_string()?).ok()
 }
 

@@ -55,7 +55,8 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
     let inventory = RdsInventory::new(&config, overrides);
     let home = Access::home("123456789012", "acme");
 
-    let found = inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{instance_id}")), &home).await.unwrap().unwrap();
+    let found =
+        inventory.describe(&arn(&format!("arn:aws:rds:us-east-1:123456789012:db:{instance_id}")), &home).await.unwrap().unwrap();
     assert_eq!((found.kind, found.engine.as_str(), found.db_name.as_str()), (ArnKind::Db, "postgres", "orders"));
     assert_eq!((found.host.as_str(), found.port), ("127.0.0.1", 5432), "the override applies");
     assert_eq!(found.tags.iter().find(|t| t.key == "team").map(|t| t.value.as_str()), Some("payments"));
@@ -88,5 +89,9 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
     assert!(missing.to_string().contains("--manage-master-user-password"), "{missing}");
 
     assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:db:no-such-db"), &home).await.unwrap().is_none());
-    assert!(inventory.describe(&arn("arn:aws:rds:us-east-1:123456789012:cluster:no-such-cluster"), &home).await.unwrap().is_none());
+    assert!(inventory
+        .describe(&arn("arn:aws:rds:us-east-1:123456789012:cluster:no-such-cluster"), &home)
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -42,7 +42,11 @@ async fn aws_secrets_manager_stages_then_confirms_with_tags() {
     let instance = unique("db-");
     let secret = secret_ref(&instance);
     let name = store.secret_id(&secret);
-    assert_eq!(name, format!("dbroles/{instance}/hoop_ro"));
+    assert_eq!(
+        name,
+        format!("dbroles/123456789012/us-east-1/{instance}/hoop_ro"),
+        "named after the account, the region and the server"
+    );
 
     let first = store.stage(&secret, &credentials("first-Password-1")).await.unwrap();
     store.confirm(&first).await.unwrap();

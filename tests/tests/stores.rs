@@ -74,7 +74,10 @@ async fn one_lock_per_server_whoever_asks(s: &Stores) {
     let member = JobRecord { lock: cluster.into(), ..record("org-b", "c1-writer", "aurora-postgresql") };
     s.jobs.create_job(new(&member)).await.unwrap();
     let on_cluster = JobRecord { lock: cluster.into(), ..record("org-a", "c1", "aurora-postgresql") };
-    assert_eq!(s.jobs.create_job(new(&on_cluster)).await, Err(StoreError::Locked { job_id: member.id().into(), org: "org-b".into() }));
+    assert_eq!(
+        s.jobs.create_job(new(&on_cluster)).await,
+        Err(StoreError::Locked { job_id: member.id().into(), org: "org-b".into() })
+    );
 
     // Finishing a job keeps its lock until its execution has ended and the holder releases it.
     let mut done = first.clone();
@@ -122,7 +125,10 @@ async fn accounts_are_registered_per_organisation(s: &Stores) {
     assert_eq!(listed, ["111111111111", "222222222222"]);
     let orgs: Vec<String> = s.accounts.registrations("111111111111").await.unwrap().into_iter().map(|a| a.org_id).collect();
     assert_eq!(orgs, ["org-a", "org-b"]);
-    assert_eq!(s.accounts.get_account("org-b", "111111111111").await.unwrap().unwrap().external_id, account("org-b", "1").external_id);
+    assert_eq!(
+        s.accounts.get_account("org-b", "111111111111").await.unwrap().unwrap().external_id,
+        account("org-b", "1").external_id
+    );
     assert!(s.accounts.get_account("org-b", "222222222222").await.unwrap().is_none(), "another organisation's");
     s.accounts.delete_account("org-a", "111111111111").await.unwrap();
     assert_eq!(s.accounts.delete_account("org-a", "111111111111").await, Err(StoreError::NotFound));

@@ -265,7 +265,8 @@ impl Deployment {
         let ro = &resource.roles[0].input;
         assert_eq!(ro.connection_tags["dbroles/db-arn"], self.arn);
         assert_eq!(ro.subtype.as_deref(), Some(self.backend.subtype()));
-        assert_eq!(ro.secret["envvar:PASSWORD"], format!("_aws:dbroles/{}/{}_ro:PASSWORD", self.instance_id, self.prefix));
+        let secret = format!("dbroles/123456789012/us-east-1/{}/{}_ro", self.instance_id, self.prefix);
+        assert_eq!(ro.secret["envvar:PASSWORD"], format!("_aws:{secret}:PASSWORD"));
     }
 
     fn the_webhook_and_the_hook_saw_the_job_and_no_secret(&self, id: &str, job: &Value) {
@@ -395,6 +396,7 @@ async fn a_database_down_fails_the_job_releases_the_lock_and_a_rerun_succeeds() 
         role_prefix: unique("r"),
         tls: TlsConfig::disabled(),
         connect_timeout: Duration::from_secs(3),
+        accounts: acme_at_home(),
         ..Settings::default()
     };
     let deps = local_deps(store.clone(), vec![instance], settings.clone());
@@ -462,7 +464,7 @@ async fn an_aborted_execution_fails_its_job_through_the_status_change_rule() {
     let deps = local_deps(
         store.clone(),
         vec![dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")],
-        Settings::default(),
+        Settings { accounts: acme_at_home(), ..Settings::default() },
     );
     let app = App::new(&deps, Arc::new(Stuck));
     let request = json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "a-", "job_steps": []});

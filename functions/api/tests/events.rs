@@ -25,6 +25,11 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("create-job-unknown-instance.json", 400, "aws.instance_arn: no instance or cluster"),
     ("create-job-no-token.json", 401, "missing bearer token"),
     ("create-job-not-admin.json", 403, "admin group"),
+    ("register-account.json", 200, "dbroles-"),
+    ("create-job-unregistered-account.json", 403, "may not act on AWS account 222222222222"),
+    ("list-accounts.json", 200, "111111111111"),
+    ("get-account.json", 200, "assumed-role/dbroles/"),
+    ("get-job-group-with-a-space.json", 403, "reading needs one of the groups admin, auditor"),
     ("list-jobs.json", 200, FINISHED_JOB),
     ("list-jobs-bad-limit.json", 400, "limit: expected 1 to 100"),
     ("job-stats.json", 200, "by_engine"),
@@ -39,6 +44,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("get-resource.json", 200, "dbroles/db-arn"),
     ("put-resource.json", 200, "5433"),
     ("delete-resource.json", 204, ""),
+    ("delete-account.json", 204, ""),
     ("openapi.json", 200, "/dbroles/jobs/{id}/cancel"),
 ];
 

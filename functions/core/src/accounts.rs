@@ -204,7 +204,8 @@ fn validate_account_id(account_id: &str) -> Result<(), Invalid> {
 
 /// `arn:<partition>:iam::<account_id>:role/[path/]<name>`, the name as the deployment allows.
 fn validate_role(role_arn: &str, account_id: &str, allowed: Option<&str>) -> Result<(), Invalid> {
-    let shape = || Invalid(format!("role_arn: '{role_arn}' is not an IAM role ARN such as arn:aws:iam::{account_id}:role/dbroles"));
+    let shape =
+        || Invalid(format!("role_arn: '{role_arn}' is not an IAM role ARN such as arn:aws:iam::{account_id}:role/dbroles"));
     let parts: Vec<&str> = role_arn.splitn(6, ':').collect();
     let [arn, partition, "iam", "", account, resource] = parts.as_slice() else { return Err(shape()) };
     let Some(path) = resource.strip_prefix("role/") else { return Err(shape()) };
@@ -255,7 +256,8 @@ mod tests {
         assert_eq!(other.0, "role_arn: the role is in account 222222222222, not 111111111111");
         let name = validate_role("arn:aws:iam::111111111111:role/admin", account, Some("dbroles*")).unwrap_err();
         assert!(name.0.contains("only roles named dbroles*"), "{}", name.0);
-        for bad in ["arn:aws:iam::111111111111:user/x", "arn:aws:sts::111111111111:role/x", "role/x", "arn:aws:iam::111111111111:role/"]
+        for bad in
+            ["arn:aws:iam::111111111111:user/x", "arn:aws:sts::111111111111:role/x", "role/x", "arn:aws:iam::111111111111:role/"]
         {
             assert!(validate_role(bad, account, None).is_err(), "{bad}");
         }

@@ -204,7 +204,10 @@ impl Config {
             tls,
             vault: vault_policy_from_env()?,
             retention: chrono::Duration::days(retention_days),
-            accounts: AccountPolicy { home_orgs: list("DBROLES_HOME_ACCOUNT_ORGS"), role_name: var("DBROLES_CROSS_ACCOUNT_ROLE") },
+            accounts: AccountPolicy {
+                home_orgs: list("DBROLES_HOME_ACCOUNT_ORGS"),
+                role_name: var("DBROLES_CROSS_ACCOUNT_ROLE"),
+            },
             groups: GroupPolicy::from_env(),
             ..Settings::default()
         };

@@ -120,8 +120,7 @@ pub async fn start(
     }
     let arn = request.instance_arn();
     let access = accounts::access(app, org, &arn.account).await?;
-    let instance =
-        app.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
+    let instance = app.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
     engine::validate_prefix(&app.settings.role_prefix, &instance.engine)?;
     let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
     record.lock = instance.server_arn().to_string();

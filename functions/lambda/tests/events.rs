@@ -164,6 +164,7 @@ impl Samples {
                 role_prefix: prefix.clone(),
                 tls: TlsConfig::disabled(),
                 connect_timeout: Duration::from_secs(5),
+                accounts: dbroles_tests::acme_at_home(),
                 ..Settings::default()
             },
             ..Config::new(table.clone())

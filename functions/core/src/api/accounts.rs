@@ -70,7 +70,11 @@ pub(super) async fn list(State(app): State<Shared>, Reader(caller): Reader) -> A
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn get(State(app): State<Shared>, Reader(caller): Reader, Path(account_id): Path<String>) -> Answer<Json<Account>> {
+pub(super) async fn get(
+    State(app): State<Shared>,
+    Reader(caller): Reader,
+    Path(account_id): Path<String>,
+) -> Answer<Json<Account>> {
     Ok(Json(accounts::find(&app, &caller.org, &account_id).await?))
 }
 

@@ -35,8 +35,8 @@ use axum::{Json, Router};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, Message};
 pub use accounts::AccountList;
+pub use error::{ApiError, Message};
 pub use extract::{Admin, Authenticated, Reader};
 
 use crate::auth::{AuthError, Caller};

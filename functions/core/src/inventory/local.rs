@@ -10,9 +10,16 @@
 //! master_password_env = "PGPASSWORD"   # or master_password = "..."
 //! ```
 //!
-//! The deployment's own account is [`LOCAL_ACCOUNT`]; an instance in another
-//! account is reached once an organisation registered that account (there is no
-//! role to assume locally: registration succeeds for an account the file lists).
+//! The deployment's own account is [`LOCAL_ACCOUNT`]. An instance in another
+//! account is reached once an organisation registered that account with a role
+//! the file lists as trusting the organisation's `ExternalId`, as an IAM trust
+//! policy would:
+//!
+//! ```toml
+//! [[roles]]
+//! arn = "arn:aws:iam::111111111111:role/dbroles"
+//! external_id = "dbroles-..."   # the organisation's: GET /dbroles/accounts shows it
+//! ```
 
 use std::path::Path;
 
@@ -57,15 +64,26 @@ impl LocalInstance {
     }
 }
 
+/// A role in another account and the `ExternalId` its trust policy requires.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRole {
+    pub arn: String,
+    pub external_id: String,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     instances: Vec<LocalInstance>,
+    #[serde(default)]
+    roles: Vec<LocalRole>,
 }
 
 #[derive(Clone, Debug)]
 pub struct LocalInventory {
     instances: Vec<LocalInstance>,
+    roles: Vec<LocalRole>,
 }
 
 /// The account of the local instances: the local deployment's own.
@@ -84,7 +102,12 @@ impl LocalInventory {
                 )));
             }
         }
-        Ok(Self { instances })
+        Ok(Self { instances, roles: Vec::new() })
+    }
+
+    /// The roles other accounts have, each trusting one `ExternalId`.
+    pub fn with_roles(self, roles: Vec<LocalRole>) -> Self {
+        Self { roles, ..self }
     }
 
     /// The machine's PostgreSQL and MariaDB, as the local server knows them with no file.
@@ -98,6 +121,7 @@ impl LocalInventory {
                 local(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres"),
                 local(LOCAL_MARIADB_ARN, "mariadb", 3306, "root"),
             ],
+            roles: Vec::new(),
         }
     }
 
@@ -105,7 +129,7 @@ impl LocalInventory {
         let in_file = |e: &dyn std::fmt::Display| InventoryError::Failed(format!("{}: {e}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| in_file(&e))?;
         let file: File = toml::from_str(&text).map_err(|e| in_file(&e))?;
-        Self::new(file.instances).map_err(|e| in_file(&e))
+        Ok(Self::new(file.instances).map_err(|e| in_file(&e))?.with_roles(file.roles))
     }
 
     fn find(&self, arn: &str) -> Option<&LocalInstance> {
@@ -119,19 +143,22 @@ impl Inventory for LocalInventory {
         Ok(LOCAL_ACCOUNT.to_string())
     }
 
+    /// As STS would: the role exists and its trust policy names this `ExternalId`.
     async fn verify(&self, access: &Access) -> Result<String, InventoryError> {
-        let listed = self
-            .instances
-            .iter()
-            .any(|instance| instance.arn.parse::<InstanceArn>().is_ok_and(|arn| arn.account == access.account));
-        match (listed, &access.role_arn) {
-            (true, Some(role)) => Ok(role.clone()),
-            (true, None) => Ok(format!("arn:aws:iam::{}:root", access.account)),
-            (false, _) => Err(InventoryError::AccessDenied(format!("no local instance is in account {}", access.account))),
+        let Some(role_arn) = &access.role_arn else { return self.caller_arn(access).await };
+        match self.roles.iter().find(|role| role.arn == *role_arn) {
+            Some(role) if role.external_id == access.external_id => self.caller_arn(access).await,
+            Some(_) => {
+                Err(InventoryError::AccessDenied(format!("{role_arn} does not trust the ExternalId {}", access.external_id)))
+            }
+            None => Err(InventoryError::AccessDenied(format!("no role {role_arn} is in the local inventory"))),
         }
     }
 
     async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {
+        if arn.account != access.account {
+            return Err(InventoryError::AccessDenied(format!("{arn} is not in account {}", access.account)));
+        }
         Ok(self.find(arn.as_str()).map(|local| Instance {
             arn: local.arn.clone(),
             kind: arn.kind,

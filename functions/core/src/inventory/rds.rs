@@ -157,9 +157,9 @@ impl RdsInventory {
                 .collect(),
             status: db.db_instance_status().unwrap_or_default().to_string(),
             vpc_id: db.db_subnet_group().and_then(|g| g.vpc_id()).map(str::to_string),
-            cluster_arn: db.db_cluster_identifier().map(|cluster| {
-                format!("arn:{}:rds:{}:{}:cluster:{cluster}", arn.partition, arn.region, arn.account)
-            }),
+            cluster_arn: db
+                .db_cluster_identifier()
+                .map(|cluster| format!("arn:{}:rds:{}:{}:cluster:{cluster}", arn.partition, arn.region, arn.account)),
             access: access.clone(),
         }))
     }

@@ -52,8 +52,13 @@ impl AwsSecrets {
         match created {
             Ok(_) => Ok(()),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
-                let described =
-                    self.client.describe_secret().secret_id(name).send().await.map_err(|e| classify(&format!("reading {name}"), e))?;
+                let described = self
+                    .client
+                    .describe_secret()
+                    .secret_id(name)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&format!("reading {name}"), e))?;
                 let ours = described.tags().iter().any(|t| t.key() == Some(MANAGED_TAG) && t.value() == Some("true"));
                 if !ours {
                     return Err(SecretError::NotOurs(format!("the secret {name}")));

@@ -142,8 +142,7 @@ pub async fn provision(deps: &Deps, state: State) -> Result<State, StepError> {
     let adopt = record.request.aws.adopt_existing_roles;
     let (inventory, settings) = (deps.inventory.as_ref(), &deps.settings);
     let results =
-        provision::provision_instance(&instance, record.org(), record.id(), adopt, inventory, secrets.as_ref(), settings)
-            .await?;
+        provision::provision_instance(&instance, record.org(), record.id(), adopt, inventory, secrets.as_ref(), settings).await?;
     let (_, message) = jobs::outcome(&results);
     // Still running: the phase is Finalize's to set.
     record.job.status = Some(JobStatus { message, phase: Phase::Running, result: results });
@@ -213,7 +212,8 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
 fn made_by_dbroles_for(resource: &crate::resource::Resource, arn: &str) -> bool {
     !resource.roles.is_empty()
         && resource.roles.iter().all(|role| {
-            role.input.managed_by == "dbroles" && role.input.connection_tags.get("dbroles/db-arn").map(String::as_str) == Some(arn)
+            role.input.managed_by == "dbroles"
+                && role.input.connection_tags.get("dbroles/db-arn").map(String::as_str) == Some(arn)
         })
 }
 
