@@ -5,6 +5,7 @@
 //! - [`moto`]: the shared moto, a moto of a test's own running Step Functions
 //!   (with a Lambda proxy that injects faults), and RDS instances in it;
 //! - [`faults`]: throttling and service errors a test proxy injects;
+//! - [`held`]: a workflow whose executions end only when the test says so;
 //! - [`iam`]: the recorder of AWS actions and the template's grants;
 //! - [`web`]: forwarding, a webhook receiver, and the API called through its router;
 //! - [`vault`]: a KV v2 Vault of the tests' own;
@@ -14,6 +15,7 @@
 //! Run through `scripts/test`, which starts moto and exports its address.
 
 pub mod faults;
+pub mod held;
 pub mod iam;
 pub mod mariadb;
 pub mod moto;
@@ -26,6 +28,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 pub use faults::{Cut, Faults, FaultyStore};
+pub use held::{execution_ended, Held};
 pub use iam::{template_actions, ActionRecorder};
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master};
 pub use moto::{
@@ -35,7 +38,7 @@ pub use moto::{
 pub use net::{EchoingMariaDb, FlakyPort};
 pub use postgres::{pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
 pub use vault::{vault_server, Vault, VAULT_TOKEN};
-pub use web::{call_api, webhook_receiver, Received};
+pub use web::{call_api, call_json, webhook_receiver, Received};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()

@@ -23,6 +23,20 @@ pub async fn call_api(
     http::Response::from_parts(parts, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// [`call_api`] with a JSON body and a JSON answer (`Null` for none).
+pub async fn call_json(
+    app: &App,
+    caller: Result<Caller, AuthError>,
+    method: &str,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> (http::StatusCode, serde_json::Value) {
+    let bytes = body.map(|body| bytes::Bytes::from(body.to_string())).unwrap_or_default();
+    let request = http::Request::builder().method(method).uri(uri).body(bytes).expect("a request");
+    let response = call_api(app, caller, request).await;
+    (response.status(), serde_json::from_str(response.body()).unwrap_or(serde_json::Value::Null))
+}
+
 /// Sends a request on to `upstream` as it came, and its answer back.
 pub(crate) async fn forward_to(
     http: &reqwest::Client,

@@ -372,27 +372,13 @@ async fn the_openapi_document_covers_every_route() {
 }
 
 /// A workflow that starts nothing: the API alone under load.
-struct Recorded(std::sync::Mutex<Vec<String>>);
-
-#[async_trait::async_trait]
-impl dbroles_core::workflow::Workflow for Recorded {
-    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, dbroles_core::workflow::WorkflowError> {
-        self.0.lock().unwrap().push(record.id().to_string());
-        Ok(format!("recorded:{}", record.id()))
-    }
-
-    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), dbroles_core::workflow::WorkflowError> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let arns: Vec<String> = (0..200).map(|i| format!("arn:aws:rds:us-east-1:000000000000:db:many-{i}")).collect();
     let instances = arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")).collect();
-    let workflow = Arc::new(Recorded(Default::default()));
+    let workflow = Arc::new(dbroles_tests::Held::default());
     let settings =
         Settings { accounts: AccountPolicy { home_orgs: vec!["org-1".into()], role_name: None }, ..Settings::default() };
     let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
@@ -411,7 +397,7 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
         ids.insert(created["job_id"].as_str().unwrap().to_string());
     }
     assert_eq!(ids.len(), 200);
-    assert_eq!(workflow.0.lock().unwrap().len(), 200, "every job's workflow started");
+    assert_eq!(workflow.started.lock().unwrap().len(), 200, "every job's workflow started");
     let mut listed = std::collections::BTreeSet::new();
     let mut uri = "/dbroles/jobs?limit=100".to_string();
     loop {

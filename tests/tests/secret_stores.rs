@@ -35,6 +35,30 @@ fn secret_ref(instance: &str) -> SecretRef {
 }
 
 #[tokio::test]
+async fn secrets_are_apart_per_account_and_one_dbroles_did_not_create_is_never_written() {
+    let config = aws_config(&moto_endpoint()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let store = AwsSecrets::new(client.clone(), "dbroles");
+    let instance = unique("db-");
+    let here = secret_ref(&instance);
+    let elsewhere = SecretRef { instance_arn: format!("arn:aws:rds:eu-west-1:111111111111:db:{instance}"), ..here.clone() };
+    assert_ne!(store.secret_id(&here), store.secret_id(&elsewhere), "the same name in two accounts is two secrets");
+    assert_eq!(store.secret_id(&elsewhere), format!("dbroles/111111111111/eu-west-1/{instance}/hoop_ro"));
+
+    // Somebody else's secret under that name: dbroles refuses it and leaves it as it was.
+    let name = store.secret_id(&here);
+    client.create_secret().name(&name).secret_string("theirs").send().await.unwrap();
+    let error = store.stage(&here, &credentials("never-Written-1")).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("the secret {name} exists and was not created by dbroles (it lacks the tag dbroles:managed=true): dbroles does not write into it")
+    );
+    let value = client.get_secret_value().secret_id(&name).send().await.unwrap();
+    assert_eq!(value.secret_string(), Some("theirs"));
+    assert_eq!(client.describe_secret().secret_id(&name).send().await.unwrap().version_ids_to_stages().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn aws_secrets_manager_stages_then_confirms_with_tags() {
     let config = aws_config(&moto_endpoint()).await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
@@ -68,6 +92,8 @@ async fn aws_secrets_manager_stages_then_confirms_with_tags() {
         described.tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string())).collect();
     assert_eq!(tags.get("dbroles:job-id").map(String::as_str), Some("JOB-1"));
     assert_eq!(tags.get("dbroles:instance-arn"), Some(&secret.instance_arn));
+    assert_eq!(tags.get("dbroles:managed").map(String::as_str), Some("true"));
+    assert_eq!(tags.get("dbroles:org").map(String::as_str), Some("acme"));
 
     let info = store.info(&secret);
     assert_eq!(info.secrets_manager_provider, SecretsProvider::AwsSecretsManager);
@@ -144,4 +170,22 @@ async fn vault_promotion_writes_with_check_and_set_on_the_version_it_read() {
         .map(|(_, _, _, body)| &body["options"]["cas"])
         .collect();
     assert_eq!(casts, [&json!(0), &json!(1)], "each promotion names the version it read");
+}
+
+#[tokio::test]
+async fn the_own_store_keeps_each_organisations_credentials_apart() {
+    let (_dir, store) = own_store();
+    let acme = secret_ref("shared-db");
+    let globex = SecretRef { org: "globex".into(), ..acme.clone() };
+    for (secret, password) in [(&acme, "acme-Password-1"), (&globex, "globex-Password-2")] {
+        let staged = store.stage(secret, &credentials(password)).await.unwrap();
+        store.confirm(&staged).await.unwrap();
+    }
+    assert!(store.secret_id(&acme).starts_with("acme/"), "{}", store.secret_id(&acme));
+    let read = |secret: SecretRef| {
+        let store = store.clone();
+        async move { store.read(&store.secret_id(&secret)).await.unwrap().unwrap().password.expose_secret().to_string() }
+    };
+    assert_eq!(read(acme).await, "acme-Password-1");
+    assert_eq!(read(globex).await, "globex-Password-2", "one server, two organisations, two credentials");
 }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
@@ -21,7 +20,6 @@ use dbroles_core::secrets::SecretStore;
 use dbroles_core::triggers::{self, TriggerSettings};
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
-use dbroles_tests::call_api;
 use dbroles_tests::*;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -33,10 +31,7 @@ fn admin() -> Result<Caller, AuthError> {
 }
 
 async fn call(app: &App, method: &str, uri: &str, body: Option<Value>) -> (http::StatusCode, Value) {
-    let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let request = http::Request::builder().method(method).uri(uri).body(bytes).unwrap();
-    let response = call_api(app, admin(), request).await;
-    (response.status(), serde_json::from_str(response.body()).unwrap_or(Value::Null))
+    call_json(app, admin(), method, uri, body).await
 }
 
 async fn wait_finished(app: &App, id: &str) -> Value {
@@ -466,22 +461,11 @@ async fn an_aborted_execution_fails_its_job_through_the_status_change_rule() {
         vec![dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")],
         Settings { accounts: acme_at_home(), ..Settings::default() },
     );
-    let app = App::new(&deps, Arc::new(Stuck));
+    let app = App::new(&deps, Arc::new(Held::default()));
     let request = json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "a-", "job_steps": []});
     let (_, created) = call(&app, "POST", "/dbroles/jobs", Some(request.clone())).await;
     let id = created["job_id"].as_str().unwrap();
-    let event = json!({
-        "version": "0", "id": "315c1398-40ff-a850-213b-158f73e60175",
-        "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
-        "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
-        "resources": [format!("arn:aws:states:us-east-1:123456789012:execution:dbroles-provision:{id}")],
-        "detail": {
-            "executionArn": format!("arn:aws:states:us-east-1:123456789012:execution:dbroles-provision:{id}"),
-            "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:dbroles-provision",
-            "name": id, "status": "ABORTED", "startDate": 1795345200000_i64, "stopDate": 1795345260000_i64,
-            "input": json!({"org_id": "acme", "job_id": id}).to_string(), "output": null, "error": null, "cause": null
-        }
-    });
+    let event = execution_ended("acme", id, "ABORTED");
     let outcome = triggers::handle(&app, &TriggerSettings::default(), &event).await.unwrap();
     assert_eq!(outcome.repaired, [id]);
     let (_, job) = call(&app, "GET", &format!("/dbroles/jobs/{id}"), None).await;
@@ -492,20 +476,6 @@ async fn an_aborted_execution_fails_its_job_through_the_status_change_rule() {
     // A second delivery of the event changes nothing.
     let again = triggers::handle(&app, &TriggerSettings::default(), &event).await.unwrap();
     assert!(again.repaired.is_empty());
-}
-
-/// An execution that never ends on its own (a Lambda killed mid-step).
-struct Stuck;
-
-#[async_trait::async_trait]
-impl dbroles_core::workflow::Workflow for Stuck {
-    async fn start(&self, record: &dbroles_core::job::JobRecord) -> Result<String, dbroles_core::workflow::WorkflowError> {
-        Ok(format!("stuck:{}", record.id()))
-    }
-
-    async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), dbroles_core::workflow::WorkflowError> {
-        Ok(())
-    }
 }
 
 #[tokio::test]

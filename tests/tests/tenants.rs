@@ -1,0 +1,378 @@
+//! A hostile tenant: an admin of organisation B tries, as B's tokens allow, every
+//! route and trigger on organisation A's account and instances, on the embedded
+//! store (the local server) and on moto. Each attempt gets 403 or 404, and the
+//! store and the database show that nothing changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use dbroles_core::accounts::{external_id, AccountPolicy};
+use dbroles_core::auth::{AuthError, Caller};
+use dbroles_core::config::{Config, Settings};
+use dbroles_core::deps::{App, Deps};
+use dbroles_core::engine::TlsConfig;
+use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole};
+use dbroles_core::job::DbTag;
+use dbroles_core::store::dynamodb::DynamoStore;
+use dbroles_core::store::sqlite::SqliteStore;
+use dbroles_core::store::JobQuery;
+use dbroles_core::triggers::{self, TriggerSettings};
+use dbroles_core::workflow::asl::Executor;
+use dbroles_core::workflow::Local;
+use dbroles_tests::*;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+const A: &str = "org-a";
+const B: &str = "org-b";
+const A_ACCOUNT: &str = "111111111111";
+
+fn admin(org: &str) -> Result<Caller, AuthError> {
+    Ok(Caller { sub: format!("{org}-admin"), org: org.into(), groups: vec!["admin".into()] })
+}
+
+fn request(arn: &str, extra: Value) -> Value {
+    let mut request = json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": arn},
+        "connection_prefix_name": "orders-",
+        "job_steps": ["create-connections"]
+    });
+    if let (Value::Object(into), Value::Object(from)) = (&mut request, extra) {
+        into.extend(from);
+    }
+    request
+}
+
+fn role_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/dbroles")
+}
+
+async fn wait_finished(app: &App, org: &str, id: &str) -> Value {
+    for _ in 0..300 {
+        let (status, job) = call_json(app, admin(org), "GET", &format!("/dbroles/jobs/{id}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        if job["status"]["phase"] != "running" {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} still running")
+}
+
+/// Every job of `org`, as its store holds them.
+async fn jobs_of(app: &App, org: &str) -> Vec<String> {
+    let page = app.jobs.list_jobs(org, &JobQuery { limit: 100, ..Default::default() }).await.unwrap();
+    page.items.into_iter().map(|job| job.id).collect()
+}
+
+/// The password verifiers of the roles `prefix_*`: what a password change would change.
+async fn verifiers(prefix: &str) -> Vec<(String, String)> {
+    let client = pg_connect(5432, "postgres", "", "postgres").await.unwrap();
+    let rows = client
+        .query("SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname LIKE $1 ORDER BY 1", &[&format!("{prefix}\\_%")])
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+/// The RDS event of a new instance, as the tag rule delivers it.
+fn instance_created(arn: &str) -> Value {
+    json!({
+        "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "RDS DB Instance Event", "source": "aws.rds",
+        "account": A_ACCOUNT, "time": "2026-11-22T10:00:00Z", "region": "us-east-1", "resources": [arn],
+        "detail": {"EventCategories": ["creation"], "SourceType": "DB_INSTANCE", "SourceArn": arn,
+                   "Date": "2026-11-22T10:00:00Z", "Message": "DB instance created", "EventID": "RDS-EVENT-0005"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_account_it_did_not_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    // A's instance is the machine's PostgreSQL, tagged by someone to hand it to B.
+    let arn = format!("arn:aws:rds:us-east-1:{A_ACCOUNT}:db:a-orders");
+    let tags = [("dbroles:provision", "true"), ("dbroles:org", B)];
+    let instance = LocalInstance {
+        tags: tags.iter().map(|(key, value)| DbTag { key: (*key).into(), value: (*value).into() }).collect(),
+        ..LocalInstance::on_loopback(&arn, "postgres", 5432, "postgres")
+    };
+    // A's role trusts A's ExternalId, as A's administrator set it up.
+    let role = LocalRole { arn: role_arn(A_ACCOUNT), external_id: external_id(A) };
+    let inventory = Arc::new(LocalInventory::new(vec![instance]).unwrap().with_roles(vec![role]));
+    let prefix = unique("t");
+    let settings = Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings(&prefix) };
+    let deps = Deps::local(store, inventory, settings);
+    let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
+
+    // A registers its account; B, naming the same role, is refused by its trust.
+    let register = json!({"role_arn": role_arn(A_ACCOUNT)});
+    let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
+    let (status, account) = call_json(&app, admin(A), "PUT", &uri, Some(register.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert_eq!(account["external_id"], external_id(A));
+    let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(register)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains(&format!("with ExternalId {}", external_id(B))), "{message}");
+    assert!(app.accounts.get_account(B, A_ACCOUNT).await.unwrap().is_none(), "nothing stored for B");
+    let (status, listed) = call_json(&app, admin(B), "GET", "/dbroles/accounts", None).await;
+    assert_eq!((status, listed["items"].clone(), listed["external_id"].clone()), (StatusCode::OK, json!([]), json!(external_id(B))));
+    let (status, _) = call_json(&app, admin(B), "GET", &uri, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A provisions its instance.
+    let (status, created) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&arn, json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let a_job = created["job_id"].as_str().unwrap().to_string();
+    let job = wait_finished(&app, A, &a_job).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+    let passwords = verifiers(&prefix).await;
+    assert_eq!(passwords.len(), 3);
+    let (_, resource) = call_json(&app, admin(A), "GET", "/resources/a-orders", None).await;
+
+    // B cannot start a job there, however it asks.
+    let hostile = [
+        json!({}),
+        json!({"aws": {"instance_arn": arn, "allow_master_password_reset": true, "default_security_group": {"ingress_cidr": "0.0.0.0/0"}}}),
+    ];
+    for extra in hostile {
+        let (status, answer) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&arn, extra))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(
+            answer["message"],
+            format!("organisation {B} may not act on AWS account {A_ACCOUNT}: an admin registers it with PUT /dbroles/accounts/{A_ACCOUNT}")
+        );
+    }
+    // Nor see, cancel or delete A's job, or reach A's resource.
+    for (method, uri) in [("GET", format!("/dbroles/jobs/{a_job}")), ("POST", format!("/dbroles/jobs/{a_job}/cancel")), ("DELETE", format!("/dbroles/jobs/{a_job}")), ("GET", "/resources/a-orders".into())] {
+        let (status, answer) = call_json(&app, admin(B), method, &uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
+    }
+    let (_, stats) = call_json(&app, admin(B), "GET", "/dbroles/jobs/stats", None).await;
+    assert_eq!(stats["total_count"], 0);
+    // A resource of B's with the same name is B's own; A's is untouched.
+    let mine = json!({"name": "a-orders", "type": "database", "env_vars": {}, "roles": [{"name": "mine-ro", "type": "database", "secret": {"envvar:PASSWORD": "b"}}]});
+    let (status, answer) = call_json(&app, admin(B), "PUT", "/resources/a-orders", Some(mine)).await;
+    assert!(status.is_success(), "{status}: {answer}");
+    assert_eq!(call_json(&app, admin(A), "GET", "/resources/a-orders", None).await.1, resource);
+
+    // The tag naming B starts nothing: B has not registered the account.
+    let outcome = triggers::handle(&app, &TriggerSettings::default(), &instance_created(&arn)).await.unwrap();
+    assert!(outcome.started.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.skipped, [format!("{arn}: organisation {B} may not act on account {A_ACCOUNT}")]);
+
+    // What the store and the database hold is what A left.
+    assert!(jobs_of(&app, B).await.is_empty());
+    assert_eq!(jobs_of(&app, A).await, [a_job.clone()]);
+    assert_eq!(verifiers(&prefix).await, passwords, "no password changed");
+    let (_, job) = call_json(&app, admin(A), "GET", &format!("/dbroles/jobs/{a_job}"), None).await;
+    assert_eq!(job["status"]["phase"], "completed");
+
+    // A resource of the same name that dbroles did not make is never replaced by create-connections.
+    let hand_made = json!({"name": "a-orders", "type": "database", "env_vars": {}, "roles": [{"name": "ops", "type": "database", "secret": {"envvar:PASSWORD": "kept"}}]});
+    let (status, _) = call_json(&app, admin(A), "PUT", "/resources/a-orders", Some(hand_made)).await;
+    assert!(status.is_success());
+    let (_, kept) = call_json(&app, admin(A), "GET", "/resources/a-orders", None).await;
+    let (_, created) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&arn, json!({})))).await;
+    let job = wait_finished(&app, A, created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "failed");
+    let message = job["status"]["message"].as_str().unwrap();
+    assert!(message.contains("the resource a-orders exists and dbroles did not create it"), "{message}");
+    assert_eq!(call_json(&app, admin(A), "GET", "/resources/a-orders", None).await.1, kept);
+
+    // Once A forgets the account, A too gets 403.
+    let (status, _) = call_json(&app, admin(A), "DELETE", &uri, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&arn, json!({})))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    cleanup_roles(&prefix).await;
+}
+
+/// Drops the test's roles from the machine's PostgreSQL, with their grants in every database.
+async fn cleanup_roles(prefix: &str) {
+    let client = pg_connect(5432, "postgres", "", "postgres").await.unwrap();
+    let roles: Vec<String> = verifiers(prefix).await.into_iter().map(|(role, _)| role).collect();
+    let databases = client.query("SELECT datname::text FROM pg_database WHERE datallowconn", &[]).await.unwrap();
+    for db in databases.iter().map(|row| row.get::<_, String>(0)) {
+        let owner = pg_connect(5432, "postgres", "", &db).await.unwrap();
+        for role in &roles {
+            owner.batch_execute(&format!("DROP OWNED BY \"{role}\"")).await.unwrap();
+        }
+    }
+    for role in &roles {
+        client.batch_execute(&format!("DROP ROLE \"{role}\"")).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn one_server_one_job_across_organisations_until_its_execution_has_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let arn = "arn:aws:rds:us-east-1:000000000000:db:shared";
+    let inventory = Arc::new(LocalInventory::new(vec![LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")]).unwrap());
+    let settings = Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings("hoop") };
+    let deps = Deps::local(store, inventory, settings);
+    let workflow = Arc::new(Held::default());
+    let app = App::new(&deps, workflow.clone());
+    let post = |org: &'static str| {
+        let app = app.clone();
+        async move { call_json(&app, admin(org), "POST", "/dbroles/jobs", Some(request(arn, json!({})))).await }
+    };
+
+    // Two organisations on one server: one 202, one 409 that says nothing of the other's job.
+    let (status, created) = post(A).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let first = created["job_id"].as_str().unwrap().to_string();
+    let (status, answer) = post(B).await;
+    assert_eq!((status, answer["message"].as_str().unwrap()), (StatusCode::CONFLICT, "another organisation's job is running on this database server"));
+
+    // Cancelled, the job is failed at once, but its execution is still running: the server stays held.
+    let (status, job) = call_json(&app, admin(A), "POST", &format!("/dbroles/jobs/{first}/cancel"), None).await;
+    assert_eq!((status, job["status"]["phase"].as_str()), (StatusCode::OK, Some("failed")));
+    assert_eq!(*workflow.stopped.lock().unwrap(), [format!("held:{first}")]);
+    let (status, answer) = post(A).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(answer["message"].as_str().unwrap().contains(&first), "{answer}");
+    let (status, _) = post(B).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // The execution's end (the status-change rule) releases the server; the cancelled job keeps its message.
+    let outcome = triggers::handle(&app, &TriggerSettings::default(), &execution_ended(A, &first, "ABORTED")).await.unwrap();
+    assert!(outcome.repaired.is_empty(), "the job had finished: {outcome:?}");
+    let (_, job) = call_json(&app, admin(A), "GET", &format!("/dbroles/jobs/{first}"), None).await;
+    assert_eq!(job["status"]["message"], format!("cancelled by {A}-admin"));
+    let (status, created) = post(B).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let second = created["job_id"].as_str().unwrap().to_string();
+
+    // An execution that vanished with its event lost: the lease runs out and the next job takes the server.
+    let mut short = app.clone();
+    short.deps.settings.lock_lease = chrono::Duration::seconds(1);
+    let (status, created) = call_json(&short, admin(A), "POST", "/dbroles/jobs", Some(request(arn, json!({})))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "B's job holds the server: {created}");
+    triggers::handle(&app, &TriggerSettings::default(), &execution_ended(B, &second, "FAILED")).await.unwrap();
+    let (status, created) = call_json(&short, admin(A), "POST", "/dbroles/jobs", Some(request(arn, json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let vanished = created["job_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, answer) = post(B).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the vanished execution's lease ran out: {answer}");
+    // The vanished job's late end releases nothing of the new holder's.
+    triggers::handle(&app, &TriggerSettings::default(), &execution_ended(A, &vanished, "FAILED")).await.unwrap();
+    assert_eq!(post(A).await.0, StatusCode::CONFLICT);
+}
+
+/// An instance created in account 111111111111, as its own administrator would.
+async fn instance_in_another_account(aws: &aws_config::SdkConfig, tags: &[(&str, &str)]) -> String {
+    let assumed = aws_sdk_sts::Client::new(aws)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{A_ACCOUNT}:role/administrator"))
+        .role_session_name("setup")
+        .send()
+        .await
+        .unwrap()
+        .credentials
+        .unwrap();
+    let credentials = Credentials::new(
+        assumed.access_key_id(),
+        assumed.secret_access_key(),
+        Some(assumed.session_token().to_string()),
+        None,
+        "other-account",
+    );
+    let other = aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
+    let mut create = create_instance(&other, &unique("a-remote-"), "postgres", "postgres").manage_master_user_password(true);
+    for (key, value) in tags {
+        create = create.tags(aws_sdk_rds::types::Tag::builder().key(*key).value(*value).build());
+    }
+    create.send().await.unwrap().db_instance.unwrap().db_instance_arn.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart() {
+    let aws = aws_config(&moto_endpoint()).await;
+    let config = Config {
+        settings: Settings {
+            accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: Some("dbroles*".into()) },
+            tls: TlsConfig::disabled(),
+            ..Settings::default()
+        },
+        ..Config::new(unique("jobs-"))
+    };
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
+    let recorder = ActionRecorder::start(&moto_endpoint()).await;
+    let deps = Deps::aws(&config, &aws_config(&recorder.endpoint).await).await.unwrap();
+    let app = App::new(&deps, Arc::new(Held::default()));
+    let remote = instance_in_another_account(&aws, &[("dbroles:provision", "true"), ("dbroles:org", B)]).await;
+    let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
+
+    // A role whose trust policy lacks B's ExternalId: STS refuses B (moto's STS checks no
+    // trust policy, so the refusal is injected), and nothing is stored.
+    recorder.faults.fail("AssumeRole", "AccessDenied", 1);
+    let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(json!({"role_arn": role_arn(A_ACCOUNT)}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains(&format!("could not assume {} with ExternalId {}", role_arn(A_ACCOUNT), external_id(B))), "{message}");
+    assert!(message.contains("AccessDenied"), "{message}");
+    assert!(app.accounts.list_accounts(B).await.unwrap().is_empty());
+    // A role the deployment may not assume is refused before any call.
+    let (status, answer) =
+        call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": format!("arn:aws:iam::{A_ACCOUNT}:role/admin")}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["message"], "role_arn: this deployment may assume only roles named dbroles*, not admin");
+    // A proves its registration: STS gave dbroles the role, with A's ExternalId.
+    recorder.take();
+    let (status, account) = call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": role_arn(A_ACCOUNT)}))).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert!(recorder.take().contains("sts:AssumeRole"));
+    assert_eq!(account["assumed_arn"], format!("arn:aws:sts::{A_ACCOUNT}:assumed-role/dbroles/dbroles"));
+    assert_eq!(app.accounts.get_account(A, A_ACCOUNT).await.unwrap().unwrap().external_id, external_id(A));
+    // The deployment's own account is not registered: the deployment names who uses it.
+    let (status, _) = call_json(&app, admin(A), "PUT", "/dbroles/accounts/123456789012", Some(json!({"role_arn": role_arn("123456789012")}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // B cannot act on A's instance; the tag naming B starts nothing.
+    let (status, answer) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&remote, json!({})))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let outcome = triggers::handle(&app, &TriggerSettings::default(), &instance_created(&remote)).await.unwrap();
+    assert_eq!(outcome.skipped, [format!("{remote}: organisation {B} may not act on account {A_ACCOUNT}")]);
+    assert!(jobs_of(&app, B).await.is_empty(), "nothing stored for B");
+    // A can: the instance was not locked by B's attempts.
+    let (status, answer) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&remote, json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let job = app.jobs.get_job(A, answer["job_id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.access.unwrap().role_arn.as_deref(), Some(role_arn(A_ACCOUNT).as_str()), "the steps assume A's role");
+
+    // An Aurora cluster and its instance are one server, whichever organisation asks.
+    let rds = aws_sdk_rds::Client::new(&aws);
+    let cluster_id = unique("aurora-");
+    let cluster = rds
+        .create_db_cluster()
+        .db_cluster_identifier(&cluster_id)
+        .engine("aurora-postgresql")
+        .master_username("postgres")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap()
+        .db_cluster
+        .unwrap();
+    let writer = create_instance(&aws, &format!("{cluster_id}-writer"), "aurora-postgresql", "postgres")
+        .db_cluster_identifier(&cluster_id)
+        .send()
+        .await
+        .unwrap()
+        .db_instance
+        .unwrap();
+    let (cluster_arn, writer_arn) = (cluster.db_cluster_arn.unwrap(), writer.db_instance_arn.unwrap());
+    let (status, _) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&cluster_arn, json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    for org in [A, B] {
+        let (status, answer) = call_json(&app, admin(org), "POST", "/dbroles/jobs", Some(request(&writer_arn, json!({})))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{org}: {answer}");
+    }
+}
