@@ -151,6 +151,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
     let identifier = unique("legacy-");
     let created = create_instance(&aws, &identifier, "postgres", "master")
         .master_user_password("the-one-nobody-wrote-down")
+        .tags(aws_sdk_rds::types::Tag::builder().key("dbroles:org").value("acme").build())
         .send()
         .await
         .unwrap()

@@ -15,6 +15,7 @@ use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole};
 use dbroles_core::job::DbTag;
+use dbroles_core::steps::{self, ErrorType, Step};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::store::JobQuery;
@@ -104,7 +105,8 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
     let role = LocalRole { arn: role_arn(A_ACCOUNT), external_id: external_id(A) };
     let inventory = Arc::new(LocalInventory::new(vec![instance]).unwrap().with_roles(vec![role]));
     let prefix = unique("t");
-    let settings = Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings(&prefix) };
+    let settings =
+        Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings(&prefix) };
     let deps = Deps::local(store, inventory, settings);
     let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
 
@@ -120,7 +122,10 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
     assert!(message.contains(&format!("with ExternalId {}", external_id(B))), "{message}");
     assert!(app.accounts.get_account(B, A_ACCOUNT).await.unwrap().is_none(), "nothing stored for B");
     let (status, listed) = call_json(&app, admin(B), "GET", "/dbroles/accounts", None).await;
-    assert_eq!((status, listed["items"].clone(), listed["external_id"].clone()), (StatusCode::OK, json!([]), json!(external_id(B))));
+    assert_eq!(
+        (status, listed["items"].clone(), listed["external_id"].clone()),
+        (StatusCode::OK, json!([]), json!(external_id(B)))
+    );
     let (status, _) = call_json(&app, admin(B), "GET", &uri, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -148,7 +153,12 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
         );
     }
     // Nor see, cancel or delete A's job, or reach A's resource.
-    for (method, uri) in [("GET", format!("/dbroles/jobs/{a_job}")), ("POST", format!("/dbroles/jobs/{a_job}/cancel")), ("DELETE", format!("/dbroles/jobs/{a_job}")), ("GET", "/resources/a-orders".into())] {
+    for (method, uri) in [
+        ("GET", format!("/dbroles/jobs/{a_job}")),
+        ("POST", format!("/dbroles/jobs/{a_job}/cancel")),
+        ("DELETE", format!("/dbroles/jobs/{a_job}")),
+        ("GET", "/resources/a-orders".into()),
+    ] {
         let (status, answer) = call_json(&app, admin(B), method, &uri, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
     }
@@ -214,7 +224,8 @@ async fn one_server_one_job_across_organisations_until_its_execution_has_ended()
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let arn = "arn:aws:rds:us-east-1:000000000000:db:shared";
     let inventory = Arc::new(LocalInventory::new(vec![LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")]).unwrap());
-    let settings = Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings("hoop") };
+    let settings =
+        Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings("hoop") };
     let deps = Deps::local(store, inventory, settings);
     let workflow = Arc::new(Held::default());
     let app = App::new(&deps, workflow.clone());
@@ -228,7 +239,10 @@ async fn one_server_one_job_across_organisations_until_its_execution_has_ended()
     assert_eq!(status, StatusCode::ACCEPTED);
     let first = created["job_id"].as_str().unwrap().to_string();
     let (status, answer) = post(B).await;
-    assert_eq!((status, answer["message"].as_str().unwrap()), (StatusCode::CONFLICT, "another organisation's job is running on this database server"));
+    assert_eq!(
+        (status, answer["message"].as_str().unwrap()),
+        (StatusCode::CONFLICT, "another organisation's job is running on this database server")
+    );
 
     // Cancelled, the job is failed at once, but its execution is still running: the server stays held.
     let (status, job) = call_json(&app, admin(A), "POST", &format!("/dbroles/jobs/{first}/cancel"), None).await;
@@ -316,7 +330,10 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(json!({"role_arn": role_arn(A_ACCOUNT)}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     let message = refused["message"].as_str().unwrap();
-    assert!(message.contains(&format!("could not assume {} with ExternalId {}", role_arn(A_ACCOUNT), external_id(B))), "{message}");
+    assert!(
+        message.contains(&format!("could not assume {} with ExternalId {}", role_arn(A_ACCOUNT), external_id(B))),
+        "{message}"
+    );
     assert!(message.contains("AccessDenied"), "{message}");
     assert!(app.accounts.list_accounts(B).await.unwrap().is_empty());
     // A role the deployment may not assume is refused before any call.
@@ -332,7 +349,9 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     assert_eq!(account["assumed_arn"], format!("arn:aws:sts::{A_ACCOUNT}:assumed-role/dbroles/dbroles"));
     assert_eq!(app.accounts.get_account(A, A_ACCOUNT).await.unwrap().unwrap().external_id, external_id(A));
     // The deployment's own account is not registered: the deployment names who uses it.
-    let (status, _) = call_json(&app, admin(A), "PUT", "/dbroles/accounts/123456789012", Some(json!({"role_arn": role_arn("123456789012")}))).await;
+    let (status, _) =
+        call_json(&app, admin(A), "PUT", "/dbroles/accounts/123456789012", Some(json!({"role_arn": role_arn("123456789012")})))
+            .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // B cannot act on A's instance; the tag naming B starts nothing.
@@ -347,8 +366,44 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let job = app.jobs.get_job(A, answer["job_id"].as_str().unwrap()).await.unwrap().unwrap();
     assert_eq!(job.access.unwrap().role_arn.as_deref(), Some(role_arn(A_ACCOUNT).as_str()), "the steps assume A's role");
 
-    // An Aurora cluster and its instance are one server, whichever organisation asks.
+    // In the deployment's own account, which both may use, B cannot change A's tagged
+    // instance: no security group attached, no master password reset.
     let rds = aws_sdk_rds::Client::new(&aws);
+    let home_id = unique("a-home-");
+    let tag = aws_sdk_rds::types::Tag::builder().key("dbroles:org").value(A).build();
+    let home =
+        create_instance(&aws, &home_id, "postgres", "postgres").master_user_password("unknown-1").tags(tag).send().await.unwrap();
+    let home_arn = home.db_instance.unwrap().db_instance_arn.unwrap();
+    let groups = |described: aws_sdk_rds::operation::describe_db_instances::DescribeDbInstancesOutput| -> Vec<String> {
+        described.db_instances()[0]
+            .vpc_security_groups()
+            .iter()
+            .filter_map(|g| g.vpc_security_group_id())
+            .map(String::from)
+            .collect()
+    };
+    let before = groups(rds.describe_db_instances().db_instance_identifier(&home_id).send().await.unwrap());
+    let hostile = json!({"aws": {"instance_arn": home_arn, "allow_master_password_reset": true, "default_security_group": {"ingress_cidr": "0.0.0.0/0"}}});
+    let (status, answer) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&home_arn, hostile))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let state = json!({"org_id": B, "job_id": answer["job_id"]});
+    for (step, field) in
+        [(Step::OpenNetwork, "aws.default_security_group"), (Step::MasterCredentials, "aws.allow_master_password_reset")]
+    {
+        let error = steps::run(step, &deps, state.clone()).await.unwrap_err();
+        assert_eq!(error.error_type, ErrorType::AccessDenied);
+        assert_eq!(
+            error.message,
+            format!("{field}: in this deployment's own account dbroles changes only instances tagged dbroles:org={B}")
+        );
+    }
+    let after = groups(rds.describe_db_instances().db_instance_identifier(&home_id).send().await.unwrap());
+    assert_eq!(after, before, "no group attached");
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let master = format!("dbroles/123456789012/us-east-1/{home_id}/master");
+    assert!(secrets.describe_secret().secret_id(&master).send().await.is_err(), "no master password was reset");
+
+    // An Aurora cluster and its instance are one server, whichever organisation asks.
     let cluster_id = unique("aurora-");
     let cluster = rds
         .create_db_cluster()

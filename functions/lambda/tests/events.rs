@@ -145,7 +145,9 @@ struct Samples {
 impl Samples {
     async fn deploy() -> Self {
         let aws = aws_config(&moto_endpoint()).await;
-        let instance = moto_instance(&aws, &unique("payments-"), "postgres", ("postgres", "trust-auth-ignores-it"), &[]).await;
+        // Tagged with its organisation: in the deployment's own account, dbroles changes only such instances.
+        let tags = [("dbroles:org", "acme")];
+        let instance = moto_instance(&aws, &unique("payments-"), "postgres", ("postgres", "trust-auth-ignores-it"), &tags).await;
         let prefix = unique("r");
         let table = unique("jobs-");
         let machine = aws_sdk_sfn::Client::new(&aws)

@@ -86,6 +86,24 @@ pub async fn resolve(deps: &Deps, mut state: State) -> Result<State, StepError> 
     Ok(state)
 }
 
+/// The tag that names an instance's organisation: in the deployment's own
+/// account, dbroles changes (security groups, master password) only instances
+/// tagged with the job's organisation. The IAM policy allows the changes only on
+/// instances that carry it; elsewhere the registered role decides.
+pub const ORG_TAG: &str = "dbroles:org";
+
+fn may_change(record: &JobRecord, instance: &Instance, what: &str) -> Result<(), StepError> {
+    let home = access(record)?.role_arn.is_none();
+    let tagged = instance.tags.iter().any(|tag| tag.key == ORG_TAG && tag.value == record.org());
+    match !home || tagged {
+        true => Ok(()),
+        false => Err(StepError::new(
+            ErrorType::AccessDenied,
+            format!("{what}: in this deployment's own account dbroles changes only instances tagged {ORG_TAG}={}", record.org()),
+        )),
+    }
+}
+
 /// Lets `ingress_cidr` reach the database port through a security group of dbroles'.
 pub async fn open_network(deps: &Deps, state: State) -> Result<State, StepError> {
     let record = load(deps, &state).await?;
@@ -94,6 +112,7 @@ pub async fn open_network(deps: &Deps, state: State) -> Result<State, StepError>
         StepError::new(ErrorType::NotSupported, "aws.default_security_group: this deployment cannot change security groups")
     })?;
     let instance = instance(deps, &record).await?;
+    may_change(&record, &instance, "aws.default_security_group")?;
     network.open(&instance, &group.ingress_cidr).await?;
     Ok(state)
 }
@@ -105,6 +124,7 @@ pub async fn master_credentials(deps: &Deps, mut state: State) -> Result<State, 
     match deps.inventory.master_credentials(&instance).await {
         Ok(_) => state.master_ready = true,
         Err(InventoryError::NoMasterSecret(_)) if record.request.aws.allow_master_password_reset => {
+            may_change(&record, &instance, "aws.allow_master_password_reset")?;
             deps.inventory.reset_master_password(&instance).await?;
             state.master_ready = false;
             state.status_checks = 0;
