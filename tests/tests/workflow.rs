@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
@@ -258,10 +259,21 @@ impl Deployment {
         let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
         assert_eq!(names, ["orders-ro", "orders-rw", "orders-ddl"]);
         let ro = &resource.roles[0].input;
-        assert_eq!(ro.connection_tags["dbroles/db-arn"], self.arn);
+        assert_eq!(ro.connection_tags["hoop.dev/aws-connect.dbarn"], self.arn, "the tag hoop.dev reads");
         assert_eq!(ro.subtype.as_deref(), Some(self.backend.subtype()));
         let secret = format!("dbroles/123456789012/us-east-1/{}/{}_ro", self.instance_id, self.prefix);
-        assert_eq!(ro.secret["envvar:PASSWORD"], format!("_aws:{secret}:PASSWORD"));
+        // As hoop.dev's agents read them: HOST, PORT, USER, PASS and DB, base64.
+        let decoded: std::collections::BTreeMap<&str, String> = ro
+            .secret
+            .iter()
+            .map(|(name, value)| {
+                (name.as_str(), String::from_utf8(base64::engine::general_purpose::STANDARD.decode(value).unwrap()).unwrap())
+            })
+            .collect();
+        let keys: Vec<&str> = decoded.keys().copied().collect();
+        assert_eq!(keys, ["envvar:DB", "envvar:HOST", "envvar:PASS", "envvar:PORT", "envvar:USER"]);
+        assert_eq!(decoded["envvar:PASS"], format!("_aws:{secret}:PASSWORD"));
+        assert_eq!(decoded["envvar:HOST"], format!("_aws:{secret}:HOST"));
     }
 
     fn the_webhook_and_the_hook_saw_the_job_and_no_secret(&self, id: &str, job: &Value) {
@@ -271,7 +283,9 @@ impl Deployment {
         let expected = sign_webhook(WEBHOOK_SECRET, &headers["webhook-id"], timestamp, body).unwrap();
         assert_eq!(headers["webhook-signature"], expected);
         let sent: Value = serde_json::from_str(body).unwrap();
-        assert_eq!(sent["status"]["phase"], "completed");
+        assert_eq!(sent["event_type"], "dbroles.job.finished", "hoop.dev's envelope");
+        assert_eq!(sent["event_payload"]["status"]["phase"], "completed");
+        assert_eq!(sent["event_payload"]["id"], id);
         assert!(!body.contains("PASSWORD\":"), "no secret in the webhook");
         assert_eq!(job["webhook_status"]["delivered"], true);
         let invocations = self.moto.invocations.lock().unwrap();

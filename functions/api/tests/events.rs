@@ -35,6 +35,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("job-stats.json", 200, "by_engine"),
     ("get-job.json", 200, FINISHED_JOB),
     ("get-job-other-org.json", 404, "no job"),
+    ("get-job-under-api.json", 200, FINISHED_JOB),
     ("delete-job-running.json", 409, "is running: cancel it first"),
     ("cancel-job.json", 200, "cancelled by 4f1c2a9e-7d3b-4e8a-9c51-2b6d8e0f1a37"),
     ("delete-job.json", 204, ""),
@@ -46,6 +47,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("delete-resource.json", 204, ""),
     ("delete-account.json", 204, ""),
     ("openapi.json", 200, "/dbroles/jobs/{id}/cancel"),
+    ("openapiv3-no-token.json", 200, "\"401\""),
 ];
 
 fn events_dir() -> PathBuf {

@@ -84,7 +84,7 @@ pub(super) async fn get(State(app): State<Shared>, Reader(caller): Reader, Path(
         ("db_engine" = Option<String>, Query, description = "Only jobs for this engine"),
         ("created_after" = Option<String>, Query, description = "RFC 3339; only jobs created after"),
         ("created_before" = Option<String>, Query, description = "RFC 3339; only jobs created before"),
-        ("limit" = Option<usize>, Query, description = "1 to 100, default 50"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 50"),
         ("next_token" = Option<String>, Query, description = "The previous page's next_token"),
     ),
     responses(

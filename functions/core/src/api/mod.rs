@@ -12,7 +12,10 @@
 //! | `DELETE /dbroles/jobs/{id}` | admin | forget a finished job |
 //! | `POST`, `GET /resources`; `GET`, `PUT`, `DELETE /resources/{name}` | admin to write | resources (seed 003) |
 //! | `PUT`, `GET`, `DELETE /dbroles/accounts/{account_id}`; `GET /dbroles/accounts` | admin to write, reader to read | the AWS accounts the organisation acts on |
-//! | `GET /openapi.json` | member | the OpenAPI document of all of the above |
+//! | `GET /openapi.json`, `/openapiv3.json` | anyone | the OpenAPI document of all of the above |
+//!
+//! Every route is also served under `/api` (`/api/dbroles/jobs`), where hoop.dev's
+//! clients call it.
 //!
 //! Who calls is established in front of the router ([`authenticated`]): from the
 //! JWT authorizer's claims on Lambda, from the local token locally. Who may write
@@ -61,19 +64,24 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(accounts::put, accounts::get, accounts::delete))
 }
 
-/// The API on `app`. Put [`authenticated`] in front of it, or every route answers 401.
+/// The API on `app`, at the root and under `/api`. Put [`authenticated`] in
+/// front of it, or every route but the OpenAPI document answers 401.
 pub fn router(app: Arc<App>) -> Router {
-    let (router, document) = routes().split_for_parts();
-    let document = Arc::new(document);
-    router
-        .route("/openapi.json", get(move |_: Caller| async move { Json(document.as_ref().clone()) }))
-        .fallback(|request: Request| async move { ApiError::not_found(format!("no route for {}", request.uri().path())) })
+    let (router, _) = routes().split_for_parts();
+    let document = Json(document());
+    let routes = router
+        .route("/openapi.json", get(document.clone()))
+        .route("/openapiv3.json", get(document))
         .method_not_allowed_fallback(|request: Request| async move {
             let message = format!("{} is not allowed on {}", request.method(), request.uri().path());
             ApiError::new(http::StatusCode::METHOD_NOT_ALLOWED, message)
         })
+        .with_state(app);
+    Router::new()
+        .nest("/api", routes.clone())
+        .merge(routes)
+        .fallback(|request: Request| async move { ApiError::not_found(format!("no route for {}", request.uri().path())) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(app)
 }
 
 /// The router with the caller of each request established by `authenticate`.
@@ -94,7 +102,9 @@ where
 
 /// The OpenAPI 3 document of every route.
 pub fn document() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut document = routes().split_for_parts().1;
+    openapi::document_unauthorized(&mut document);
+    document
 }
 
 /// `limit`: `default` when absent, else 1 to 100.

@@ -28,6 +28,7 @@ fn parse(body: &[u8]) -> Result<ResourceInput, ApiError> {
     responses(
         (status = 201, description = "The resource, secrets left out", body = ResourceView),
         (status = 400, description = "A field is invalid", body = Message),
+        (status = 403, description = "The caller is not an admin", body = Message),
         (status = 409, description = "The name is taken", body = Message),
     ),
     security(("bearer" = []))
@@ -46,10 +47,13 @@ pub(super) async fn create(
 #[utoipa::path(
     get, path = "/resources", tag = "resources",
     params(
-        ("limit" = Option<usize>, Query, description = "1 to 100, default 50"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 50"),
         ("next_token" = Option<String>, Query, description = "The previous page's next_token"),
     ),
-    responses((status = 200, description = "A page of resources", body = Page<ResourceView>)),
+    responses(
+        (status = 200, description = "A page of resources", body = Page<ResourceView>),
+        (status = 400, description = "limit or next_token is invalid", body = Message),
+    ),
     security(("bearer" = []))
 )]
 pub(super) async fn list(
@@ -90,6 +94,7 @@ pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(name): P
     responses(
         (status = 200, description = "The resource, secrets left out", body = ResourceView),
         (status = 400, description = "A field is invalid, or the body names another resource", body = Message),
+        (status = 403, description = "The caller is not an admin", body = Message),
     ),
     security(("bearer" = []))
 )]
@@ -115,6 +120,7 @@ pub(super) async fn put(
     params(("name" = String, Path, description = "The resource name")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "The caller is not an admin", body = Message),
         (status = 404, description = "No such resource", body = Message),
     ),
     security(("bearer" = []))

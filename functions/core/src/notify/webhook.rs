@@ -1,4 +1,6 @@
-//! The webhook: the finished job POSTed and signed per Standard Webhooks, retried with back-off.
+//! The webhook: the finished job POSTed in hoop.dev's envelope
+//! (`{"event_type": "dbroles.job.finished", "event_payload": <job>}`), signed per
+//! Standard Webhooks, retried with back-off.
 
 use std::time::Duration;
 
@@ -31,11 +33,21 @@ pub fn sign_webhook(secret: &str, id: &str, timestamp: i64, body: &str) -> Resul
     Ok(format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())))
 }
 
+/// The `event_type` of a finished job's webhook.
+pub const JOB_FINISHED: &str = "dbroles.job.finished";
+
+/// What the webhook POSTs, as hoop.dev sends it.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    event_type: &'static str,
+    event_payload: &'a Job,
+}
+
 impl Webhook {
     /// POSTs the job; retries on 5xx, 429 and transport errors with back-off.
     pub async fn deliver(&self, job: &Job) -> WebhookStatus {
         use secrecy::ExposeSecret;
-        let body = serde_json::to_string(job).expect("a job serialises");
+        let body = serde_json::to_string(&Envelope { event_type: JOB_FINISHED, event_payload: job }).expect("a job serialises");
         let id = format!("msg_{}", job.id);
         let client = match reqwest::Client::builder().timeout(self.timeout).build() {
             Ok(client) => client,

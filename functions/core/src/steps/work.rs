@@ -17,7 +17,7 @@ use crate::provision;
 use crate::request::JobStep;
 use crate::resource::{ResourceInput, RoleInput};
 use crate::secrets::vault::VaultSecrets;
-use crate::secrets::{SecretRef, SecretStore, SECRET_KEYS};
+use crate::secrets::{SecretRef, SecretStore};
 
 /// Status checks after a master password reset before the job gives up (with the
 /// state machine's 30 s wait: 20 minutes).
@@ -196,7 +196,7 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
             subtype: Some(subtype.into()),
             agent_id: Some(record.request.agent_id.clone()),
             secret,
-            connection_tags: BTreeMap::from([("dbroles/db-arn".to_string(), instance.arn.clone())]),
+            connection_tags: BTreeMap::from([(DB_ARN_TAG.to_string(), instance.arn.clone())]),
             default_database: Some(instance.db_name.clone()).filter(|name| !name.is_empty()),
             managed_by: "dbroles".into(),
             ..RoleInput::default()
@@ -232,16 +232,26 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
 fn made_by_dbroles_for(resource: &crate::resource::Resource, arn: &str) -> bool {
     !resource.roles.is_empty()
         && resource.roles.iter().all(|role| {
-            role.input.managed_by == "dbroles"
-                && role.input.connection_tags.get("dbroles/db-arn").map(String::as_str) == Some(arn)
+            role.input.managed_by == "dbroles" && role.input.connection_tags.get(DB_ARN_TAG).map(String::as_str) == Some(arn)
         })
 }
 
-/// A connection's secret: references into the store, or the values for the `database` provider.
+/// The connection variables hoop.dev's agents read, each with the stored key it comes from.
+const CONNECTION_KEYS: [(&str, &str); 5] =
+    [("envvar:HOST", "HOST"), ("envvar:PORT", "PORT"), ("envvar:USER", "USER"), ("envvar:PASS", "PASSWORD"), ("envvar:DB", "DB")];
+
+/// The tag hoop.dev gives a connection to the instance it reaches.
+pub const DB_ARN_TAG: &str = "hoop.dev/aws-connect.dbarn";
+
+/// A connection's secret as hoop.dev's agents read it, every value base64: references
+/// into the store (`_aws:<secret>:<key>`, `_vaultkv2:...`), or the values for the `database` provider.
 async fn connection_secret(secrets: &dyn SecretStore, secret_ref: &SecretRef) -> Result<BTreeMap<String, String>, StepError> {
+    use base64::Engine as _;
+    let encode = |value: &str| base64::engine::general_purpose::STANDARD.encode(value);
     let secret_id = secrets.secret_id(secret_ref);
-    let reference =
-        |scheme: &str| SECRET_KEYS.iter().map(|key| (format!("envvar:{key}"), format!("{scheme}:{secret_id}:{key}"))).collect();
+    let reference = |scheme: &str| {
+        CONNECTION_KEYS.iter().map(|(name, key)| (name.to_string(), encode(&format!("{scheme}:{secret_id}:{key}")))).collect()
+    };
     match secrets.provider() {
         SecretsProvider::AwsSecretsManager => Ok(reference("_aws")),
         SecretsProvider::Vault => Ok(reference("_vaultkv2")),
@@ -250,13 +260,9 @@ async fn connection_secret(secrets: &dyn SecretStore, secret_ref: &SecretRef) ->
             let credentials = secrets.read(&secret_id).await?.ok_or_else(|| {
                 StepError::new(ErrorType::ProvisioningFailed, format!("no stored credentials for {}", secret_ref.user))
             })?;
-            Ok(BTreeMap::from([
-                ("envvar:HOST".into(), credentials.host),
-                ("envvar:PORT".into(), credentials.port.to_string()),
-                ("envvar:USER".into(), credentials.user),
-                ("envvar:PASSWORD".into(), credentials.password.expose_secret().to_string()),
-                ("envvar:DB".into(), credentials.db),
-            ]))
+            let port = credentials.port.to_string();
+            let values = [&credentials.host, &port, &credentials.user, credentials.password.expose_secret(), &credentials.db];
+            Ok(CONNECTION_KEYS.iter().zip(values).map(|((name, _), value)| (name.to_string(), encode(value))).collect())
         }
     }
 }
