@@ -413,6 +413,22 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
         }
     }
     assert_eq!(listed, ids);
+
+    // A client that does not page sees every job, and the count of all of them.
+    let (_, all) = call(&app, reader("org-1"), "GET", "/dbroles/jobs", None, None).await;
+    let all_ids: std::collections::BTreeSet<String> =
+        all["items"].as_array().unwrap().iter().map(|job| job["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!((all_ids, all["total_count"].as_u64(), all["next_token"].clone()), (ids.clone(), Some(200), Value::Null));
+    // One that pages by number (seed 004's page.start and page.limit) gets that slice.
+    let (_, page) = call(&app, reader("org-1"), "GET", "/dbroles/jobs?start=101&limit=100", None, None).await;
+    let newest: Vec<&Value> = all["items"].as_array().unwrap().iter().collect();
+    assert_eq!(page["items"].as_array().unwrap().first(), Some(newest[100]));
+    assert_eq!((page["items"].as_array().unwrap().len(), page["total_count"].as_u64()), (100, Some(200)));
+    let (status, answer) = call(&app, reader("org-1"), "GET", "/dbroles/jobs?start=2&next_token=x", None, None).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("start, next_token: page by one or the other"))
+    );
 }
 
 /// A workflow whose start always fails (Step Functions throttling, say).

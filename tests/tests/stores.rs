@@ -213,6 +213,20 @@ async fn listing_is_newest_first_filtered_and_paged(s: &Stores) {
     .await;
     assert_eq!(window, [ids[4].id(), ids[3].id(), ids[2].id()]);
 
+    // Seed 004's paging: a page from a position, and the count of every match.
+    let from_third = listed(JobQuery { skip: 2, ..Default::default() }).await;
+    assert_eq!(from_third, newest_first[2..]);
+    let page = s.jobs.list_jobs("org-a", &JobQuery { skip: 2, limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), newest_first[2..4]);
+    assert!(page.next_token.is_some());
+    for (query, expected) in [
+        (JobQuery::default(), 7),
+        (JobQuery { db_engine: Some("mysql".into()), ..Default::default() }, 3),
+        (JobQuery { phase: Some(Phase::Completed), skip: 2, limit: 1, ..Default::default() }, 3),
+    ] {
+        assert_eq!(s.jobs.count_jobs("org-a", &query).await.unwrap(), expected, "{query:?}");
+    }
+
     let foreign = s.jobs.list_jobs("org-b", &JobQuery { limit: 1, ..Default::default() }).await.unwrap();
     assert!(foreign.next_token.is_none());
     let first = s.jobs.list_jobs("org-a", &JobQuery { limit: 1, ..Default::default() }).await.unwrap();

@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use http::{HeaderMap, StatusCode};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
 use super::{limit, ApiError, Message, Shared};
 use crate::job::{Job, Phase, Timestamp};
 use crate::jobs;
 use crate::request::{CreateJobRequest, CreateJobResponse};
-use crate::store::{Idempotency, JobQuery, JobStats, Page};
+use crate::store::{Idempotency, JobQuery, JobStats};
 
 type Answer<T> = Result<T, ApiError>;
 
@@ -75,21 +77,38 @@ pub(super) async fn get(State(app): State<Shared>, Reader(caller): Reader, Path(
     Ok(Json(jobs::find(&app, &caller.org, &id).await?.job))
 }
 
-/// The organisation's jobs, newest first.
+/// The most jobs one listing returns when the caller asks for no page: a client
+/// that ignores `next_token` still sees every job of all but the busiest organisations.
+pub const MAX_UNPAGED: usize = 1000;
+
+/// A listing of jobs: the page, where the next one starts, and how many match (seed 004's `total_count`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub items: Vec<Job>,
+    /// Pass it back for the next page; absent on the last.
+    pub next_token: Option<String>,
+    /// How many jobs match the filters, on every page.
+    pub total_count: u64,
+}
+
+/// The organisation's jobs, newest first. With no paging parameter, every job (up
+/// to 1,000, then `next_token`); `limit` with `next_token`, or `start` (seed 004's
+/// `page.start`, from 1) with `limit`, for pages.
 #[utoipa::path(
     get, path = "/dbroles/jobs", tag = "jobs",
     params(
         ("phase" = Option<Phase>, Query, description = "Only jobs in this phase"),
         ("db_arn" = Option<String>, Query, description = "Only jobs for this instance or cluster"),
         ("db_engine" = Option<String>, Query, description = "Only jobs for this engine"),
-        ("created_after" = Option<String>, Query, description = "RFC 3339; only jobs created after"),
-        ("created_before" = Option<String>, Query, description = "RFC 3339; only jobs created before"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 50"),
+        ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339; only jobs created after"),
+        ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339; only jobs created before"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100; default 50 when paging, every job (up to 1,000) when not"),
+        ("start" = Option<usize>, Query, minimum = 1, description = "The position of the page's first job, from 1 (seed 004's page.start); not with next_token"),
         ("next_token" = Option<String>, Query, description = "The previous page's next_token"),
     ),
     responses(
-        (status = 200, description = "A page of jobs", body = Page<Job>),
-        (status = 400, description = "A filter is invalid", body = Message),
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "A filter or paging parameter is invalid", body = Message),
         (status = 403, description = "The caller is in no group that may read", body = Message),
     ),
     security(("bearer" = []))
@@ -98,7 +117,7 @@ pub(super) async fn list(
     State(app): State<Shared>,
     Reader(caller): Reader,
     Query(params): Query<HashMap<String, String>>,
-) -> Answer<Json<Page<Job>>> {
+) -> Answer<Json<JobList>> {
     let time = |name: &str| {
         params
             .get(name)
@@ -109,16 +128,28 @@ pub(super) async fn list(
         .get("phase")
         .map(|p| Phase::parse(p).ok_or_else(|| ApiError::bad_request("phase: expected running, failed or completed")))
         .transpose()?;
+    let start = params
+        .get("start")
+        .map(|v| v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| ApiError::bad_request("start: expected 1 or more")))
+        .transpose()?;
+    let next_token = params.get("next_token").cloned();
+    if start.is_some() && next_token.is_some() {
+        return Err(ApiError::bad_request("start, next_token: page by one or the other"));
+    }
+    let paging = start.is_some() || next_token.is_some() || params.contains_key("limit");
     let query = JobQuery {
         phase,
         db_arn: params.get("db_arn").cloned(),
         db_engine: params.get("db_engine").cloned(),
         created_after: time("created_after")?,
         created_before: time("created_before")?,
-        limit: limit(&params, 50)?,
-        next_token: params.get("next_token").cloned(),
+        limit: if paging { limit(&params, 50)? } else { MAX_UNPAGED },
+        next_token,
+        skip: start.map_or(0, |start| start - 1),
     };
-    Ok(Json(app.jobs.list_jobs(&caller.org, &query).await?))
+    let page = app.jobs.list_jobs(&caller.org, &query).await?;
+    let total_count = app.jobs.count_jobs(&caller.org, &query).await?;
+    Ok(Json(JobList { items: page.items, next_token: page.next_token, total_count }))
 }
 
 /// How many jobs the organisation has, by phase and by engine.

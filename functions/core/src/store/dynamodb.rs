@@ -440,6 +440,7 @@ impl JobStore for DynamoStore {
         let start = Self::start_key(org, query.next_token.as_deref())?;
         let (filter, names, values) = filters(org, query);
         let mut collected: Vec<(String, Job)> = Vec::new();
+        let mut skip = query.skip;
         self.query_all(
             start,
             |builder| {
@@ -450,9 +451,13 @@ impl JobStore for DynamoStore {
                     .set_expression_attribute_names(names.clone())
                     .set_expression_attribute_values(Some(values.clone()))
                     .scan_index_forward(false)
-                    .limit((query.limit + 1).min(1000) as i32)
+                    .limit((query.skip + query.limit + 1).min(1000) as i32)
             },
             |item| {
+                if skip > 0 {
+                    skip -= 1;
+                    return Ok(true);
+                }
                 let sort = get_s(&item, "GSI1SK").unwrap_or_default().to_string();
                 let record: JobRecord = from_json(get_s(&item, "record").unwrap_or_default())?;
                 collected.push((sort, record.job));
@@ -464,6 +469,33 @@ impl JobStore for DynamoStore {
         collected.truncate(query.limit);
         let next_token = more.then(|| encode_token(org, &collected.last().map(|(sort, _)| sort.clone()).unwrap_or_default()));
         Ok(Page { items: collected.into_iter().map(|(_, job)| job).collect(), next_token })
+    }
+
+    async fn count_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<u64> {
+        let (filter, names, values) = filters(org, query);
+        let mut count = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("GSI1PK = :pk AND GSI1SK BETWEEN :low AND :high")
+                .set_filter_expression(filter.clone())
+                .set_expression_attribute_names(names.clone())
+                .set_expression_attribute_values(Some(values.clone()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_failed)?;
+            count += out.count as u64;
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(count),
+            }
+        }
     }
 
     async fn job_stats(&self, org: &str) -> StoreResult<JobStats> {

@@ -72,6 +72,8 @@ pub struct JobQuery {
     pub created_before: Option<Timestamp>,
     pub limit: usize,
     pub next_token: Option<String>,
+    /// How many matching jobs to pass over first (seed 004's `page.start`, less one).
+    pub skip: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -133,6 +135,8 @@ pub trait JobStore: Send + Sync {
     async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()>;
     /// Newest first.
     async fn list_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<Page<Job>>;
+    /// How many jobs match the query's filters (its paging aside).
+    async fn count_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<u64>;
     async fn job_stats(&self, org: &str) -> StoreResult<JobStats>;
     /// Remembers a provisioned instance (the rotation schedule's list).
     async fn mark_provisioned(&self, provisioned: &Provisioned) -> StoreResult<()>;

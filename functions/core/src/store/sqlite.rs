@@ -237,7 +237,7 @@ impl JobStore for SqliteStore {
                 .prepare(
                     "SELECT record, sort FROM jobs WHERE org = ?1 AND sort >= ?2 AND sort < ?3 \
                      AND (?4 IS NULL OR phase = ?4) AND (?5 IS NULL OR db_arn = ?5) AND (?6 IS NULL OR db_engine = ?6) \
-                     ORDER BY sort DESC LIMIT ?7",
+                     ORDER BY sort DESC LIMIT ?7 OFFSET ?8",
                 )
                 .map_err(unavailable)?;
             let rows = statement
@@ -249,7 +249,8 @@ impl JobStore for SqliteStore {
                         query.phase.map(Phase::as_str),
                         query.db_arn,
                         query.db_engine,
-                        (query.limit + 1) as i64
+                        (query.limit + 1) as i64,
+                        query.skip as i64
                     ],
                     |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
                 )
@@ -265,6 +266,24 @@ impl JobStore for SqliteStore {
             }
             let next_token = more.then(|| encode_token(&org, &last));
             Ok(Page { items, next_token })
+        })
+        .await
+    }
+
+    async fn count_jobs(&self, org: &str, query: &JobQuery) -> StoreResult<u64> {
+        let org = org.to_string();
+        let query = query.clone();
+        self.with(move |conn| {
+            let (low, high) = sort_bounds(&query);
+            let count: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE org = ?1 AND sort >= ?2 AND sort < ?3 \
+                     AND (?4 IS NULL OR phase = ?4) AND (?5 IS NULL OR db_arn = ?5) AND (?6 IS NULL OR db_engine = ?6)",
+                    params![org, low, high, query.phase.map(Phase::as_str), query.db_arn, query.db_engine],
+                    |row| row.get(0),
+                )
+                .map_err(unavailable)?;
+            Ok(count as u64)
         })
         .await
     }
