@@ -40,7 +40,6 @@ pub struct Account {
 
 /// The body of `PUT /dbroles/accounts/{account_id}`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RegisterAccount {
     /// `arn:aws:iam::<account_id>:role/<name>`: a role whose trust policy lets this
     /// deployment assume it with the organisation's `ExternalId`.

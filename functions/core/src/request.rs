@@ -25,7 +25,6 @@ pub enum JobStep {
 
 /// `openapi.CreateDBRoleJobAWSProviderSG`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SecurityGroupRequest {
     #[schema(example = "192.168.1.0/24")]
     pub ingress_cidr: String,
@@ -33,7 +32,6 @@ pub struct SecurityGroupRequest {
 
 /// `openapi.CreateDBRoleJobAWSProvider`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct AwsRequest {
     #[schema(example = "arn:aws:rds:us-west-2:123456789012:db:my-instance")]
     pub instance_arn: String,
@@ -52,7 +50,6 @@ pub struct AwsRequest {
 
 /// `openapi.DBRoleJobVaultProvider`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct VaultRequest {
     #[schema(example = "dbsecrets/data/")]
     pub secret_id: String,
@@ -60,13 +57,14 @@ pub struct VaultRequest {
 
 /// `openapi.CreateDBRoleJob`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CreateJobRequest {
     #[schema(example = "a1b2c3d4-e5f6-7890-abcd-ef1234567890")]
     pub agent_id: String,
     pub aws: AwsRequest,
     #[schema(example = "prod-postgres-")]
     pub connection_prefix_name: String,
+    /// `null` or absent: none.
+    #[serde(default)]
     pub job_steps: Vec<JobStep>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_provider: Option<VaultRequest>,
@@ -79,10 +77,11 @@ pub struct CreateJobResponse {
 }
 
 impl CreateJobRequest {
-    /// Parses and validates a request body; every error names the field at fault.
-    pub fn parse(body: &[u8]) -> Result<Self, Invalid> {
-        let request: Self = parse_json(body)?;
-        request.validate()?;
+    /// Parses (leniently, see [`parse_lenient`]) and validates a request body;
+    /// every error names the field at fault.
+    pub fn parse(body: &[u8]) -> Result<Lenient<Self>, Invalid> {
+        let request: Lenient<Self> = parse_lenient(body)?;
+        request.value.validate()?;
         Ok(request)
     }
 
@@ -114,26 +113,77 @@ impl CreateJobRequest {
     }
 }
 
-/// Deserialises JSON, turning serde's error into a message that names the field.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Invalid> {
+/// A request body as hoop.dev's clients send it, and the fields it had that dbroles ignored.
+#[derive(Debug)]
+pub struct Lenient<T> {
+    pub value: T,
+    /// Paths of unknown fields (`aws.region`, `roles[0].id`): ignored, and named
+    /// back to the caller so a misspelt field is not lost silently.
+    pub ignored: Vec<String>,
+}
+
+/// Fields whose value is a map of the caller's own keys: never trimmed inside.
+const FREE_FORM: [&str; 3] = ["env_vars", "secret", "connection_tags"];
+
+/// Deserialises a request body as Go clients write it: a field that is `null`
+/// (an empty slice) or `""` (an unset string) is a field left out, and an
+/// unknown field is ignored and reported. Every error names the field at fault;
+/// values are checked as strictly as ever by the types' own validation.
+pub fn parse_lenient<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Lenient<T>, Invalid> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("the request body is empty: send a JSON object"));
     }
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        let detail = error.to_string();
+        invalid(format!("the request body is not valid JSON: {}", detail.split(" at line ").next().unwrap_or(&detail)))
+    })?;
+    drop_unset(&mut value);
+    let mut ignored = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| ignored.push(field_path(&path));
+    let deserializer = serde_ignored::Deserializer::new(value, &mut note);
+    let value = serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.inner();
-        let detail = inner.to_string();
-        // serde_json appends " at line L column C"; the field path says more.
-        let detail = detail.split(" at line ").next().unwrap_or(&detail);
-        if inner.is_syntax() || inner.is_eof() {
-            invalid(format!("the request body is not valid JSON: {detail}"))
-        } else if path == "." {
-            invalid(detail.to_string())
-        } else {
-            invalid(format!("{path}: {detail}"))
+        match path.as_str() {
+            "." => invalid(error.inner().to_string()),
+            _ => invalid(format!("{path}: {}", error.inner())),
         }
-    })
+    })?;
+    Ok(Lenient { value, ignored })
+}
+
+/// A field's path as the error messages write it: `aws.region`, `roles[0].id`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+/// Removes the fields that are `null` or `""`, in every object but the free-form maps.
+fn drop_unset(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            fields.retain(|_, field| !(field.is_null() || field.as_str() == Some("")));
+            for (name, field) in fields.iter_mut() {
+                if !FREE_FORM.contains(&name.as_str()) {
+                    drop_unset(field);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_unset),
+        _ => {}
+    }
+}
+
+/// [`parse_lenient`], for callers that do not report ignored fields.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Invalid> {
+    parse_lenient(body).map(|parsed| parsed.value)
 }
 
 /// Names of connections, resources and prefixes: 1 to `max` of `[A-Za-z0-9._-]`.

@@ -10,7 +10,6 @@ use crate::request::{validate_name, Invalid};
 
 /// A role (connection) as a client sends it. `secret` is write-only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RoleInput {
     pub name: String,
     #[serde(rename = "type")]
@@ -59,8 +58,8 @@ pub struct RoleInput {
 
 /// `POST /resources` and `PUT /resources/{name}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ResourceInput {
+    #[serde(default)]
     #[schema(value_type = Object)]
     pub env_vars: BTreeMap<String, String>,
     #[schema(example = "my-resource")]

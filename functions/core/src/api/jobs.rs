@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
-use super::{limit, ApiError, Message, Shared};
+use super::{ignored_fields, limit, ApiError, Message, Shared};
 use crate::job::{Job, Phase, Timestamp};
 use crate::jobs;
 use crate::request::{CreateJobRequest, CreateJobResponse};
@@ -24,7 +24,7 @@ type Answer<T> = Result<T, ApiError>;
     request_body = CreateJobRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body within 24 h return the same job")),
     responses(
-        (status = 202, description = "The job was created and its workflow started", body = CreateJobResponse),
+        (status = 202, description = "The job was created and its workflow started; unknown fields are named in X-Dbroles-Ignored-Fields", body = CreateJobResponse),
         (status = 400, description = "A field is invalid, or the instance does not exist", body = Message),
         (status = 403, description = "The caller is not an admin, or the organisation may not act on the instance's AWS account", body = Message),
         (status = 409, description = "A job is already running on the database server (the instance, its cluster, or any organisation's job on it)", body = Message),
@@ -39,11 +39,11 @@ pub(super) async fn create(
     Admin(caller): Admin,
     headers: HeaderMap,
     Body(body): Body,
-) -> Answer<(StatusCode, Json<CreateJobResponse>)> {
+) -> Answer<(StatusCode, HeaderMap, Json<CreateJobResponse>)> {
     let create = CreateJobRequest::parse(&body)?;
     let idempotency = idempotency(&headers, &body)?;
-    let job_id = jobs::start(&app, &caller.org, &caller.sub, create, idempotency).await?;
-    Ok((StatusCode::ACCEPTED, Json(CreateJobResponse { job_id })))
+    let job_id = jobs::start(&app, &caller.org, &caller.sub, create.value, idempotency).await?;
+    Ok((StatusCode::ACCEPTED, ignored_fields(&create.ignored), Json(CreateJobResponse { job_id })))
 }
 
 fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, ApiError> {

@@ -107,6 +107,20 @@ pub fn document() -> utoipa::openapi::OpenApi {
     document
 }
 
+/// The header naming the request's fields that dbroles ignored (unknown to it).
+pub const IGNORED_FIELDS: &str = "x-dbroles-ignored-fields";
+
+/// [`IGNORED_FIELDS`] for `fields`, if there are any.
+fn ignored_fields(fields: &[String]) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = http::HeaderValue::from_str(&fields.join(", ")) {
+        if !fields.is_empty() {
+            headers.insert(IGNORED_FIELDS, value);
+        }
+    }
+    headers
+}
+
 /// `limit`: `default` when absent, else 1 to 100.
 fn limit(query: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
     match query.get("limit") {

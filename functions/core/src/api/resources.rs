@@ -1,23 +1,29 @@
-//! The resource routes (seed 003). Role secrets go in and never come out.
+//! The resource routes (seed 003), as hoop.dev's clients use them. Role secrets
+//! go in and never come out.
 
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::extract::{Admin, Body};
-use super::{limit, ApiError, Message, Shared};
+use super::{ignored_fields, limit, ApiError, Message, Shared};
 use crate::auth::Caller;
-use crate::request::parse_json;
+use crate::request::{parse_lenient, Lenient};
 use crate::resource::{ResourceInput, ResourceView};
 use crate::store::{Page, StoreError};
 
 type Answer<T> = Result<T, ApiError>;
 
-fn parse(body: &[u8]) -> Result<ResourceInput, ApiError> {
-    let input: ResourceInput = parse_json(body)?;
-    input.validate()?;
+/// The most resources a listing without `limit` or `page_size` returns.
+pub const MAX_RESOURCES: usize = 1000;
+
+fn parse(body: &[u8]) -> Result<Lenient<ResourceInput>, ApiError> {
+    let input: Lenient<ResourceInput> = parse_lenient(body)?;
+    input.value.validate()?;
     Ok(input)
 }
 
@@ -26,7 +32,7 @@ fn parse(body: &[u8]) -> Result<ResourceInput, ApiError> {
     post, path = "/resources", tag = "resources",
     request_body = ResourceInput,
     responses(
-        (status = 201, description = "The resource, secrets left out", body = ResourceView),
+        (status = 201, description = "The resource, secrets left out; unknown fields are named in X-Dbroles-Ignored-Fields", body = ResourceView),
         (status = 400, description = "A field is invalid", body = Message),
         (status = 403, description = "The caller is not an admin", body = Message),
         (status = 409, description = "The name is taken", body = Message),
@@ -37,22 +43,54 @@ pub(super) async fn create(
     State(app): State<Shared>,
     Admin(caller): Admin,
     Body(body): Body,
-) -> Answer<(StatusCode, Json<ResourceView>)> {
-    let resource = parse(&body)?.into_resource(&caller.org, None);
+) -> Answer<(StatusCode, HeaderMap, Json<ResourceView>)> {
+    let input = parse(&body)?;
+    let resource = input.value.into_resource(&caller.org, None);
     app.resources.create_resource(&resource).await?;
-    Ok((StatusCode::CREATED, Json(resource.view())))
+    Ok((StatusCode::CREATED, ignored_fields(&input.ignored), Json(resource.view())))
 }
 
-/// The organisation's resources, by name.
+/// `page` and `page_size` of hoop.dev's listings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pagination {
+    pub total: usize,
+    pub page: usize,
+    pub size: usize,
+}
+
+/// A page of resources as hoop.dev pages them (`page`, `page_size`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PagedResources {
+    pub pages: Pagination,
+    pub data: Vec<ResourceView>,
+}
+
+/// `GET /resources`: every resource (hoop.dev's bare array), hoop.dev's pages,
+/// or dbroles' token pages.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ResourceList {
+    All(Vec<ResourceView>),
+    Paged(PagedResources),
+    Tokens(Page<ResourceView>),
+}
+
+/// The organisation's resources, by name: all of them (up to 1,000) as an array;
+/// with `page`/`page_size`, hoop.dev's pages; with `limit`/`next_token`, dbroles' pages.
 #[utoipa::path(
     get, path = "/resources", tag = "resources",
     params(
+        ("search" = Option<String>, Query, description = "Only resources whose name, type or subtype contains this"),
+        ("name" = Option<String>, Query, description = "Only the resource of this name"),
+        ("subtype" = Option<String>, Query, description = "Only resources of this subtype"),
+        ("page" = Option<usize>, Query, minimum = 1, description = "hoop.dev's page number, from 1"),
+        ("page_size" = Option<usize>, Query, minimum = 1, maximum = 100, description = "hoop.dev's page size, 1 to 100, default 50"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 50"),
         ("next_token" = Option<String>, Query, description = "The previous page's next_token"),
     ),
     responses(
-        (status = 200, description = "A page of resources", body = Page<ResourceView>),
-        (status = 400, description = "limit or next_token is invalid", body = Message),
+        (status = 200, description = "The resources: an array, hoop.dev's {pages, data}, or {items, next_token}", body = ResourceList),
+        (status = 400, description = "A paging parameter is invalid", body = Message),
     ),
     security(("bearer" = []))
 )]
@@ -60,11 +98,46 @@ pub(super) async fn list(
     State(app): State<Shared>,
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
-) -> Answer<Json<Page<ResourceView>>> {
-    let next_token = params.get("next_token").map(String::as_str);
-    let page = app.resources.list_resources(&caller.org, limit(&params, 50)?, next_token).await?;
-    let items: Vec<ResourceView> = page.items.iter().map(|r| r.view()).collect();
-    Ok(Json(Page { items, next_token: page.next_token }))
+) -> Answer<Json<ResourceList>> {
+    let matches = |view: &ResourceView| {
+        let search = params.get("search").map(|needle| needle.to_lowercase());
+        search.is_none_or(|needle| [&view.name, &view.kind, &view.subtype].iter().any(|f| f.to_lowercase().contains(&needle)))
+            && params.get("name").is_none_or(|name| *name == view.name)
+            && params.get("subtype").is_none_or(|subtype| *subtype == view.subtype)
+    };
+    if params.contains_key("limit") || params.contains_key("next_token") {
+        let next_token = params.get("next_token").map(String::as_str);
+        let page = app.resources.list_resources(&caller.org, limit(&params, 50)?, next_token).await?;
+        let items = page.items.iter().map(|r| r.view()).filter(|view| matches(view)).collect();
+        return Ok(Json(ResourceList::Tokens(Page { items, next_token: page.next_token })));
+    }
+    let mut all = Vec::new();
+    let mut token = None;
+    while all.len() < MAX_RESOURCES {
+        let page = app.resources.list_resources(&caller.org, 100, token.as_deref()).await?;
+        all.extend(page.items.iter().map(|r| r.view()).filter(|view| matches(view)));
+        match page.next_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    all.truncate(MAX_RESOURCES);
+    if !params.contains_key("page") && !params.contains_key("page_size") {
+        return Ok(Json(ResourceList::All(all)));
+    }
+    let number = |name: &str, default: usize, max: usize, expected: &str| match params.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("{name}: expected {expected}"))),
+    };
+    let page = number("page", 1, usize::MAX, "1 or more")?;
+    let size = number("page_size", 50, 100, "1 to 100")?;
+    let total = all.len();
+    let data = all.into_iter().skip((page - 1).saturating_mul(size)).take(size).collect();
+    Ok(Json(ResourceList::Paged(PagedResources { pages: Pagination { total, page, size }, data })))
 }
 
 /// One resource.
@@ -86,15 +159,18 @@ pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(name): P
     Ok(Json(resource.view()))
 }
 
-/// Creates or replaces a resource; its roles keep their ids.
+/// Updates a resource as hoop.dev does: its name, type, subtype, agent and
+/// variables; its connections (`roles`) are never touched, and its type cannot
+/// change while it has any.
 #[utoipa::path(
     put, path = "/resources/{name}", tag = "resources",
     params(("name" = String, Path, description = "The resource name")),
     request_body = ResourceInput,
     responses(
-        (status = 200, description = "The resource, secrets left out", body = ResourceView),
+        (status = 200, description = "The resource, secrets left out; unknown fields are named in X-Dbroles-Ignored-Fields", body = ResourceView),
         (status = 400, description = "A field is invalid, or the body names another resource", body = Message),
-        (status = 403, description = "The caller is not an admin", body = Message),
+        (status = 403, description = "The caller is not an admin, or the type would change while the resource has connections", body = Message),
+        (status = 404, description = "No such resource", body = Message),
     ),
     security(("bearer" = []))
 )]
@@ -103,15 +179,24 @@ pub(super) async fn put(
     Admin(caller): Admin,
     Path(name): Path<String>,
     Body(body): Body,
-) -> Answer<Json<ResourceView>> {
+) -> Answer<(HeaderMap, Json<ResourceView>)> {
     let input = parse(&body)?;
-    if input.name != name {
-        return Err(ApiError::bad_request(format!("name: '{}' does not match the path's '{name}'", input.name)));
+    if input.value.name != name {
+        return Err(ApiError::bad_request(format!("name: '{}' does not match the path's '{name}'", input.value.name)));
     }
-    let previous = app.resources.get_resource(&caller.org, &name).await?;
-    let resource = input.into_resource(&caller.org, previous.as_ref());
+    let previous = app
+        .resources
+        .get_resource(&caller.org, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no resource {name}")))?;
+    let mut resource = ResourceInput { roles: Vec::new(), ..input.value }.into_resource(&caller.org, Some(&previous));
+    if !previous.roles.is_empty() && (&resource.kind, &resource.subtype) != (&previous.kind, &previous.subtype) {
+        let message = "type, subtype: cannot change while the resource has connections";
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message));
+    }
+    resource.roles = previous.roles;
     app.resources.put_resource(&resource).await?;
-    Ok(Json(resource.view()))
+    Ok((ignored_fields(&input.ignored), Json(resource.view())))
 }
 
 /// Deletes a resource.
