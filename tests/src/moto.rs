@@ -252,3 +252,10 @@ pub async fn provision_state_machine(aws: &aws_config::SdkConfig) -> String {
         .unwrap()
         .state_machine_arn
 }
+
+/// The own store as a deployment keeps it on AWS: each credential encrypted under a KMS key of moto's.
+pub async fn own_store_on_kms(aws: &aws_config::SdkConfig) -> dbroles_core::config::CredentialsStore {
+    let key = aws_sdk_kms::Client::new(aws).create_key().description("dbroles credentials").send().await.unwrap();
+    let key = key.key_metadata.unwrap().key_id;
+    dbroles_core::config::CredentialsStore::Database { key: Some(key) }
+}

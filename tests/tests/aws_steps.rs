@@ -159,6 +159,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
         .unwrap();
     let host = created.endpoint.unwrap().address.unwrap();
     let config = Config {
+        credentials: dbroles_core::config::CredentialsStore::SecretsManager,
         endpoint_overrides: HashMap::from([(host, format!("127.0.0.1:{}", cluster.port))]),
         settings: Settings {
             role_prefix: unique("r"),

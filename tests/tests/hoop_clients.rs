@@ -133,7 +133,10 @@ async fn a_go_client_sends_nulls_empty_strings_and_fields_dbroles_does_not_know(
     // A misspelt field is not silently dropped: the real one is missing, and the answer says which.
     let misspelt = go.replace("connection_prefix_name", "conection_prefix_name");
     let (status, _, answer) = client.send("POST", "/dbroles/jobs", Some(&misspelt)).await;
-    assert_eq!((status, answer["message"].as_str()), (StatusCode::BAD_REQUEST, Some("missing field `connection_prefix_name`")));
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("connection_prefix_name: is required (it is missing, null or \"\")"))
+    );
     // Values are as strict as ever.
     let bad_cidr =
         go.replace("\"default_security_group\": null", "\"default_security_group\": {\"ingress_cidr\": \"10.0.0.0/33\"}");

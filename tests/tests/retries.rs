@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dbroles_core::config::Config;
+use dbroles_core::config::CredentialsStore;
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::job::{Job, Phase};
 use dbroles_core::jobs;
@@ -49,6 +50,7 @@ async fn rig(resets: usize) -> Rig {
     let config = Config {
         endpoint_overrides: HashMap::from([(host, format!("127.0.0.1:{}", flaky.port))]),
         settings,
+        credentials: CredentialsStore::SecretsManager,
         ..Config::new(unique("jobs-"))
     };
     let steps_config = config.clone();

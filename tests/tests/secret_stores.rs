@@ -189,3 +189,36 @@ async fn the_own_store_keeps_each_organisations_credentials_apart() {
     assert_eq!(read(acme).await, "acme-Password-1");
     assert_eq!(read(globex).await, "globex-Password-2", "one server, two organisations, two credentials");
 }
+
+#[tokio::test]
+async fn on_aws_the_own_store_keeps_credentials_encrypted_with_kms() {
+    use dbroles_core::config::CredentialsStore;
+    use dbroles_core::secrets::database::DatabaseSecrets;
+    use dbroles_core::secrets::kms::KmsSealer;
+    use dbroles_core::store::dynamodb::DynamoStore;
+    let aws = aws_config(&moto_endpoint()).await;
+    let table = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), unique("creds-"));
+    table.create_table().await.unwrap();
+    let table = std::sync::Arc::new(table);
+    let CredentialsStore::Database { key } = own_store_on_kms(&aws).await else { unreachable!() };
+    let kms = aws_sdk_kms::Client::new(&aws);
+    let store = DatabaseSecrets::new(table.clone()).sealed_with(std::sync::Arc::new(KmsSealer { client: kms.clone(), key }));
+
+    let secret = secret_ref("orders-db");
+    let staged = store.stage(&secret, &credentials("sealed-Password-1")).await.unwrap();
+    store.confirm(&staged).await.unwrap();
+    let read = store.read(&store.secret_id(&secret)).await.unwrap().unwrap();
+    assert_eq!(read.password.expose_secret(), "sealed-Password-1");
+    // The item holds ciphertext only.
+    let raw =
+        dbroles_core::store::CredentialStore::get_credential(table.as_ref(), &store.secret_id(&secret)).await.unwrap().unwrap();
+    assert!(raw.starts_with("kms:") && !raw.contains("sealed-Password-1"), "{raw}");
+    // A value copied onto another credential's item does not decrypt there (the item id is the encryption context).
+    let other = SecretRef { user: "hoop_rw".into(), ..secret.clone() };
+    dbroles_core::store::CredentialStore::put_credential(table.as_ref(), &store.secret_id(&other), &raw).await.unwrap();
+    assert!(store.read(&store.secret_id(&other)).await.is_err());
+    // Without a key the store refuses to write, and says which setting is missing.
+    let keyless = DatabaseSecrets::new(table).sealed_with(std::sync::Arc::new(KmsSealer { client: kms, key: None }));
+    let error = keyless.stage(&secret, &credentials("never-Stored-1")).await.unwrap_err();
+    assert!(error.to_string().contains("DBROLES_CREDENTIALS_KEY is not set"), "{error}");
+}

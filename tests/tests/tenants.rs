@@ -166,8 +166,10 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
     assert_eq!(stats["total_count"], 0);
     // A resource of B's with the same name is B's own; A's is untouched.
     let mine = json!({"name": "a-orders", "type": "database", "env_vars": {}, "roles": [{"name": "mine-ro", "type": "database", "secret": {"envvar:PASSWORD": "b"}}]});
-    let (status, answer) = call_json(&app, admin(B), "PUT", "/resources/a-orders", Some(mine)).await;
-    assert!(status.is_success(), "{status}: {answer}");
+    let (status, answer) = call_json(&app, admin(B), "PUT", "/resources/a-orders", Some(mine.clone())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "B has no such resource: {answer}");
+    let (status, answer) = call_json(&app, admin(B), "POST", "/resources", Some(mine)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert_eq!(call_json(&app, admin(A), "GET", "/resources/a-orders", None).await.1, resource);
 
     // The tag naming B starts nothing: B has not registered the account.
@@ -184,8 +186,10 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
 
     // A resource of the same name that dbroles did not make is never replaced by create-connections.
     let hand_made = json!({"name": "a-orders", "type": "database", "env_vars": {}, "roles": [{"name": "ops", "type": "database", "secret": {"envvar:PASSWORD": "kept"}}]});
-    let (status, _) = call_json(&app, admin(A), "PUT", "/resources/a-orders", Some(hand_made)).await;
-    assert!(status.is_success());
+    let (status, _) = call_json(&app, admin(A), "DELETE", "/resources/a-orders", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call_json(&app, admin(A), "POST", "/resources", Some(hand_made)).await;
+    assert_eq!(status, StatusCode::CREATED);
     let (_, kept) = call_json(&app, admin(A), "GET", "/resources/a-orders", None).await;
     let (_, created) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&arn, json!({})))).await;
     let job = wait_finished(&app, A, created["job_id"].as_str().unwrap()).await;

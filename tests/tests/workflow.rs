@@ -182,9 +182,11 @@ impl Deployment {
         let settings = settings(&prefix);
         let instance_id = unique("orders-");
         let host = format!("{instance_id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com");
+        // Secrets Manager, as a deployment may choose (CredentialsStore); the own store is the default.
         let config = Config {
             endpoint_overrides: HashMap::from([(host.clone(), format!("127.0.0.1:{}", backend.port()))]),
             settings,
+            credentials: dbroles_core::config::CredentialsStore::SecretsManager,
             ..Config::new(unique("jobs-"))
         };
         let webhook = Webhook {

@@ -76,6 +76,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
         table,
         state_machine_arn: Some(machine.state_machine_arn),
         org_claim: "org_id".into(),
+        credentials: dbroles_core::config::CredentialsStore::Database { key: None },
         secret_prefix: "dbroles/".into(),
         endpoint_overrides: Default::default(),
         settings: Settings {

@@ -7,6 +7,8 @@
 //! | `DBROLES_ORG_CLAIM` | `org_id` | the JWT claim naming the caller's organisation |
 //! | `DBROLES_ROLE_PREFIX` | `hoop` | roles are `<prefix>_ro`, `_rw`, `_ddl` |
 //! | `DBROLES_RETENTION_DAYS` | `90` | how long finished jobs are kept |
+//! | `DBROLES_CREDENTIALS_STORE` | `database` | where credentials go when a job names no Vault: `database` (dbroles' own store, seed 001's default) or `aws-secrets-manager` |
+//! | `DBROLES_CREDENTIALS_KEY` | none | the KMS key that encrypts the own store's credentials on AWS |
 //! | `DBROLES_SECRET_PREFIX` | `dbroles/` | where role secrets go in Secrets Manager |
 //! | `DBROLES_DB_TLS` | `verify-full` | `disable`, `require` or `verify-full` |
 //! | `DBROLES_DB_CA_FILE` | none | a PEM bundle of more CAs; `verify-full` always trusts the RDS CAs and the public roots |
@@ -142,11 +144,34 @@ impl From<&str> for ConfigError {
     }
 }
 
+/// Where role credentials go on AWS when a job names no Vault path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialsStore {
+    /// dbroles' own store (seed 001's `database`): items of the table no API route
+    /// can read, each value encrypted under this KMS key.
+    Database { key: Option<String> },
+    /// AWS Secrets Manager, one secret per role (the extension value `aws-secrets-manager`).
+    SecretsManager,
+}
+
+impl CredentialsStore {
+    fn from_env() -> Result<Self, ConfigError> {
+        match var("DBROLES_CREDENTIALS_STORE").as_deref() {
+            None | Some("database") => Ok(Self::Database { key: var("DBROLES_CREDENTIALS_KEY") }),
+            Some("aws-secrets-manager") => Ok(Self::SecretsManager),
+            Some(other) => {
+                Err(ConfigError(format!("DBROLES_CREDENTIALS_STORE={other}: expected database or aws-secrets-manager")))
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub table: String,
     pub state_machine_arn: Option<String>,
     pub org_claim: String,
+    pub credentials: CredentialsStore,
     pub secret_prefix: String,
     pub endpoint_overrides: HashMap<String, String>,
     pub settings: Settings,
@@ -182,6 +207,7 @@ impl Config {
             table: table.into(),
             state_machine_arn: None,
             org_claim: "org_id".into(),
+            credentials: CredentialsStore::Database { key: None },
             secret_prefix: "dbroles/".into(),
             endpoint_overrides: HashMap::new(),
             settings: Settings::default(),
@@ -215,6 +241,7 @@ impl Config {
         Ok(Self {
             state_machine_arn: var("DBROLES_STATE_MACHINE_ARN"),
             org_claim: var("DBROLES_ORG_CLAIM").unwrap_or_else(|| defaults.org_claim.clone()),
+            credentials: CredentialsStore::from_env()?,
             secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| defaults.secret_prefix.clone()),
             endpoint_overrides: overrides(&var("DBROLES_ENDPOINT_OVERRIDES").unwrap_or_default())?,
             settings,

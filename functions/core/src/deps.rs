@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use crate::config::{self, Config, ConfigError, Settings};
+use crate::config::{self, Config, ConfigError, CredentialsStore, Settings};
 use crate::inventory::rds::RdsInventory;
 use crate::inventory::Inventory;
 use crate::network::ec2::Ec2Network;
@@ -15,6 +15,7 @@ use crate::network::Network;
 use crate::notify::{EventBridgeEvents, Events, Hook, LambdaHook, Webhook};
 use crate::secrets::aws::AwsSecrets;
 use crate::secrets::database::DatabaseSecrets;
+use crate::secrets::kms::KmsSealer;
 use crate::secrets::SecretStore;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
@@ -67,9 +68,10 @@ impl Deps {
         }
     }
 
-    /// The deployment on AWS: the table, RDS, Secrets Manager (or the Vault a job
-    /// names), EC2, EventBridge (`DBROLES_EVENT_BUS`, default `default`) and the
-    /// hook function (`DBROLES_HOOK_FUNCTION`, none by default).
+    /// The deployment on AWS: the table, RDS, the credentials store (the own store
+    /// encrypted with KMS, or Secrets Manager; or the Vault a job names), EC2,
+    /// EventBridge (`DBROLES_EVENT_BUS`, default `default`) and the hook function
+    /// (`DBROLES_HOOK_FUNCTION`, none by default).
     pub async fn aws(config: &Config, aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), &config.table));
         let inventory = RdsInventory::new(aws, config.endpoint_overrides.clone()).with_secret_prefix(&config.secret_prefix);
@@ -79,9 +81,17 @@ impl Deps {
         Ok(Self {
             jobs: store.clone(),
             resources: store.clone(),
-            accounts: store,
+            accounts: store.clone(),
             inventory: Arc::new(inventory),
-            secrets: Arc::new(AwsSecrets::new(secrets.clone(), config.secret_prefix.trim_end_matches('/'))),
+            secrets: match &config.credentials {
+                CredentialsStore::SecretsManager => {
+                    Arc::new(AwsSecrets::new(secrets.clone(), config.secret_prefix.trim_end_matches('/')))
+                }
+                CredentialsStore::Database { key } => {
+                    let sealer = KmsSealer { client: aws_sdk_kms::Client::new(aws), key: key.clone() };
+                    Arc::new(DatabaseSecrets::new(store.clone()).sealed_with(Arc::new(sealer)))
+                }
+            },
             // Functions that only check a job's Vault folder (the API) have the address and no token.
             vault: match secret_setting(&secrets, "DBROLES_VAULT_TOKEN").await? {
                 Some(token) => config::vault_with(Some(token))?,

@@ -142,10 +142,15 @@ pub fn parse_lenient<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Leni
     let mut note = |path: serde_ignored::Path<'_>| ignored.push(field_path(&path));
     let deserializer = serde_ignored::Deserializer::new(value, &mut note);
     let value = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        match path.as_str() {
-            "." => invalid(error.inner().to_string()),
-            _ => invalid(format!("{path}: {}", error.inner())),
+        let path = match error.path().to_string() {
+            root if root == "." => String::new(),
+            path => format!("{path}."),
+        };
+        let detail = error.inner().to_string();
+        match detail.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`')) {
+            Some(field) => invalid(format!("{path}{field}: is required (it is missing, null or \"\")")),
+            None if path.is_empty() => invalid(detail),
+            None => invalid(format!("{}: {detail}", path.trim_end_matches('.'))),
         }
     })?;
     Ok(Lenient { value, ignored })
@@ -305,17 +310,18 @@ mod tests {
 
     #[test]
     fn seed_request_is_accepted() {
-        let request = CreateJobRequest::parse(&body(valid())).unwrap();
+        let request = CreateJobRequest::parse(&body(valid())).unwrap().value;
         assert!(request.has_step(JobStep::SendWebhook));
         assert_eq!(request.instance_arn().id, "my-instance");
     }
 
     #[test]
-    fn unknown_field_is_named() {
+    fn unknown_fields_are_ignored_and_named() {
         let mut value = valid();
         value["aws"]["region"] = "us-east-1".into();
-        let error = CreateJobRequest::parse(&body(value)).unwrap_err();
-        assert!(error.0.starts_with("aws.region: unknown field `region`"), "{}", error.0);
+        value["roles"] = serde_json::json!([{"id": 1}]);
+        let parsed = CreateJobRequest::parse(&body(value)).unwrap();
+        assert_eq!(parsed.ignored, ["aws.region", "roles"]);
     }
 
     #[test]
@@ -372,7 +378,7 @@ mod tests {
         let mut value = valid();
         value["aws"]["instance_arn"] = "arn:aws:rds:eu-west-1:123456789012:cluster:aurora-1".into();
         value["aws"]["default_security_group"] = serde_json::json!({"ingress_cidr": "2001:db8::/32"});
-        let request = CreateJobRequest::parse(&body(value)).unwrap();
+        let request = CreateJobRequest::parse(&body(value)).unwrap().value;
         assert_eq!(request.instance_arn().kind, ArnKind::Cluster);
     }
 }

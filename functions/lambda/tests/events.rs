@@ -161,6 +161,7 @@ impl Samples {
             .state_machine_arn;
         let config = Config {
             state_machine_arn: Some(machine),
+            credentials: dbroles_tests::own_store_on_kms(&aws).await,
             endpoint_overrides: HashMap::from([(instance.host.clone(), "127.0.0.1:5432".to_string())]),
             settings: Settings {
                 role_prefix: prefix.clone(),
@@ -203,7 +204,7 @@ impl Samples {
     }
 
     async fn the_step_samples_carry_one_job_from_resolve_to_webhook(&self) {
-        let Self { aws, instance, prefix, recorder, deps, hook, received, .. } = self;
+        let Self { aws, instance, prefix, config, recorder, deps, hook, received, .. } = self;
         let job = || self.job();
         for (step, file) in STEP_SAMPLES {
             recorder.take();
@@ -231,11 +232,31 @@ impl Samples {
                     let users: Vec<&str> = status.result.iter().map(|r| r.user_role.as_str()).collect();
                     assert_eq!(users, [format!("{prefix}_ro"), format!("{prefix}_rw"), format!("{prefix}_ddl")]);
                     assert!(status.result.iter().all(|r| r.status == Phase::Completed), "{status:?}");
+                    // The seed's default: the own store, whose credentials_info names nothing.
+                    for result in &status.result {
+                        let info = result.credentials_info.as_ref().unwrap();
+                        assert_eq!(info.secrets_manager_provider, dbroles_core::job::SecretsProvider::Database);
+                        assert!(info.secret_id.is_empty() && info.secret_keys.is_empty(), "{info:?}");
+                    }
                 }
                 "create-connections/task.json" => {
                     let resource = deps.resources.get_resource("acme", &instance.identifier).await.unwrap().unwrap();
                     let names: Vec<&str> = resource.roles.iter().map(|r| r.input.name.as_str()).collect();
                     assert_eq!(names, ["payments-ro", "payments-rw", "payments-ddl"]);
+                    // The connections carry the values, base64; the table holds them only encrypted.
+                    use base64::Engine as _;
+                    let pass = &resource.roles[0].input.secret["envvar:PASS"];
+                    let password = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(pass).unwrap()).unwrap();
+                    assert!(password.len() >= 24, "a generated password");
+                    let items = aws_sdk_dynamodb::Client::new(&aws).scan().table_name(&config.table).send().await.unwrap();
+                    let sealed: Vec<&str> = items
+                        .items()
+                        .iter()
+                        .filter(|item| item["PK"].as_s().unwrap().starts_with("CRED#"))
+                        .map(|item| item["value"].as_s().unwrap().as_str())
+                        .collect();
+                    assert!(!sealed.is_empty());
+                    assert!(sealed.iter().all(|v| v.starts_with("kms:") && !v.contains(&password)), "{sealed:?}");
                 }
                 "hook/task.json" => {
                     let status = job().await.hook_status.unwrap();

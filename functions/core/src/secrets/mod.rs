@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod database;
+pub mod kms;
 pub mod vault;
 
 use async_trait::async_trait;
