@@ -36,7 +36,7 @@ pub use moto::{
     MotoInstance, OtherFunctions,
 };
 pub use net::{EchoingMariaDb, FlakyPort};
-pub use postgres::{pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
+pub use postgres::{drop_machine_roles, pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
 pub use vault::{vault_server, Vault, VAULT_TOKEN};
 pub use web::{call_api, call_json, webhook_receiver, Received};
 

@@ -148,3 +148,23 @@ async fn a_go_client_sends_nulls_empty_strings_and_fields_dbroles_does_not_know(
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(answer["message"].as_str().unwrap().starts_with("job_steps[0]:"), "{answer}");
 }
+
+#[tokio::test]
+async fn another_name_in_a_put_renames_the_resource_with_its_connections() {
+    let client = Client::new();
+    client.send("POST", "/resources", Some(RESOURCE)).await;
+    client.send("POST", "/resources", Some(r#"{"name": "taken-db", "type": "database"}"#)).await;
+    let renamed = json!({"name": "orders-main", "type": "database", "subtype": "postgres"});
+    let (status, _, answer) = client.send("PUT", "/resources/orders-db", Some(&renamed.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        (answer["name"].as_str(), answer["roles"][0]["resource_name"].as_str()),
+        (Some("orders-main"), Some("orders-main"))
+    );
+    assert!(client.app.resources.get_resource(ORG, "orders-db").await.unwrap().is_none());
+    let moved = client.app.resources.get_resource(ORG, "orders-main").await.unwrap().unwrap();
+    assert_eq!(moved.roles[0].input.secret["envvar:PASS"], "czNjcjN0", "the connection moved with its secret");
+    let onto_taken = json!({"name": "taken-db", "type": "database", "subtype": "postgres"});
+    let (status, _, _) = client.send("PUT", "/resources/orders-main", Some(&onto_taken.to_string())).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}

@@ -203,23 +203,7 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&arn, json!({})))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    cleanup_roles(&prefix).await;
-}
-
-/// Drops the test's roles from the machine's PostgreSQL, with their grants in every database.
-async fn cleanup_roles(prefix: &str) {
-    let client = pg_connect(5432, "postgres", "", "postgres").await.unwrap();
-    let roles: Vec<String> = verifiers(prefix).await.into_iter().map(|(role, _)| role).collect();
-    let databases = client.query("SELECT datname::text FROM pg_database WHERE datallowconn", &[]).await.unwrap();
-    for db in databases.iter().map(|row| row.get::<_, String>(0)) {
-        let owner = pg_connect(5432, "postgres", "", &db).await.unwrap();
-        for role in &roles {
-            owner.batch_execute(&format!("DROP OWNED BY \"{role}\"")).await.unwrap();
-        }
-    }
-    for role in &roles {
-        client.batch_execute(&format!("DROP ROLE \"{role}\"")).await.unwrap();
-    }
+    drop_machine_roles(&prefix).await;
 }
 
 #[tokio::test]
@@ -343,7 +327,7 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     // A role the deployment may not assume is refused before any call.
     let (status, answer) =
         call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": format!("arn:aws:iam::{A_ACCOUNT}:role/admin")}))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(answer["message"], "role_arn: this deployment may assume only roles named dbroles*, not admin");
     // A proves its registration: STS gave dbroles the role, with A's ExternalId.
     recorder.take();

@@ -22,7 +22,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("create-job.json", 202, "job_id"),
     ("create-job-invalid-agent-id.json", 400, "agent_id: must be a UUID"),
     ("create-job-truncated-json.json", 400, "EOF"),
-    ("create-job-unknown-instance.json", 400, "aws.instance_arn: no instance or cluster"),
+    ("create-job-unknown-instance.json", 404, "aws.instance_arn: no instance or cluster"),
     ("create-job-no-token.json", 401, "missing bearer token"),
     ("create-job-not-admin.json", 403, "admin group"),
     ("register-account.json", 200, "dbroles-"),

@@ -43,6 +43,7 @@ pub struct Account {
 pub struct RegisterAccount {
     /// `arn:aws:iam::<account_id>:role/<name>`: a role whose trust policy lets this
     /// deployment assume it with the organisation's `ExternalId`.
+    #[schema(pattern = "^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$")]
     pub role_arn: String,
 }
 
@@ -96,6 +97,9 @@ pub enum AccountError {
     HomeAccount { account: String },
     #[error("account {0} is not registered")]
     NotFound(String),
+    /// A role dbroles may not use for the account: in another account, or not a name the deployment may assume.
+    #[error("{0}")]
+    RoleRefused(String),
     #[error(
         "account {account} was not registered: dbroles could not assume {role_arn} with ExternalId {external_id}: {reason}. The role's trust policy must allow sts:AssumeRole to this deployment on the condition sts:ExternalId = {external_id}"
     )]
@@ -151,7 +155,8 @@ pub async fn register(
     body: RegisterAccount,
 ) -> Result<Account, AccountError> {
     validate_account_id(account_id)?;
-    validate_role(&body.role_arn, account_id, deps.settings.accounts.role_name.as_deref())?;
+    validate_role(&body.role_arn, account_id, deps.settings.accounts.role_name.as_deref())
+        .map_err(|refused| AccountError::RoleRefused(refused.0))?;
     if account_id == deps.inventory.home_account().await? {
         return Err(AccountError::HomeAccount { account: account_id.into() });
     }
@@ -201,7 +206,8 @@ fn validate_account_id(account_id: &str) -> Result<(), Invalid> {
     }
 }
 
-/// `arn:<partition>:iam::<account_id>:role/[path/]<name>`, the name as the deployment allows.
+/// `arn:<partition>:iam::<account_id>:role/[path/]<name>`, the name as the deployment allows
+/// (the schema checks the shape; a role elsewhere or of another name is refused).
 fn validate_role(role_arn: &str, account_id: &str, allowed: Option<&str>) -> Result<(), Invalid> {
     let shape =
         || Invalid(format!("role_arn: '{role_arn}' is not an IAM role ARN such as arn:aws:iam::{account_id}:role/dbroles"));

@@ -26,16 +26,24 @@ pub enum JobStep {
 /// `openapi.CreateDBRoleJobAWSProviderSG`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SecurityGroupRequest {
-    #[schema(example = "192.168.1.0/24")]
+    /// An IPv4 or IPv6 CIDR.
+    #[schema(
+        example = "192.168.1.0/24",
+        pattern = "^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"
+    )]
     pub ingress_cidr: String,
 }
 
 /// `openapi.CreateDBRoleJobAWSProvider`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AwsRequest {
-    #[schema(example = "arn:aws:rds:us-west-2:123456789012:db:my-instance")]
+    #[schema(
+        example = "arn:aws:rds:us-west-2:123456789012:db:my-instance",
+        pattern = "^arn:(aws|aws-cn|aws-us-gov):rds:[a-z0-9-]{1,32}:[0-9]{12}:(db|cluster):[a-zA-Z](-?[a-zA-Z0-9])*$"
+    )]
     pub instance_arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
     pub default_security_group: Option<SecurityGroupRequest>,
     /// Added by dbroles: without an RDS-managed master secret, set a new master
     /// password (stored in Secrets Manager first) instead of failing.
@@ -51,22 +59,28 @@ pub struct AwsRequest {
 /// `openapi.DBRoleJobVaultProvider`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VaultRequest {
-    #[schema(example = "dbsecrets/data/")]
+    /// A KV v2 folder: `<mount>/data/<folders>/`.
+    #[schema(example = "dbsecrets/data/", pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]*/data/([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*$")]
     pub secret_id: String,
 }
 
 /// `openapi.CreateDBRoleJob`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateJobRequest {
-    #[schema(example = "a1b2c3d4-e5f6-7890-abcd-ef1234567890")]
+    #[schema(
+        example = "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub agent_id: String,
     pub aws: AwsRequest,
-    #[schema(example = "prod-postgres-")]
+    #[schema(example = "prod-postgres-", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub connection_prefix_name: String,
     /// `null` or absent: none.
     #[serde(default)]
+    #[schema(nullable)]
     pub job_steps: Vec<JobStep>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
     pub vault_provider: Option<VaultRequest>,
 }
 
@@ -191,6 +205,15 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Inva
     parse_lenient(body).map(|parsed| parsed.value)
 }
 
+/// A whole number, also as JSON writes it with a fraction of zero (`325.0`),
+/// which JSON Schema's `integer` allows.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    let whole = number.as_i64().or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64));
+    whole.map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {number}")))
+}
+
 /// Names of connections, resources and prefixes: 1 to `max` of `[A-Za-z0-9._-]`.
 pub fn validate_name(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
     let ok =
@@ -270,10 +293,10 @@ impl FromStr for InstanceArn {
             "cluster" => ArnKind::Cluster,
             _ => return Err(format!("{SHAPE} (the resource type must be 'db' or 'cluster')")),
         };
-        // RDS identifiers: 1-63 letters, digits or hyphens, starting with a letter,
-        // no trailing hyphen and no two hyphens in a row.
-        let id_ok = (1..=63).contains(&id.len())
-            && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        // RDS identifiers: letters, digits or hyphens, starting with a letter, no
+        // trailing hyphen and no two hyphens in a row (the schema's pattern says
+        // the same; RDS's 63-character bound is left to RDS, which finds no longer one).
+        let id_ok = id.starts_with(|c: char| c.is_ascii_alphabetic())
             && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !id.ends_with('-')
             && !id.contains("--");
@@ -399,14 +422,13 @@ impl VaultPath {
         let refuse = |why: &str| invalid(format!("vault_provider.secret_id: {why}, such as dbsecrets/data/team/"));
         let path = secret_id.strip_suffix('/').ok_or_else(|| refuse("must be a folder ending with '/'"))?;
         let segments: Vec<&str> = path.split('/').collect();
+        // As the schema's pattern: names of letters, digits, '_', '-' and '.', not starting with '.'.
         let plain = |segment: &&str| {
-            !segment.is_empty()
-                && *segment != "."
-                && *segment != ".."
-                && !segment.chars().any(|c| c.is_whitespace() || c.is_control() || "#?%\\".contains(c))
+            segment.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && segment.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         };
         if !segments.iter().all(plain) {
-            return Err(refuse("must be plain names between single slashes, without '.', '..', '#', '?' or '%'"));
+            return Err(refuse("must be plain names between single slashes (letters, digits, '_', '-', '.'; not '.' or '..')"));
         }
         if segments.len() < 2 || segments[1] != "data" {
             return Err(refuse("must name a KV v2 mount and its data/ folder"));

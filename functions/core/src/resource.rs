@@ -6,53 +6,74 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::job::Timestamp;
-use crate::request::{validate_name, Invalid};
+use crate::request::{validate_name, whole_number, Invalid};
 
 /// A role (connection) as a client sends it. `secret` is write-only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoleInput {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, pattern = "^([A-Za-z0-9._-]{1,64})?$")]
     pub subtype: Option<String>,
+    /// A UUID; `""` or `null` for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     pub agent_id: Option<String>,
     #[serde(default)]
+    #[schema(nullable)]
     pub command: Vec<String>,
     /// Write-only: stored, never returned.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(nullable)]
     pub secret: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
+    #[schema(nullable)]
     pub access_max_duration: Option<i64>,
     #[serde(default)]
+    #[schema(nullable)]
     pub attributes: Vec<String>,
     #[serde(default)]
+    #[schema(nullable)]
     pub connection_tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
     pub default_database: Option<String>,
     #[serde(default)]
+    #[schema(nullable)]
     pub force_approve_groups: Vec<String>,
     #[serde(default)]
+    #[schema(nullable)]
     pub guardrail_rules: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
     pub jira_issue_template_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
+    #[schema(nullable)]
     pub jit_access_duration_sec: Option<i64>,
     #[serde(default)]
+    #[schema(nullable)]
     pub managed_by: String,
     #[serde(default)]
+    #[schema(nullable)]
     pub mandatory_metadata_fields: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
+    #[schema(nullable)]
     pub min_review_approvals: Option<i64>,
     #[serde(default)]
+    #[schema(nullable)]
     pub redact_enabled: bool,
     #[serde(default)]
+    #[schema(nullable)]
     pub redact_types: Vec<String>,
     #[serde(default)]
+    #[schema(nullable)]
     pub reviewers: Vec<String>,
     #[serde(default)]
+    #[schema(nullable)]
     pub tags: Vec<String>,
 }
 
@@ -60,19 +81,24 @@ pub struct RoleInput {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourceInput {
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(nullable)]
     pub env_vars: BTreeMap<String, String>,
-    #[schema(example = "my-resource")]
+    #[schema(example = "my-resource", pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
     #[serde(rename = "type")]
-    #[schema(example = "database")]
+    #[schema(example = "database", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub kind: String,
+    /// A UUID; `""` or `null` for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     pub agent_id: Option<String>,
+    /// Taken by `POST`; `PUT` never changes a resource's connections.
     #[serde(default)]
+    #[schema(nullable)]
     pub roles: Vec<RoleInput>,
     /// Defaults to `type`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, pattern = "^([A-Za-z0-9._-]{1,64})?$")]
     pub subtype: Option<String>,
 }
 
@@ -161,6 +187,9 @@ impl ResourceInput {
         for (i, role) in self.roles.iter().enumerate() {
             validate_name(&format!("roles[{i}].name"), &role.name, 128)?;
             validate_name(&format!("roles[{i}].type"), &role.kind, 64)?;
+            if let Some(subtype) = &role.subtype {
+                validate_name(&format!("roles[{i}].subtype"), subtype, 64)?;
+            }
             if let Some(agent) = &role.agent_id {
                 validate_uuid(&format!("roles[{i}].agent_id"), agent)?;
             }

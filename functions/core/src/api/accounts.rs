@@ -25,12 +25,12 @@ pub struct AccountList {
 /// there with the organisation's `ExternalId`.
 #[utoipa::path(
     put, path = "/dbroles/accounts/{account_id}", tag = "accounts",
-    params(("account_id" = String, Path, description = "The 12-digit AWS account id")),
+    params(("account_id" = String, Path, pattern = "^[0-9]{12}$", description = "The 12-digit AWS account id")),
     request_body = RegisterAccount,
     responses(
         (status = 200, description = "The account is registered", body = Account),
-        (status = 400, description = "The account id or role ARN is invalid", body = Message),
-        (status = 403, description = "The caller is not an admin, the account is the deployment's own, or dbroles could not assume the role with the organisation's ExternalId", body = Message),
+        (status = 400, description = "The account id or role ARN is malformed", body = Message),
+        (status = 403, description = "The caller is not an admin; the account is the deployment's own; the role is in another account or has a name the deployment may not assume; or dbroles could not assume it with the organisation's ExternalId", body = Message),
     ),
     security(("bearer" = []))
 )]
@@ -61,7 +61,7 @@ pub(super) async fn list(State(app): State<Shared>, Reader(caller): Reader) -> A
 /// One registered account.
 #[utoipa::path(
     get, path = "/dbroles/accounts/{account_id}", tag = "accounts",
-    params(("account_id" = String, Path, description = "The 12-digit AWS account id")),
+    params(("account_id" = String, Path, pattern = "^[0-9]{12}$", description = "The 12-digit AWS account id")),
     responses(
         (status = 200, description = "The account", body = Account),
         (status = 400, description = "The account id is invalid", body = Message),
@@ -81,7 +81,7 @@ pub(super) async fn get(
 /// Forgets a registration: the organisation's later jobs on the account get 403.
 #[utoipa::path(
     delete, path = "/dbroles/accounts/{account_id}", tag = "accounts",
-    params(("account_id" = String, Path, description = "The 12-digit AWS account id")),
+    params(("account_id" = String, Path, pattern = "^[0-9]{12}$", description = "The 12-digit AWS account id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "The account id is invalid", body = Message),

@@ -68,9 +68,10 @@ impl From<AccountError> for ApiError {
     fn from(error: AccountError) -> Self {
         let status = match &error {
             AccountError::Store(store) => return store.clone().into(),
-            AccountError::NotRegistered { .. } | AccountError::HomeAccount { .. } | AccountError::Unproven { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            AccountError::NotRegistered { .. }
+            | AccountError::HomeAccount { .. }
+            | AccountError::Unproven { .. }
+            | AccountError::RoleRefused(_) => StatusCode::FORBIDDEN,
             AccountError::NotFound(_) => StatusCode::NOT_FOUND,
             AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
             AccountError::Inventory(_) => StatusCode::BAD_GATEWAY,
@@ -87,7 +88,8 @@ impl From<JobError> for ApiError {
             JobError::Busy { .. } => StatusCode::CONFLICT,
             JobError::NotFound(_) => StatusCode::NOT_FOUND,
             JobError::Finished(_) | JobError::Running(_) => StatusCode::CONFLICT,
-            JobError::UnknownInstance(_) | JobError::Invalid(_) => StatusCode::BAD_REQUEST,
+            JobError::UnknownInstance(_) => StatusCode::NOT_FOUND,
+            JobError::Invalid(_) => StatusCode::BAD_REQUEST,
             JobError::Inventory(_) => StatusCode::BAD_GATEWAY,
             JobError::NotStarted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };

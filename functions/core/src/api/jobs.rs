@@ -22,11 +22,12 @@ type Answer<T> = Result<T, ApiError>;
 #[utoipa::path(
     post, path = "/dbroles/jobs", tag = "jobs",
     request_body = CreateJobRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body within 24 h return the same job")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "The same key and body within 24 h return the same job")),
     responses(
         (status = 202, description = "The job was created and its workflow started; unknown fields are named in X-Dbroles-Ignored-Fields", body = CreateJobResponse),
-        (status = 400, description = "A field is invalid, or the instance does not exist", body = Message),
+        (status = 400, description = "A field is invalid", body = Message),
         (status = 403, description = "The caller is not an admin, or the organisation may not act on the instance's AWS account", body = Message),
+        (status = 404, description = "The instance or cluster does not exist", body = Message),
         (status = 409, description = "A job is already running on the database server (the instance, its cluster, or any organisation's job on it)", body = Message),
         (status = 413, description = "The body is too large", body = Message),
         (status = 422, description = "The Idempotency-Key was used with another body", body = Message),
@@ -132,11 +133,12 @@ pub(super) async fn list(
         .get("start")
         .map(|v| v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| ApiError::bad_request("start: expected 1 or more")))
         .transpose()?;
-    let next_token = params.get("next_token").cloned();
+    let next_token = params.get("next_token").filter(|token| !token.is_empty()).cloned();
     if start.is_some() && next_token.is_some() {
         return Err(ApiError::bad_request("start, next_token: page by one or the other"));
     }
     let paging = start.is_some() || next_token.is_some() || params.contains_key("limit");
+    // An empty next_token is none, as Go clients send an unset string.
     let query = JobQuery {
         phase,
         db_arn: params.get("db_arn").cloned(),

@@ -76,7 +76,8 @@ pub enum ResourceList {
 }
 
 /// The organisation's resources, by name: all of them (up to 1,000) as an array;
-/// with `page`/`page_size`, hoop.dev's pages; with `limit`/`next_token`, dbroles' pages.
+/// with `page`/`page_size`, hoop.dev's pages (`limit` and `next_token` are then
+/// not used); with `limit`/`next_token`, dbroles' pages.
 #[utoipa::path(
     get, path = "/resources", tag = "resources",
     params(
@@ -105,9 +106,22 @@ pub(super) async fn list(
             && params.get("name").is_none_or(|name| *name == view.name)
             && params.get("subtype").is_none_or(|subtype| *subtype == view.subtype)
     };
-    if params.contains_key("limit") || params.contains_key("next_token") {
-        let next_token = params.get("next_token").map(String::as_str);
-        let page = app.resources.list_resources(&caller.org, limit(&params, 50)?, next_token).await?;
+    let number = |name: &str, default: usize, max: usize, expected: &str| match params.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("{name}: expected {expected}"))),
+    };
+    let page = number("page", 1, usize::MAX, "1 or more")?;
+    let size = number("page_size", 50, 100, "1 to 100")?;
+    let limit = limit(&params, 50)?;
+    let hoop_pages = params.contains_key("page") || params.contains_key("page_size");
+    // An empty next_token is none, as Go clients send an unset string.
+    let next_token = params.get("next_token").map(String::as_str).filter(|token| !token.is_empty());
+    if !hoop_pages && (params.contains_key("limit") || next_token.is_some()) {
+        let page = app.resources.list_resources(&caller.org, limit, next_token).await?;
         let items = page.items.iter().map(|r| r.view()).filter(|view| matches(view)).collect();
         return Ok(Json(ResourceList::Tokens(Page { items, next_token: page.next_token })));
     }
@@ -122,19 +136,9 @@ pub(super) async fn list(
         }
     }
     all.truncate(MAX_RESOURCES);
-    if !params.contains_key("page") && !params.contains_key("page_size") {
+    if !hoop_pages {
         return Ok(Json(ResourceList::All(all)));
     }
-    let number = |name: &str, default: usize, max: usize, expected: &str| match params.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("{name}: expected {expected}"))),
-    };
-    let page = number("page", 1, usize::MAX, "1 or more")?;
-    let size = number("page_size", 50, 100, "1 to 100")?;
     let total = all.len();
     let data = all.into_iter().skip((page - 1).saturating_mul(size)).take(size).collect();
     Ok(Json(ResourceList::Paged(PagedResources { pages: Pagination { total, page, size }, data })))
@@ -159,18 +163,19 @@ pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(name): P
     Ok(Json(resource.view()))
 }
 
-/// Updates a resource as hoop.dev does: its name, type, subtype, agent and
-/// variables; its connections (`roles`) are never touched, and its type cannot
-/// change while it has any.
+/// Updates a resource as hoop.dev does: its name (another name in the body
+/// renames it), type, subtype, agent and variables; its connections (`roles`) are
+/// never touched, and its type cannot change while it has any.
 #[utoipa::path(
     put, path = "/resources/{name}", tag = "resources",
     params(("name" = String, Path, description = "The resource name")),
     request_body = ResourceInput,
     responses(
         (status = 200, description = "The resource, secrets left out; unknown fields are named in X-Dbroles-Ignored-Fields", body = ResourceView),
-        (status = 400, description = "A field is invalid, or the body names another resource", body = Message),
+        (status = 400, description = "A field is invalid", body = Message),
         (status = 403, description = "The caller is not an admin, or the type would change while the resource has connections", body = Message),
         (status = 404, description = "No such resource", body = Message),
+        (status = 409, description = "The body renames the resource to a name that is taken", body = Message),
     ),
     security(("bearer" = []))
 )]
@@ -180,22 +185,25 @@ pub(super) async fn put(
     Path(name): Path<String>,
     Body(body): Body,
 ) -> Answer<(HeaderMap, Json<ResourceView>)> {
-    let input = parse(&body)?;
-    if input.value.name != name {
-        return Err(ApiError::bad_request(format!("name: '{}' does not match the path's '{name}'", input.value.name)));
-    }
     let previous = app
         .resources
         .get_resource(&caller.org, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no resource {name}")))?;
+    let input = parse(&body)?;
     let mut resource = ResourceInput { roles: Vec::new(), ..input.value }.into_resource(&caller.org, Some(&previous));
     if !previous.roles.is_empty() && (&resource.kind, &resource.subtype) != (&previous.kind, &previous.subtype) {
         let message = "type, subtype: cannot change while the resource has connections";
         return Err(ApiError::new(StatusCode::FORBIDDEN, message));
     }
     resource.roles = previous.roles;
-    app.resources.put_resource(&resource).await?;
+    if resource.name == name {
+        app.resources.put_resource(&resource).await?;
+    } else {
+        // Another name in the body renames the resource, as hoop.dev does; a taken name is a conflict.
+        app.resources.create_resource(&resource).await?;
+        app.resources.delete_resource(&caller.org, &name).await?;
+    }
     Ok((ignored_fields(&input.ignored), Json(resource.view())))
 }
 
