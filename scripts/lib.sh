@@ -25,13 +25,15 @@ start_databases() {
     fi
 }
 
-# moto[server], cfn-lint, the SAM CLI and schemathesis in a virtualenv of their own.
+# moto[server], cfn-lint, the SAM CLI and schemathesis in a virtualenv of their
+# own, (re)installed whenever scripts/requirements-test.txt changes.
 ensure_venv() {
-    if ! "$venv/bin/python" -c 'import moto, flask, cfnlint, samcli, schemathesis' >/dev/null 2>&1; then
-        say "installing moto[server], cfn-lint, the SAM CLI and schemathesis into $venv"
+    if ! cmp -s scripts/requirements-test.txt "$venv/.requirements" || ! "$venv/bin/python" -c 'import moto' >/dev/null 2>&1; then
+        say "installing scripts/requirements-test.txt into $venv"
         python3 -m venv "$venv"
         "$venv/bin/pip" install --quiet --upgrade pip
-        "$venv/bin/pip" install --quiet 'moto[server]>=5.1,<6' 'cfn-lint>=1.20,<2' 'aws-sam-cli>=1.130,<2' 'schemathesis>=4.32,<5'
+        "$venv/bin/pip" install --quiet -r scripts/requirements-test.txt
+        cp scripts/requirements-test.txt "$venv/.requirements"
     fi
 }
 

@@ -1,7 +1,7 @@
 //! The test harness, one module per fixture:
 //!
 //! - [`postgres`]: a PostgreSQL cluster of the test's own (SCRAM and TLS, like RDS);
-//! - [`mariadb`]: the machine's MariaDB;
+//! - [`mariadb`]: the machine's MariaDB, and a MariaDB of a test's own with TLS;
 //! - [`moto`]: the shared moto, a moto of a test's own running Step Functions
 //!   (with a Lambda proxy that injects faults), and RDS instances in it;
 //! - [`faults`]: throttling and service errors a test proxy injects;
@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub use faults::{Cut, Faults, FaultyStore};
 pub use held::{execution_ended, Held};
 pub use iam::{template_actions, ActionRecorder};
-pub use mariadb::{mariadb, mariadb_opts, rds_like_master};
+pub use mariadb::{mariadb, mariadb_opts, rds_like_master, MariaDbServer};
 pub use moto::{
     aws_config, create_instance, moto_endpoint, moto_instance, own_store_on_kms, provision_state_machine, MotoExecutor,
     MotoInstance, OtherFunctions,

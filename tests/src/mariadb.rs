@@ -34,3 +34,71 @@ pub async fn rds_like_master(user: &str) -> &'static str {
     .expect("the RDS-like master");
     PASSWORD
 }
+
+/// A MariaDB of the test's own, with TLS: a temporary data directory, a free
+/// port, and a server certificate for `names` signed by a CA made in the test.
+/// Root logs in from 127.0.0.1 with an empty password. Stopped when dropped.
+pub struct MariaDbServer {
+    pub port: u16,
+    /// The CA that signed the server's certificate, and one that did not.
+    pub ca_file: std::path::PathBuf,
+    pub other_ca_file: std::path::PathBuf,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl MariaDbServer {
+    pub async fn start_for(names: &[&str]) -> Self {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (ca, cert, key) = crate::postgres::certificates(names);
+        let (other_ca, _, _) = crate::postgres::certificates(names);
+        for (file, pem) in [("ca.pem", &ca), ("other-ca.pem", &other_ca), ("cert.pem", &cert), ("key.pem", &key)] {
+            std::fs::write(root.join(file), pem).unwrap();
+        }
+        let data = root.join("data");
+        let installed = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db runs");
+        assert!(installed.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&installed.stderr));
+        let port = crate::free_port();
+        let path = |file: &str| root.join(file).display().to_string();
+        let server = Command::new("/usr/sbin/mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([format!("--port={port}"), "--bind-address=127.0.0.1".into(), "--user=root".into()])
+            .args([format!("--socket={}", path("mysqld.sock")), format!("--pid-file={}", path("mysqld.pid"))])
+            .args([
+                format!("--ssl-ca={}", path("ca.pem")),
+                format!("--ssl-cert={}", path("cert.pem")),
+                format!("--ssl-key={}", path("key.pem")),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        let this = Self { port, ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), server, _dir: dir };
+        for _ in 0..100 {
+            if this.connect("root", "").await.is_ok() {
+                return this;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the test's MariaDB did not start on port {port}");
+    }
+
+    pub async fn connect(&self, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+        let opts = mysql_async::OptsBuilder::from_opts(mariadb_opts(user, password)).tcp_port(self.port);
+        mysql_async::Conn::new(opts).await
+    }
+}
+
+impl Drop for MariaDbServer {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

@@ -193,7 +193,7 @@ pub async fn pg_connect(
 }
 
 /// A CA, and a server certificate it signed for `names` (PEM).
-fn certificates(names: &[&str]) -> (String, String, String) {
+pub(crate) fn certificates(names: &[&str]) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -47,7 +47,19 @@ async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_o
     let aws = aws_config(&moto_endpoint()).await;
     let instance = moto_instance(&aws, &unique("net-"), "postgres", ("postgres", "x"), &[]).await;
     let inventory = RdsInventory::new(&aws, HashMap::new());
-    let network = Ec2Network { ec2: aws_sdk_ec2::Client::new(&aws), rds: aws_sdk_rds::Client::new(&aws) };
+    // The provision function's own group, in the same VPC.
+    let provision = aws_sdk_ec2::Client::new(&aws)
+        .create_security_group()
+        .group_name(unique("provision-"))
+        .description("the provision function")
+        .vpc_id(&instance.vpc_id)
+        .send()
+        .await
+        .unwrap()
+        .group_id
+        .unwrap();
+    let network =
+        Ec2Network { ec2: aws_sdk_ec2::Client::new(&aws), rds: aws_sdk_rds::Client::new(&aws), admit: vec![provision.clone()] };
     let described = inventory.describe(&arn(&instance.arn), &home()).await.unwrap().unwrap();
     assert_eq!(described.vpc_id.as_deref(), Some(instance.vpc_id.as_str()));
 
@@ -69,6 +81,8 @@ async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_o
         rules.iter().all(|r| (r.ip_protocol(), r.from_port(), r.to_port()) == (Some("tcp"), Some(5432), Some(5432))),
         "{rules:?}"
     );
+    let admitted: Vec<&str> = rules.iter().flat_map(|r| r.user_id_group_pairs()).filter_map(|p| p.group_id()).collect();
+    assert_eq!(admitted, [provision.as_str()], "the provision function is let in, once");
     let v4: Vec<&str> = rules.iter().flat_map(|r| r.ip_ranges()).filter_map(|r| r.cidr_ip()).collect();
     let v6: Vec<&str> = rules.iter().flat_map(|r| r.ipv6_ranges()).filter_map(|r| r.cidr_ipv6()).collect();
     assert_eq!((v4, v6), (vec!["10.40.0.0/16"], vec!["2001:db8::/56"]));

@@ -163,6 +163,59 @@ async fn postgres_verify_full_refuses_a_certificate_for_another_host_name() {
     assert!(text.contains("127.0.0.1") && text.contains("certificate not valid for name"), "{text}");
 }
 
+/// A MariaDB with a certificate for `names`, an RDS-like master in it, and that master's target.
+async fn mariadb_with_tls(names: &[&str]) -> (MariaDbServer, Target) {
+    let server = MariaDbServer::start_for(names).await;
+    let mut root = server.connect("root", "").await.unwrap();
+    root.query_drop(
+        "CREATE USER 'master'@'%' IDENTIFIED BY 'Rds-Master-Pa55word' REQUIRE SSL; \
+         GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, \
+         CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, \
+         EVENT, TRIGGER ON *.* TO 'master'@'%' WITH GRANT OPTION; CREATE DATABASE app",
+    )
+    .await
+    .unwrap();
+    let target = target(Family::MySql, server.port, "master", "Rds-Master-Pa55word");
+    (server, target)
+}
+
+#[tokio::test]
+async fn mariadb_verify_full_trusts_the_configured_ca_and_refuses_another() {
+    let (server, target) = mariadb_with_tls(&["127.0.0.1"]).await;
+    let secrets = secrets();
+    let trusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(server.ca_file.clone()) };
+    let outcome = run(&Target { tls: trusted, ..target.clone() }, "tls", secrets.store.as_ref(), "mariadb").await.unwrap();
+    assert_completed(&outcome);
+    // The master may only connect over TLS, so dbroles did; the role logs in with what was stored.
+    assert!(server.connect("master", "Rds-Master-Pa55word").await.is_err(), "REQUIRE SSL refuses a plain connection");
+    let ro = password(secrets.store.as_ref(), "tls_ro").await;
+    server.connect("tls_ro", &ro).await.expect("the role logs in");
+
+    let required = TlsConfig { mode: TlsMode::Require, ca_file: None };
+    assert_completed(&run(&Target { tls: required, ..target.clone() }, "tls", secrets.store.as_ref(), "mariadb").await.unwrap());
+
+    let untrusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(server.other_ca_file.clone()) };
+    let error = run(&Target { tls: untrusted, ..target }, "tls", secrets.store.as_ref(), "mariadb")
+        .await
+        .err()
+        .expect("an untrusted CA fails");
+    let text = error.to_string();
+    assert!(text.contains("127.0.0.1") && text.to_lowercase().contains("certificate"), "{text}");
+}
+
+#[tokio::test]
+async fn mariadb_verify_full_refuses_a_certificate_for_another_host_name() {
+    let (server, target) = mariadb_with_tls(&["db.example.com"]).await;
+    let secrets = secrets();
+    let trusted = TlsConfig { mode: TlsMode::VerifyFull, ca_file: Some(server.ca_file.clone()) };
+    let error = run(&Target { tls: trusted, ..target }, "tls", secrets.store.as_ref(), "mariadb")
+        .await
+        .err()
+        .expect("a certificate for another name fails");
+    let text = error.to_string();
+    assert!(text.contains("127.0.0.1") && text.to_lowercase().contains("not valid for name"), "{text}");
+}
+
 #[tokio::test]
 async fn wrong_master_password_fails_fast_naming_the_host_not_the_password() {
     let cluster = PgCluster::start();

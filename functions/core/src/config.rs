@@ -17,6 +17,7 @@
 //! | `DBROLES_GROUPS_CLAIM` | `groups` | the JWT claim listing the caller's groups (Cognito: `cognito:groups`) |
 //! | `DBROLES_ADMIN_GROUP` | `admin` | the group that may write |
 //! | `DBROLES_READER_GROUPS` | `admin,auditor` | the groups that may read jobs, resources and accounts; `*`: every member |
+//! | `DBROLES_PROVISION_SECURITY_GROUPS` | none | the provision function's security groups, admitted with `default_security_group` |
 //! | `DBROLES_ENDPOINT_OVERRIDES` | none | `host=ip:port,...`: reach database endpoints elsewhere (tunnels, tests) |
 //! | `DBROLES_WEBHOOK_URL`, `DBROLES_WEBHOOK_SECRET` | none | where `send-webhook` POSTs, and its `whsec_` secret |
 //! | `DBROLES_VAULT_ADDR`, `DBROLES_VAULT_TOKEN`, `DBROLES_VAULT_NAMESPACE` | none | the Vault of `vault_provider` |

@@ -1,10 +1,12 @@
 //! The EC2 adapter of [`Network`]: one security group per instance,
-//! `dbroles-<instance id>`, tagged as dbroles' own, attached beside the instance's groups.
+//! `dbroles-<instance id>`, tagged as dbroles' own, attached beside the instance's
+//! groups. It admits the requested CIDR and the provision function's own security
+//! groups on the database port, so the function that connects is let in too.
 
 use async_trait::async_trait;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification, UserIdGroupPair};
 
 use super::{Network, NetworkError, MANAGED_TAG};
 use crate::inventory::Instance;
@@ -20,6 +22,14 @@ fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
 pub struct Ec2Network {
     pub ec2: aws_sdk_ec2::Client,
     pub rds: aws_sdk_rds::Client,
+    /// The provision function's security groups (`DBROLES_PROVISION_SECURITY_GROUPS`), admitted too.
+    pub admit: Vec<String>,
+}
+
+/// Who a rule lets in.
+enum Source<'a> {
+    Cidr(&'a ipnet::IpNet),
+    Group(&'a str),
 }
 
 impl Ec2Network {
@@ -56,16 +66,19 @@ impl Ec2Network {
         created.group_id().map(str::to_string).ok_or_else(|| NetworkError::Failed("CreateSecurityGroup returned no id".into()))
     }
 
-    async fn authorize(&self, group: &str, port: u16, cidr: &ipnet::IpNet) -> Result<(), NetworkError> {
+    async fn authorize(&self, group: &str, port: u16, source: Source<'_>) -> Result<(), NetworkError> {
         let permission = IpPermission::builder().ip_protocol("tcp").from_port(port.into()).to_port(port.into());
         let description = "dbroles: database access";
-        let permission = match cidr {
-            ipnet::IpNet::V4(v4) => {
+        let permission = match source {
+            Source::Cidr(ipnet::IpNet::V4(v4)) => {
                 permission.ip_ranges(IpRange::builder().cidr_ip(v4.to_string()).description(description).build())
             }
-            ipnet::IpNet::V6(v6) => {
+            Source::Cidr(ipnet::IpNet::V6(v6)) => {
                 permission.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(v6.to_string()).description(description).build())
             }
+            Source::Group(id) => permission.user_id_group_pairs(
+                UserIdGroupPair::builder().group_id(id).description("dbroles: the provision function").build(),
+            ),
         };
         match self.ec2.authorize_security_group_ingress().group_id(group).ip_permissions(permission.build()).send().await {
             Ok(_) => Ok(()),
@@ -112,7 +125,11 @@ impl Network for Ec2Network {
         let cidr: ipnet::IpNet = cidr.parse().map_err(|_| NetworkError::InvalidCidr(cidr.to_string()))?;
         let vpc = instance.vpc_id.as_deref().ok_or_else(|| NetworkError::NoVpc(instance.identifier.clone()))?;
         let group = self.group(&format!("dbroles-{}", instance.identifier), vpc, instance).await?;
-        self.authorize(&group, instance.port, &cidr).await?;
+        // The port the group guards is the instance's own, whatever a test or tunnel connects to.
+        self.authorize(&group, instance.endpoint_port, Source::Cidr(&cidr)).await?;
+        for admitted in &self.admit {
+            self.authorize(&group, instance.endpoint_port, Source::Group(admitted)).await?;
+        }
         self.attach(instance, &group).await?;
         Ok(group)
     }
