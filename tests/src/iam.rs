@@ -120,3 +120,19 @@ fn collect_actions(value: &serde_yaml_ng::Value, into: &mut std::collections::BT
         _ => {}
     }
 }
+
+/// The AWS services `template.yaml` makes VPC endpoints for (`dynamodb`, `kms`, ...).
+pub fn template_endpoint_services() -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(path_of("template.yaml")).expect("template.yaml is readable");
+    let template: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template.yaml parses");
+    let resources = template["Resources"].as_mapping().expect("template.yaml has resources");
+    resources
+        .values()
+        .filter(|resource| resource["Type"].as_str() == Some("AWS::EC2::VPCEndpoint"))
+        .filter_map(|resource| match &resource["Properties"]["ServiceName"] {
+            serde_yaml_ng::Value::Tagged(tagged) => tagged.value.as_str().map(str::to_string),
+            other => other.as_str().map(str::to_string),
+        })
+        .filter_map(|name| name.rsplit('.').next().map(str::to_string))
+        .collect()
+}

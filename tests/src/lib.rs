@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use faults::{Cut, Faults, FaultyStore};
 pub use held::{execution_ended, Held};
-pub use iam::{template_actions, ActionRecorder};
+pub use iam::{template_actions, template_endpoint_services, ActionRecorder};
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master, MariaDbServer};
 pub use moto::{
     aws_config, create_instance, moto_endpoint, moto_instance, own_store_on_kms, provision_state_machine, MotoExecutor,
