@@ -400,3 +400,48 @@ async fn an_instance_in_another_account_is_reached_through_the_cross_account_rol
         "the job's account_arn names the role dbroles assumed"
     );
 }
+
+#[tokio::test]
+async fn a_new_aurora_cluster_is_waited_for_until_its_writer_is_available() {
+    use dbroles_core::steps::{self, Step};
+    let aws = aws_config(&moto_endpoint()).await;
+    let config = Config { settings: settings(&unique("r")), ..Config::new(unique("jobs-")) };
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
+    let deps = Deps::aws(&config, &aws).await.unwrap();
+    // A cluster as the tag trigger sees it: created, no instance yet.
+    let cluster_id = unique("aurora-");
+    let rds = aws_sdk_rds::Client::new(&aws);
+    let cluster = rds
+        .create_db_cluster()
+        .db_cluster_identifier(&cluster_id)
+        .engine("aurora-postgresql")
+        .master_username("postgres")
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap()
+        .db_cluster
+        .unwrap();
+    let request = serde_json::from_value(json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": cluster.db_cluster_arn.unwrap()},
+        "connection_prefix_name": "aurora-",
+        "job_steps": []
+    }))
+    .unwrap();
+    let new = stored_job(jobs::new_record("acme", "eventbridge:rds-created", request, JobSpec::default()));
+    let state = json!({"org_id": "acme", "job_id": new.record.id()});
+    deps.jobs.create_job(new).await.unwrap();
+
+    let state = steps::run(Step::MasterCredentials, &deps, state).await.unwrap();
+    assert_eq!(state["master_ready"], false, "no writer yet: the state machine waits");
+    let state = steps::run(Step::InstanceStatus, &deps, state).await.unwrap();
+    assert_eq!((state["master_ready"].clone(), state["status_checks"].clone()), (json!(false), json!(1)));
+    create_instance(&aws, &format!("{cluster_id}-writer"), "aurora-postgresql", "postgres")
+        .db_cluster_identifier(&cluster_id)
+        .send()
+        .await
+        .unwrap();
+    let state = steps::run(Step::InstanceStatus, &deps, state).await.unwrap();
+    assert_eq!(state["master_ready"], true, "the writer is available: Provision may run");
+}

@@ -217,7 +217,10 @@ impl Samples {
                 // The provision function runs in the VPC: CreateVpcEndpoints gives it a route to each service it calls.
                 let services: BTreeSet<String> = taken.iter().filter_map(|a| a.split(':').next()).map(String::from).collect();
                 let endpoints = dbroles_tests::template_endpoint_services();
-                assert!(services.is_subset(&endpoints), "provision calls {services:?}; template.yaml has endpoints for {endpoints:?}");
+                assert!(
+                    services.is_subset(&endpoints),
+                    "provision calls {services:?}; template.yaml has endpoints for {endpoints:?}"
+                );
             }
             assert_granted(&function, taken, file);
             match *file {

@@ -57,6 +57,33 @@ fn tags(list: &[aws_sdk_rds::types::Tag]) -> Vec<DbTag> {
 }
 
 impl RdsInventory {
+    /// A cluster is `available` once it and its writer instance are: before that
+    /// there is nothing to connect to (a cluster the tag trigger caught as it was created).
+    async fn cluster_status(
+        &self,
+        rds: &aws_sdk_rds::Client,
+        cluster: &aws_sdk_rds::types::DbCluster,
+    ) -> Result<String, InventoryError> {
+        let status = cluster.status().unwrap_or_default();
+        if status != "available" {
+            return Ok(status.to_string());
+        }
+        let writer = cluster.db_cluster_members().iter().find(|m| m.is_cluster_writer() == Some(true));
+        let Some(writer) = writer.and_then(|m| m.db_instance_identifier()) else {
+            return Ok("available, with no writer instance yet".to_string());
+        };
+        let out = rds.describe_db_instances().db_instance_identifier(writer).send().await;
+        let writer_status = match out {
+            Ok(out) => out.db_instances().first().and_then(|db| db.db_instance_status()).unwrap_or_default().to_string(),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_db_instance_not_found_fault()) => "no writer".to_string(),
+            Err(e) => return Err(classify("DescribeDBInstances", e)),
+        };
+        Ok(match writer_status.as_str() {
+            "available" => "available".to_string(),
+            other => format!("available, its writer {writer} {other}"),
+        })
+    }
+
     pub fn new(config: &SdkConfig, overrides: HashMap<String, String>) -> Self {
         Self {
             config: config.clone(),
@@ -205,7 +232,7 @@ impl RdsInventory {
                 .filter_map(|g| g.vpc_security_group_id())
                 .map(str::to_string)
                 .collect(),
-            status: cluster.status().unwrap_or_default().to_string(),
+            status: self.cluster_status(&rds, cluster).await?,
             vpc_id,
             cluster_arn: None,
             access: access.clone(),

@@ -117,10 +117,17 @@ pub async fn open_network(deps: &Deps, state: State) -> Result<State, StepError>
     Ok(state)
 }
 
-/// Checks that the master credentials can be read, or resets the password if the request allows it.
+/// Checks that the master credentials can be read, or resets the password if the
+/// request allows it. An Aurora cluster without an available writer yet (one the
+/// tag trigger caught as it was created) is waited for first, as after a reset.
 pub async fn master_credentials(deps: &Deps, mut state: State) -> Result<State, StepError> {
     let record = load(deps, &state).await?;
     let instance = instance(deps, &record).await?;
+    if instance.kind == crate::request::ArnKind::Cluster && instance.status != "available" {
+        state.master_ready = false;
+        state.status_checks = 0;
+        return Ok(state);
+    }
     match deps.inventory.master_credentials(&instance).await {
         Ok(_) => state.master_ready = true,
         Err(InventoryError::NoMasterSecret(_)) if record.request.aws.allow_master_password_reset => {
@@ -134,7 +141,7 @@ pub async fn master_credentials(deps: &Deps, mut state: State) -> Result<State, 
     Ok(state)
 }
 
-/// After a reset: is the instance `available` again?
+/// After a reset, or for a cluster's writer: is the instance `available` (again)?
 pub async fn instance_status(deps: &Deps, mut state: State) -> Result<State, StepError> {
     let record = load(deps, &state).await?;
     let instance = instance(deps, &record).await?;
