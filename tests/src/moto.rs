@@ -259,3 +259,57 @@ pub async fn own_store_on_kms(aws: &aws_config::SdkConfig) -> dbroles_core::conf
     let key = key.key_metadata.unwrap().key_id;
     dbroles_core::config::CredentialsStore::Database { key: Some(key) }
 }
+
+/// `aws` as the administrator of another account sees it (moto gives
+/// AssumeRole's credentials the role's account): to set that account up.
+pub async fn other_account(aws: &aws_config::SdkConfig, account: &str) -> aws_config::SdkConfig {
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    let assumed = aws_sdk_sts::Client::new(aws)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/administrator"))
+        .role_session_name("setup")
+        .send()
+        .await
+        .unwrap()
+        .credentials
+        .unwrap();
+    let credentials = aws_credential_types::Credentials::new(
+        assumed.access_key_id(),
+        assumed.secret_access_key(),
+        Some(assumed.session_token().to_string()),
+        None,
+        "other-account",
+    );
+    aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
+}
+
+/// An Aurora cluster in moto with an RDS-managed master secret, and no instance yet.
+pub async fn create_cluster(
+    aws: &aws_config::SdkConfig,
+    identifier: &str,
+    engine: &str,
+    master_user: &str,
+) -> aws_sdk_rds::types::DbCluster {
+    aws_sdk_rds::Client::new(aws)
+        .create_db_cluster()
+        .db_cluster_identifier(identifier)
+        .engine(engine)
+        .master_username(master_user)
+        .manage_master_user_password(true)
+        .send()
+        .await
+        .unwrap()
+        .db_cluster
+        .unwrap()
+}
+
+/// The writer instance of a cluster [`create_cluster`] made, named `<cluster>-writer`.
+pub async fn create_writer(aws: &aws_config::SdkConfig, cluster: &str, engine: &str) -> aws_sdk_rds::types::DbInstance {
+    create_instance(aws, &format!("{cluster}-writer"), engine, "unused")
+        .db_cluster_identifier(cluster)
+        .send()
+        .await
+        .unwrap()
+        .db_instance
+        .unwrap()
+}

@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::Credentials;
 use dbroles_core::accounts::{external_id, Access};
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
@@ -343,25 +341,7 @@ async fn an_instance_that_never_becomes_available_fails_the_job_after_the_bounde
 #[tokio::test]
 async fn an_instance_in_another_account_is_reached_through_the_cross_account_role() {
     let aws = aws_config(&moto_endpoint()).await;
-    // Set up the other account as its own administrator would (moto gives
-    // AssumeRole's credentials the role's account).
-    let assumed = aws_sdk_sts::Client::new(&aws)
-        .assume_role()
-        .role_arn("arn:aws:iam::111111111111:role/administrator")
-        .role_session_name("setup")
-        .send()
-        .await
-        .unwrap()
-        .credentials
-        .unwrap();
-    let credentials = Credentials::new(
-        assumed.access_key_id(),
-        assumed.secret_access_key(),
-        Some(assumed.session_token().to_string()),
-        None,
-        "other-account",
-    );
-    let other = aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
+    let other = other_account(&aws, "111111111111").await;
     let identifier = unique("remote-");
     let created = create_instance(&other, &identifier, "mysql", "admin")
         .manage_master_user_password(true)
@@ -410,18 +390,7 @@ async fn a_new_aurora_cluster_is_waited_for_until_its_writer_is_available() {
     let deps = Deps::aws(&config, &aws).await.unwrap();
     // A cluster as the tag trigger sees it: created, no instance yet.
     let cluster_id = unique("aurora-");
-    let rds = aws_sdk_rds::Client::new(&aws);
-    let cluster = rds
-        .create_db_cluster()
-        .db_cluster_identifier(&cluster_id)
-        .engine("aurora-postgresql")
-        .master_username("postgres")
-        .manage_master_user_password(true)
-        .send()
-        .await
-        .unwrap()
-        .db_cluster
-        .unwrap();
+    let cluster = create_cluster(&aws, &cluster_id, "aurora-postgresql", "postgres").await;
     let request = serde_json::from_value(json!({
         "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         "aws": {"instance_arn": cluster.db_cluster_arn.unwrap()},
@@ -437,11 +406,7 @@ async fn a_new_aurora_cluster_is_waited_for_until_its_writer_is_available() {
     assert_eq!(state["master_ready"], false, "no writer yet: the state machine waits");
     let state = steps::run(Step::InstanceStatus, &deps, state).await.unwrap();
     assert_eq!((state["master_ready"].clone(), state["status_checks"].clone()), (json!(false), json!(1)));
-    create_instance(&aws, &format!("{cluster_id}-writer"), "aurora-postgresql", "postgres")
-        .db_cluster_identifier(&cluster_id)
-        .send()
-        .await
-        .unwrap();
+    create_writer(&aws, &cluster_id, "aurora-postgresql").await;
     let state = steps::run(Step::InstanceStatus, &deps, state).await.unwrap();
     assert_eq!(state["master_ready"], true, "the writer is available: Provision may run");
 }

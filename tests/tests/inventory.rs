@@ -7,7 +7,7 @@ use dbroles_core::accounts::Access;
 use dbroles_core::inventory::rds::RdsInventory;
 use dbroles_core::inventory::{Inventory, InventoryError};
 use dbroles_core::request::{ArnKind, InstanceArn};
-use dbroles_tests::{aws_config, create_instance, moto_endpoint, unique};
+use dbroles_tests::{aws_config, create_cluster, create_instance, create_writer, moto_endpoint, unique};
 use secrecy::ExposeSecret;
 
 fn arn(text: &str) -> InstanceArn {
@@ -17,7 +17,6 @@ fn arn(text: &str) -> InstanceArn {
 #[tokio::test]
 async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials() {
     let config = aws_config(&moto_endpoint()).await;
-    let rds = aws_sdk_rds::Client::new(&config);
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
     let (instance_id, cluster_id, unmanaged_id) = (unique("pg-"), unique("aurora-"), unique("plain-"));
 
@@ -38,17 +37,7 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
         .send()
         .await
         .unwrap();
-    let cluster = rds
-        .create_db_cluster()
-        .db_cluster_identifier(&cluster_id)
-        .engine("aurora-mysql")
-        .master_username("admin")
-        .manage_master_user_password(true)
-        .send()
-        .await
-        .unwrap()
-        .db_cluster
-        .unwrap();
+    let cluster = create_cluster(&config, &cluster_id, "aurora-mysql", "admin").await;
     create_instance(&config, &unmanaged_id, "mysql", "root").master_user_password("not-managed-1").send().await.unwrap();
 
     let overrides = HashMap::from([(host.clone(), "127.0.0.1:5432".to_string())]);
@@ -71,14 +60,7 @@ async fn instances_and_clusters_are_found_by_arn_with_their_master_credentials()
     assert_eq!(found.server_arn(), cluster_arn);
 
     // An instance of the cluster is the same database server: it names the cluster.
-    let member_id = unique("aurora-writer-");
-    let member = create_instance(&config, &member_id, "aurora-mysql", "admin")
-        .db_cluster_identifier(&cluster_id)
-        .send()
-        .await
-        .unwrap()
-        .db_instance
-        .unwrap();
+    let member = create_writer(&config, &cluster_id, "aurora-mysql").await;
     let found = inventory.describe(&arn(member.db_instance_arn.as_deref().unwrap()), &home).await.unwrap().unwrap();
     assert_eq!(found.server_arn(), cluster_arn, "an Aurora instance is its cluster's server");
 

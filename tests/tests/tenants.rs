@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::Credentials;
 use dbroles_core::accounts::{external_id, AccountPolicy};
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::config::{Config, Settings};
@@ -270,23 +268,7 @@ async fn one_server_one_job_across_organisations_until_its_execution_has_ended()
 
 /// An instance created in account 111111111111, as its own administrator would.
 async fn instance_in_another_account(aws: &aws_config::SdkConfig, tags: &[(&str, &str)]) -> String {
-    let assumed = aws_sdk_sts::Client::new(aws)
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{A_ACCOUNT}:role/administrator"))
-        .role_session_name("setup")
-        .send()
-        .await
-        .unwrap()
-        .credentials
-        .unwrap();
-    let credentials = Credentials::new(
-        assumed.access_key_id(),
-        assumed.secret_access_key(),
-        Some(assumed.session_token().to_string()),
-        None,
-        "other-account",
-    );
-    let other = aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
+    let other = other_account(aws, A_ACCOUNT).await;
     let mut create = create_instance(&other, &unique("a-remote-"), "postgres", "postgres").manage_master_user_password(true);
     for (key, value) in tags {
         create = create.tags(aws_sdk_rds::types::Tag::builder().key(*key).value(*value).build());
@@ -393,24 +375,8 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
 
     // An Aurora cluster and its instance are one server, whichever organisation asks.
     let cluster_id = unique("aurora-");
-    let cluster = rds
-        .create_db_cluster()
-        .db_cluster_identifier(&cluster_id)
-        .engine("aurora-postgresql")
-        .master_username("postgres")
-        .manage_master_user_password(true)
-        .send()
-        .await
-        .unwrap()
-        .db_cluster
-        .unwrap();
-    let writer = create_instance(&aws, &format!("{cluster_id}-writer"), "aurora-postgresql", "postgres")
-        .db_cluster_identifier(&cluster_id)
-        .send()
-        .await
-        .unwrap()
-        .db_instance
-        .unwrap();
+    let cluster = create_cluster(&aws, &cluster_id, "aurora-postgresql", "postgres").await;
+    let writer = create_writer(&aws, &cluster_id, "aurora-postgresql").await;
     let (cluster_arn, writer_arn) = (cluster.db_cluster_arn.unwrap(), writer.db_instance_arn.unwrap());
     let (status, _) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&cluster_arn, json!({})))).await;
     assert_eq!(status, StatusCode::ACCEPTED);
