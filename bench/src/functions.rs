@@ -15,14 +15,25 @@ const COLD_STARTS: usize = 20;
 const BINARIES: [&str; 3] = ["api", "events", "step"];
 
 pub async fn run(dir: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let binaries = BINARIES.map(|name| (format!("dbroles-{name}"), dir.join(format!("dbroles-{name}"))));
+    measure(&binaries, rows).await
+}
+
+/// The artifacts `scripts/package` left in `.aws-sam/build`: one function of each binary.
+pub async fn run_packaged(dir: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let functions = ["ApiFunction", "EventsFunction", "ProvisionFunction"];
+    let bootstraps = functions.map(|function| (format!("sam build {function}"), dir.join(function).join("bootstrap")));
+    measure(&bootstraps, rows).await
+}
+
+async fn measure(binaries: &[(String, std::path::PathBuf)], rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let emulator = Emulator::start().await?;
-    for name in BINARIES {
-        let binary = dir.join(format!("dbroles-{name}"));
-        let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    for (label, binary) in binaries {
+        let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
         let zipped = zip_as_bootstrap(&bytes)?;
-        let init = emulator.median_init(&binary).await?;
+        let init = emulator.median_init(binary).await?;
         rows.push(Row::new(
-            format!("dbroles-{name}: binary, zip, init (median of {COLD_STARTS})"),
+            format!("{label}: binary, zip, init (median of {COLD_STARTS})"),
             format!("{:.1} MB, {:.1} MB, {}", mb(bytes.len()), mb(zipped), millis(init)),
             "zip < 5 MB, init < 20 ms",
         ));

@@ -34,6 +34,9 @@ struct Options {
     /// Where the release binaries are (`dbroles-api`, `dbroles-events`, `dbroles-step`), for their sizes and init times.
     #[arg(long)]
     binaries: Option<PathBuf>,
+    /// `scripts/package`'s output (`.aws-sam/build`), for the sizes and init times of what would be deployed.
+    #[arg(long)]
+    packaged: Option<PathBuf>,
     /// A moto server, for the cost of a real job.
     #[arg(long)]
     moto: Option<String>,
@@ -69,6 +72,9 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if let Some(dir) = &options.binaries {
         functions::run(dir, &mut rows).await?;
+    }
+    if let Some(dir) = &options.packaged {
+        functions::run_packaged(dir, &mut rows).await?;
     }
     handlers::run(&mut rows).await?;
     provisioning::run(settings, options.databases, options.schemas, options.tables, &mut rows).await?;
