@@ -51,3 +51,15 @@ start_moto() {
     done
     moto_endpoint="http://127.0.0.1:$port"
 }
+
+# The bootstrap `sam build` made for a function of template.yaml: functions that
+# share a build (the nine steps) share one directory, which the built template names.
+packaged_bootstrap() {
+    "$venv/bin/python" - "$1" <<'PY'
+import sys, yaml
+class Loader(yaml.SafeLoader): pass
+Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+built = yaml.load(open(".aws-sam/build/template.yaml"), Loader=Loader)
+print(".aws-sam/build/" + built["Resources"][sys.argv[1]]["Properties"]["CodeUri"] + "/bootstrap")
+PY
+}
