@@ -34,12 +34,17 @@ impl Workflow for NoWorkflow {
     }
 }
 
+/// The organisation of the measured requests.
+const ORG: &str = "bench";
+
 pub async fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
     let arn = |i: usize| format!("arn:aws:rds:us-east-1:000000000000:db:bench-{i}");
     let instances = (0..REQUESTS).map(|i| LocalInstance::on_loopback(&arn(i), "postgres", 5432, "postgres")).collect();
-    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances)?), Settings::default());
+    // The organisation the requests come from may use the local account.
+    let accounts = dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None };
+    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances)?), Settings { accounts, ..Settings::default() });
     let app = App::new(&deps, Arc::new(NoWorkflow));
     // The router the API Lambda runs, built once as the Lambda builds it.
     let app = api::router(Arc::new(app));
@@ -77,7 +82,7 @@ pub async fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
 }
 
 async fn call(router: &axum::Router, method: &str, uri: &str, body: Option<Value>) -> anyhow::Result<(Duration, Value)> {
-    let caller = Caller { sub: "bench".into(), org: "bench".into(), groups: vec!["admin".into()] };
+    let caller = Caller { sub: "bench".into(), org: ORG.into(), groups: vec!["admin".into()] };
     let body = body.map(|b| axum::body::Body::from(b.to_string())).unwrap_or_default();
     let request = http::Request::builder().method(method).uri(uri).extension(Authenticated(Ok(caller))).body(body)?;
     let started = Instant::now();
