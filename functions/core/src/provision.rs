@@ -28,8 +28,6 @@ pub enum ProvisionError {
     Engine(#[from] engine::EngineError),
     #[error(transparent)]
     Inventory(#[from] InventoryError),
-    #[error("the instance {0} was not found")]
-    InstanceNotFound(String),
     #[error("{}", engine::unsupported(.0))]
     UnsupportedEngine(String),
     #[error(transparent)]

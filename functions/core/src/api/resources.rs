@@ -100,9 +100,11 @@ pub(super) async fn list(
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer<Json<ResourceList>> {
+    let search = params.get("search").map(|needle| needle.to_lowercase());
     let matches = |view: &ResourceView| {
-        let search = params.get("search").map(|needle| needle.to_lowercase());
-        search.is_none_or(|needle| [&view.name, &view.kind, &view.subtype].iter().any(|f| f.to_lowercase().contains(&needle)))
+        search
+            .as_ref()
+            .is_none_or(|needle| [&view.name, &view.kind, &view.subtype].iter().any(|f| f.to_lowercase().contains(needle)))
             && params.get("name").is_none_or(|name| *name == view.name)
             && params.get("subtype").is_none_or(|subtype| *subtype == view.subtype)
     };

@@ -146,7 +146,6 @@ impl From<ProvisionError> for StepError {
             }
             ProvisionError::Engine(source) => source.into(),
             ProvisionError::Inventory(source) => source.into(),
-            ProvisionError::InstanceNotFound(_) => Self::new(ErrorType::InstanceNotFound, error.to_string()),
             ProvisionError::UnsupportedEngine(_) => Self::new(ErrorType::UnsupportedEngine, error.to_string()),
             ProvisionError::InvalidPrefix(_) => Self::new(ErrorType::InvalidInput, error.to_string()),
         }
@@ -192,8 +191,6 @@ mod tests {
         assert_eq!(StepError::from(ProvisionError::Engine(denied)).error_type, ErrorType::ProvisioningFailed);
         let throttled = InventoryError::Unavailable("GetSecretValue: ThrottlingException".into());
         assert_eq!(StepError::from(ProvisionError::Inventory(throttled)).error_type, ErrorType::Retryable);
-        let gone = ProvisionError::InstanceNotFound("arn:aws:rds:us-east-1:1:db:x".into());
-        assert_eq!(StepError::from(gone).error_type, ErrorType::InstanceNotFound);
     }
 
     #[test]
