@@ -1,6 +1,6 @@
 """Checks what cfn-lint and `sam validate` cannot: that template.yaml matches the code.
 
-- the state machine's DefinitionSubstitutions name exactly the ${...} of the definition;
+- each state machine's DefinitionSubstitutions name exactly the ${...} of its definition;
 - every function builds a binary of the workspace, from its own package;
 - every step function runs the step its substitution names (`DBROLES_STEP`);
 - the HTTP API routes are exactly the route keys of the sample events in events/api/;
@@ -29,11 +29,12 @@ def check(ok, message):
         failures.append(message)
 
 
-definition = (root / "statemachine/provision.asl.json").read_text()
-used = set(re.findall(r"\$\{(\w+)\}", definition))
-machine = resources["ProvisionStateMachine"]["Properties"]
-substituted = set(machine["DefinitionSubstitutions"])
-check(used == substituted, f"DefinitionSubstitutions {sorted(substituted)} != the definition's {sorted(used)}")
+machines = {"ProvisionStateMachine": "provision.asl.json", "FleetStateMachine": "fleet.asl.json"}
+for name, file in machines.items():
+    definition = (root / "statemachine" / file).read_text()
+    used = set(re.findall(r"\$\{(\w+)\}", definition))
+    substituted = set(resources[name]["Properties"]["DefinitionSubstitutions"])
+    check(used == substituted, f"{name}: DefinitionSubstitutions {sorted(substituted)} != the definition's {sorted(used)}")
 
 functions = {name: r for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
 for name, function in functions.items():
@@ -48,15 +49,22 @@ for name, function in functions.items():
     check(package == binary, f"{name}: Binary {binary} is not the package {package} of {code_uri}")
     check((root / code_uri / "src/main.rs").exists(), f"{name}: {code_uri} has no src/main.rs")
 
-# Each Task's function is a function of the template, under the name the substitution says.
-for substitution, value in machine["DefinitionSubstitutions"].items():
-    target = value.get("Fn::GetAtt", [None])[0]
-    check(target in functions, f"{substitution} names {target}, which is not a function of the template")
-    step = substitution.removesuffix("FunctionArn")
-    folder = re.sub(r"(?<!^)([A-Z])", r"-\1", step).lower()
-    check((root / "events" / folder).is_dir(), f"{substitution}: no sample events in events/{folder}/")
-    variables = functions.get(target, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
-    check(variables.get("DBROLES_STEP") == folder, f"{target}: DBROLES_STEP is {variables.get('DBROLES_STEP')}, not {folder}")
+# Each Task's function is a function of the template, under the name the substitution says;
+# the fleet's Map names the provisioning state machine.
+substitutions = 0
+for machine in machines:
+    for substitution, value in resources[machine]["Properties"]["DefinitionSubstitutions"].items():
+        substitutions += 1
+        if value == {"Ref": "ProvisionStateMachine"}:
+            check(substitution == "ProvisionStateMachineArn", f"{substitution} names the provisioning state machine")
+            continue
+        target = value.get("Fn::GetAtt", [None])[0]
+        check(target in functions, f"{substitution} names {target}, which is not a function of the template")
+        step = substitution.removesuffix("FunctionArn")
+        folder = re.sub(r"(?<!^)([A-Z])", r"-\1", step).lower()
+        check((root / "events" / folder).is_dir(), f"{substitution}: no sample events in events/{folder}/")
+        variables = functions.get(target, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        check(variables.get("DBROLES_STEP") == folder, f"{target}: DBROLES_STEP is {variables.get('DBROLES_STEP')}, not {folder}")
 
 routes = set()
 for function in functions.values():
@@ -68,4 +76,4 @@ check(routes == samples, f"HTTP API routes {sorted(routes)} != the sample events
 
 if failures:
     sys.exit("template.yaml:\n  " + "\n  ".join(failures))
-print(f"template.yaml: {len(functions)} functions, {len(routes)} routes, {len(substituted)} substitutions match the code")
+print(f"template.yaml: {len(functions)} functions, {len(routes)} routes, {substitutions} substitutions match the code")

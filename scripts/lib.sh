@@ -37,12 +37,12 @@ ensure_venv() {
     fi
 }
 
-# Starts moto on a free port, one request at a time (scripts/moto_serial.py says
+# Starts moto on a free port, one request at a time (scripts/moto_server.py says
 # why), stopped when the script exits; sets $moto_endpoint.
 start_moto() {
     local port
     port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    MOTO_PORT=$port "$venv/bin/python" scripts/moto_serial.py 127.0.0.1 "$port" >"$logs/moto.log" 2>&1 &
+    MOTO_PORT=$port "$venv/bin/python" scripts/moto_server.py 127.0.0.1 "$port" --serial >"$logs/moto.log" 2>&1 &
     moto_pid=$!
     trap 'kill $moto_pid 2>/dev/null || true' EXIT
     for _ in $(seq 60); do

@@ -9,7 +9,11 @@ it created is checked: the table, the roles and their policies, the rules, the
 functions, and the state machine with its definition substituted. moto leaves
 some things out; they are printed as such (README: "The deploy rehearsal").
 
-    python scripts/rehearse_deploy.py http://127.0.0.1:<moto port>
+    python scripts/rehearse_deploy.py http://127.0.0.1:<moto port> [deployed.json]
+
+Given a second argument, it writes there the deployed state machine's definition
+(substituted) and each function's name and environment, which
+tests/tests/deployed.rs runs on moto's Step Functions.
 """
 
 import json
@@ -107,7 +111,7 @@ def check(what, ok, detail=""):
         check.failed = True
 
 
-def main(endpoint):
+def main(endpoint, written):
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     session = dict(endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
     client = lambda service: boto3.client(service, **session)
@@ -143,7 +147,7 @@ def main(endpoint):
     check("the table has GSI1", [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == ["GSI1"])
     functions = {f["FunctionName"] for f in client("lambda").list_functions()["Functions"]}
     names = [name for name, kind in wanted.items() if kind == "AWS::Lambda::Function"]
-    check("the eleven functions", len(names) == 11 and all(physical[n] in functions for n in names))
+    check("the fourteen functions", len(names) == 14 and all(physical[n] in functions for n in names))
     iam = client("iam")
     roles = [name for name, kind in wanted.items() if kind == "AWS::IAM::Role"]
     bare = [r for r in roles if not iam.list_role_policies(RoleName=physical[r])["PolicyNames"]
@@ -152,21 +156,47 @@ def main(endpoint):
     rules = [name for name, kind in wanted.items() if kind == "AWS::Events::Rule"]
     check("the rules", len(rules) >= 3 and all(physical[r] for r in rules), ", ".join(rules))
 
-    machine = [name for name, kind in wanted.items() if kind == "AWS::StepFunctions::StateMachine"][0]
-    properties = template["Resources"][machine]["Properties"]
-    body = properties["DefinitionString"]["Fn::Join"]
-    definition = body[0].join(body[1])
-    substitutions = properties.get("DefinitionSubstitutions", {})
-    placeholders = set(re.findall(r"\$\{(\w+)\}", definition))
-    check("the definition's placeholders are its substitutions", placeholders == set(substitutions), str(placeholders ^ set(substitutions)))
-    for name, value in substitutions.items():
-        target = value.get("Fn::GetAtt", [None])[0] if isinstance(value, dict) else None
-        check(f"{name} names a deployed function", target in names and physical.get(target) in functions, str(value))
-    deployed = client("stepfunctions").describe_state_machine(stateMachineArn=physical[machine])["definition"]
-    substituted = "${" not in deployed
-    print("moto applies DefinitionSubstitutions:", "yes" if substituted else "no (the placeholders were checked above instead)")
+    lambdas = client("lambda")
+    machines = [name for name, kind in wanted.items() if kind == "AWS::StepFunctions::StateMachine"]
+    check("the two state machines", sorted(machines) == ["FleetStateMachine", "ProvisionStateMachine"], str(machines))
+    deployed = {}
+    for machine in machines:
+        properties = template["Resources"][machine]["Properties"]
+        body = properties["DefinitionString"]["Fn::Join"]
+        definition = body[0].join(body[1])
+        substitutions = properties.get("DefinitionSubstitutions", {})
+        placeholders = set(re.findall(r"\$\{(\w+)\}", definition))
+        check(f"{machine}: the definition's placeholders are its substitutions", placeholders == set(substitutions),
+              str(placeholders ^ set(substitutions)))
+        text = client("stepfunctions").describe_state_machine(stateMachineArn=physical[machine])["definition"]
+        print(f"moto applies {machine}'s DefinitionSubstitutions:", "yes" if "${" not in text else "no (they are applied here, as CloudFormation would)")
+        # The values CloudFormation substitutes: each function's ARN, or the provisioning state machine's.
+        for name, value in substitutions.items():
+            if value == {"Ref": "ProvisionStateMachine"}:
+                text = text.replace("${" + name + "}", physical["ProvisionStateMachine"])
+                continue
+            target = value.get("Fn::GetAtt", [None])[0] if isinstance(value, dict) else None
+            check(f"{name} names a deployed function", target in names and physical.get(target) in functions, str(value))
+            if physical.get(target) in functions:
+                function = lambdas.get_function(FunctionName=physical[target])["Configuration"]
+                text = text.replace("${" + name + "}", function["FunctionArn"])
+                deployed.setdefault("functions", {})[function["FunctionName"]] = function.get("Environment", {}).get("Variables", {})
+        deployed[machine] = text
+    if written:
+        # What tests/tests/deployed.rs runs on moto's Step Functions: the deployed
+        # definitions, substituted, and each function's environment (its
+        # DBROLES_STEP chooses the step it runs).
+        rehearsal = {
+            "definition": deployed["ProvisionStateMachine"],
+            "fleet_definition": deployed["FleetStateMachine"],
+            "table": physical["Table"],
+            "functions": deployed["functions"],
+        }
+        with open(written, "w") as out:
+            json.dump(rehearsal, out, indent=2)
+        print("the deployed definitions and functions:", written)
     sys.exit(1 if getattr(check, "failed", False) else 0)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

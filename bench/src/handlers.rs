@@ -9,6 +9,7 @@ use dbroles_core::api::{self, Authenticated};
 use dbroles_core::auth::Caller;
 use dbroles_core::config::Settings;
 use dbroles_core::deps::{App, Deps};
+use dbroles_core::fleet::FleetRecord;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory};
 use dbroles_core::job::JobRecord;
 use dbroles_core::store::sqlite::SqliteStore;
@@ -26,6 +27,10 @@ struct NoWorkflow;
 #[async_trait::async_trait]
 impl Workflow for NoWorkflow {
     async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
+        Ok(format!("bench:{}", record.id()))
+    }
+
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
         Ok(format!("bench:{}", record.id()))
     }
 

@@ -6,9 +6,11 @@
 //!   emulator for its first event (median of 20 cold starts);
 //! - warm API handler latency on the embedded store;
 //! - provisioning a generated instance on the local PostgreSQL and MariaDB;
+//! - a fleet job over 16 PostgreSQL clusters at `max_concurrency` 1, 4 and 8;
 //! - the cost of 1,000 jobs, from one real run against moto (`--moto`).
 
 mod cost;
+mod fleet;
 mod functions;
 mod handlers;
 mod provisioning;
@@ -78,6 +80,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<()> {
     }
     handlers::run(&mut rows).await?;
     provisioning::run(settings, options.databases, options.schemas, options.tables, &mut rows).await?;
+    fleet::run(settings, &mut rows).await?;
     if let Some(moto) = &options.moto {
         cost::run(moto, &mut rows).await?;
     }

@@ -11,6 +11,7 @@ use dbroles_core::auth::{GroupPolicy, LocalTokens, ADMIN_GROUP, AUDITOR_GROUP};
 use dbroles_core::config::{self, Settings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::{self, Level, TlsConfig};
+use dbroles_core::fleet::{self, CreateFleetJobRequest, FleetAwsOptions, Selector};
 use dbroles_core::inventory::local::{LocalInventory, LOCAL_POSTGRES_ARN};
 use dbroles_core::job::{Job, Phase};
 use dbroles_core::jobs;
@@ -62,6 +63,13 @@ enum Command {
         /// Take over existing roles of the same names that dbroles did not create.
         #[arg(long)]
         adopt_existing_roles: bool,
+        /// Every instance the organisation may use, as one fleet job (connections
+        /// named `<connection prefix><instance id>-<level>`), instead of `--instance`.
+        #[arg(long, conflicts_with = "instance")]
+        all: bool,
+        /// With `--all`: how many instances are provisioned at once.
+        #[arg(long, default_value_t = 8, requires = "all")]
+        max_concurrency: u32,
     },
     /// Serve the API (the same router as the API Lambda) on the embedded store.
     Serve {
@@ -167,7 +175,10 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { instance, connection_prefix, steps, adopt_existing_roles } => {
+        Command::Run { all: true, connection_prefix, steps, adopt_existing_roles, max_concurrency, .. } => {
+            run_fleet(&cli, connection_prefix, steps, *adopt_existing_roles, *max_concurrency).await
+        }
+        Command::Run { instance, connection_prefix, steps, adopt_existing_roles, .. } => {
             run_job(&cli, instance, connection_prefix, steps, *adopt_existing_roles).await
         }
         Command::Serve { addr } => {
@@ -195,11 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `dbroles run`: one job for the organisation `local`, started as the API starts
 /// one, carried out by the local workflow; the finished job on stdout.
 async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[String], adopt: bool) -> anyhow::Result<ExitCode> {
-    let job_steps = steps
-        .iter()
-        .map(|step| serde_json::from_value::<JobStep>(serde_json::Value::String(step.clone())))
-        .collect::<Result<Vec<_>, _>>()
-        .context("--steps: expected create-connections and/or send-webhook")?;
+    let job_steps = job_steps(steps)?;
     let request = CreateJobRequest {
         agent_id: uuid::Uuid::new_v4().to_string(),
         aws: AwsRequest {
@@ -221,6 +228,53 @@ async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[St
     print_outcome(&done);
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(if done.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn job_steps(steps: &[String]) -> anyhow::Result<Vec<JobStep>> {
+    steps
+        .iter()
+        .map(|step| serde_json::from_value::<JobStep>(serde_json::Value::String(step.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--steps: expected create-connections and/or send-webhook")
+}
+
+/// `dbroles run --all`: one fleet job over every instance the organisation
+/// `local` may use, carried out by the fleet definition's Map; the finished fleet
+/// job on stdout, each instance's outcome on stderr.
+async fn run_fleet(
+    cli: &Cli,
+    connection_prefix: &str,
+    steps: &[String],
+    adopt: bool,
+    max_concurrency: u32,
+) -> anyhow::Result<ExitCode> {
+    let request = CreateFleetJobRequest {
+        selector: Selector { regions: cli.inventory()?.regions(), ..Selector::default() },
+        agent_id: uuid::Uuid::new_v4().to_string(),
+        connection_prefix_name: connection_prefix.to_string(),
+        job_steps: job_steps(steps)?,
+        vault_provider: None,
+        aws: FleetAwsOptions { adopt_existing_roles: adopt, ..FleetAwsOptions::default() },
+        max_concurrency,
+        tolerated_failure_percentage: 100.0,
+    };
+    request.validate()?;
+    let (app, workflow) = cli.app(Arc::new(report))?;
+    let fleet_job_id = fleet::start(&app, LOCAL_ORG, "local-user", request).await?;
+    eprintln!("dbroles: fleet job {fleet_job_id}, at most {max_concurrency} instances at once");
+    workflow.wait(&format!("local:fleet:{fleet_job_id}")).await;
+    let done = fleet::find(&app, LOCAL_ORG, &fleet_job_id).await?;
+    let jobs = fleet::children(&app, LOCAL_ORG, &fleet_job_id, fleet::MAX_INSTANCES, None).await?.items;
+    for job in &jobs {
+        let status = job.status.as_ref().map_or(("running", ""), |s| (s.phase.as_str(), s.message.as_str()));
+        eprintln!("dbroles:   {} {}: {}", job.db_arn(), status.0, status.1);
+    }
+    for skipped in &done.status.not_started {
+        eprintln!("dbroles:   {} not started: {}", skipped.instance_arn, skipped.message);
+    }
+    eprintln!("dbroles: {}: {}", done.status.phase.as_str(), done.status.message);
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"fleet_job": done, "jobs": jobs}))?);
+    Ok(if done.status.phase == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn print_outcome(job: &Job) {

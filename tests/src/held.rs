@@ -4,6 +4,7 @@
 
 use std::sync::Mutex;
 
+use dbroles_core::fleet::FleetRecord;
 use dbroles_core::job::JobRecord;
 use dbroles_core::workflow::{Workflow, WorkflowError};
 use serde_json::{json, Value};
@@ -17,6 +18,11 @@ pub struct Held {
 #[async_trait::async_trait]
 impl Workflow for Held {
     async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
+        self.started.lock().unwrap().push(record.id().to_string());
+        Ok(format!("held:{}", record.id()))
+    }
+
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
         self.started.lock().unwrap().push(record.id().to_string());
         Ok(format!("held:{}", record.id()))
     }

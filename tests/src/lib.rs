@@ -24,8 +24,10 @@ pub mod postgres;
 pub mod vault;
 pub mod web;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub use faults::{Cut, Faults, FaultyStore};
 pub use held::{execution_ended, Held};
@@ -33,15 +35,24 @@ pub use iam::{template_actions, template_endpoint_services, ActionRecorder};
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master, MariaDbServer};
 pub use moto::{
     aws_config, create_cluster, create_instance, create_writer, moto_endpoint, moto_instance, other_account, own_store_on_kms,
-    provision_state_machine, MotoExecutor, MotoInstance, OtherFunctions,
+    provision_state_machine, DeployedFunctions, MotoExecutor, MotoInstance, OtherFunctions,
 };
 pub use net::{EchoingMariaDb, FlakyPort};
 pub use postgres::{drop_machine_roles, pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
 pub use vault::{vault_server, Vault, VAULT_TOKEN};
 pub use web::{call_api, call_json, webhook_receiver, Received};
 
+/// A loopback port no process listens on now and this test binary has not
+/// handed out before: servers started at once never share one. A server
+/// started on it can still lose it to another process, so starters retry.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A name no other test uses: `t` and 8 hex digits.

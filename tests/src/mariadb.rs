@@ -64,30 +64,47 @@ impl MariaDbServer {
             .output()
             .expect("mariadb-install-db runs");
         assert!(installed.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&installed.stderr));
-        let port = crate::free_port();
         let path = |file: &str| root.join(file).display().to_string();
-        let server = Command::new("/usr/sbin/mariadbd")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args([format!("--port={port}"), "--bind-address=127.0.0.1".into(), "--user=root".into()])
-            .args([format!("--socket={}", path("mysqld.sock")), format!("--pid-file={}", path("mysqld.pid"))])
-            .args([
-                format!("--ssl-ca={}", path("ca.pem")),
-                format!("--ssl-cert={}", path("cert.pem")),
-                format!("--ssl-key={}", path("key.pem")),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd starts");
-        let this = Self { port, ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), server, _dir: dir };
-        for _ in 0..100 {
-            if this.connect("root", "").await.is_ok() {
-                return this;
+        // Another process may take the port between `free_port` and the bind:
+        // the server then exits, and starts again on another port.
+        for _ in 0..5 {
+            let port = crate::free_port();
+            let mut server = Command::new("/usr/sbin/mariadbd")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .args([format!("--port={port}"), "--bind-address=127.0.0.1".into(), "--user=root".into()])
+                .args([format!("--socket={}", path("mysqld.sock")), format!("--pid-file={}", path("mysqld.pid"))])
+                .args([
+                    format!("--ssl-ca={}", path("ca.pem")),
+                    format!("--ssl-cert={}", path("cert.pem")),
+                    format!("--ssl-key={}", path("key.pem")),
+                ])
+                .arg(format!("--log-error={}", path("error.log")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mariadbd starts");
+            for _ in 0..100 {
+                if server.try_wait().expect("mariadbd's status").is_some() {
+                    break;
+                }
+                let opts = mysql_async::OptsBuilder::from_opts(mariadb_opts("root", "")).tcp_port(port);
+                if let Ok(conn) = mysql_async::Conn::new(opts).await {
+                    let _ = conn.disconnect().await;
+                    let (ca_file, other_ca_file) = (root.join("ca.pem"), root.join("other-ca.pem"));
+                    return Self { port, ca_file, other_ca_file, server, _dir: dir };
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = server.kill();
+            let _ = server.wait();
+            let log = std::fs::read_to_string(root.join("error.log")).unwrap_or_default();
+            if !log.contains("Address already in use") {
+                panic!("the test's MariaDB did not start on port {port}: {log}");
+            }
+            let _ = std::fs::remove_file(root.join("error.log"));
         }
-        panic!("the test's MariaDB did not start on port {port}");
+        panic!("the test's MariaDB found no free port in five tries");
     }
 
     pub async fn connect(&self, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {

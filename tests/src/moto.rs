@@ -49,6 +49,9 @@ impl Drop for MotoExecutor {
 /// Answers for functions that are not dbroles steps (a hook, say): function name → JSON.
 pub type OtherFunctions = std::collections::HashMap<String, serde_json::Value>;
 
+/// Deployed functions by name, and the step each runs (its `DBROLES_STEP`).
+pub type DeployedFunctions = std::collections::HashMap<String, dbroles_core::steps::Step>;
+
 impl MotoExecutor {
     /// Starts moto; `deps` builds the steps' dependencies from its endpoint and the proxy's.
     pub async fn start<F, Fut>(deps: F, others: OtherFunctions) -> Self
@@ -56,16 +59,35 @@ impl MotoExecutor {
         F: FnOnce(String, String) -> Fut,
         Fut: std::future::Future<Output = dbroles_core::deps::Deps>,
     {
-        let moto_bin = std::env::var("DBROLES_TEST_MOTO_BIN").expect("DBROLES_TEST_MOTO_BIN is not set: run scripts/test");
+        Self::launch(deps, others, DeployedFunctions::new()).await
+    }
+
+    /// As [`MotoExecutor::start`], the proxy also answering the functions a
+    /// deployment named (`<stack>-ResolveFunction-<id>`) with their steps.
+    pub async fn deployed<F, Fut>(deps: F, functions: DeployedFunctions) -> Self
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: std::future::Future<Output = dbroles_core::deps::Deps>,
+    {
+        Self::launch(deps, OtherFunctions::new(), functions).await
+    }
+
+    async fn launch<F, Fut>(deps: F, others: OtherFunctions, functions: DeployedFunctions) -> Self
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: std::future::Future<Output = dbroles_core::deps::Deps>,
+    {
+        let python = std::env::var("DBROLES_TEST_PYTHON").expect("DBROLES_TEST_PYTHON is not set: run scripts/test");
         let (port, proxy_port) = (free_port(), free_port());
         let log = std::fs::File::create(std::env::temp_dir().join(format!("moto-{port}.log"))).unwrap();
-        let process = Command::new(moto_bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let process = Command::new(python)
+            .arg(crate::path_of("scripts/moto_server.py"))
+            .args(["127.0.0.1", &port.to_string()])
             .env("MOTO_PORT", proxy_port.to_string())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("moto_server starts");
+            .expect("scripts/moto_server.py starts");
         let endpoint = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         for _ in 0..100 {
@@ -87,6 +109,7 @@ impl MotoExecutor {
             deps,
             faults: faults.clone(),
             others: Arc::new(others),
+            functions: Arc::new(functions),
             upstream: endpoint.clone(),
             http,
             invocations: invocations.clone(),
@@ -106,6 +129,7 @@ struct Proxy {
     deps: Arc<dbroles_core::deps::Deps>,
     faults: Faults,
     others: Arc<OtherFunctions>,
+    functions: Arc<DeployedFunctions>,
     upstream: String,
     http: reqwest::Client,
     invocations: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
@@ -124,7 +148,8 @@ async fn invoke(
     if let Some(answer) = proxy.others.get(&name) {
         return axum::Json(answer.clone()).into_response();
     }
-    let Some(step) = dbroles_core::steps::Step::from_resource(&function) else {
+    let step = proxy.functions.get(&name).copied().or_else(|| dbroles_core::steps::Step::from_resource(&function));
+    let Some(step) = step else {
         let error =
             serde_json::json!({"errorType": "ResourceNotFoundException", "errorMessage": format!("no function {function}")});
         return ([("X-Amz-Function-Error", "Unhandled")], axum::Json(error)).into_response();

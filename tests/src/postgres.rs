@@ -63,8 +63,16 @@ impl PgCluster {
             .status()
             .unwrap();
         Command::new("chmod").args(["600"]).arg(data.join("server.key")).status().unwrap();
-        let cluster = Self { port: free_port(), ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), dir };
-        cluster.resume();
+        let mut cluster = Self { port: 0, ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), dir };
+        // Another process may take the port between `free_port` and the bind.
+        for attempt in 1.. {
+            cluster.port = free_port();
+            match cluster.try_resume() {
+                Ok(()) => break,
+                Err(log) if attempt < 5 && log.contains("could not bind") => continue,
+                Err(log) => panic!("pg_ctl start on port {}: {log}", cluster.port),
+            }
+        }
         cluster
     }
 
@@ -77,6 +85,13 @@ impl PgCluster {
 
     /// Starts the server (again) on its port.
     pub fn resume(&self) {
+        if let Err(log) = self.try_resume() {
+            panic!("pg_ctl start on port {}: {log}", self.port);
+        }
+    }
+
+    /// Starts the server on its port, or returns what it logged.
+    fn try_resume(&self) -> Result<(), String> {
         let root = self.dir.path();
         let data = root.join("data");
         let options = format!(
@@ -86,6 +101,7 @@ impl PgCluster {
             root.display()
         );
         let log = root.join("server.log");
+        let _ = std::fs::remove_file(&log);
         let start = run_as_postgres(&[
             &format!("{PG_BIN}/pg_ctl"),
             "-D",
@@ -97,7 +113,11 @@ impl PgCluster {
             "-w",
             "start",
         ]);
-        assert!(start.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&start.stderr));
+        if start.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&start.stderr), self.log()))
+        }
     }
 
     pub fn log(&self) -> String {

@@ -440,6 +440,13 @@ impl dbroles_core::workflow::Workflow for Unstartable {
         Err(dbroles_core::workflow::WorkflowError("ThrottlingException: rate exceeded".into()))
     }
 
+    async fn start_fleet(
+        &self,
+        _record: &dbroles_core::fleet::FleetRecord,
+    ) -> Result<String, dbroles_core::workflow::WorkflowError> {
+        Err(dbroles_core::workflow::WorkflowError("ThrottlingException: rate exceeded".into()))
+    }
+
     async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), dbroles_core::workflow::WorkflowError> {
         Ok(())
     }

@@ -15,7 +15,7 @@ use dbroles_core::config::Settings;
 use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::inventory::rds::RdsInventory;
-use dbroles_core::inventory::{Instance, Inventory, InventoryError, MasterCredentials};
+use dbroles_core::inventory::{Instance, Inventory, InventoryError, Listed, MasterCredentials};
 use dbroles_core::job::{Job, JobSpec, Phase};
 use dbroles_core::jobs;
 use dbroles_core::network::ec2::Ec2Network;
@@ -110,8 +110,16 @@ impl Inventory for ApplyingRds {
         self.rds.home_account().await
     }
 
+    fn home_region(&self) -> String {
+        self.rds.home_region()
+    }
+
     async fn verify(&self, access: &Access) -> Result<String, InventoryError> {
         self.rds.verify(access).await
+    }
+
+    async fn list(&self, access: &Access, region: &str) -> Result<Vec<Listed>, InventoryError> {
+        self.rds.list(access, region).await
     }
 
     async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {

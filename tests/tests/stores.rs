@@ -269,7 +269,9 @@ async fn provisioned_instances_are_remembered_once(s: &Stores) {
     let provisioned = Provisioned { org: "org-a".into(), db_arn: arn("db1"), request: job.request.clone() };
     s.jobs.mark_provisioned(&provisioned).await.unwrap();
     s.jobs.mark_provisioned(&provisioned).await.unwrap();
-    assert_eq!(s.jobs.provisioned().await.unwrap(), vec![provisioned]);
+    assert_eq!(s.jobs.provisioned().await.unwrap(), vec![provisioned.clone()]);
+    assert_eq!(s.jobs.get_provisioned("org-a", &arn("db1")).await.unwrap(), Some(provisioned));
+    assert_eq!(s.jobs.get_provisioned("org-b", &arn("db1")).await.unwrap(), None, "another organisation's is not found");
 }
 
 fn resource(org: &str, name: &str, secret: &str) -> Resource {

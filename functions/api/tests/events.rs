@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 const FINISHED_JOB: &str = "0B5C3A2E-6D1F-4E8B-9A7C-3F2E1D0C9B8A";
 const RUNNING_JOB: &str = "7E6D5C4B-3A29-4817-B6F5-E4D3C2B1A098";
+const RUNNING_FLEET: &str = "F1EE7A5B-0C1D-4E2F-8A3B-4C5D6E7F8091";
 
 /// In the order they run: each file, the status it gets, and what else the user sees.
 const EXPECTED: &[(&str, u16, &str)] = &[
@@ -39,6 +40,12 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("delete-job-running.json", 409, "is running: cancel it first"),
     ("cancel-job.json", 200, "cancelled by 4f1c2a9e-7d3b-4e8a-9c51-2b6d8e0f1a37"),
     ("delete-job.json", 204, ""),
+    ("create-fleet-job.json", 202, "fleet_job_id"),
+    ("create-fleet-job-bad-concurrency.json", 400, "max_concurrency: must be 1 to 1000"),
+    ("list-fleet-jobs.json", 200, RUNNING_FLEET),
+    ("get-fleet-job.json", 200, "\"counts\""),
+    ("cancel-fleet-job.json", 200, "cancelled by 4f1c2a9e-7d3b-4e8a-9c51-2b6d8e0f1a37"),
+    ("delete-fleet-job.json", 204, ""),
     ("create-resource.json", 201, "orders-ro"),
     ("create-resource-duplicate.json", 409, "already exists"),
     ("list-resources.json", 200, "orders-ro"),
@@ -64,17 +71,19 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
         create_instance(&aws, "orders-db", "postgres", "postgres").manage_master_user_password(true).send().await.unwrap();
     }
     let definition = json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}});
-    let machine = aws_sdk_sfn::Client::new(&aws)
-        .create_state_machine()
-        .name(unique("provision-"))
-        .definition(definition.to_string())
-        .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
-        .send()
-        .await
-        .unwrap();
+    let machine = |name: &str| {
+        aws_sdk_sfn::Client::new(&aws)
+            .create_state_machine()
+            .name(unique(name))
+            .definition(definition.to_string())
+            .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
+            .send()
+    };
+    let (provision, fleet) = (machine("provision-").await.unwrap(), machine("fleet-").await.unwrap());
     let config = Config {
         table,
-        state_machine_arn: Some(machine.state_machine_arn),
+        state_machine_arn: Some(provision.state_machine_arn),
+        fleet_state_machine_arn: Some(fleet.state_machine_arn),
         org_claim: "org_id".into(),
         credentials: dbroles_core::config::CredentialsStore::Database { key: None },
         secret_prefix: "dbroles/".into(),
@@ -87,8 +96,22 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
     (config, aws)
 }
 
-/// A finished and a running job of the organisation `acme`, with the events' ids.
+/// A finished and a running job of the organisation `acme`, and a running fleet job, with the events' ids.
 async fn seed(store: &DynamoStore) {
+    use dbroles_core::store::FleetStore;
+    let fleet: dbroles_core::fleet::FleetRecord = serde_json::from_value(json!({
+        "fleet": {
+            "id": RUNNING_FLEET, "org_id": "acme", "created_at": "2026-11-22T10:00:00Z", "completed_at": null,
+            "created_by": "seed",
+            "request": {"selector": {"engines": ["postgres"]}, "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890"},
+            "status": {"phase": "running", "message": "the fleet job is provisioning 0 instances", "counts": {
+                "total": 0, "pending": 0, "running": 0, "completed": 0, "failed": 0, "skipped": 0}, "not_started": []}
+        },
+        "execution": null,
+        "selected": []
+    }))
+    .unwrap();
+    store.create_fleet(&fleet).await.unwrap();
     for (id, instance, finished) in [(FINISHED_JOB, "billing-db", true), (RUNNING_JOB, "ledger-db", false)] {
         let request: CreateJobRequest = serde_json::from_value(json!({
             "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",

@@ -74,7 +74,7 @@ pub struct AccountPolicy {
 }
 
 impl AccountPolicy {
-    fn allows_home(&self, org: &str) -> bool {
+    pub fn allows_home(&self, org: &str) -> bool {
         self.home_orgs.iter().any(|allowed| allowed == org)
     }
 }
@@ -199,7 +199,7 @@ pub async fn remove(deps: &Deps, org: &str, account_id: &str) -> Result<(), Acco
     })
 }
 
-fn validate_account_id(account_id: &str) -> Result<(), Invalid> {
+pub fn validate_account_id(account_id: &str) -> Result<(), Invalid> {
     match account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()) {
         true => Ok(()),
         false => Err(Invalid(format!("account_id: '{account_id}' is not a 12-digit AWS account id"))),

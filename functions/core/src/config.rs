@@ -171,6 +171,8 @@ impl CredentialsStore {
 pub struct Config {
     pub table: String,
     pub state_machine_arn: Option<String>,
+    /// The fleet state machine (`DBROLES_FLEET_STATE_MACHINE_ARN`).
+    pub fleet_state_machine_arn: Option<String>,
     pub org_claim: String,
     pub credentials: CredentialsStore,
     pub secret_prefix: String,
@@ -207,6 +209,7 @@ impl Config {
         Self {
             table: table.into(),
             state_machine_arn: None,
+            fleet_state_machine_arn: None,
             org_claim: "org_id".into(),
             credentials: CredentialsStore::Database { key: None },
             secret_prefix: "dbroles/".into(),
@@ -241,6 +244,7 @@ impl Config {
         let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);
         Ok(Self {
             state_machine_arn: var("DBROLES_STATE_MACHINE_ARN"),
+            fleet_state_machine_arn: var("DBROLES_FLEET_STATE_MACHINE_ARN"),
             org_claim: var("DBROLES_ORG_CLAIM").unwrap_or_else(|| defaults.org_claim.clone()),
             credentials: CredentialsStore::from_env()?,
             secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| defaults.secret_prefix.clone()),

@@ -19,7 +19,7 @@ use crate::secrets::kms::KmsSealer;
 use crate::secrets::SecretStore;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AccountStore, JobStore, ResourceStore};
+use crate::store::{AccountStore, FleetStore, JobStore, ResourceStore};
 use crate::workflow::Workflow;
 
 /// The Vault a job's `vault_provider.secret_id` refers to.
@@ -34,6 +34,7 @@ pub struct VaultSettings {
 #[derive(Clone)]
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
+    pub fleets: Arc<dyn FleetStore>,
     pub resources: Arc<dyn ResourceStore>,
     /// The AWS accounts organisations registered.
     pub accounts: Arc<dyn AccountStore>,
@@ -55,6 +56,7 @@ impl Deps {
     pub fn local(store: Arc<SqliteStore>, inventory: Arc<dyn Inventory>, settings: Settings) -> Self {
         Self {
             jobs: store.clone(),
+            fleets: store.clone(),
             resources: store.clone(),
             accounts: store.clone(),
             inventory,
@@ -80,6 +82,7 @@ impl Deps {
             .map(|function| Arc::new(LambdaHook { client: aws_sdk_lambda::Client::new(aws), function }) as Arc<dyn Hook>);
         Ok(Self {
             jobs: store.clone(),
+            fleets: store.clone(),
             resources: store.clone(),
             accounts: store.clone(),
             inventory: Arc::new(inventory),

@@ -175,6 +175,9 @@ pub struct Job {
     pub status: Option<JobStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_status: Option<WebhookStatus>,
+    /// Added by dbroles: the fleet job this job is one instance of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_job_id: Option<String>,
 }
 
 impl Job {

@@ -4,7 +4,8 @@
 //!
 //! | change | function | called by |
 //! | --- | --- | --- |
-//! | created, lock taken, workflow started | [`start`] | `POST /dbroles/jobs`, the tag and rotation triggers, `dbroles run` |
+//! | created, lock taken, workflow started | [`start`] | `POST /dbroles/jobs`, the tag trigger, `dbroles run` |
+//! | created, lock taken, for a fleet job's Map | [`create`] | the fleet-start-job step ([`crate::fleet::start_child`]) |
 //! | a step's progress saved | [`running`], [`save_progress`] | every step |
 //! | stopped by a user (the lock kept) | [`cancel`] | `POST /dbroles/jobs/{id}/cancel` |
 //! | finished, lock released, announced | [`finalize`] | the Finalize step |
@@ -80,6 +81,7 @@ pub fn new_record(org: &str, created_by: &str, request: CreateJobRequest, spec: 
             spec: Some(spec),
             status: Some(JobStatus { message: "the job is running".into(), phase: Phase::Running, result: Vec::new() }),
             webhook_status: None,
+            fleet_job_id: None,
         },
         request,
         created_by: created_by.to_string(),
@@ -101,6 +103,51 @@ pub fn outcome(results: &[RoleResult]) -> (Phase, String) {
     }
 }
 
+/// What [`create`] stored: a new job, or the one an earlier request with the same idempotency key created.
+#[derive(Debug)]
+pub enum Stored {
+    New(JobRecord),
+    Replayed(String),
+}
+
+/// Stores a validated request as a running job, taking its database server's
+/// lock, without starting anything: the instance must exist in an account the
+/// organisation may use. A fleet job's job has the id `fleet` gives, `(job id,
+/// fleet job id)`, and names its fleet job.
+pub async fn create(
+    deps: &Deps,
+    org: &str,
+    created_by: &str,
+    request: CreateJobRequest,
+    idempotency: Option<Idempotency>,
+    fleet: Option<(&str, &str)>,
+) -> Result<Stored, JobError> {
+    if let Some(vault) = &request.vault_provider {
+        let policy = deps.settings.vault.as_ref().ok_or_else(|| {
+            Invalid("vault_provider: this deployment has no Vault; leave vault_provider out to use its store".into())
+        })?;
+        policy.path_for(org, &vault.secret_id)?;
+    }
+    let arn = request.instance_arn();
+    let access = accounts::access(deps, org, &arn.account).await?;
+    let instance = deps.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
+    engine::validate_prefix(&deps.settings.role_prefix, &instance.engine)?;
+    let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
+    if let Some((job_id, fleet_job_id)) = fleet {
+        record.job.id = job_id.to_string();
+        record.job.fleet_job_id = Some(fleet_job_id.to_string());
+    }
+    record.lock = instance.server_arn().to_string();
+    record.access = Some(access);
+    let new = NewJob { record: record.clone(), idempotency, lease_until: deps.settings.lease() };
+    match deps.jobs.create_job(new).await {
+        Ok(Created::Replayed(job_id)) => Ok(Stored::Replayed(job_id)),
+        Ok(Created::New) => Ok(Stored::New(record)),
+        Err(StoreError::Locked { job_id, org: holder }) => Err(JobError::Busy { job_id: (holder == org).then_some(job_id) }),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Stores a validated request as a running job (taking its database server's
 /// lock) and starts its workflow: the job's id. Nothing is stored if the
 /// organisation may not act on the instance's account. If the workflow cannot
@@ -112,28 +159,10 @@ pub async fn start(
     request: CreateJobRequest,
     idempotency: Option<Idempotency>,
 ) -> Result<String, JobError> {
-    if let Some(vault) = &request.vault_provider {
-        let policy = app.settings.vault.as_ref().ok_or_else(|| {
-            Invalid("vault_provider: this deployment has no Vault; leave vault_provider out to use its store".into())
-        })?;
-        policy.path_for(org, &vault.secret_id)?;
-    }
-    let arn = request.instance_arn();
-    let access = accounts::access(app, org, &arn.account).await?;
-    let instance = app.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
-    engine::validate_prefix(&app.settings.role_prefix, &instance.engine)?;
-    let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
-    record.lock = instance.server_arn().to_string();
-    record.access = Some(access);
-    let new = NewJob { record: record.clone(), idempotency, lease_until: app.settings.lease() };
-    match app.jobs.create_job(new).await {
-        Ok(Created::Replayed(job_id)) => return Ok(job_id),
-        Ok(Created::New) => {}
-        Err(StoreError::Locked { job_id, org: holder }) => {
-            return Err(JobError::Busy { job_id: (holder == org).then_some(job_id) });
-        }
-        Err(error) => return Err(error.into()),
-    }
+    let mut record = match create(app, org, created_by, request, idempotency, None).await? {
+        Stored::New(record) => record,
+        Stored::Replayed(job_id) => return Ok(job_id),
+    };
     match app.workflow.start(&record).await {
         Ok(execution) => {
             record.execution = Some(execution);

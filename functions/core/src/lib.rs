@@ -1,9 +1,10 @@
 //! dbroles: provisions least-privilege database roles on RDS and Aurora.
 //!
 //! - [`job`], [`request`], [`resource`]: the contract of the seeds.
-//! - [`jobs`]: a job's life, every state change of a job in one place;
+//! - [`jobs`]: a job's life, every state change of a job in one place; [`fleet`]:
+//!   fleet jobs, one request over every instance a selector picks;
 //!   [`accounts`]: which organisation may act on which AWS account.
-//! - Ports and their adapters: [`store`] (`JobStore`, `ResourceStore`,
+//! - Ports and their adapters: [`store`] (`JobStore`, `FleetStore`, `ResourceStore`,
 //!   `AccountStore`, `CredentialStore`: DynamoDB, SQLite), [`inventory`] (RDS, a local file),
 //!   [`secrets`] (Secrets Manager, Vault KV v2, dbroles' own store), [`network`]
 //!   (EC2 security groups), [`notify`] (EventBridge, the hook Lambda, the webhook),
@@ -21,6 +22,7 @@ pub mod aws;
 pub mod config;
 pub mod deps;
 pub mod engine;
+pub mod fleet;
 pub mod inventory;
 pub mod job;
 pub mod jobs;

@@ -100,16 +100,9 @@ impl CreateJobRequest {
     }
 
     pub fn validate(&self) -> Result<(), Invalid> {
-        uuid::Uuid::parse_str(&self.agent_id)
-            .ok()
-            .filter(|_| self.agent_id.len() == 36)
-            .ok_or_else(|| invalid("agent_id: must be a UUID such as a1b2c3d4-e5f6-7890-abcd-ef1234567890"))?;
+        validate_agent_id(&self.agent_id)?;
         self.aws.instance_arn.parse::<InstanceArn>().map_err(|e| invalid(format!("aws.instance_arn: {e}")))?;
-        if let Some(group) = &self.aws.default_security_group {
-            group.ingress_cidr.parse::<ipnet::IpNet>().map_err(|_| {
-                invalid("aws.default_security_group.ingress_cidr: must be an IPv4 or IPv6 CIDR such as 192.168.1.0/24")
-            })?;
-        }
+        validate_security_group(self.aws.default_security_group.as_ref())?;
         validate_name("connection_prefix_name", &self.connection_prefix_name, 64)?;
         if let Some(vault) = &self.vault_provider {
             VaultPath::parse(&vault.secret_id)?;
@@ -212,6 +205,27 @@ pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
     let whole = number.as_i64().or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64));
     whole.map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {number}")))
+}
+
+/// `agent_id`: a UUID, as hoop.dev's agents are named.
+pub fn validate_agent_id(agent_id: &str) -> Result<(), Invalid> {
+    uuid::Uuid::parse_str(agent_id)
+        .ok()
+        .filter(|_| agent_id.len() == 36)
+        .map(|_| ())
+        .ok_or_else(|| invalid("agent_id: must be a UUID such as a1b2c3d4-e5f6-7890-abcd-ef1234567890"))
+}
+
+/// `aws.default_security_group`: its `ingress_cidr` is a CIDR.
+pub fn validate_security_group(group: Option<&SecurityGroupRequest>) -> Result<(), Invalid> {
+    match group {
+        Some(group) => {
+            group.ingress_cidr.parse::<ipnet::IpNet>().map(|_| ()).map_err(|_| {
+                invalid("aws.default_security_group.ingress_cidr: must be an IPv4 or IPv6 CIDR such as 192.168.1.0/24")
+            })
+        }
+        None => Ok(()),
+    }
 }
 
 /// Names of connections, resources and prefixes: 1 to `max` of `[A-Za-z0-9._-]`.

@@ -1,6 +1,9 @@
 //! Jobs that start on their own, from EventBridge: an RDS instance or cluster
-//! created with the provisioning tag, the rotation schedule, and the repair of
-//! jobs whose Step Functions execution ended without finishing them.
+//! created with the provisioning tag, the rotation schedule (one fleet job per
+//! organisation), and the repair of jobs and fleet jobs whose Step Functions
+//! execution ended without finishing them.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -8,6 +11,7 @@ use serde_json::Value;
 use crate::accounts::{self, AccountError};
 use crate::config::{self, ConfigError};
 use crate::deps::App;
+use crate::fleet::{self, CreateFleetJobRequest, FleetError, FleetInput, Selector};
 use crate::jobs::{self, JobError};
 use crate::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep};
 use crate::store::StoreError;
@@ -26,6 +30,8 @@ pub enum TriggerError {
     Account(#[from] AccountError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
 }
 
 /// How a deployment reacts to tagged instances.
@@ -143,35 +149,74 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
     Ok(Outcome { started: vec![job_id], ..Outcome::default() })
 }
 
-/// Starts a job for every instance dbroles has provisioned: new passwords for every role.
+/// Starts one fleet job per organisation over the instances dbroles has
+/// provisioned for it: new passwords for every role, each instance's job as its
+/// last one asked, at most [`ROTATION_CONCURRENCY`] at once.
 async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
-    let mut outcome = Outcome::default();
+    // Each organisation's provisioned instances' regions, from one listing.
+    let mut regions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for provisioned in app.jobs.provisioned().await? {
-        match jobs::start(app, &provisioned.org, "eventbridge:rotation", provisioned.request, None).await {
-            Ok(job_id) => outcome.started.push(job_id),
-            Err(error) => outcome.skipped.push(format!("{}: {error}", provisioned.db_arn)),
+        let region = provisioned.db_arn.parse::<InstanceArn>().ok().map(|arn| arn.region);
+        regions.entry(provisioned.org).or_default().extend(region);
+    }
+    let mut outcome = Outcome::default();
+    for (org, regions) in regions {
+        let request = CreateFleetJobRequest {
+            selector: Selector { provisioned: true, regions: regions.into_iter().collect(), ..Selector::default() },
+            agent_id: uuid::Uuid::nil().to_string(),
+            connection_prefix_name: String::new(),
+            job_steps: Vec::new(),
+            vault_provider: None,
+            aws: Default::default(),
+            max_concurrency: ROTATION_CONCURRENCY,
+            tolerated_failure_percentage: 100.0,
+        };
+        match fleet::start(app, &org, "eventbridge:rotation", request).await {
+            Ok(fleet_job_id) => outcome.started.push(fleet_job_id),
+            Err(error) => outcome.skipped.push(format!("organisation {org}: {error}")),
         }
     }
     Ok(outcome)
 }
 
-/// Marks the job of a failed, timed-out or aborted execution failed and releases its lock.
+/// How many instances a rotation fleet job provisions at once.
+pub const ROTATION_CONCURRENCY: u32 = 8;
+
+/// Marks the job (or fleet job) of a failed, timed-out or aborted execution
+/// failed, and releases a job's lock.
 async fn execution_ended(app: &App, event: &Value) -> Result<Outcome, TriggerError> {
     let detail = &event["detail"];
     let status = detail["status"].as_str().unwrap_or_default();
     if !matches!(status, "FAILED" | "TIMED_OUT" | "ABORTED") {
         return Ok(Outcome { skipped: vec![format!("execution status {status}")], ..Outcome::default() });
     }
-    let input: ExecutionInput = serde_json::from_str(detail["input"].as_str().unwrap_or_default())
-        .map_err(|e| TriggerError::Malformed(format!("the execution's input is not a dbroles job: {e}")))?;
-    let why = [detail["error"].as_str(), detail["cause"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
-    let message = match why.is_empty() {
-        true => format!("the execution ended {status}"),
-        false => format!("the execution ended {status}: {why}"),
+    let text = detail["input"].as_str().unwrap_or_default();
+    let input = match serde_json::from_str::<FleetInput>(text) {
+        Ok(fleet) => return fleet_execution_ended(app, detail, status, fleet).await,
+        Err(_) => serde_json::from_str::<ExecutionInput>(text),
     };
+    let input = input.map_err(|e| TriggerError::Malformed(format!("the execution's input is not a dbroles job: {e}")))?;
+    let message = ended(detail, status);
     let repaired = jobs::repair(app.jobs.as_ref(), &input, &message, &app.settings).await?;
     Ok(match repaired {
         true => Outcome { repaired: vec![input.job_id], ..Outcome::default() },
         false => Outcome { skipped: vec![format!("job {} had finished", input.job_id)], ..Outcome::default() },
     })
+}
+
+async fn fleet_execution_ended(app: &App, detail: &Value, status: &str, input: FleetInput) -> Result<Outcome, TriggerError> {
+    let repaired = fleet::repair(app, &input, &ended(detail, status)).await?;
+    Ok(match repaired {
+        true => Outcome { repaired: vec![input.fleet_job_id], ..Outcome::default() },
+        false => Outcome { skipped: vec![format!("fleet job {} had finished", input.fleet_job_id)], ..Outcome::default() },
+    })
+}
+
+/// How an execution ended, as the job's message says it.
+fn ended(detail: &Value, status: &str) -> String {
+    let why = [detail["error"].as_str(), detail["cause"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+    match why.is_empty() {
+        true => format!("the execution ended {status}"),
+        false => format!("the execution ended {status}: {why}"),
+    }
 }

@@ -30,7 +30,9 @@ pub async fn deps() -> Result<(Config, aws_config::SdkConfig, Deps), ConfigError
 /// What the API and the triggers reach: the steps' dependencies and the state machine.
 pub fn app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
     let state_machine_arn = config.state_machine_arn.clone().ok_or("DBROLES_STATE_MACHINE_ARN is not set")?;
-    Ok(App::new(deps, Arc::new(StepFunctions { client: aws_sdk_sfn::Client::new(aws), state_machine_arn })))
+    let fleet_state_machine_arn = config.fleet_state_machine_arn.clone();
+    let workflow = StepFunctions { client: aws_sdk_sfn::Client::new(aws), state_machine_arn, fleet_state_machine_arn };
+    Ok(App::new(deps, Arc::new(workflow)))
 }
 
 /// One step's answer: the new state, or the error `Retry` and `Catch` match on.

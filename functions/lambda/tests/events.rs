@@ -2,8 +2,9 @@
 //! EventBridge function (`events/events/`) through its handler, on moto: what
 //! `sam local invoke -e events/...` feeds each Lambda.
 //!
-//! The step samples carry one job from Resolve to Webhook; the trigger samples then
-//! start a job for a tagged instance, rotate the provisioned one, and fail the job
+//! The step samples carry one job from Resolve to Webhook, and a fleet job from its
+//! selection to its end; the trigger samples then start a job for a tagged
+//! instance, start a rotation fleet job over the provisioned one, and fail the job
 //! of an execution that died.
 
 use std::collections::{BTreeSet, HashMap};
@@ -46,7 +47,14 @@ const STEP_SAMPLES: &[(Step, &str)] = &[
     (Step::Finalize, "finalize/task.json"),
     (Step::Webhook, "webhook/task.json"),
     (Step::Finalize, "finalize/caught-error.json"),
+    (Step::FleetSelect, "fleet-select/task.json"),
+    (Step::FleetStartJob, "fleet-start-job/task.json"),
+    (Step::FleetFinish, "fleet-finish/task.json"),
 ];
+
+/// The fleet job the fleet step samples carry, and the instance its start-job sample names.
+const FLEET: &str = "F1EE7A5B-0C1D-4E2F-8A3B-4C5D6E7F8091";
+const FLEET_INSTANCE: &str = "arn:aws:rds:us-east-1:123456789012:db:inventory-db";
 
 const TRIGGER_SAMPLES: &[&str] =
     &["events/rds-instance-created.json", "events/rotation-schedule.json", "events/execution-failed.json"];
@@ -150,17 +158,18 @@ impl Samples {
         let instance = moto_instance(&aws, &unique("payments-"), "postgres", ("postgres", "trust-auth-ignores-it"), &tags).await;
         let prefix = unique("r");
         let table = unique("jobs-");
-        let machine = aws_sdk_sfn::Client::new(&aws)
-            .create_state_machine()
-            .name(unique("provision-"))
-            .definition(json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}).to_string())
-            .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
-            .send()
-            .await
-            .unwrap()
-            .state_machine_arn;
+        let machine = |name: &str| {
+            aws_sdk_sfn::Client::new(&aws)
+                .create_state_machine()
+                .name(unique(name))
+                .definition(json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}).to_string())
+                .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
+                .send()
+        };
+        let (provision, fleet) = (machine("provision-").await.unwrap(), machine("fleet-").await.unwrap());
         let config = Config {
-            state_machine_arn: Some(machine),
+            state_machine_arn: Some(provision.state_machine_arn),
+            fleet_state_machine_arn: Some(fleet.state_machine_arn),
             credentials: dbroles_tests::own_store_on_kms(&aws).await,
             endpoint_overrides: HashMap::from([(instance.host.clone(), "127.0.0.1:5432".to_string())]),
             settings: Settings {
@@ -196,6 +205,7 @@ impl Samples {
         )
         .await;
         seed_running(deps.jobs.as_ref(), FAILED_STEP_JOB, "arn:aws:rds:us-east-1:123456789012:db:ledger-db", json!({})).await;
+        seed_fleet(&aws, &deps).await;
         Self { aws, instance, prefix, config, recorder, observed, deps, hook, received, request }
     }
 
@@ -282,6 +292,27 @@ impl Samples {
                     assert_eq!(job().await.webhook_status.unwrap().delivered, true);
                     assert!(received.lock().unwrap().iter().any(|(_, body)| body.contains(JOB)));
                 }
+                "fleet-select/task.json" => {
+                    let selected: Vec<String> = serde_json::from_value(out["instances"].clone()).unwrap();
+                    assert!(selected.contains(&FLEET_INSTANCE.to_string()) && selected.contains(&instance.arn), "{out}");
+                    assert_eq!(out["max_concurrency"], 4);
+                    let fleet = fleet_record(deps).await;
+                    assert_eq!(fleet.selected.as_ref(), Some(&selected), "the fleet job keeps its selection");
+                }
+                "fleet-start-job/task.json" => {
+                    assert_eq!(out["outcome"], "started", "{out}");
+                    let job = deps.jobs.get_job("acme", out["job_id"].as_str().unwrap()).await.unwrap().unwrap();
+                    assert_eq!(job.job.fleet_job_id.as_deref(), Some(FLEET));
+                    assert_eq!(job.job.db_arn(), FLEET_INSTANCE);
+                    assert_eq!(job.request.connection_prefix_name, "inventory-db-", "each instance names its own connections");
+                    assert_eq!(job.job.phase(), Phase::Running);
+                }
+                "fleet-finish/task.json" => {
+                    let fleet = fleet_record(deps).await;
+                    let status = &fleet.fleet.status;
+                    assert_eq!((status.phase, status.counts.running), (Phase::Failed, 1), "{status:?}");
+                    assert!(status.message.ends_with("not provisioned"), "{}", status.message);
+                }
                 "finalize/caught-error.json" => {
                     let failed = deps.jobs.get_job("acme", FAILED_STEP_JOB).await.unwrap().unwrap().job;
                     assert_eq!(failed.phase(), Phase::Failed);
@@ -327,10 +358,16 @@ impl Samples {
                     assert_eq!(record.request.connection_prefix_name, "reports-db-");
                 }
                 "events/rotation-schedule.json" => {
-                    assert_eq!(started.len(), 1, "the one provisioned instance: {out}");
-                    let record = deps.jobs.get_job("acme", &started[0]).await.unwrap().unwrap();
+                    assert_eq!(started.len(), 1, "one fleet job for the one organisation: {out}");
+                    let fleet = deps.fleets.get_fleet("acme", &started[0]).await.unwrap().expect("the rotation's fleet job");
+                    assert!(fleet.fleet.request.selector.provisioned, "it rotates the provisioned instances");
+                    assert_eq!(fleet.fleet.created_by, "eventbridge:rotation");
+                    assert!(fleet.execution.is_some(), "its execution started");
+                    // Its Map's item for the provisioned instance repeats the request that provisioned it.
+                    let child = json!({"org_id": "acme", "fleet_job_id": started[0], "instance_arn": request.aws.instance_arn});
+                    let out = handle_step(Step::FleetStartJob, deps, child).await.unwrap();
+                    let record = deps.jobs.get_job("acme", out["job_id"].as_str().unwrap()).await.unwrap().unwrap();
                     assert_eq!(&record.request, request, "a rotation repeats the request that provisioned the instance");
-                    assert_eq!(record.job.phase(), Phase::Running);
                 }
                 "events/execution-failed.json" => {
                     assert_eq!(out["repaired"], json!([DEAD_EXECUTION_JOB]));
@@ -354,6 +391,34 @@ impl Samples {
         assert_eq!(out["started"], json!([]));
         assert!(out["skipped"][0].as_str().unwrap().contains("is not tagged dbroles:provision=true"), "{out}");
     }
+}
+
+/// The fleet job of the fleet step samples: postgres instances tagged for `acme`,
+/// in the account and region of the deployment; and the instance its start-job sample names.
+async fn seed_fleet(aws: &aws_config::SdkConfig, deps: &Deps) {
+    let rds = aws_sdk_rds::Client::new(aws);
+    if rds.describe_db_instances().db_instance_identifier("inventory-db").send().await.is_err() {
+        moto_instance(aws, "inventory-db", "postgres", ("postgres", "x"), &[("dbroles:org", "acme")]).await;
+    }
+    let fleet: dbroles_core::fleet::FleetRecord = serde_json::from_value(json!({
+        "fleet": {
+            "id": FLEET, "org_id": "acme", "created_at": "2026-11-22T10:00:00Z", "completed_at": null, "created_by": "alice",
+            "request": {
+                "selector": {"engines": ["postgres"], "tags": ["dbroles:org=acme"]},
+                "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+                "max_concurrency": 4
+            },
+            "status": {"phase": "running", "message": "selecting", "counts": {
+                "total": 0, "pending": 0, "running": 0, "completed": 0, "failed": 0, "skipped": 0}, "not_started": []}
+        },
+        "execution": null
+    }))
+    .unwrap();
+    deps.fleets.create_fleet(&fleet).await.unwrap();
+}
+
+async fn fleet_record(deps: &Deps) -> dbroles_core::fleet::FleetRecord {
+    deps.fleets.get_fleet("acme", FLEET).await.unwrap().expect("the sample's fleet job")
 }
 
 /// Every action a function took is granted to it by `template.yaml`

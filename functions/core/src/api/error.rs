@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::accounts::AccountError;
+use crate::fleet::FleetError;
 use crate::jobs::JobError;
 use crate::request::Invalid;
 use crate::store::StoreError;
@@ -75,6 +76,22 @@ impl From<AccountError> for ApiError {
             AccountError::NotFound(_) => StatusCode::NOT_FOUND,
             AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
             AccountError::Inventory(_) => StatusCode::BAD_GATEWAY,
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(error: FleetError) -> Self {
+        let status = match &error {
+            FleetError::Store(store) => return store.clone().into(),
+            FleetError::Account(account) => return account.clone().into(),
+            FleetError::Job(job) => return job.clone().into(),
+            FleetError::NotFound(_) => StatusCode::NOT_FOUND,
+            FleetError::Finished(_) | FleetError::Running(_) => StatusCode::CONFLICT,
+            FleetError::Invalid(_) | FleetError::TooMany(_) => StatusCode::BAD_REQUEST,
+            FleetError::Inventory(_) => StatusCode::BAD_GATEWAY,
+            FleetError::NotStarted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())
     }

@@ -101,6 +101,7 @@ pub struct JobList {
         ("phase" = Option<Phase>, Query, description = "Only jobs in this phase"),
         ("db_arn" = Option<String>, Query, description = "Only jobs for this instance or cluster"),
         ("db_engine" = Option<String>, Query, description = "Only jobs for this engine"),
+        ("fleet_job_id" = Option<String>, Query, description = "Only the jobs of this fleet job"),
         ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339; only jobs created after"),
         ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339; only jobs created before"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100; default 50 when paging, every job (up to 1,000) when not"),
@@ -148,6 +149,7 @@ pub(super) async fn list(
         limit: if paging { limit(&params, 50)? } else { MAX_UNPAGED },
         next_token,
         skip: start.map_or(0, |start| start - 1),
+        fleet_job_id: params.get("fleet_job_id").cloned(),
     };
     let page = app.jobs.list_jobs(&caller.org, &query).await?;
     let total_count = app.jobs.count_jobs(&caller.org, &query).await?;

@@ -10,6 +10,7 @@
 //! | `GET /dbroles/jobs/{id}` | reader | one job (seeds 000/001) |
 //! | `POST /dbroles/jobs/{id}/cancel` | admin | stop a running job |
 //! | `DELETE /dbroles/jobs/{id}` | admin | forget a finished job |
+//! | `POST`, `GET /dbroles/fleet-jobs`; `GET`, `DELETE /dbroles/fleet-jobs/{id}`; `POST .../{id}/cancel` | admin to write, reader to read | fleet jobs: one request over every instance a selector picks |
 //! | `POST`, `GET /resources`; `GET`, `PUT`, `DELETE /resources/{name}` | admin to write | resources (seed 003) |
 //! | `PUT`, `GET`, `DELETE /dbroles/accounts/{account_id}`; `GET /dbroles/accounts` | admin to write, reader to read | the AWS accounts the organisation acts on |
 //! | `GET /openapi.json`, `/openapiv3.json` | anyone | the OpenAPI document of all of the above |
@@ -25,6 +26,7 @@
 mod accounts;
 mod error;
 mod extract;
+mod fleets;
 mod jobs;
 pub mod openapi;
 mod resources;
@@ -58,6 +60,9 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(jobs::stats))
         .routes(routes!(jobs::get, jobs::delete))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(fleets::create, fleets::list))
+        .routes(routes!(fleets::get, fleets::delete))
+        .routes(routes!(fleets::cancel))
         .routes(routes!(resources::create, resources::list))
         .routes(routes!(resources::get, resources::put, resources::delete))
         .routes(routes!(accounts::list))

@@ -84,7 +84,7 @@ pub enum ResourceList {
         ("search" = Option<String>, Query, description = "Only resources whose name, type or subtype contains this"),
         ("name" = Option<String>, Query, description = "Only the resource of this name"),
         ("subtype" = Option<String>, Query, description = "Only resources of this subtype"),
-        ("page" = Option<usize>, Query, minimum = 1, description = "hoop.dev's page number, from 1"),
+        ("page" = Option<usize>, Query, minimum = 1, maximum = 1000000000, description = "hoop.dev's page number, from 1"),
         ("page_size" = Option<usize>, Query, minimum = 1, maximum = 100, description = "hoop.dev's page size, 1 to 100, default 50"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 50"),
         ("next_token" = Option<String>, Query, description = "The previous page's next_token"),
@@ -116,7 +116,7 @@ pub(super) async fn list(
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| ApiError::bad_request(format!("{name}: expected {expected}"))),
     };
-    let page = number("page", 1, usize::MAX, "1 or more")?;
+    let page = number("page", 1, 1_000_000_000, "1 to 1000000000")?;
     let size = number("page_size", 50, 100, "1 to 100")?;
     let limit = limit(&params, 50)?;
     let hoop_pages = params.contains_key("page") || params.contains_key("page_size");

@@ -88,6 +88,8 @@ pub struct LocalInventory {
 
 /// The account of the local instances: the local deployment's own.
 pub const LOCAL_ACCOUNT: &str = "000000000000";
+/// The local deployment's own region.
+pub const LOCAL_REGION: &str = "us-east-1";
 
 pub const LOCAL_POSTGRES_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:postgres";
 pub const LOCAL_MARIADB_ARN: &str = "arn:aws:rds:us-east-1:000000000000:db:mariadb";
@@ -132,6 +134,12 @@ impl LocalInventory {
         Ok(Self::new(file.instances).map_err(|e| in_file(&e))?.with_roles(file.roles))
     }
 
+    /// Every region the listed instances are in.
+    pub fn regions(&self) -> Vec<String> {
+        let regions = self.instances.iter().filter_map(|instance| instance.arn.parse::<InstanceArn>().ok()).map(|arn| arn.region);
+        regions.collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+    }
+
     fn find(&self, arn: &str) -> Option<&LocalInstance> {
         self.instances.iter().find(|instance| instance.arn == arn)
     }
@@ -141,6 +149,10 @@ impl LocalInventory {
 impl Inventory for LocalInventory {
     async fn home_account(&self) -> Result<String, InventoryError> {
         Ok(LOCAL_ACCOUNT.to_string())
+    }
+
+    fn home_region(&self) -> String {
+        LOCAL_REGION.to_string()
     }
 
     /// As STS would: the role exists and its trust policy names this `ExternalId`.
@@ -153,6 +165,16 @@ impl Inventory for LocalInventory {
             }
             None => Err(InventoryError::AccessDenied(format!("no role {role_arn} is in the local inventory"))),
         }
+    }
+
+    async fn list(&self, access: &Access, region: &str) -> Result<Vec<Listed>, InventoryError> {
+        self.verify(access).await?;
+        let listed = self.instances.iter().filter(|local| {
+            local.arn.parse::<InstanceArn>().is_ok_and(|arn| arn.account == access.account && arn.region == region)
+        });
+        Ok(listed
+            .map(|local| Listed { arn: local.arn.clone(), engine: local.engine.clone(), tags: local.tags.clone() })
+            .collect())
     }
 
     async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError> {

@@ -51,6 +51,15 @@ impl Instance {
     }
 }
 
+/// An instance or Aurora cluster as a listing finds it: what a fleet's selector
+/// matches on. An instance of a cluster is listed as its cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    pub arn: String,
+    pub engine: String,
+    pub tags: Vec<DbTag>,
+}
+
 #[derive(Clone, Debug)]
 pub struct MasterCredentials {
     pub user: String,
@@ -82,9 +91,13 @@ pub enum InventoryError {
 pub trait Inventory: Send + Sync {
     /// The deployment's own account, reached with its own credentials.
     async fn home_account(&self) -> Result<String, InventoryError>;
+    /// The deployment's own region: where a fleet job looks when it names none.
+    fn home_region(&self) -> String;
     /// Proves that `access` reaches its account (assuming its role with its
     /// `ExternalId`): the identity dbroles becomes there.
     async fn verify(&self, access: &Access) -> Result<String, InventoryError>;
+    /// Every standalone instance and Aurora cluster in `region` of the account `access` reaches.
+    async fn list(&self, access: &Access, region: &str) -> Result<Vec<Listed>, InventoryError>;
     /// `None` if no such instance or cluster exists.
     async fn describe(&self, arn: &InstanceArn, access: &Access) -> Result<Option<Instance>, InventoryError>;
     /// The master user and password: `NoMasterSecret` if the instance has none dbroles can read.

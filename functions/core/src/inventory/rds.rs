@@ -119,9 +119,18 @@ impl RdsInventory {
 
     /// The clients `access` gives: the home ones, or the registered role's, assumed with the `ExternalId`.
     async fn clients(&self, access: &Access) -> Result<Clients, InventoryError> {
+        match access.role_arn {
+            None => self.config_for(access).await.map(|_| self.home.clone()),
+            Some(_) => self.config_for(access).await.map(|config| Clients::new(&config)),
+        }
+    }
+
+    /// The SDK configuration `access` gives: the deployment's own, or one that
+    /// assumes the registered role with the `ExternalId`.
+    async fn config_for(&self, access: &Access) -> Result<SdkConfig, InventoryError> {
         let Some(role_arn) = &access.role_arn else {
             return match access.account == self.own_account().await? {
-                true => Ok(self.home.clone()),
+                true => Ok(self.config.clone()),
                 false => Err(InventoryError::AccessDenied(format!(
                     "account {} is not this deployment's: it is reached only through a registered role",
                     access.account
@@ -134,12 +143,11 @@ impl RdsInventory {
             .configure(&self.config)
             .build()
             .await;
-        let config = self
+        Ok(self
             .config
             .to_builder()
             .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
-            .build();
-        Ok(Clients::new(&config))
+            .build())
     }
 
     /// `<prefix><account>/<region>/<server id>/master`: one per database server, whatever the account.
@@ -246,6 +254,10 @@ impl Inventory for RdsInventory {
         self.own_account().await.map(str::to_string)
     }
 
+    fn home_region(&self) -> String {
+        self.config.region().map_or_else(|| "us-east-1".to_string(), |region| region.to_string())
+    }
+
     async fn verify(&self, access: &Access) -> Result<String, InventoryError> {
         let sts = self.clients(access).await?.sts;
         let identity = sts.get_caller_identity().send().await.map_err(|e| classify("AssumeRole", e))?;
@@ -256,6 +268,41 @@ impl Inventory for RdsInventory {
                 other.unwrap_or("(none)"),
                 access.account
             ))),
+        }
+    }
+
+    /// Paged `DescribeDBInstances` (instances of a cluster are left to it) and `DescribeDBClusters`.
+    async fn list(&self, access: &Access, region: &str) -> Result<Vec<Listed>, InventoryError> {
+        let config = self.config_for(access).await?.to_builder().region(aws_config::Region::new(region.to_string())).build();
+        let rds = aws_sdk_rds::Client::new(&config);
+        let mut listed = Vec::new();
+        let mut marker = None;
+        loop {
+            let out = rds.describe_db_instances().set_marker(marker.take()).max_records(100).send().await;
+            let out = out.map_err(|e| classify("DescribeDBInstances", e))?;
+            let standalone = out.db_instances().iter().filter(|db| db.db_cluster_identifier().is_none());
+            listed.extend(standalone.map(|db| Listed {
+                arn: db.db_instance_arn().unwrap_or_default().to_string(),
+                engine: db.engine().unwrap_or_default().to_string(),
+                tags: tags(db.tag_list()),
+            }));
+            match out.marker() {
+                Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        loop {
+            let out = rds.describe_db_clusters().set_marker(marker.take()).max_records(100).send().await;
+            let out = out.map_err(|e| classify("DescribeDBClusters", e))?;
+            listed.extend(out.db_clusters().iter().map(|cluster| Listed {
+                arn: cluster.db_cluster_arn().unwrap_or_default().to_string(),
+                engine: cluster.engine().unwrap_or_default().to_string(),
+                tags: tags(cluster.tag_list()),
+            }));
+            match out.marker() {
+                Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+                _ => return Ok(listed),
+            }
         }
     }
 

@@ -16,10 +16,13 @@ pub use webhook::{sign_webhook, Webhook};
 
 pub const EVENT_SOURCE: &str = "dbroles";
 pub const JOB_FINISHED: &str = "DB Role Job Finished";
+/// The detail-type of the event a finished fleet job sends (once, whatever its size).
+pub const FLEET_FINISHED: &str = "DB Role Fleet Job Finished";
 
 #[async_trait]
 pub trait Events: Send + Sync {
     async fn job_finished(&self, job: &Job) -> Result<(), NotifyError>;
+    async fn fleet_finished(&self, fleet: &crate::fleet::FleetJob) -> Result<(), NotifyError>;
 }
 
 /// An announcement that did not get through.

@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
+use crate::accounts::AccountError;
 use crate::engine::EngineError;
+use crate::fleet::FleetError;
 use crate::inventory::InventoryError;
 use crate::jobs::JobError;
 use crate::network::NetworkError;
@@ -172,6 +174,22 @@ impl From<JobError> for StepError {
             JobError::NotFound(_) | JobError::Finished(_) => Self::new(ErrorType::JobNotRunning, error.to_string()),
             JobError::UnknownInstance(_) => Self::new(ErrorType::InstanceNotFound, error.to_string()),
             JobError::Inventory(source) => source.into(),
+            other => Self::new(ErrorType::ProvisioningFailed, other.to_string()),
+        }
+    }
+}
+
+impl From<FleetError> for StepError {
+    fn from(error: FleetError) -> Self {
+        match error {
+            FleetError::Store(source) => source.into(),
+            FleetError::Inventory(source) => source.into(),
+            FleetError::Job(source) => source.into(),
+            FleetError::Account(AccountError::Inventory(source)) => source.into(),
+            FleetError::Account(AccountError::Store(source)) => source.into(),
+            FleetError::Account(_) => Self::new(ErrorType::AccessDenied, error.to_string()),
+            FleetError::NotFound(_) | FleetError::Finished(_) => Self::new(ErrorType::JobNotRunning, error.to_string()),
+            FleetError::Invalid(_) => Self::new(ErrorType::InvalidInput, error.to_string()),
             other => Self::new(ErrorType::ProvisioningFailed, other.to_string()),
         }
     }

@@ -1,8 +1,10 @@
-//! The steps of the provisioning workflow: one handler each ([`work`]), run by
-//! the step Lambda on AWS (one binary, the step chosen by its function's
-//! configuration) and by the local executor in-process. The state machine
-//! (`statemachine/provision.asl.json`) passes a small [`State`] between them; the
-//! job itself lives in the store, and [`crate::jobs`] changes it.
+//! The steps of the provisioning workflow and of the fleet workflow: one handler
+//! each ([`work`]), run by the step Lambda on AWS (one binary, the step chosen by
+//! its function's configuration) and by the local executor in-process. The
+//! provisioning state machine (`statemachine/provision.asl.json`) passes a small
+//! [`State`] between its steps; the job itself lives in the store, and
+//! [`crate::jobs`] changes it. The fleet state machine (`statemachine/fleet.asl.json`)
+//! passes the fleet job's id, and [`crate::fleet`] changes the fleet job.
 
 mod error;
 mod work;
@@ -13,6 +15,7 @@ pub use error::{CaughtError, ErrorType, StepError};
 pub use work::{HOOK_OUTPUT_LIMIT, MAX_STATUS_CHECKS};
 
 use crate::deps::Deps;
+use crate::fleet::{ChildInput, FleetInput};
 use crate::workflow::ExecutionInput;
 
 /// A Task of the state machine. Its resource is `${<Name>FunctionArn}`.
@@ -27,10 +30,14 @@ pub enum Step {
     Hook,
     Finalize,
     Webhook,
+    FleetSelect,
+    FleetStartJob,
+    FleetFinish,
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    /// The Tasks of the provisioning state machine.
+    pub const PROVISION: [Step; 9] = [
         Step::Resolve,
         Step::OpenNetwork,
         Step::MasterCredentials,
@@ -40,6 +47,24 @@ impl Step {
         Step::Hook,
         Step::Finalize,
         Step::Webhook,
+    ];
+
+    /// The Tasks of the fleet state machine.
+    pub const FLEET: [Step; 3] = [Step::FleetSelect, Step::FleetStartJob, Step::FleetFinish];
+
+    pub const ALL: [Step; 12] = [
+        Step::Resolve,
+        Step::OpenNetwork,
+        Step::MasterCredentials,
+        Step::InstanceStatus,
+        Step::Provision,
+        Step::CreateConnections,
+        Step::Hook,
+        Step::Finalize,
+        Step::Webhook,
+        Step::FleetSelect,
+        Step::FleetStartJob,
+        Step::FleetFinish,
     ];
 
     /// The step's name: `DBROLES_STEP`, `events/<name>/`, and `dbroles-<name>` deployed.
@@ -54,6 +79,9 @@ impl Step {
             Step::Hook => "hook",
             Step::Finalize => "finalize",
             Step::Webhook => "webhook",
+            Step::FleetSelect => "fleet-select",
+            Step::FleetStartJob => "fleet-start-job",
+            Step::FleetFinish => "fleet-finish",
         }
     }
 
@@ -101,6 +129,9 @@ pub struct State {
     /// Set by a `Catch`: the error that ended the job early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<CaughtError>,
+    /// Set by Finalize: how the job ended (the fleet's Map reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::job::Phase>,
 }
 
 impl State {
@@ -110,22 +141,58 @@ impl State {
     }
 }
 
+/// What the fleet-finish step reads: the fleet job, and the error that ended its Map early, if one did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetState {
+    pub org_id: String,
+    pub fleet_job_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CaughtError>,
+}
+
 /// Runs one step on the state the state machine passed in; the new state out.
 pub async fn run(step: Step, deps: &Deps, input: serde_json::Value) -> Result<serde_json::Value, StepError> {
-    let state: State = serde_json::from_value(input)
-        .map_err(|e| StepError::new(ErrorType::InvalidInput, format!("the {} step's input: {e}", step.name())))?;
-    let state = match step {
-        Step::Resolve => work::resolve(deps, state).await?,
-        Step::OpenNetwork => work::open_network(deps, state).await?,
-        Step::MasterCredentials => work::master_credentials(deps, state).await?,
-        Step::InstanceStatus => work::instance_status(deps, state).await?,
-        Step::Provision => work::provision(deps, state).await?,
-        Step::CreateConnections => work::create_connections(deps, state).await?,
-        Step::Hook => work::hook(deps, state).await?,
-        Step::Finalize => work::finalize(deps, state).await?,
-        Step::Webhook => work::webhook(deps, state).await?,
-    };
-    Ok(serde_json::to_value(state).expect("the state serialises"))
+    match step {
+        Step::FleetSelect => {
+            let input: FleetInput = parse(step, input)?;
+            Ok(to_value(crate::fleet::select(deps, &input).await?))
+        }
+        Step::FleetStartJob => {
+            let input: ChildInput = parse(step, input)?;
+            Ok(to_value(crate::fleet::start_child(deps, &input).await?))
+        }
+        Step::FleetFinish => {
+            let state: FleetState = parse(step, input)?;
+            let input = FleetInput { org_id: state.org_id.clone(), fleet_job_id: state.fleet_job_id.clone() };
+            crate::fleet::finish(deps, &input, state.error.as_ref().map(CaughtError::message)).await?;
+            Ok(to_value(FleetState { error: None, ..state }))
+        }
+        _ => {
+            let state: State = parse(step, input)?;
+            let state = match step {
+                Step::Resolve => work::resolve(deps, state).await?,
+                Step::OpenNetwork => work::open_network(deps, state).await?,
+                Step::MasterCredentials => work::master_credentials(deps, state).await?,
+                Step::InstanceStatus => work::instance_status(deps, state).await?,
+                Step::Provision => work::provision(deps, state).await?,
+                Step::CreateConnections => work::create_connections(deps, state).await?,
+                Step::Hook => work::hook(deps, state).await?,
+                Step::Finalize => work::finalize(deps, state).await?,
+                Step::Webhook => work::webhook(deps, state).await?,
+                Step::FleetSelect | Step::FleetStartJob | Step::FleetFinish => unreachable!("matched above"),
+            };
+            Ok(to_value(state))
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(step: Step, input: serde_json::Value) -> Result<T, StepError> {
+    serde_json::from_value(input)
+        .map_err(|e| StepError::new(ErrorType::InvalidInput, format!("the {} step's input: {e}", step.name())))
+}
+
+fn to_value<T: Serialize>(output: T) -> serde_json::Value {
+    serde_json::to_value(output).expect("a step's output serialises")
 }
 
 #[cfg(test)]

@@ -295,8 +295,10 @@ pub async fn hook(deps: &Deps, state: State) -> Result<State, StepError> {
 }
 
 /// Writes the final status, releases the lock and announces the finished job.
-pub async fn finalize(deps: &Deps, state: State) -> Result<State, StepError> {
+pub async fn finalize(deps: &Deps, mut state: State) -> Result<State, StepError> {
     jobs::finalize(deps, &state.input(), state.error.as_ref().map(|error| error.message())).await?;
+    let record = deps.jobs.get_job(&state.org_id, &state.job_id).await?;
+    state.phase = record.map(|record| record.job.phase());
     Ok(state)
 }
 

@@ -2,13 +2,14 @@
 //!
 //! | item | `PK` | `SK` | other attributes |
 //! | --- | --- | --- | --- |
-//! | job | `ORG#<org>` | `JOB#<id>` | `GSI1PK` = `ORG#<org>#JOBS`, `GSI1SK` = `<created ms, 13 digits>#<id>`, `phase`, `db_arn`, `db_engine`, `record` (JSON), `expires_at` once finished |
+//! | job | `ORG#<org>` | `JOB#<id>` | `GSI1PK` = `ORG#<org>#JOBS`, `GSI1SK` = `<created ms, 13 digits>#<id>`, `phase`, `db_arn`, `db_engine`, `fleet_job_id` (a fleet job's), `record` (JSON), `expires_at` once finished |
 //! | database server lock | `LOCK#<server arn>` | `LOCK` | `job_id`, `org`, `lease_until` (epoch seconds) |
 //! | idempotency key | `ORG#<org>` | `IDEM#<key>` | `job_id`, `body_hash`, `expires_at` (24 h) |
 //! | resource | `ORG#<org>` | `RES#<name>` | `record` (JSON) |
 //! | registered account | `ACCOUNT#<account id>` | `ORG#<org>` | `GSI1PK` = `ORG#<org>#ACCOUNTS`, `GSI1SK` = `<account id>`, `record` (JSON) |
 //! | credential (`database` provider) | `CRED#<org>/<id>` | `CRED` | `value` |
 //! | provisioned instance | `PROVISIONED` | `<org>#<db arn>` | `record` (JSON) |
+//! | fleet job | `ORG#<org>` | `FLEET#<id>` | `GSI1PK` = `ORG#<org>#FLEETS`, `GSI1SK` = `<created ms>#<id>`, `phase`, `record` (JSON), `not_started` (a list, appended to), `expires_at` once finished |
 //!
 //! - `GSI1` (`GSI1PK`, `GSI1SK`, all attributes) lists an organisation's jobs
 //!   newest first; `created_after`/`created_before` bound `GSI1SK`, the other
@@ -150,7 +151,8 @@ impl DynamoStore {
 
     fn job_item(record: &JobRecord) -> Item {
         let job = &record.job;
-        HashMap::from([
+        let fleet = job.fleet_job_id.as_ref().map(|fleet| ("fleet_job_id".to_string(), s(fleet)));
+        let mut item = HashMap::from([
             ("PK".into(), s(org_pk(&job.org_id))),
             ("SK".into(), s(format!("JOB#{}", job.id))),
             ("GSI1PK".into(), s(jobs_pk(&job.org_id))),
@@ -159,7 +161,9 @@ impl DynamoStore {
             ("db_arn".into(), s(job.db_arn())),
             ("db_engine".into(), s(job.db_engine())),
             ("record".into(), s(to_json(record))),
-        ])
+        ]);
+        item.extend(fleet);
+        item
     }
 
     fn key(pk: String, sk: String) -> Item {
@@ -323,6 +327,7 @@ fn filters(org: &str, query: &JobQuery) -> Filters {
         ("phase", query.phase.map(|p| p.as_str().to_string())),
         ("db_arn", query.db_arn.clone()),
         ("db_engine", query.db_engine.clone()),
+        ("fleet_job_id", query.fleet_job_id.clone()),
     ] {
         if let Some(value) = value {
             expressions.push(format!("#{name} = :{name}"));
@@ -542,6 +547,11 @@ impl JobStore for DynamoStore {
         .await?;
         Ok(all)
     }
+
+    async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>> {
+        let item = self.get_item("PROVISIONED".into(), format!("{org}#{db_arn}")).await?;
+        item.as_ref().and_then(|item| get_s(item, "record")).map(from_json).transpose()
+    }
 }
 
 #[async_trait]
@@ -610,6 +620,165 @@ impl ResourceStore for DynamoStore {
         items.truncate(limit);
         let next_token = more.then(|| encode_token(org, &items.last().map(|r| r.name.clone()).unwrap_or_default()));
         Ok(Page { items, next_token })
+    }
+}
+
+fn fleets_pk(org: &str) -> String {
+    format!("ORG#{org}#FLEETS")
+}
+
+/// A fleet item's record, with its not-started notes (each once, though a retried step may have added it twice).
+fn fleet_of(item: &Item) -> StoreResult<FleetRecord> {
+    let mut record: FleetRecord = from_json(get_s(item, "record").unwrap_or_default())?;
+    let notes = item.get("not_started").and_then(|v| v.as_l().ok()).map(Vec::as_slice).unwrap_or_default();
+    for note in notes.iter().filter_map(|note| note.as_s().ok()) {
+        let note: NotStarted = from_json(note)?;
+        if !record.fleet.status.not_started.iter().any(|n| n.instance_arn == note.instance_arn) {
+            record.fleet.status.not_started.push(note);
+        }
+    }
+    Ok(record)
+}
+
+impl DynamoStore {
+    /// `SET` the fleet job's record and phase (and expiry) while it runs; its notes are left alone.
+    async fn write_running_fleet(&self, record: &FleetRecord, expires_at: Option<Timestamp>) -> StoreResult<bool> {
+        let mut update = "SET #record = :record, #phase = :phase".to_string();
+        let mut values = HashMap::from([
+            (":record".to_string(), s(fleet_json(record))),
+            (":phase".to_string(), s(record.fleet.status.phase.as_str())),
+            (":running".to_string(), s("running")),
+        ]);
+        if let Some(at) = expires_at {
+            update += ", expires_at = :expires";
+            values.insert(":expires".into(), n(at.0.timestamp()));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(org_pk(record.org())))
+            .key("SK", s(format!("FLEET#{}", record.id())))
+            .update_expression(update)
+            .condition_expression("attribute_exists(PK) AND #phase = :running")
+            .expression_attribute_names("#record", "record")
+            .expression_attribute_names("#phase", "phase")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        applied(result)
+    }
+}
+
+#[async_trait]
+impl FleetStore for DynamoStore {
+    async fn create_fleet(&self, record: &FleetRecord) -> StoreResult<()> {
+        let item = HashMap::from([
+            ("PK".into(), s(org_pk(record.org()))),
+            ("SK".into(), s(format!("FLEET#{}", record.id()))),
+            ("GSI1PK".into(), s(fleets_pk(record.org()))),
+            ("GSI1SK".into(), s(fleet_sort_key(record))),
+            ("phase".into(), s(record.fleet.status.phase.as_str())),
+            ("record".into(), s(fleet_json(record))),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match applied(result)? {
+            true => Ok(()),
+            false => Err(StoreError::Conflict(format!("fleet job {}", record.id()))),
+        }
+    }
+
+    async fn get_fleet(&self, org: &str, id: &str) -> StoreResult<Option<FleetRecord>> {
+        let item = self.get_item(org_pk(org), format!("FLEET#{id}")).await?;
+        item.as_ref().map(fleet_of).transpose()
+    }
+
+    async fn update_fleet(&self, record: &FleetRecord) -> StoreResult<bool> {
+        self.write_running_fleet(record, None).await
+    }
+
+    async fn finish_fleet(&self, record: &FleetRecord, expires_at: Timestamp) -> StoreResult<bool> {
+        self.write_running_fleet(record, Some(expires_at)).await
+    }
+
+    async fn note_not_started(&self, org: &str, id: &str, note: &NotStarted) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(org_pk(org)))
+            .key("SK", s(format!("FLEET#{id}")))
+            .update_expression("SET not_started = list_append(if_not_exists(not_started, :none), :note)")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":note", AttributeValue::L(vec![s(to_json(note))]))
+            .send()
+            .await;
+        match applied(result)? {
+            true => Ok(()),
+            false => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn delete_fleet(&self, org: &str, id: &str) -> StoreResult<()> {
+        let result = self
+            .delete(Self::key(org_pk(org), format!("FLEET#{id}")))
+            .condition_expression("attribute_exists(PK) AND #phase <> :running")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_values(":running", s("running"))
+            .send()
+            .await;
+        match applied(result)? {
+            true => Ok(()),
+            false => match self.get_item(org_pk(org), format!("FLEET#{id}")).await? {
+                Some(_) => Err(StoreError::Running),
+                None => Err(StoreError::NotFound),
+            },
+        }
+    }
+
+    async fn list_fleets(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<FleetRecord>> {
+        let start = match next_token {
+            None => None,
+            Some(token) => {
+                let sort = decode_token(org, token)?;
+                let id = sort.split_once('#').map(|(_, id)| id.to_string()).ok_or(StoreError::BadToken)?;
+                Some(HashMap::from([
+                    ("PK".to_string(), s(org_pk(org))),
+                    ("SK".to_string(), s(format!("FLEET#{id}"))),
+                    ("GSI1PK".to_string(), s(fleets_pk(org))),
+                    ("GSI1SK".to_string(), s(sort)),
+                ]))
+            }
+        };
+        let mut collected: Vec<(String, FleetRecord)> = Vec::new();
+        self.query_all(
+            start,
+            |builder| {
+                builder
+                    .index_name(GSI1)
+                    .key_condition_expression("GSI1PK = :pk")
+                    .expression_attribute_values(":pk", s(fleets_pk(org)))
+                    .scan_index_forward(false)
+                    .limit((limit + 1).min(1000) as i32)
+            },
+            |item| {
+                collected.push((get_s(&item, "GSI1SK").unwrap_or_default().to_string(), fleet_of(&item)?));
+                Ok(collected.len() <= limit)
+            },
+        )
+        .await?;
+        let more = collected.len() > limit;
+        collected.truncate(limit);
+        let next_token = more.then(|| encode_token(org, &collected.last().map(|(sort, _)| sort.clone()).unwrap_or_default()));
+        Ok(Page { items: collected.into_iter().map(|(_, record)| record).collect(), next_token })
     }
 }
 

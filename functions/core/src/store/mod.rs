@@ -1,4 +1,4 @@
-//! The `JobStore`, `ResourceStore`, `AccountStore` and `CredentialStore` ports, with a DynamoDB
+//! The `JobStore`, `FleetStore`, `ResourceStore`, `AccountStore` and `CredentialStore` ports, with a DynamoDB
 //! adapter for AWS and an SQLite adapter for the local server.
 //!
 //! Both adapters keep the same logical items; [`dynamodb`] documents the key design.
@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::Account;
+use crate::fleet::{FleetRecord, NotStarted};
 use crate::job::{Job, JobRecord, Phase, Timestamp};
 use crate::request::CreateJobRequest;
 use crate::resource::Resource;
@@ -74,6 +75,8 @@ pub struct JobQuery {
     pub next_token: Option<String>,
     /// How many matching jobs to pass over first (seed 004's `page.start`, less one).
     pub skip: usize,
+    /// Only the jobs of this fleet job.
+    pub fleet_job_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -141,6 +144,8 @@ pub trait JobStore: Send + Sync {
     /// Remembers a provisioned instance (the rotation schedule's list).
     async fn mark_provisioned(&self, provisioned: &Provisioned) -> StoreResult<()>;
     async fn provisioned(&self) -> StoreResult<Vec<Provisioned>>;
+    /// One organisation's provisioned instance, if dbroles provisioned it.
+    async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>>;
 }
 
 #[async_trait]
@@ -154,6 +159,23 @@ pub trait ResourceStore: Send + Sync {
     async fn delete_resource(&self, org: &str, name: &str) -> StoreResult<()>;
     /// By name.
     async fn list_resources(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<Resource>>;
+}
+
+/// Fleet jobs. A fleet job's own jobs are ordinary jobs naming it (`JobQuery::fleet_job_id`).
+#[async_trait]
+pub trait FleetStore: Send + Sync {
+    async fn create_fleet(&self, record: &FleetRecord) -> StoreResult<()>;
+    async fn get_fleet(&self, org: &str, id: &str) -> StoreResult<Option<FleetRecord>>;
+    /// Saves a running fleet job; `false` (and nothing written) if it has finished meanwhile.
+    async fn update_fleet(&self, record: &FleetRecord) -> StoreResult<bool>;
+    /// Writes a finished fleet job and sets its expiry; `false` if it had already finished.
+    async fn finish_fleet(&self, record: &FleetRecord, expires_at: Timestamp) -> StoreResult<bool>;
+    /// Adds an instance the fleet job started no job for; concurrent calls all count.
+    async fn note_not_started(&self, org: &str, id: &str, note: &NotStarted) -> StoreResult<()>;
+    /// `NotFound`, or `Running` while it runs.
+    async fn delete_fleet(&self, org: &str, id: &str) -> StoreResult<()>;
+    /// Newest first.
+    async fn list_fleets(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<FleetRecord>>;
 }
 
 /// The AWS accounts organisations registered.
@@ -209,6 +231,18 @@ pub(crate) fn decode_token(org: &str, token: &str) -> StoreResult<String> {
     } else {
         Err(StoreError::BadToken)
     }
+}
+
+/// A fleet job's sort key in its organisation's listing: creation time, then id.
+pub(crate) fn fleet_sort_key(record: &FleetRecord) -> String {
+    format!("{:013}#{}", record.fleet.created_at.millis().max(0), record.fleet.id)
+}
+
+/// A fleet job as stored: its not-started notes are kept apart (each added on its own).
+fn fleet_json(record: &FleetRecord) -> String {
+    let mut stored = record.clone();
+    stored.fleet.status.not_started.clear();
+    to_json(&stored)
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {

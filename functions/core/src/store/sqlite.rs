@@ -23,6 +23,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     db_arn TEXT NOT NULL, db_engine TEXT NOT NULL, record TEXT NOT NULL, expires_at INTEGER,
     PRIMARY KEY (org, id));
 CREATE INDEX IF NOT EXISTS jobs_by_org ON jobs (org, sort);
+CREATE TABLE IF NOT EXISTS fleets (
+    org TEXT NOT NULL, id TEXT NOT NULL, sort TEXT NOT NULL, phase TEXT NOT NULL, record TEXT NOT NULL, expires_at INTEGER,
+    PRIMARY KEY (org, id));
+CREATE TABLE IF NOT EXISTS fleet_not_started (
+    org TEXT NOT NULL, fleet_id TEXT NOT NULL, instance_arn TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (org, fleet_id, instance_arn));
 CREATE TABLE IF NOT EXISTS server_locks (
     server TEXT PRIMARY KEY, org TEXT NOT NULL, job_id TEXT NOT NULL, lease_until INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (
@@ -237,6 +243,7 @@ impl JobStore for SqliteStore {
                 .prepare(
                     "SELECT record, sort FROM jobs WHERE org = ?1 AND sort >= ?2 AND sort < ?3 \
                      AND (?4 IS NULL OR phase = ?4) AND (?5 IS NULL OR db_arn = ?5) AND (?6 IS NULL OR db_engine = ?6) \
+                     AND (?9 IS NULL OR json_extract(record, '$.job.fleet_job_id') = ?9) \
                      ORDER BY sort DESC LIMIT ?7 OFFSET ?8",
                 )
                 .map_err(unavailable)?;
@@ -250,7 +257,8 @@ impl JobStore for SqliteStore {
                         query.db_arn,
                         query.db_engine,
                         (query.limit + 1) as i64,
-                        query.skip as i64
+                        query.skip as i64,
+                        query.fleet_job_id
                     ],
                     |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
                 )
@@ -278,8 +286,9 @@ impl JobStore for SqliteStore {
             let count: i64 = conn
                 .query_row(
                     "SELECT COUNT(*) FROM jobs WHERE org = ?1 AND sort >= ?2 AND sort < ?3 \
-                     AND (?4 IS NULL OR phase = ?4) AND (?5 IS NULL OR db_arn = ?5) AND (?6 IS NULL OR db_engine = ?6)",
-                    params![org, low, high, query.phase.map(Phase::as_str), query.db_arn, query.db_engine],
+                     AND (?4 IS NULL OR phase = ?4) AND (?5 IS NULL OR db_arn = ?5) AND (?6 IS NULL OR db_engine = ?6) \
+                     AND (?7 IS NULL OR json_extract(record, '$.job.fleet_job_id') = ?7)",
+                    params![org, low, high, query.phase.map(Phase::as_str), query.db_arn, query.db_engine, query.fleet_job_id],
                     |row| row.get(0),
                 )
                 .map_err(unavailable)?;
@@ -327,6 +336,152 @@ impl JobStore for SqliteStore {
             let mut statement = conn.prepare("SELECT record FROM provisioned ORDER BY org, db_arn").map_err(unavailable)?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(unavailable)?;
             rows.map(|row| from_json(&row.map_err(unavailable)?)).collect()
+        })
+        .await
+    }
+
+    async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>> {
+        let (org, db_arn) = (org.to_string(), db_arn.to_string());
+        self.with(move |conn| {
+            let record: Option<String> = conn
+                .query_row("SELECT record FROM provisioned WHERE org = ?1 AND db_arn = ?2", params![org, db_arn], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(unavailable)?;
+            record.map(|text| from_json(&text)).transpose()
+        })
+        .await
+    }
+}
+
+/// A fleet job row's record, with its not-started notes.
+fn fleet_with_notes(conn: &Connection, org: &str, id: &str, record: &str) -> StoreResult<FleetRecord> {
+    let mut record: FleetRecord = from_json(record)?;
+    let mut statement = conn
+        .prepare("SELECT record FROM fleet_not_started WHERE org = ?1 AND fleet_id = ?2 ORDER BY instance_arn")
+        .map_err(unavailable)?;
+    let notes = statement.query_map(params![org, id], |row| row.get::<_, String>(0)).map_err(unavailable)?;
+    for note in notes {
+        record.fleet.status.not_started.push(from_json(&note.map_err(unavailable)?)?);
+    }
+    Ok(record)
+}
+
+#[async_trait]
+impl FleetStore for SqliteStore {
+    async fn create_fleet(&self, record: &FleetRecord) -> StoreResult<()> {
+        let record = record.clone();
+        self.with(move |conn| {
+            let fleet = &record.fleet;
+            conn.execute(
+                "INSERT INTO fleets (org, id, sort, phase, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![fleet.org_id, fleet.id, fleet_sort_key(&record), fleet.status.phase.as_str(), fleet_json(&record)],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_fleet(&self, org: &str, id: &str) -> StoreResult<Option<FleetRecord>> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.with(move |conn| {
+            let record: Option<String> = conn
+                .query_row("SELECT record FROM fleets WHERE org = ?1 AND id = ?2", params![org, id], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            record.map(|record| fleet_with_notes(conn, &org, &id, &record)).transpose()
+        })
+        .await
+    }
+
+    async fn update_fleet(&self, record: &FleetRecord) -> StoreResult<bool> {
+        let record = record.clone();
+        self.with(move |conn| {
+            let fleet = &record.fleet;
+            let changed = conn
+                .execute(
+                    "UPDATE fleets SET record = ?3, phase = ?4 WHERE org = ?1 AND id = ?2 AND phase = 'running'",
+                    params![fleet.org_id, fleet.id, fleet_json(&record), fleet.status.phase.as_str()],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn finish_fleet(&self, record: &FleetRecord, expires_at: Timestamp) -> StoreResult<bool> {
+        let record = record.clone();
+        self.with(move |conn| {
+            let fleet = &record.fleet;
+            let changed = conn
+                .execute(
+                    "UPDATE fleets SET record = ?3, phase = ?4, expires_at = ?5 WHERE org = ?1 AND id = ?2 AND phase = 'running'",
+                    params![fleet.org_id, fleet.id, fleet_json(&record), fleet.status.phase.as_str(), expires_at.0.timestamp()],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn note_not_started(&self, org: &str, id: &str, note: &NotStarted) -> StoreResult<()> {
+        let (org, id, note) = (org.to_string(), id.to_string(), note.clone());
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO fleet_not_started (org, fleet_id, instance_arn, record) VALUES (?1, ?2, ?3, ?4)",
+                params![org, id, note.instance_arn, to_json(&note)],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_fleet(&self, org: &str, id: &str) -> StoreResult<()> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            let phase: Option<String> = tx
+                .query_row("SELECT phase FROM fleets WHERE org = ?1 AND id = ?2", params![org, id], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            match phase.as_deref() {
+                None => return Err(StoreError::NotFound),
+                Some("running") => return Err(StoreError::Running),
+                Some(_) => {}
+            }
+            tx.execute("DELETE FROM fleets WHERE org = ?1 AND id = ?2", params![org, id]).map_err(unavailable)?;
+            tx.execute("DELETE FROM fleet_not_started WHERE org = ?1 AND fleet_id = ?2", params![org, id])
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_fleets(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<FleetRecord>> {
+        let org = org.to_string();
+        let high = next_token.map(|token| decode_token(&org, token)).transpose()?.unwrap_or_else(|| "~".into());
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare("SELECT id, record, sort FROM fleets WHERE org = ?1 AND sort < ?2 ORDER BY sort DESC LIMIT ?3")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(params![org, high, (limit + 1) as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let more = rows.len() > limit;
+            let mut items = Vec::new();
+            let mut last = String::new();
+            for (id, record, sort) in rows.into_iter().take(limit) {
+                items.push(fleet_with_notes(conn, &org, &id, &record)?);
+                last = sort;
+            }
+            Ok(Page { items, next_token: more.then(|| encode_token(&org, &last)) })
         })
         .await
     }

@@ -1,6 +1,7 @@
-//! The `Workflow` port: starts (and stops) the execution that carries a job out.
-//! [`StepFunctions`] starts the deployed state machine; [`Local`] runs the same
-//! definition with the [`asl`] executor in this process (the local CLI and server).
+//! The `Workflow` port: starts (and stops) the execution that carries a job, or a
+//! fleet job, out. [`StepFunctions`] starts the deployed state machines; [`Local`]
+//! runs the same definitions with the [`asl`] executor in this process (the local
+//! CLI and server).
 
 pub mod asl;
 
@@ -11,8 +12,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::deps::Deps;
+use crate::fleet::{self, FleetError, FleetInput, FleetRecord};
 use crate::job::JobRecord;
 use crate::jobs;
+use crate::steps::CaughtError;
 use crate::store::StoreError;
 use asl::{Executor, Progress};
 
@@ -20,6 +23,8 @@ use asl::{Executor, Progress};
 pub trait Workflow: Send + Sync {
     /// Starts carrying out a stored job; returns the execution's id.
     async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError>;
+    /// Starts carrying out a stored fleet job; returns the execution's id.
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError>;
     /// Stops an execution; stopping one that has ended is not an error. Its end
     /// is reported as any other's (the status-change rule, or the local executor),
     /// which releases the job's lock.
@@ -44,26 +49,41 @@ impl ExecutionInput {
     }
 }
 
-/// Starts the deployed state machine, one execution per job, named after the job.
+/// Starts the deployed state machines, one execution per job (or fleet job), named after it.
 pub struct StepFunctions {
     pub client: aws_sdk_sfn::Client,
     pub state_machine_arn: String,
+    /// The fleet state machine, if the deployment has one.
+    pub fleet_state_machine_arn: Option<String>,
 }
 
-#[async_trait]
-impl Workflow for StepFunctions {
-    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
-        let input = serde_json::to_string(&ExecutionInput::of(record)).map_err(|e| WorkflowError(e.to_string()))?;
+impl StepFunctions {
+    async fn start_execution(&self, machine: &str, name: &str, input: &impl Serialize) -> Result<String, WorkflowError> {
+        let input = serde_json::to_string(input).map_err(|e| WorkflowError(e.to_string()))?;
         let started = self
             .client
             .start_execution()
-            .state_machine_arn(&self.state_machine_arn)
-            .name(record.id())
+            .state_machine_arn(machine)
+            .name(name)
             .input(input)
             .send()
             .await
             .map_err(|e| WorkflowError(crate::aws::describe(&e)))?;
         Ok(started.execution_arn)
+    }
+}
+
+#[async_trait]
+impl Workflow for StepFunctions {
+    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
+        self.start_execution(&self.state_machine_arn, record.id(), &ExecutionInput::of(record)).await
+    }
+
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
+        let machine = self.fleet_state_machine_arn.as_deref().ok_or_else(|| {
+            WorkflowError("DBROLES_FLEET_STATE_MACHINE_ARN is not set: this deployment has no fleet state machine".into())
+        })?;
+        self.start_execution(machine, record.id(), &FleetInput::of(record)).await
     }
 
     async fn stop(&self, execution: &str, cause: &str) -> Result<(), WorkflowError> {
@@ -79,23 +99,35 @@ impl Workflow for StepFunctions {
 /// What to tell about each state of a local execution as it happens.
 pub type Reporter = Arc<dyn Fn(Progress<'_>) + Send + Sync>;
 
-/// Runs the provisioning definition in this process (the local CLI and server).
+/// Runs the provisioning and fleet definitions in this process (the local CLI and server).
 pub struct Local {
     pub executor: Arc<Executor>,
+    /// The fleet definition, whose Map runs `executor` per instance.
+    pub fleet: Arc<Executor>,
     pub deps: Deps,
     reporter: Reporter,
     running: Mutex<HashMap<String, Running>>,
 }
 
+/// What a local execution carries out.
+#[derive(Clone)]
+enum Input {
+    Job(ExecutionInput),
+    Fleet(FleetInput),
+}
+
 /// A local execution: what it carries out, and the task doing it.
 struct Running {
-    input: ExecutionInput,
+    input: Input,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Local {
+    /// Runs jobs with `executor` (the provisioning definition), and fleet jobs with the fleet definition around it.
     pub fn new(executor: Executor, deps: Deps) -> Self {
-        Self { executor: Arc::new(executor), deps, reporter: Arc::new(|_| {}), running: Mutex::default() }
+        let executor = Arc::new(executor);
+        let fleet = Arc::new(Executor::fleet(executor.clone()));
+        Self { executor, fleet, deps, reporter: Arc::new(|_| {}), running: Mutex::default() }
     }
 
     /// Reports every state of every execution to `reporter` (the CLI prints them).
@@ -133,6 +165,37 @@ async fn execute(
     Ok(())
 }
 
+/// A job's execution started by another (a fleet's Map): its output, or its error
+/// once its job has been repaired, as the status-change rule does on AWS.
+pub(crate) async fn run_execution(
+    executor: &Executor,
+    deps: &Deps,
+    input: serde_json::Value,
+    progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+) -> Result<serde_json::Value, CaughtError> {
+    let output = executor.execute(deps, input.clone(), progress).await;
+    if let (Err(error), Ok(job)) = (&output, serde_json::from_value::<ExecutionInput>(input)) {
+        let message = format!("the execution failed: {}", error.message());
+        if let Err(store) = jobs::repair(deps.jobs.as_ref(), &job, &message, &deps.settings).await {
+            tracing::error!(job_id = job.job_id, %store, "the failed execution's job could not be repaired");
+        }
+    }
+    output
+}
+
+async fn execute_fleet(
+    executor: &Executor,
+    deps: &Deps,
+    input: FleetInput,
+    progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+) -> Result<(), FleetError> {
+    let value = serde_json::to_value(&input).expect("the input serialises");
+    if let Err(error) = executor.execute(deps, value, progress).await {
+        fleet::repair(deps, &input, &format!("the execution failed: {}", error.message())).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Workflow for Local {
     async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
@@ -144,10 +207,19 @@ impl Workflow for Local {
                 tracing::error!(job_id = input.job_id, %error, "the job could not be finished");
             }
         });
-        let mut running = self.running.lock().expect("the task table is never poisoned");
-        running.retain(|_, running| !running.task.is_finished());
-        running.insert(execution.clone(), Running { input: ExecutionInput::of(record), task });
-        Ok(execution)
+        Ok(self.track(execution, Input::Job(ExecutionInput::of(record)), task))
+    }
+
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
+        let (executor, deps, input) = (self.fleet.clone(), self.deps.clone(), FleetInput::of(record));
+        let reporter = self.reporter.clone();
+        let execution = format!("local:fleet:{}", record.id());
+        let task = tokio::spawn(async move {
+            if let Err(error) = execute_fleet(&executor, &deps, input.clone(), &*reporter).await {
+                tracing::error!(fleet_job_id = input.fleet_job_id, %error, "the fleet job could not be finished");
+            }
+        });
+        Ok(self.track(execution, Input::Fleet(FleetInput::of(record)), task))
     }
 
     /// Aborts the execution at its next await, waits for it to end, and then does
@@ -159,9 +231,39 @@ impl Workflow for Local {
         task.abort();
         let _ = task.await;
         let message = format!("the execution was stopped: {cause}");
-        jobs::repair(self.deps.jobs.as_ref(), &input, &message, &self.deps.settings)
-            .await
-            .map_err(|error| WorkflowError(format!("the stopped execution's job could not be released: {error}")))?;
+        let released = match input {
+            Input::Job(input) => jobs::repair(self.deps.jobs.as_ref(), &input, &message, &self.deps.settings).await.map(|_| ()),
+            Input::Fleet(input) => self.repair_fleet(&input, &message).await,
+        };
+        released.map_err(|error| WorkflowError(format!("the stopped execution's job could not be released: {error}")))
+    }
+}
+
+impl Local {
+    /// Remembers a started execution (forgetting those that ended): its id.
+    fn track(&self, execution: String, input: Input, task: tokio::task::JoinHandle<()>) -> String {
+        let mut running = self.running.lock().expect("the task table is never poisoned");
+        running.retain(|_, running| !running.task.is_finished());
+        running.insert(execution.clone(), Running { input, task });
+        execution
+    }
+
+    /// After a fleet's execution was aborted: the fleet job fails if it still runs,
+    /// and so does each of its jobs whose in-process execution went with it, their locks released.
+    async fn repair_fleet(&self, input: &FleetInput, message: &str) -> Result<(), StoreError> {
+        let deps = &self.deps;
+        if let Err(error) = fleet::repair(deps, input, message).await {
+            tracing::error!(fleet_job_id = input.fleet_job_id, %error, "the stopped fleet job could not be repaired");
+        }
+        let query = crate::store::JobQuery {
+            fleet_job_id: Some(input.fleet_job_id.clone()),
+            limit: crate::fleet::MAX_INSTANCES,
+            ..Default::default()
+        };
+        for job in deps.jobs.list_jobs(&input.org_id, &query).await?.items {
+            let job = ExecutionInput { org_id: input.org_id.clone(), job_id: job.id };
+            jobs::repair(deps.jobs.as_ref(), &job, message, &deps.settings).await?;
+        }
         Ok(())
     }
 }
