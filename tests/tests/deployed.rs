@@ -250,7 +250,10 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
     let postgres = fleet_request(json!({"tags": ["fleet"], "engines": ["postgres"]}));
     let listing = dbroles_core::fleet::start(&held, ORG, "alice", postgres).await.unwrap();
     let input = dbroles_core::fleet::FleetInput { org_id: ORG.into(), fleet_job_id: listing };
-    assert_eq!(dbroles_core::fleet::select(&deps, &input).await.unwrap().instances.len(), RUN + 1 + (LISTED - RUN - 1).div_ceil(2));
+    assert_eq!(
+        dbroles_core::fleet::select(&deps, &input).await.unwrap().instances.len(),
+        RUN + 1 + (LISTED - RUN - 1).div_ceil(2)
+    );
 
     // The tagged five, each a child execution of the provisioning machine.
     let selection = fleet_request(json!({"tags": ["fleet=run"], "engines": ["postgres"]}));
