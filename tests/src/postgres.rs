@@ -96,7 +96,7 @@ impl PgCluster {
         let data = root.join("data");
         let options = format!(
             "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on -c log_statement=all \
-             -c logging_collector=off -c max_connections=200",
+             -c logging_collector=off -c max_connections=200 -c shared_buffers=16MB -c fsync=off",
             self.port,
             root.display()
         );
