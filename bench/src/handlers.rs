@@ -26,12 +26,20 @@ struct NoWorkflow;
 
 #[async_trait::async_trait]
 impl Workflow for NoWorkflow {
-    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
-        Ok(format!("bench:{}", record.id()))
+    fn execution_id(&self, job_id: &str) -> String {
+        format!("bench:{job_id}")
     }
 
-    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
-        Ok(format!("bench:{}", record.id()))
+    fn fleet_execution_id(&self, fleet_job_id: &str) -> Option<String> {
+        Some(format!("bench:{fleet_job_id}"))
+    }
+
+    async fn start(&self, _record: &JobRecord) -> Result<(), WorkflowError> {
+        Ok(())
+    }
+
+    async fn start_fleet(&self, _record: &FleetRecord) -> Result<(), WorkflowError> {
+        Ok(())
     }
 
     async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), WorkflowError> {

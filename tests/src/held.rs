@@ -17,14 +17,22 @@ pub struct Held {
 
 #[async_trait::async_trait]
 impl Workflow for Held {
-    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
-        self.started.lock().unwrap().push(record.id().to_string());
-        Ok(format!("held:{}", record.id()))
+    fn execution_id(&self, job_id: &str) -> String {
+        format!("held:{job_id}")
     }
 
-    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
+    fn fleet_execution_id(&self, fleet_job_id: &str) -> Option<String> {
+        Some(format!("held:{fleet_job_id}"))
+    }
+
+    async fn start(&self, record: &JobRecord) -> Result<(), WorkflowError> {
         self.started.lock().unwrap().push(record.id().to_string());
-        Ok(format!("held:{}", record.id()))
+        Ok(())
+    }
+
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<(), WorkflowError> {
+        self.started.lock().unwrap().push(record.id().to_string());
+        Ok(())
     }
 
     async fn stop(&self, execution: &str, _cause: &str) -> Result<(), WorkflowError> {

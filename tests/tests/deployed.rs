@@ -43,6 +43,17 @@ impl Rehearsal {
         arn.rsplit(':').next().unwrap().to_string()
     }
 
+    /// A variable of the deployed environment of the function that runs `step`.
+    fn environment_of(&self, step: Step, variable: &str) -> String {
+        let (_, environment) = self
+            .functions
+            .iter()
+            .find(|(_, environment)| environment.get("DBROLES_STEP").and_then(|s| s.as_str()) == Some(step.name()))
+            .unwrap_or_else(|| panic!("no deployed function runs {}", step.name()));
+        let value = environment.get(variable).and_then(|value| value.as_str());
+        value.unwrap_or_else(|| panic!("the {} function has no {variable}", step.name())).to_string()
+    }
+
     fn read() -> Self {
         let path = std::env::var("DBROLES_TEST_DEPLOYED").expect("DBROLES_TEST_DEPLOYED is not set: run scripts/test");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -196,10 +207,14 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
         running.iter().map(|(id, cluster)| (endpoint(id), format!("127.0.0.1:{}", cluster.port))).collect();
     overrides.insert(endpoint(&dead), format!("127.0.0.1:{}", free_port()));
     let prefix = unique("r");
+    // The provisioning machine under the name the deployed fleet definition gives it.
+    let provision_name = rehearsal.provision_machine_name();
+    let provision_arn = rehearsal.environment_of(Step::FleetStartJob, "DBROLES_STATE_MACHINE_ARN");
     let config = Config {
         endpoint_overrides: overrides,
         settings: settings(&prefix),
         credentials: dbroles_core::config::CredentialsStore::SecretsManager,
+        state_machine_arn: Some(provision_arn.clone()),
         ..Config::new(rehearsal.table.clone())
     };
     let steps_config = config.clone();
@@ -224,9 +239,7 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
         let tag = aws_sdk_rds::types::Tag::builder().key("fleet").value("listed").build();
         create_instance(&aws, &format!("listed-{i:03}"), engine, "master").tags(tag).send().await.unwrap();
     }
-    // The provisioning machine under the name the deployed fleet definition gives it.
     let sfn = aws_sdk_sfn::Client::new(&aws);
-    let provision_name = rehearsal.provision_machine_name();
     let create = |name: &str, definition: &str| {
         sfn.create_state_machine()
             .name(name)
@@ -234,12 +247,14 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
             .role_arn("arn:aws:iam::123456789012:role/dbroles-states")
             .send()
     };
-    create(&provision_name, &rehearsal.definition).await.expect("moto takes the deployed provisioning definition");
+    let provision =
+        create(&provision_name, &rehearsal.definition).await.expect("moto takes the deployed provisioning definition");
+    assert_eq!(provision.state_machine_arn, provision_arn, "fleet-start-job names the machine the Map starts");
     let fleet_machine =
         create(&unique("fleet-"), &rehearsal.fleet_definition).await.expect("moto takes the deployed fleet definition");
     let config = Config { fleet_state_machine_arn: Some(fleet_machine.state_machine_arn), ..config };
     let deps = Deps::aws(&config, &aws).await.unwrap();
-    let app = dbroles_lambda::app(&Config { state_machine_arn: Some("unused".into()), ..config.clone() }, &deps, &aws).unwrap();
+    let app = dbroles_lambda::app(&config, &deps, &aws).unwrap();
 
     // The selector lists every instance: 200, over two pages (its Map is not run: most endpoints are fake).
     let held = dbroles_core::deps::App::new(&deps, Arc::new(Held::default()));
@@ -287,6 +302,13 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
             cluster.client(&result.user_role, stored.password.expose_secret(), "app").await.expect("the role logs in");
         }
         assert_eq!(status.result.len(), 3, "{status:?}");
+    }
+    // Each job names the child execution that carried it out (a cancel stops it).
+    for job in &children {
+        let record = deps.jobs.get_job(ORG, &job.id).await.unwrap().unwrap();
+        let execution = record.execution.expect("the job names its execution");
+        let described = sfn.describe_execution().execution_arn(&execution).send().await.expect("the execution exists");
+        assert_eq!((described.name(), described.state_machine_arn()), (Some(job.id.as_str()), provision_arn.as_str()));
     }
     // Every job released its server.
     for arn in arns.keys() {

@@ -3,7 +3,7 @@
 //! | variable | default | what |
 //! | --- | --- | --- |
 //! | `DBROLES_TABLE` | (required) | the DynamoDB table |
-//! | `DBROLES_STATE_MACHINE_ARN` | (the API needs it) | the provisioning state machine |
+//! | `DBROLES_STATE_MACHINE_ARN` | (the API needs it) | the provisioning state machine; fleet-start-job names its executions by it |
 //! | `DBROLES_ORG_CLAIM` | `org_id` | the JWT claim naming the caller's organisation |
 //! | `DBROLES_ROLE_PREFIX` | `hoop` | roles are `<prefix>_ro`, `_rw`, `_ddl` |
 //! | `DBROLES_RETENTION_DAYS` | `90` | how long finished jobs are kept |

@@ -48,6 +48,9 @@ pub struct Deps {
     pub hook: Option<Arc<dyn Hook>>,
     pub webhook: Option<Webhook>,
     pub settings: Settings,
+    /// The provisioning state machine (`DBROLES_STATE_MACHINE_ARN`), whose
+    /// executions a fleet's Map starts; none locally.
+    pub provision_machine: Option<String>,
 }
 
 impl Deps {
@@ -67,6 +70,7 @@ impl Deps {
             hook: None,
             webhook: None,
             settings,
+            provision_machine: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl Deps {
             hook,
             webhook: config::webhook_with(secret_setting(&secrets, "DBROLES_WEBHOOK_SECRET").await?)?,
             settings: config.settings.clone(),
+            provision_machine: config.state_machine_arn.clone(),
         })
     }
 }

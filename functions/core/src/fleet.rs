@@ -25,13 +25,13 @@ use crate::accounts::{self, Access, AccountError};
 use crate::deps::{App, Deps};
 use crate::inventory::{InventoryError, Listed};
 use crate::job::{Job, Phase, Timestamp};
-use crate::jobs::{self, JobError};
+use crate::jobs::{self, JobError, Naming};
 use crate::request::{
     parse_lenient, validate_agent_id, validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid,
     JobStep, Lenient, SecurityGroupRequest, VaultPath, VaultRequest,
 };
 use crate::store::{JobQuery, Page, StoreError};
-use crate::workflow::WorkflowError;
+use crate::workflow::{execution_arn, WorkflowError};
 
 /// The most instances one fleet job takes: the list travels in the execution's
 /// state, which Step Functions bounds at 256 KB.
@@ -381,9 +381,11 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
     for account in &request.selector.accounts {
         accounts::access(app, org, account).await?;
     }
+    let id = crate::job::new_id();
     let mut record = FleetRecord {
+        execution: app.workflow.fleet_execution_id(&id),
         fleet: FleetJob {
-            id: crate::job::new_id(),
+            id,
             org_id: org.to_string(),
             created_at: Timestamp::now(),
             completed_at: None,
@@ -396,16 +398,11 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
                 not_started: Vec::new(),
             },
         },
-        execution: None,
         selected: None,
     };
     app.fleets.create_fleet(&record).await?;
     match app.workflow.start_fleet(&record).await {
-        Ok(execution) => {
-            record.execution = Some(execution);
-            app.fleets.update_fleet(&record).await?;
-            Ok(record.fleet.id)
-        }
+        Ok(()) => Ok(record.fleet.id),
         Err(source) => {
             record.finish(Phase::Failed, format!("the workflow could not be started: {source}"), FleetCounts::default());
             app.fleets.finish_fleet(&record, app.settings.expiry()).await?;
@@ -575,7 +572,11 @@ pub async fn start_child(deps: &Deps, input: &ChildInput) -> Result<ChildOutcome
         false => record.fleet.request.job_request(&arn),
     };
     let job_id = child_id(record.id(), &input.instance_arn);
-    let created = jobs::create(deps, record.org(), &record.fleet.created_by, request, None, Some((&job_id, record.id()))).await;
+    // On AWS the item starts the provisioning machine's execution named after the job:
+    // the job names it from the start, so a cancel stops it.
+    let execution = deps.provision_machine.as_deref().map(|machine| execution_arn(machine, &job_id));
+    let naming = Naming { job_id: job_id.clone(), fleet_job_id: Some(record.id().to_string()), execution };
+    let created = jobs::create(deps, record.org(), &record.fleet.created_by, request, None, Some(naming)).await;
     let (skipped, message) = match created {
         Ok(_) => return Ok(outcome("started", Some(job_id), None)),
         Err(JobError::Busy { job_id: Some(holder) }) if holder == job_id => return Ok(outcome("started", Some(job_id), None)),

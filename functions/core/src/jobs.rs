@@ -110,17 +110,27 @@ pub enum Stored {
     Replayed(String),
 }
 
+/// What a job is called before it is stored.
+#[derive(Clone, Debug)]
+pub struct Naming {
+    pub job_id: String,
+    /// The fleet job whose Map item creates the job (its id derived from the
+    /// fleet job and the instance, so a retried item finds its job).
+    pub fleet_job_id: Option<String>,
+    /// The execution that will carry the job out, named after it.
+    pub execution: Option<String>,
+}
+
 /// Stores a validated request as a running job, taking its database server's
 /// lock, without starting anything: the instance must exist in an account the
-/// organisation may use. A fleet job's job has the id `fleet` gives, `(job id,
-/// fleet job id)`, and names its fleet job.
+/// organisation may use. The job is called as `naming` says, or gets a new id.
 pub async fn create(
     deps: &Deps,
     org: &str,
     created_by: &str,
     request: CreateJobRequest,
     idempotency: Option<Idempotency>,
-    fleet: Option<(&str, &str)>,
+    naming: Option<Naming>,
 ) -> Result<Stored, JobError> {
     if let Some(vault) = &request.vault_provider {
         let policy = deps.settings.vault.as_ref().ok_or_else(|| {
@@ -133,9 +143,10 @@ pub async fn create(
     let instance = deps.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
     engine::validate_prefix(&deps.settings.role_prefix, &instance.engine)?;
     let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
-    if let Some((job_id, fleet_job_id)) = fleet {
-        record.job.id = job_id.to_string();
-        record.job.fleet_job_id = Some(fleet_job_id.to_string());
+    if let Some(naming) = naming {
+        record.job.id = naming.job_id;
+        record.job.fleet_job_id = naming.fleet_job_id;
+        record.execution = naming.execution;
     }
     record.lock = instance.server_arn().to_string();
     record.access = Some(access);
@@ -159,17 +170,14 @@ pub async fn start(
     request: CreateJobRequest,
     idempotency: Option<Idempotency>,
 ) -> Result<String, JobError> {
-    let mut record = match create(app, org, created_by, request, idempotency, None).await? {
+    let job_id = crate::job::new_id();
+    let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None };
+    let mut record = match create(app, org, created_by, request, idempotency, Some(naming)).await? {
         Stored::New(record) => record,
         Stored::Replayed(job_id) => return Ok(job_id),
     };
     match app.workflow.start(&record).await {
-        Ok(execution) => {
-            record.execution = Some(execution);
-            // A quick job may have finished already; then there is nothing to record.
-            app.jobs.update_job(&record).await?;
-            Ok(record.job.id)
-        }
+        Ok(()) => Ok(record.job.id),
         Err(source) => {
             record.finish(Phase::Failed, format!("the workflow could not be started: {source}"));
             app.jobs.finish_job(&record, app.settings.expiry()).await?;

@@ -21,10 +21,17 @@ use asl::{Executor, Progress};
 
 #[async_trait]
 pub trait Workflow: Send + Sync {
-    /// Starts carrying out a stored job; returns the execution's id.
-    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError>;
-    /// Starts carrying out a stored fleet job; returns the execution's id.
-    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError>;
+    /// The id of the execution [`Workflow::start`] starts for the job `job_id`.
+    /// Executions are named after their jobs, so a job is stored naming its
+    /// execution: no step, racing the start, can write the job without it.
+    fn execution_id(&self, job_id: &str) -> String;
+    /// The id of the execution [`Workflow::start_fleet`] starts for a fleet job,
+    /// if the deployment has a fleet state machine.
+    fn fleet_execution_id(&self, fleet_job_id: &str) -> Option<String>;
+    /// Starts carrying out a stored job, as the execution [`Workflow::execution_id`] names.
+    async fn start(&self, record: &JobRecord) -> Result<(), WorkflowError>;
+    /// Starts carrying out a stored fleet job, as the execution [`Workflow::fleet_execution_id`] names.
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<(), WorkflowError>;
     /// Stops an execution; stopping one that has ended is not an error. Its end
     /// is reported as any other's (the status-change rule, or the local executor),
     /// which releases the job's lock.
@@ -49,6 +56,11 @@ impl ExecutionInput {
     }
 }
 
+/// The ARN of the execution of `state_machine_arn` named `name`, as `StartExecution` returns it.
+pub fn execution_arn(state_machine_arn: &str, name: &str) -> String {
+    format!("{}:{name}", state_machine_arn.replacen(":stateMachine:", ":execution:", 1))
+}
+
 /// Starts the deployed state machines, one execution per job (or fleet job), named after it.
 pub struct StepFunctions {
     pub client: aws_sdk_sfn::Client,
@@ -58,28 +70,35 @@ pub struct StepFunctions {
 }
 
 impl StepFunctions {
-    async fn start_execution(&self, machine: &str, name: &str, input: &impl Serialize) -> Result<String, WorkflowError> {
+    async fn start_execution(&self, machine: &str, name: &str, input: &impl Serialize) -> Result<(), WorkflowError> {
         let input = serde_json::to_string(input).map_err(|e| WorkflowError(e.to_string()))?;
-        let started = self
-            .client
+        self.client
             .start_execution()
             .state_machine_arn(machine)
             .name(name)
             .input(input)
             .send()
             .await
-            .map_err(|e| WorkflowError(crate::aws::describe(&e)))?;
-        Ok(started.execution_arn)
+            .map(|_| ())
+            .map_err(|e| WorkflowError(crate::aws::describe(&e)))
     }
 }
 
 #[async_trait]
 impl Workflow for StepFunctions {
-    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
+    fn execution_id(&self, job_id: &str) -> String {
+        execution_arn(&self.state_machine_arn, job_id)
+    }
+
+    fn fleet_execution_id(&self, fleet_job_id: &str) -> Option<String> {
+        self.fleet_state_machine_arn.as_deref().map(|machine| execution_arn(machine, fleet_job_id))
+    }
+
+    async fn start(&self, record: &JobRecord) -> Result<(), WorkflowError> {
         self.start_execution(&self.state_machine_arn, record.id(), &ExecutionInput::of(record)).await
     }
 
-    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<(), WorkflowError> {
         let machine = self.fleet_state_machine_arn.as_deref().ok_or_else(|| {
             WorkflowError("DBROLES_FLEET_STATE_MACHINE_ARN is not set: this deployment has no fleet state machine".into())
         })?;
@@ -198,28 +217,38 @@ async fn execute_fleet(
 
 #[async_trait]
 impl Workflow for Local {
-    async fn start(&self, record: &JobRecord) -> Result<String, WorkflowError> {
+    fn execution_id(&self, job_id: &str) -> String {
+        format!("local:{job_id}")
+    }
+
+    fn fleet_execution_id(&self, fleet_job_id: &str) -> Option<String> {
+        Some(format!("local:fleet:{fleet_job_id}"))
+    }
+
+    async fn start(&self, record: &JobRecord) -> Result<(), WorkflowError> {
         let (executor, deps, input) = (self.executor.clone(), self.deps.clone(), ExecutionInput::of(record));
         let reporter = self.reporter.clone();
-        let execution = format!("local:{}", record.id());
+        let execution = self.execution_id(record.id());
         let task = tokio::spawn(async move {
             if let Err(error) = execute(&executor, &deps, input.clone(), &*reporter).await {
                 tracing::error!(job_id = input.job_id, %error, "the job could not be finished");
             }
         });
-        Ok(self.track(execution, Input::Job(ExecutionInput::of(record)), task))
+        self.track(execution, Input::Job(ExecutionInput::of(record)), task);
+        Ok(())
     }
 
-    async fn start_fleet(&self, record: &FleetRecord) -> Result<String, WorkflowError> {
+    async fn start_fleet(&self, record: &FleetRecord) -> Result<(), WorkflowError> {
         let (executor, deps, input) = (self.fleet.clone(), self.deps.clone(), FleetInput::of(record));
         let reporter = self.reporter.clone();
-        let execution = format!("local:fleet:{}", record.id());
+        let execution = self.fleet_execution_id(record.id()).expect("the local executor runs fleets");
         let task = tokio::spawn(async move {
             if let Err(error) = execute_fleet(&executor, &deps, input.clone(), &*reporter).await {
                 tracing::error!(fleet_job_id = input.fleet_job_id, %error, "the fleet job could not be finished");
             }
         });
-        Ok(self.track(execution, Input::Fleet(FleetInput::of(record)), task))
+        self.track(execution, Input::Fleet(FleetInput::of(record)), task);
+        Ok(())
     }
 
     /// Aborts the execution at its next await, waits for it to end, and then does
@@ -240,12 +269,11 @@ impl Workflow for Local {
 }
 
 impl Local {
-    /// Remembers a started execution (forgetting those that ended): its id.
-    fn track(&self, execution: String, input: Input, task: tokio::task::JoinHandle<()>) -> String {
+    /// Remembers a started execution (forgetting those that ended).
+    fn track(&self, execution: String, input: Input, task: tokio::task::JoinHandle<()>) {
         let mut running = self.running.lock().expect("the task table is never poisoned");
         running.retain(|_, running| !running.task.is_finished());
-        running.insert(execution.clone(), Running { input, task });
-        execution
+        running.insert(execution, Running { input, task });
     }
 
     /// After a fleet's execution was aborted: the fleet job fails if it still runs,
