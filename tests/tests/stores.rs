@@ -105,6 +105,45 @@ async fn a_lock_whose_lease_ran_out_is_taken_over(s: &Stores) {
     assert_eq!(s.jobs.create_job(new(&third)).await, Err(StoreError::Locked { job_id: next.id().into(), org: "org-b".into() }));
 }
 
+async fn a_job_finishes_and_releases_its_server_in_one_write(s: &Stores) {
+    let first = record("org-a", "db7", "postgres");
+    s.jobs.create_job(new(&first)).await.unwrap();
+    let mut done = first.clone();
+    done.finish(Phase::Failed, "the server went away");
+    assert!(s.jobs.finish_and_release(&done, expiry()).await.unwrap());
+    assert_eq!(s.jobs.get_job("org-a", first.id()).await.unwrap().unwrap().job.phase(), Phase::Failed);
+    let second = record("org-b", "db7", "postgres");
+    assert_eq!(s.jobs.create_job(new(&second)).await.unwrap(), Created::New, "the server is free once the job reads finished");
+
+    // A second finish (a late step) changes nothing, and leaves the new holder's lock alone.
+    assert!(!s.jobs.finish_and_release(&done, expiry()).await.unwrap());
+    let held = Err(StoreError::Locked { job_id: second.id().into(), org: "org-b".into() });
+    assert_eq!(s.jobs.create_job(new(&record("org-a", "db7", "postgres"))).await, held);
+
+    // A cancelled job keeps its lock until its execution ends: then the lock goes, the cancel stays.
+    let mut cancelled = second.clone();
+    cancelled.finish(Phase::Failed, "cancelled by alice");
+    assert!(s.jobs.finish_job(&cancelled, expiry()).await.unwrap());
+    let mut late = second.clone();
+    late.finish(Phase::Completed, "All user roles have been successfully provisioned");
+    assert!(!s.jobs.finish_and_release(&late, expiry()).await.unwrap());
+    assert_eq!(s.jobs.get_job("org-b", second.id()).await.unwrap().unwrap().job.status.unwrap().message, "cancelled by alice");
+    s.jobs.create_job(new(&record("org-a", "db7", "postgres"))).await.unwrap();
+
+    // A job whose lease ran out and whose server another job took over still finishes.
+    let vanished = record("org-a", "db8", "postgres");
+    let expired = Timestamp(Timestamp::now().0 - chrono::Duration::seconds(5));
+    s.jobs.create_job(NewJob { lease_until: expired, ..new(&vanished) }).await.unwrap();
+    let next = record("org-b", "db8", "postgres");
+    s.jobs.create_job(new(&next)).await.unwrap();
+    let mut vanished_done = vanished.clone();
+    vanished_done.finish(Phase::Failed, "timed out");
+    assert!(s.jobs.finish_and_release(&vanished_done, expiry()).await.unwrap());
+    assert_eq!(s.jobs.get_job("org-a", vanished.id()).await.unwrap().unwrap().job.phase(), Phase::Failed);
+    let held = Err(StoreError::Locked { job_id: next.id().into(), org: "org-b".into() });
+    assert_eq!(s.jobs.create_job(new(&record("org-a", "db8", "postgres"))).await, held);
+}
+
 fn account(org: &str, id: &str) -> Account {
     Account {
         account_id: id.into(),
@@ -330,6 +369,7 @@ macro_rules! suite {
 suite!(
     one_lock_per_server_whoever_asks,
     a_lock_whose_lease_ran_out_is_taken_over,
+    a_job_finishes_and_releases_its_server_in_one_write,
     accounts_are_registered_per_organisation,
     idempotency_replays_the_same_body_only,
     jobs_are_scoped_updated_and_deleted,

@@ -180,8 +180,7 @@ pub async fn start(
         Ok(()) => Ok(record.job.id),
         Err(source) => {
             record.finish(Phase::Failed, format!("the workflow could not be started: {source}"));
-            app.jobs.finish_job(&record, app.settings.expiry()).await?;
-            app.jobs.release_lock(record.lock_key(), record.id()).await?;
+            app.jobs.finish_and_release(&record, app.settings.expiry()).await?;
             Err(JobError::NotStarted { job_id: record.job.id, source })
         }
     }
@@ -288,14 +287,12 @@ async fn finish_running(
     outcome: impl FnOnce(&JobRecord) -> (Phase, String),
 ) -> Result<Option<JobRecord>, StoreError> {
     let Some(mut record) = store.get_job(&input.org_id, &input.job_id).await? else { return Ok(None) };
-    let finished = match record.is_running() {
-        true => {
-            let (phase, message) = outcome(&record);
-            record.finish(phase, message);
-            store.finish_job(&record, settings.expiry()).await?
-        }
-        false => false,
-    };
-    store.release_lock(record.lock_key(), record.id()).await?;
+    if !record.is_running() {
+        store.release_lock(record.lock_key(), record.id()).await?;
+        return Ok(None);
+    }
+    let (phase, message) = outcome(&record);
+    record.finish(phase, message);
+    let finished = store.finish_and_release(&record, settings.expiry()).await?;
     Ok(finished.then_some(record))
 }

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 use super::*;
@@ -398,6 +398,45 @@ impl JobStore for DynamoStore {
             .send()
             .await;
         applied(result).map(|_| ())
+    }
+
+    async fn finish_and_release(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
+        let mut item = Self::job_item(record);
+        item.insert("expires_at".into(), n(expires_at.0.timestamp()));
+        let job = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#phase = :running")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_values(":running", s("running"))
+            .build()
+            .map_err(failed)?;
+        // The job's own lock, or none (released already): another job's is left alone.
+        let lock = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(lock_key(record.lock_key())))
+            .condition_expression("attribute_not_exists(PK) OR job_id = :job")
+            .expression_attribute_values(":job", s(record.id()))
+            .build()
+            .map_err(failed)?;
+        let items = vec![TransactWriteItem::builder().put(job).build(), TransactWriteItem::builder().delete(lock).build()];
+        let error = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => return Ok(true),
+            Err(error) => error,
+        };
+        let refused: Vec<bool> = match error.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                cancelled.cancellation_reasons().iter().map(|reason| reason.code() == Some("ConditionalCheckFailed")).collect()
+            }
+            _ => return Err(sdk_failed(error)),
+        };
+        match (refused.first() == Some(&true), refused.get(1) == Some(&true)) {
+            // Finished already (a cancel): the lock is released on its own.
+            (true, _) => self.release_lock(record.lock_key(), record.id()).await.map(|()| false),
+            // Another job holds the server (it took over an expired lease): the job finishes on its own.
+            (false, true) => self.finish_job(record, expires_at).await,
+            (false, false) => Err(sdk_failed(error)),
+        }
     }
 
     async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool> {

@@ -131,6 +131,11 @@ pub trait JobStore: Send + Sync {
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool>;
     /// Releases the server's lock if `job_id` holds it.
     async fn release_lock(&self, server: &str, job_id: &str) -> StoreResult<()>;
+    /// At the end of a job's execution: writes the finished job (as [`JobStore::finish_job`])
+    /// and releases its server's lock if it holds it, in one write, so nobody sees
+    /// the job finished and its server still held. `false` if the job had already
+    /// finished (a cancel): then only the lock is released.
+    async fn finish_and_release(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool>;
     /// Saves what happens after a job finished (the webhook's outcome), keeping its
     /// phase and expiry; `false` if the job is running or gone.
     async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool>;

@@ -165,34 +165,22 @@ impl JobStore for SqliteStore {
 
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
         let record = record.clone();
-        self.with(move |conn| {
-            let job = &record.job;
-            let changed = conn
-                .execute(
-                    "UPDATE jobs SET record = ?3, phase = ?4, db_arn = ?5, db_engine = ?6, expires_at = ?7 \
-                     WHERE org = ?1 AND id = ?2 AND phase = 'running'",
-                    params![
-                        job.org_id,
-                        job.id,
-                        to_json(&record),
-                        job.phase().as_str(),
-                        job.db_arn(),
-                        job.db_engine(),
-                        expires_at.0.timestamp()
-                    ],
-                )
-                .map_err(unavailable)?;
-            Ok(changed == 1)
-        })
-        .await
+        self.with(move |conn| finish(conn, &record, expires_at)).await
     }
 
     async fn release_lock(&self, server: &str, job_id: &str) -> StoreResult<()> {
         let (server, job_id) = (server.to_string(), job_id.to_string());
+        self.with(move |conn| release(conn, &server, &job_id)).await
+    }
+
+    async fn finish_and_release(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
+        let record = record.clone();
         self.with(move |conn| {
-            conn.execute("DELETE FROM server_locks WHERE server = ?1 AND job_id = ?2", params![server, job_id])
-                .map_err(unavailable)?;
-            Ok(())
+            let tx = conn.transaction().map_err(unavailable)?;
+            let finished = finish(&tx, &record, expires_at)?;
+            release(&tx, record.lock_key(), record.id())?;
+            tx.commit().map_err(unavailable)?;
+            Ok(finished)
         })
         .await
     }
@@ -356,6 +344,33 @@ impl JobStore for SqliteStore {
 }
 
 /// A fleet job row's record, with its not-started notes.
+/// Writes a finished job if it is still running: whether it was.
+fn finish(conn: &Connection, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
+    let job = &record.job;
+    let changed = conn
+        .execute(
+            "UPDATE jobs SET record = ?3, phase = ?4, db_arn = ?5, db_engine = ?6, expires_at = ?7 \
+             WHERE org = ?1 AND id = ?2 AND phase = 'running'",
+            params![
+                job.org_id,
+                job.id,
+                to_json(record),
+                job.phase().as_str(),
+                job.db_arn(),
+                job.db_engine(),
+                expires_at.0.timestamp()
+            ],
+        )
+        .map_err(unavailable)?;
+    Ok(changed == 1)
+}
+
+/// Releases the server's lock if `job_id` holds it.
+fn release(conn: &Connection, server: &str, job_id: &str) -> StoreResult<()> {
+    conn.execute("DELETE FROM server_locks WHERE server = ?1 AND job_id = ?2", params![server, job_id]).map_err(unavailable)?;
+    Ok(())
+}
+
 fn fleet_with_notes(conn: &Connection, org: &str, id: &str, record: &str) -> StoreResult<FleetRecord> {
     let mut record: FleetRecord = from_json(record)?;
     let mut statement = conn
