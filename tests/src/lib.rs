@@ -34,8 +34,8 @@ pub use held::{execution_ended, Held};
 pub use iam::{template_actions, template_endpoint_services, ActionRecorder};
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master, MariaDbServer};
 pub use moto::{
-    aws_config, create_cluster, create_instance, create_writer, moto_endpoint, moto_instance, other_account, own_store_on_kms,
-    provision_state_machine, DeployedFunctions, MotoExecutor, MotoInstance, OtherFunctions,
+    aws_config, create_cluster, create_instance, create_table, create_writer, moto_endpoint, moto_instance, other_account,
+    own_store_on_kms, provision_state_machine, DeployedFunctions, MotoExecutor, MotoInstance, OtherFunctions,
 };
 pub use net::{EchoingMariaDb, FlakyPort};
 pub use postgres::{drop_machine_roles, pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};

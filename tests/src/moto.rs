@@ -24,6 +24,12 @@ pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// Creates the deployment's table (`DynamoStore::create_table`) in the moto `aws` reaches.
+pub async fn create_table(aws: &aws_config::SdkConfig, table: &str) {
+    let store = dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), table);
+    store.create_table().await.expect("moto creates the table");
+}
+
 /// A moto server of the test's own in Step Functions execute mode, with a proxy on
 /// the port moto sends its own AWS calls to: the proxy answers Lambda `Invoke` by
 /// running dbroles' step handlers in-process and forwards everything else to moto.

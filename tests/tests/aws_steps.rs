@@ -24,7 +24,6 @@ use dbroles_core::request::InstanceArn;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
 use dbroles_core::steps::{ErrorType, StepError};
-use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::workflow::asl::{Executor, Progress};
 use dbroles_core::workflow::Local;
 use dbroles_tests::*;
@@ -189,7 +188,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
         },
         ..Config::new(unique("jobs-"))
     };
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
+    create_table(&aws, &config.table).await;
     // The steps' AWS calls pass through a recorder.
     let recorder = ActionRecorder::start(&moto_endpoint()).await;
     let observed = aws_config(&recorder.endpoint).await;
@@ -394,7 +393,7 @@ async fn a_new_aurora_cluster_is_waited_for_until_its_writer_is_available() {
     use dbroles_core::steps::{self, Step};
     let aws = aws_config(&moto_endpoint()).await;
     let config = Config { settings: settings(&unique("r")), ..Config::new(unique("jobs-")) };
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
+    create_table(&aws, &config.table).await;
     let deps = Deps::aws(&config, &aws).await.unwrap();
     // A cluster as the tag trigger sees it: created, no instance yet.
     let cluster_id = unique("aurora-");

@@ -111,10 +111,7 @@ async fn the_deployed_state_machine_runs_a_job_through_the_deployed_functions() 
     )
     .await;
     let aws = aws_config(&moto.endpoint).await;
-    dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table)
-        .create_table()
-        .await
-        .unwrap();
+    create_table(&aws, &config.table).await;
     let instance = moto_instance(&aws, &instance_id, "postgres", ("master", RDS_MASTER_PASSWORD), &[]).await;
     let machine = aws_sdk_sfn::Client::new(&aws)
         .create_state_machine()
@@ -225,10 +222,7 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
     )
     .await;
     let aws = aws_config(&moto.endpoint).await;
-    dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table)
-        .create_table()
-        .await
-        .unwrap();
+    create_table(&aws, &config.table).await;
     let mut arns = HashMap::new();
     for id in running.iter().map(|(id, _)| id).chain([&dead]) {
         let instance = moto_instance(&aws, id, "postgres", ("master", RDS_MASTER_PASSWORD), &[("fleet", "run")]).await;

@@ -60,10 +60,7 @@ async fn rig(resets: usize) -> Rig {
     )
     .await;
     let aws = aws_config(&moto.endpoint).await;
-    dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table)
-        .create_table()
-        .await
-        .unwrap();
+    create_table(&aws, &config.table).await;
     let instance = moto_instance(&aws, &instance_id, "postgres", ("master", RDS_MASTER_PASSWORD), &[]).await;
     Rig { moto, cluster, flaky, aws, config, prefix, arn: instance.arn }
 }

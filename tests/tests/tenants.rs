@@ -14,7 +14,6 @@ use dbroles_core::engine::TlsConfig;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole};
 use dbroles_core::job::DbTag;
 use dbroles_core::steps::{self, ErrorType, Step};
-use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::store::JobQuery;
 use dbroles_core::triggers::{self, TriggerSettings};
@@ -287,7 +286,7 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
         },
         ..Config::new(unique("jobs-"))
     };
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table).create_table().await.unwrap();
+    create_table(&aws, &config.table).await;
     let recorder = ActionRecorder::start(&moto_endpoint()).await;
     let deps = Deps::aws(&config, &aws_config(&recorder.endpoint).await).await.unwrap();
     let app = App::new(&deps, Arc::new(Held::default()));

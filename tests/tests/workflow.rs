@@ -197,10 +197,7 @@ impl Deployment {
             timeout: Duration::from_secs(5),
         };
         let (moto, aws, deps) = notifying_moto(&config, webhook).await;
-        dbroles_core::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table)
-            .create_table()
-            .await
-            .unwrap();
+        create_table(&aws, &config.table).await;
         let arn = instance_for(&backend, &aws, &instance_id, &host).await;
         let queue = finished_events_queue(&aws).await;
         let remote_config = Config { state_machine_arn: Some(provision_state_machine(&aws).await), ..config };

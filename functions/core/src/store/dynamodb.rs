@@ -271,6 +271,13 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// A finished job's item: the job, and when it expires.
+    fn finished_item(record: &JobRecord, expires_at: Timestamp) -> Item {
+        let mut item = Self::job_item(record);
+        item.insert("expires_at".into(), n(expires_at.0.timestamp()));
+        item
+    }
+
     /// Why the creation was refused: a racing request with the same key (answered
     /// as it would have been), the instance's lock, or the table.
     async fn create_refused(
@@ -279,12 +286,7 @@ impl DynamoStore {
         error: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
     ) -> StoreResult<Created> {
         let job = &new.record.job;
-        let reasons: Vec<bool> = match error.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                cancelled.cancellation_reasons().iter().map(|reason| reason.code() == Some("ConditionalCheckFailed")).collect()
-            }
-            _ => return Err(sdk_failed(error)),
-        };
+        let Some(reasons) = failed_conditions(&error) else { return Err(sdk_failed(error)) };
         if let Some(idem) = new.idempotency.as_ref().filter(|_| reasons.get(2) == Some(&true)) {
             if let Some(created) = Self::replay(self.idempotency(&job.org_id, &idem.key).await?, idem)? {
                 return Ok(created);
@@ -310,6 +312,19 @@ impl DynamoStore {
             ("GSI1PK".to_string(), s(jobs_pk(org))),
             ("GSI1SK".to_string(), s(sort)),
         ])))
+    }
+}
+
+/// Which items of a cancelled transaction failed their condition, in order;
+/// `None` if the transaction failed otherwise.
+fn failed_conditions(
+    error: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<Vec<bool>> {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            Some(cancelled.cancellation_reasons().iter().map(|reason| reason.code() == Some("ConditionalCheckFailed")).collect())
+        }
+        _ => None,
     }
 }
 
@@ -374,13 +389,11 @@ impl JobStore for DynamoStore {
     }
 
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
-        let mut item = Self::job_item(record);
-        item.insert("expires_at".into(), n(expires_at.0.timestamp()));
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(Self::finished_item(record, expires_at)))
             .condition_expression("#phase = :running")
             .expression_attribute_names("#phase", "phase")
             .expression_attribute_values(":running", s("running"))
@@ -401,11 +414,9 @@ impl JobStore for DynamoStore {
     }
 
     async fn finish_and_release(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
-        let mut item = Self::job_item(record);
-        item.insert("expires_at".into(), n(expires_at.0.timestamp()));
         let job = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(Self::finished_item(record, expires_at)))
             .condition_expression("#phase = :running")
             .expression_attribute_names("#phase", "phase")
             .expression_attribute_values(":running", s("running"))
@@ -424,12 +435,7 @@ impl JobStore for DynamoStore {
             Ok(_) => return Ok(true),
             Err(error) => error,
         };
-        let refused: Vec<bool> = match error.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                cancelled.cancellation_reasons().iter().map(|reason| reason.code() == Some("ConditionalCheckFailed")).collect()
-            }
-            _ => return Err(sdk_failed(error)),
-        };
+        let Some(refused) = failed_conditions(&error) else { return Err(sdk_failed(error)) };
         match (refused.first() == Some(&true), refused.get(1) == Some(&true)) {
             // Finished already (a cancel): the lock is released on its own.
             (true, _) => self.release_lock(record.lock_key(), record.id()).await.map(|()| false),
