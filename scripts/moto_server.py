@@ -2,7 +2,7 @@
 
 Usage: python moto_server.py HOST PORT [--serial]
 
-Two departures from `moto_server`, each for a gap in moto (pinned in
+Four departures from `moto_server`, each for a gap in moto (pinned in
 requirements-test.txt) that real AWS does not have:
 
 - `--serial` handles one request at a time. moto's DynamoDB transactions are not
@@ -18,7 +18,18 @@ requirements-test.txt) that real AWS does not have:
   (a KeyError naming the first parameter). The fleet definition's Map starts
   the provisioning machine that way, so the service integration here maps the
   names both ways, as Step Functions does.
+- Every DB instance gets a `DbiResourceId` of its own (moto gives all the same
+  one): dbroles records which organisation owns a server by that id, and an
+  instance created again under an old name must be a new server.
+- STS honours a role's trust policy on `sts:ExternalId`: a role that exists in
+  moto's IAM and names an ExternalId in its trust policy refuses any other
+  (moto lets anyone assume anything). Roles that do not exist stay assumable,
+  as the rest of the tests rely on.
 """
+
+import json
+import random
+import string
 
 import sys
 import threading
@@ -55,6 +66,54 @@ def normalise_response(self, response, boto_service_name=None, service_action_na
 
 StateTaskServiceSfn._normalise_parameters = normalise_parameters
 StateTaskServiceSfn._normalise_response = normalise_response
+
+
+from moto.rds.models import DBInstance  # noqa: E402
+
+_instance_init = DBInstance.__init__
+
+
+def instance_init(self, *args, **kwargs):
+    _instance_init(self, *args, **kwargs)
+    self.dbi_resource_id = "db-" + "".join(random.choices(string.ascii_uppercase + string.digits, k=26))
+
+
+DBInstance.__init__ = instance_init
+
+
+from moto.iam.models import iam_backends  # noqa: E402
+from moto.sts.exceptions import STSClientError  # noqa: E402
+from moto.sts.models import STSBackend  # noqa: E402
+
+_assume_role = STSBackend.assume_role
+
+
+def required_external_ids(role_arn):
+    """The ExternalIds the role's trust policy allows, or None if it names none (or the role does not exist)."""
+    parts = role_arn.split(":")
+    try:
+        role = iam_backends[parts[4]][parts[1]].get_role_by_arn(role_arn)
+    except Exception:
+        return None
+    allowed = None
+    for statement in json.loads(role.assume_role_policy_document).get("Statement", []):
+        for operator, conditions in statement.get("Condition", {}).items():
+            for key, values in conditions.items():
+                if key.lower() == "sts:externalid" and operator.startswith("StringEquals"):
+                    allowed = (allowed or set()) | set([values] if isinstance(values, str) else values)
+    return allowed
+
+
+def assume_role(self, region_name, role_session_name, role_arn, policy, duration, external_id):
+    allowed = required_external_ids(role_arn)
+    if allowed is not None and external_id not in allowed:
+        raise STSClientError(
+            "AccessDenied", f"User is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+        )
+    return _assume_role(self, region_name, role_session_name, role_arn, policy, duration, external_id)
+
+
+STSBackend.assume_role = assume_role
 
 host, port = sys.argv[1], int(sys.argv[2])
 app = DomainDispatcherApplication(create_backend_app)

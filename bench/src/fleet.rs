@@ -110,12 +110,13 @@ pub async fn run(settings: &Settings, rows: &mut Vec<Row>) -> anyhow::Result<()>
                 cluster.port,
                 "postgres",
             )
+            .tagged_for(ORG)
         })
         .collect();
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
     let settings = Settings {
-        accounts: dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None },
+        accounts: dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() },
         ..settings.clone()
     };
     let deps = Deps::local(store, Arc::new(LocalInventory::new(instances)?), settings);

@@ -13,7 +13,7 @@ use dbroles_core::fleet::FleetRecord;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory};
 use dbroles_core::job::JobRecord;
 use dbroles_core::store::sqlite::SqliteStore;
-use dbroles_core::workflow::{Workflow, WorkflowError};
+use dbroles_core::workflow::{ExecutionState, Workflow, WorkflowError};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -42,6 +42,10 @@ impl Workflow for NoWorkflow {
         Ok(())
     }
 
+    async fn execution_state(&self, _execution: &str) -> Result<ExecutionState, WorkflowError> {
+        Ok(ExecutionState::Running)
+    }
+
     async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), WorkflowError> {
         Ok(())
     }
@@ -54,9 +58,10 @@ pub async fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
     let arn = |i: usize| format!("arn:aws:rds:us-east-1:000000000000:db:bench-{i}");
-    let instances = (0..REQUESTS).map(|i| LocalInstance::on_loopback(&arn(i), "postgres", 5432, "postgres")).collect();
+    let instances =
+        (0..REQUESTS).map(|i| LocalInstance::on_loopback(&arn(i), "postgres", 5432, "postgres").tagged_for(ORG)).collect();
     // The organisation the requests come from may use the local account.
-    let accounts = dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None };
+    let accounts = dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() };
     let deps = Deps::local(store, Arc::new(LocalInventory::new(instances)?), Settings { accounts, ..Settings::default() });
     let app = App::new(&deps, Arc::new(NoWorkflow));
     // The router the API Lambda runs, built once as the Lambda builds it.

@@ -20,7 +20,7 @@ use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::{Executor, Progress};
-use dbroles_core::workflow::Local;
+use dbroles_core::workflow::{Local, Workflow};
 use secrecy::ExposeSecret;
 
 #[derive(Parser)]
@@ -109,7 +109,7 @@ impl Cli {
             role_prefix: self.role_prefix.clone(),
             tls,
             vault: config::vault_policy_from_env()?,
-            accounts: AccountPolicy { home_orgs: self.home_orgs.clone(), role_name: None },
+            accounts: AccountPolicy { home_orgs: self.home_orgs.clone(), role_name: None, ..Default::default() },
             groups: GroupPolicy::from_env(),
             ..Settings::default()
         })
@@ -145,7 +145,7 @@ impl Cli {
 }
 
 /// The organisation of `dbroles run`, which may act on the local account.
-const LOCAL_ORG: &str = "local";
+use dbroles_core::inventory::local::LOCAL_ORG;
 
 /// Waits of the state machine (30 s between status checks) last this fraction locally.
 const LOCAL_WAIT_SCALE: f64 = 0.01;
@@ -183,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { addr } => {
             let (app, _) = cli.app(Arc::new(|_| {}))?;
+            repair_at_start(&app).await?;
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
             serve(*addr, Arc::new(app), tokens).await?;
             Ok(ExitCode::SUCCESS)
@@ -221,13 +222,25 @@ async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[St
     };
     request.validate()?;
     let (app, workflow) = cli.app(Arc::new(report))?;
+    repair_at_start(&app).await?;
     let job_id = jobs::start(&app, LOCAL_ORG, "local-user", request, None).await?;
     eprintln!("dbroles: job {job_id} on {instance}");
-    workflow.wait(&format!("local:{job_id}")).await;
+    workflow.wait(&workflow.execution_id(&job_id)).await;
     let done = jobs::find(&app, LOCAL_ORG, &job_id).await?.job;
     print_outcome(&done);
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(if done.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What the sweep schedule does on AWS, at every start: a job the previous process
+/// left running (killed mid-job) is failed, naming why, and its server released.
+async fn repair_at_start(app: &App) -> anyhow::Result<()> {
+    let why = "the dbroles process running it ended before the job did";
+    let swept = jobs::sweep(app, why, chrono::Duration::zero()).await?;
+    for job_id in &swept.failed {
+        eprintln!("dbroles: job {job_id} was left running by a process that ended: failed, its server released");
+    }
+    Ok(())
 }
 
 fn job_steps(steps: &[String]) -> anyhow::Result<Vec<JobStep>> {
@@ -260,9 +273,10 @@ async fn run_fleet(
     };
     request.validate()?;
     let (app, workflow) = cli.app(Arc::new(report))?;
+    repair_at_start(&app).await?;
     let fleet_job_id = fleet::start(&app, LOCAL_ORG, "local-user", request).await?;
     eprintln!("dbroles: fleet job {fleet_job_id}, at most {max_concurrency} instances at once");
-    workflow.wait(&format!("local:fleet:{fleet_job_id}")).await;
+    workflow.wait(&workflow.fleet_execution_id(&fleet_job_id).expect("the local workflow runs fleets")).await;
     let done = fleet::find(&app, LOCAL_ORG, &fleet_job_id).await?;
     let jobs = fleet::children(&app, LOCAL_ORG, &fleet_job_id, fleet::MAX_INSTANCES, None).await?.items;
     for job in &jobs {
@@ -315,7 +329,7 @@ async fn credentials(cli: &Cli, instance: &str, role: &str, org: &str) -> anyhow
 /// the local server signed (as API Gateway's JWT authorizer would check it).
 async fn serve(addr: std::net::SocketAddr, app: Arc<App>, tokens: LocalTokens) -> anyhow::Result<()> {
     let router = dbroles_core::api::authenticated(dbroles_core::api::router(app), move |parts| {
-        tokens.verify(parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+        tokens.verify(dbroles_core::auth::authorization(&parts.headers)?)
     });
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     eprintln!("dbroles: serving the API on http://{}", listener.local_addr()?);

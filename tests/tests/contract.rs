@@ -20,9 +20,9 @@ use serde::Deserialize;
 async fn serve(prefix: &str) -> (String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
-    let instances = vec![LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres")];
+    let instances = vec![LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres").tagged_for(ORG)];
     let settings = dbroles_core::config::Settings {
-        accounts: AccountPolicy { home_orgs: vec![ORG.into()], role_name: None },
+        accounts: AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() },
         vault: Some(dbroles_core::config::VaultPolicy { mount: None, prefix: String::new() }),
         ..settings(prefix)
     };

@@ -64,8 +64,10 @@ impl Fleet {
         }
         let dead = arn(LOCAL_ACCOUNT, "dead");
         let mut instances: Vec<LocalInstance> = postgres.iter().map(|(arn, cluster)| cluster.local_instance(arn)).collect();
-        instances.extend(mariadb.iter().map(|(arn, server)| LocalInstance::on_loopback(arn, "mariadb", server.port, "root")));
-        instances.push(LocalInstance::on_loopback(&dead, "postgres", free_port(), "master"));
+        instances.extend(
+            mariadb.iter().map(|(arn, server)| LocalInstance::on_loopback(arn, "mariadb", server.port, "root").tagged_for(ORG)),
+        );
+        instances.push(LocalInstance::on_loopback(&dead, "postgres", free_port(), "master").tagged_for(ORG));
         let role =
             LocalRole { arn: format!("arn:aws:iam::{OTHER_ACCOUNT}:role/dbroles"), external_id: accounts::external_id(ORG) };
         let inventory = LocalInventory::new(instances).unwrap().with_roles(vec![role]);

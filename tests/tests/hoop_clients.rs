@@ -24,7 +24,7 @@ impl Client {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
-        let instances = vec![LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres")];
+        let instances = vec![LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres").tagged_for(ORG)];
         let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings("hoop"));
         Self { app: App::new(&deps, Arc::new(Held::default())), _dir: dir }
     }

@@ -104,7 +104,7 @@ impl Rig {
         let local = Arc::new(Local::new(Executor::provision(0.01), deps.clone()).reporting(reporter));
         let app = App::new(&deps, local.clone());
         let id = jobs::start(&app, "acme", "alice", self.request(), None).await.unwrap();
-        local.wait(&format!("local:{id}")).await;
+        local.wait(&dbroles_core::workflow::Workflow::execution_id(local.as_ref(), &id)).await;
         let job = jobs::find(&app, "acme", &id).await.unwrap().job;
         let retries = retries.lock().unwrap().clone();
         (job, retries)

@@ -13,7 +13,6 @@ use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole};
 use dbroles_core::job::DbTag;
-use dbroles_core::steps::{self, ErrorType, Step};
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::store::JobQuery;
 use dbroles_core::triggers::{self, TriggerSettings};
@@ -102,21 +101,29 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
     let role = LocalRole { arn: role_arn(A_ACCOUNT), external_id: external_id(A) };
     let inventory = Arc::new(LocalInventory::new(vec![instance]).unwrap().with_roles(vec![role]));
     let prefix = unique("t");
-    let settings =
-        Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings(&prefix) };
+    let settings = Settings {
+        accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None, ..Default::default() },
+        ..settings(&prefix)
+    };
     let deps = Deps::local(store, inventory, settings);
     let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
 
-    // A registers its account; B, naming the same role, is refused by its trust.
+    // B, naming A's role first, is refused by its trust; A registers its account;
+    // then the account is A's, and B's attempt is a 409 naming nobody.
     let register = json!({"role_arn": role_arn(A_ACCOUNT)});
     let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
-    let (status, account) = call_json(&app, admin(A), "PUT", &uri, Some(register.clone())).await;
-    assert_eq!(status, StatusCode::OK, "{account}");
-    assert_eq!(account["external_id"], external_id(A));
-    let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(register)).await;
+    let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(register.clone())).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let message = refused["message"].as_str().unwrap();
     assert!(message.contains(&format!("with ExternalId {}", external_id(B))), "{message}");
+    let (status, account) = call_json(&app, admin(A), "PUT", &uri, Some(register.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert_eq!(account["external_id"], external_id(A));
+    let (status, taken) = call_json(&app, admin(B), "PUT", &uri, Some(register)).await;
+    assert_eq!(
+        (status, taken["message"].as_str().unwrap()),
+        (StatusCode::CONFLICT, format!("account {A_ACCOUNT} is registered by another organisation").as_str())
+    );
     assert!(app.accounts.get_account(B, A_ACCOUNT).await.unwrap().is_none(), "nothing stored for B");
     let (status, listed) = call_json(&app, admin(B), "GET", "/dbroles/accounts", None).await;
     assert_eq!(
@@ -204,13 +211,16 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
 }
 
 #[tokio::test]
-async fn one_server_one_job_across_organisations_until_its_execution_has_ended() {
+async fn one_server_one_owner_and_one_job_until_its_execution_has_ended() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let arn = "arn:aws:rds:us-east-1:000000000000:db:shared";
-    let inventory = Arc::new(LocalInventory::new(vec![LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")]).unwrap());
-    let settings =
-        Settings { accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None }, ..settings("hoop") };
+    let instance = LocalInstance::on_loopback(arn, "postgres", 5432, "postgres").tagged_for(A);
+    let inventory = Arc::new(LocalInventory::new(vec![instance]).unwrap());
+    let settings = Settings {
+        accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None, ..Default::default() },
+        ..settings("hoop")
+    };
     let deps = Deps::local(store, inventory, settings);
     let workflow = Arc::new(Held::default());
     let app = App::new(&deps, workflow.clone());
@@ -218,16 +228,19 @@ async fn one_server_one_job_across_organisations_until_its_execution_has_ended()
         let app = app.clone();
         async move { call_json(&app, admin(org), "POST", "/dbroles/jobs", Some(request(arn, json!({})))).await }
     };
+    let refused_b = || async {
+        let (status, answer) = post(B).await;
+        assert_eq!(
+            (status, answer["message"].as_str().unwrap()),
+            (StatusCode::FORBIDDEN, format!("the database server {arn} belongs to another organisation").as_str())
+        );
+    };
 
-    // Two organisations on one server: one 202, one 409 that says nothing of the other's job.
+    // The server is A's from A's first job: B, which may use the same account, is refused whatever runs.
     let (status, created) = post(A).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let first = created["job_id"].as_str().unwrap().to_string();
-    let (status, answer) = post(B).await;
-    assert_eq!(
-        (status, answer["message"].as_str().unwrap()),
-        (StatusCode::CONFLICT, "another organisation's job is running on this database server")
-    );
+    refused_b().await;
 
     // Cancelled, the job is failed at once, but its execution is still running: the server stays held.
     let (status, job) = call_json(&app, admin(A), "POST", &format!("/dbroles/jobs/{first}/cancel"), None).await;
@@ -236,15 +249,15 @@ async fn one_server_one_job_across_organisations_until_its_execution_has_ended()
     let (status, answer) = post(A).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(answer["message"].as_str().unwrap().contains(&first), "{answer}");
-    let (status, _) = post(B).await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    refused_b().await;
 
     // The execution's end (the status-change rule) releases the server; the cancelled job keeps its message.
     let outcome = triggers::handle(&app, &TriggerSettings::default(), &execution_ended(A, &first, "ABORTED")).await.unwrap();
     assert!(outcome.repaired.is_empty(), "the job had finished: {outcome:?}");
     let (_, job) = call_json(&app, admin(A), "GET", &format!("/dbroles/jobs/{first}"), None).await;
     assert_eq!(job["status"]["message"], format!("cancelled by {A}-admin"));
-    let (status, created) = post(B).await;
+    refused_b().await;
+    let (status, created) = post(A).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     let second = created["job_id"].as_str().unwrap().to_string();
 
@@ -252,17 +265,18 @@ async fn one_server_one_job_across_organisations_until_its_execution_has_ended()
     let mut short = app.clone();
     short.deps.settings.lock_lease = chrono::Duration::seconds(1);
     let (status, created) = call_json(&short, admin(A), "POST", "/dbroles/jobs", Some(request(arn, json!({})))).await;
-    assert_eq!(status, StatusCode::CONFLICT, "B's job holds the server: {created}");
-    triggers::handle(&app, &TriggerSettings::default(), &execution_ended(B, &second, "FAILED")).await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "the second job holds the server: {created}");
+    triggers::handle(&app, &TriggerSettings::default(), &execution_ended(A, &second, "FAILED")).await.unwrap();
     let (status, created) = call_json(&short, admin(A), "POST", "/dbroles/jobs", Some(request(arn, json!({})))).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let vanished = created["job_id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (status, answer) = post(B).await;
+    let (status, answer) = post(A).await;
     assert_eq!(status, StatusCode::ACCEPTED, "the vanished execution's lease ran out: {answer}");
     // The vanished job's late end releases nothing of the new holder's.
     triggers::handle(&app, &TriggerSettings::default(), &execution_ended(A, &vanished, "FAILED")).await.unwrap();
     assert_eq!(post(A).await.0, StatusCode::CONFLICT);
+    refused_b().await;
 }
 
 /// An instance created in account 111111111111, as its own administrator would.
@@ -280,7 +294,11 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let aws = aws_config(&moto_endpoint()).await;
     let config = Config {
         settings: Settings {
-            accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: Some("dbroles*".into()) },
+            accounts: AccountPolicy {
+                home_orgs: vec![A.into(), B.into()],
+                role_name: Some("dbroles*".into()),
+                ..Default::default()
+            },
             tls: TlsConfig::disabled(),
             ..Settings::default()
         },
@@ -292,19 +310,34 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let app = App::new(&deps, Arc::new(Held::default()));
     let remote = instance_in_another_account(&aws, &[("dbroles:provision", "true"), ("dbroles:org", B)]).await;
     let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
+    // A's administrator makes two roles: one whose trust requires A's ExternalId, and one that requires none.
+    let (a_role, open_role) = (unique("dbroles-"), unique("dbroles-open-"));
+    let iam = aws_sdk_iam::Client::new(&other_account(&aws, A_ACCOUNT).await);
+    for (name, condition) in [(&a_role, Some(external_id(A))), (&open_role, None)] {
+        let mut statement =
+            json!({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"});
+        if let Some(id) = condition {
+            statement["Condition"] = json!({"StringEquals": {"sts:ExternalId": id}});
+        }
+        let policy = json!({"Version": "2012-10-17", "Statement": [statement]}).to_string();
+        iam.create_role().role_name(name.as_str()).assume_role_policy_document(policy).send().await.unwrap();
+    }
+    let a_role = format!("arn:aws:iam::{A_ACCOUNT}:role/{a_role}");
+    let open_role = format!("arn:aws:iam::{A_ACCOUNT}:role/{open_role}");
 
-    // A role whose trust policy lacks B's ExternalId: STS refuses B (moto's STS checks no
-    // trust policy, so the refusal is injected), and nothing is stored.
-    recorder.faults.fail("AssumeRole", "AccessDenied", 1);
-    let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(json!({"role_arn": role_arn(A_ACCOUNT)}))).await;
+    // B names A's role: its trust refuses B's ExternalId, and nothing is stored.
+    let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(json!({"role_arn": a_role}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     let message = refused["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!("could not assume {} with ExternalId {}", role_arn(A_ACCOUNT), external_id(B))),
-        "{message}"
-    );
+    assert!(message.contains(&format!("could not assume {a_role} with ExternalId {}", external_id(B))), "{message}");
     assert!(message.contains("AccessDenied"), "{message}");
     assert!(app.accounts.list_accounts(B).await.unwrap().is_empty());
+    // A role that lets anyone in who knows its ARN is refused, naming the condition to add.
+    let (status, refused) = call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": open_role}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let condition = format!("{{\"StringEquals\": {{\"sts:ExternalId\": \"{}\"}}}}", external_id(A));
+    assert!(refused["message"].as_str().unwrap().contains(&condition), "{refused}");
+    assert!(app.accounts.list_accounts(A).await.unwrap().is_empty());
     // A role the deployment may not assume is refused before any call.
     let (status, answer) =
         call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": format!("arn:aws:iam::{A_ACCOUNT}:role/admin")}))).await;
@@ -312,10 +345,17 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     assert_eq!(answer["message"], "role_arn: this deployment may assume only roles named dbroles*, not admin");
     // A proves its registration: STS gave dbroles the role, with A's ExternalId.
     recorder.take();
-    let (status, account) = call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": role_arn(A_ACCOUNT)}))).await;
+    let (status, account) = call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": a_role}))).await;
     assert_eq!(status, StatusCode::OK, "{account}");
     assert!(recorder.take().contains("sts:AssumeRole"));
-    assert_eq!(account["assumed_arn"], format!("arn:aws:sts::{A_ACCOUNT}:assumed-role/dbroles/dbroles"));
+    let role_name = a_role.rsplit('/').next().unwrap();
+    assert_eq!(account["assumed_arn"], format!("arn:aws:sts::{A_ACCOUNT}:assumed-role/{role_name}/dbroles"));
+    // Now the account is A's: B's registration is a 409 that names nobody.
+    let (status, taken) = call_json(&app, admin(B), "PUT", &uri, Some(json!({"role_arn": a_role}))).await;
+    assert_eq!(
+        (status, taken["message"].clone()),
+        (StatusCode::CONFLICT, json!(format!("account {A_ACCOUNT} is registered by another organisation")))
+    );
     assert_eq!(app.accounts.get_account(A, A_ACCOUNT).await.unwrap().unwrap().external_id, external_id(A));
     // The deployment's own account is not registered: the deployment names who uses it.
     let (status, _) =
@@ -333,10 +373,10 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let (status, answer) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&remote, json!({})))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let job = app.jobs.get_job(A, answer["job_id"].as_str().unwrap()).await.unwrap().unwrap();
-    assert_eq!(job.access.unwrap().role_arn.as_deref(), Some(role_arn(A_ACCOUNT).as_str()), "the steps assume A's role");
+    assert_eq!(job.access.unwrap().role_arn.as_deref(), Some(a_role.as_str()), "the steps assume A's role");
 
-    // In the deployment's own account, which both may use, B cannot change A's tagged
-    // instance: no security group attached, no master password reset.
+    // In the deployment's own account, which both may use, B cannot take A's tagged
+    // instance: its first job there is refused, so nothing is attached or reset.
     let rds = aws_sdk_rds::Client::new(&aws);
     let home_id = unique("a-home-");
     let tag = aws_sdk_rds::types::Tag::builder().key("dbroles:org").value(A).build();
@@ -354,33 +394,38 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let before = groups(rds.describe_db_instances().db_instance_identifier(&home_id).send().await.unwrap());
     let hostile = json!({"aws": {"instance_arn": home_arn, "allow_master_password_reset": true, "default_security_group": {"ingress_cidr": "0.0.0.0/0"}}});
     let (status, answer) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&home_arn, hostile))).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let state = json!({"org_id": B, "job_id": answer["job_id"]});
-    for (step, field) in
-        [(Step::OpenNetwork, "aws.default_security_group"), (Step::MasterCredentials, "aws.allow_master_password_reset")]
-    {
-        let error = steps::run(step, &deps, state.clone()).await.unwrap_err();
-        assert_eq!(error.error_type, ErrorType::AccessDenied);
-        assert_eq!(
-            error.message,
-            format!("{field}: in this deployment's own account dbroles changes only instances tagged dbroles:org={B}")
-        );
-    }
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(
+        answer["message"],
+        format!("{home_arn} is in this deployment's own account and belongs to no organisation yet: it becomes organisation {B}'s only if it is tagged dbroles:org={B}")
+    );
+    assert!(jobs_of(&app, B).await.is_empty(), "nothing stored for B");
     let after = groups(rds.describe_db_instances().db_instance_identifier(&home_id).send().await.unwrap());
     assert_eq!(after, before, "no group attached");
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
     let master = format!("dbroles/123456789012/us-east-1/{home_id}/master");
     assert!(secrets.describe_secret().secret_id(&master).send().await.is_err(), "no master password was reset");
+    // A's first job makes it A's; retagged for B, it stays A's.
+    let (status, answer) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&home_arn, json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let retag = aws_sdk_rds::types::Tag::builder().key("dbroles:org").value(B).build();
+    rds.add_tags_to_resource().resource_name(&home_arn).tags(retag).send().await.unwrap();
+    let (status, answer) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&home_arn, json!({})))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(answer["message"], format!("the database server {home_arn} belongs to another organisation"));
 
     // An Aurora cluster and its instance are one server, whichever organisation asks.
     let cluster_id = unique("aurora-");
     let cluster = create_cluster(&aws, &cluster_id, "aurora-postgresql", "postgres").await;
     let writer = create_writer(&aws, &cluster_id, "aurora-postgresql").await;
     let (cluster_arn, writer_arn) = (cluster.db_cluster_arn.unwrap(), writer.db_instance_arn.unwrap());
-    let (status, _) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&cluster_arn, json!({})))).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    for org in [A, B] {
-        let (status, answer) = call_json(&app, admin(org), "POST", "/dbroles/jobs", Some(request(&writer_arn, json!({})))).await;
-        assert_eq!(status, StatusCode::CONFLICT, "{org}: {answer}");
-    }
+    let for_a = aws_sdk_rds::types::Tag::builder().key("dbroles:org").value(A).build();
+    rds.add_tags_to_resource().resource_name(&cluster_arn).tags(for_a).send().await.unwrap();
+    let (status, answer) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&cluster_arn, json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    // Its writer is the same server: held by A's job, and A's (the cluster's resource id), whatever the writer's tags.
+    let (status, answer) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&writer_arn, json!({})))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let (status, answer) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&writer_arn, json!({})))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
 }

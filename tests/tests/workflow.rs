@@ -340,6 +340,7 @@ async fn instance_for(backend: &Backend, aws: &aws_config::SdkConfig, instance_i
         .set_engine_version(backend.engine_version())
         .manage_master_user_password(true)
         .port(backend.endpoint_port())
+        .tags(aws_sdk_rds::types::Tag::builder().key("dbroles:org").value(ORG).build())
         .send()
         .await
         .unwrap()
@@ -471,7 +472,7 @@ async fn an_aborted_execution_fails_its_job_through_the_status_change_rule() {
     let arn = "arn:aws:rds:us-east-1:000000000000:db:postgres";
     let deps = local_deps(
         store.clone(),
-        vec![dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")],
+        vec![dbroles_core::inventory::local::LocalInstance::on_loopback(arn, "postgres", 5432, "postgres").tagged_for(ORG)],
         Settings { accounts: acme_at_home(), ..Settings::default() },
     );
     let app = App::new(&deps, Arc::new(Held::default()));

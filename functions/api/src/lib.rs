@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use dbroles_core::api;
-use dbroles_core::auth::{caller_from_claims, AuthError, Caller};
+use dbroles_core::auth::{authorization, caller_from_claims, AuthError, Caller};
 use dbroles_core::config::{Config, ConfigError};
 use dbroles_core::deps::{App, Deps};
 use lambda_http::request::RequestContext;
@@ -20,7 +20,7 @@ pub fn caller(parts: &http::request::Parts, org_claim: &str, groups_claim: &str)
         }
         _ => None,
     };
-    let bearer = parts.headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let bearer = authorization(&parts.headers)?;
     caller_from_claims(claims.ok_or(AuthError::Missing)?, org_claim, groups_claim, bearer)
 }
 

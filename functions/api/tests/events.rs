@@ -68,7 +68,13 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
     let rds = aws_sdk_rds::Client::new(&aws);
     if rds.describe_db_instances().db_instance_identifier("orders-db").send().await.is_err() {
-        create_instance(&aws, "orders-db", "postgres", "postgres").manage_master_user_password(true).send().await.unwrap();
+        let org = aws_sdk_rds::types::Tag::builder().key("dbroles:org").value("acme").build();
+        create_instance(&aws, "orders-db", "postgres", "postgres")
+            .manage_master_user_password(true)
+            .tags(org)
+            .send()
+            .await
+            .unwrap();
     }
     let definition = json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}});
     let machine = |name: &str| {
@@ -89,7 +95,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
         secret_prefix: "dbroles/".into(),
         endpoint_overrides: Default::default(),
         settings: Settings {
-            accounts: AccountPolicy { home_orgs: vec!["acme".into()], role_name: Some("dbroles*".into()) },
+            accounts: AccountPolicy { home_orgs: vec!["acme".into()], role_name: Some("dbroles*".into()), ..Default::default() },
             ..Settings::default()
         },
     };

@@ -9,16 +9,39 @@
 //!   Registration proves it by assuming the role; every later `AssumeRole` for the
 //!   organisation passes the same `ExternalId`, so another organisation that names
 //!   the same role is refused by the role's own trust policy.
+//!
+//! Within an account, a database server belongs to exactly one organisation:
+//! the first that was allowed to act on it ([`claim`]), recorded by dbroles
+//! against the server's immutable resource id. A tag never transfers it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::deps::Deps;
-use crate::inventory::InventoryError;
+use crate::inventory::{Instance, InventoryError};
 use crate::job::Timestamp;
 use crate::request::Invalid;
-use crate::store::StoreError;
+use crate::store::{AccountStore, StoreError};
+
+/// The tag that names an instance's organisation. In the deployment's own
+/// account an organisation's first job on a server needs it ([`claim`]), and
+/// dbroles changes (security groups, master password) only instances that carry
+/// it with the job's organisation; the IAM policy allows those changes only then.
+pub const ORG_TAG: &str = "dbroles:org";
+
+/// The organisation a database server belongs to, in dbroles' own records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerOwner {
+    /// The server's immutable id: the instance's `DbiResourceId`, or its Aurora
+    /// cluster's `DbClusterResourceId`. A server deleted and created again under
+    /// the same name has a new one, and no owner.
+    pub resource_id: String,
+    pub org_id: String,
+    /// The server's ARN when it was claimed.
+    pub server_arn: String,
+    pub claimed_at: Timestamp,
+}
 
 /// An account an organisation registered (an item of `/dbroles/accounts`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -71,6 +94,10 @@ pub struct AccountPolicy {
     /// The name registered roles must have (`*` matches any run of characters):
     /// the roles the functions' IAM policies allow them to assume. `None`: any.
     pub role_name: Option<String>,
+    /// Whether several organisations may register one account (each server
+    /// then belongs to the first that acts on it). Off: an account registered
+    /// by one organisation is refused to the others.
+    pub shared_accounts: bool,
 }
 
 impl AccountPolicy {
@@ -104,6 +131,22 @@ pub enum AccountError {
         "account {account} was not registered: dbroles could not assume {role_arn} with ExternalId {external_id}: {reason}. The role's trust policy must allow sts:AssumeRole to this deployment on the condition sts:ExternalId = {external_id}"
     )]
     Unproven { account: String, role_arn: String, external_id: String, reason: String },
+    /// The server belongs to another organisation (which is not named).
+    #[error("the database server {server} belongs to another organisation")]
+    OwnedByAnother { server: String },
+    /// A first claim in the deployment's own account needs the instance tagged for the organisation.
+    #[error(
+        "{server} is in this deployment's own account and belongs to no organisation yet: it becomes organisation {org}'s only if it is tagged {ORG_TAG}={org}"
+    )]
+    Untagged { server: String, org: String },
+    /// The role lets in a caller with any ExternalId: whoever learns its ARN could use it.
+    #[error(
+        "account {account} was not registered: {role_arn} can be assumed with any ExternalId, so any organisation that learns its ARN could use it. Add to its trust policy the condition {{\"StringEquals\": {{\"sts:ExternalId\": \"{external_id}\"}}}}"
+    )]
+    Untrusting { account: String, role_arn: String, external_id: String },
+    /// The account is registered by another organisation, and the deployment shares no account.
+    #[error("account {account} is registered by another organisation")]
+    AccountTaken { account: String },
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error(transparent)]
@@ -145,6 +188,45 @@ pub async fn organisations(deps: &Deps, account: &str) -> Result<Vec<(String, Ac
         .collect())
 }
 
+/// Checks that `org` may act on the database server `instance` is (or belongs
+/// to), claiming it if no organisation has: the server then belongs to `org`
+/// for good. In the deployment's own account, which several organisations may
+/// use, a first claim needs the instance tagged `dbroles:org=<org>`; in an
+/// account the organisation registered, its role decides. Afterwards a tag
+/// changes nothing: one naming another organisation is logged and ignored.
+pub async fn claim(store: &dyn AccountStore, org: &str, instance: &Instance) -> Result<ServerOwner, AccountError> {
+    let server = instance.server_arn().to_string();
+    let tagged = instance.tags.iter().find(|tag| tag.key == ORG_TAG).map(|tag| tag.value.as_str());
+    if instance.resource_id.is_empty() {
+        return Err(InventoryError::Failed(format!("{server} has no resource id")).into());
+    }
+    let owner = match store.server_owner(&instance.resource_id).await? {
+        Some(owner) => owner,
+        None => {
+            let home = instance.access.role_arn.is_none();
+            if home && tagged != Some(org) {
+                return Err(AccountError::Untagged { server, org: org.into() });
+            }
+            let claim = ServerOwner {
+                resource_id: instance.resource_id.clone(),
+                org_id: org.into(),
+                server_arn: server.clone(),
+                claimed_at: Timestamp::now(),
+            };
+            store.claim_server(&claim).await?
+        }
+    };
+    if owner.org_id != org {
+        tracing::warn!(org, server = server.as_str(), "refused: the database server belongs to another organisation");
+        return Err(AccountError::OwnedByAnother { server });
+    }
+    if let Some(named) = tagged.filter(|named| *named != org) {
+        let message = "the server's dbroles:org tag names another organisation: ignored, the server stays its owner's";
+        tracing::warn!(org, server = server.as_str(), tag = named, "{message}");
+    }
+    Ok(owner)
+}
+
 /// Registers (or re-registers) `account_id` for `org`, once dbroles has assumed
 /// the role with the organisation's `ExternalId`. Nothing is stored otherwise.
 pub async fn register(
@@ -160,6 +242,12 @@ pub async fn register(
     if account_id == deps.inventory.home_account().await? {
         return Err(AccountError::HomeAccount { account: account_id.into() });
     }
+    if !deps.settings.accounts.shared_accounts {
+        let registrations = deps.accounts.registrations(account_id).await?;
+        if registrations.iter().any(|registered| registered.org_id != org) {
+            return Err(AccountError::AccountTaken { account: account_id.into() });
+        }
+    }
     let external_id = external_id(org);
     let access = Access { account: account_id.into(), role_arn: Some(body.role_arn.clone()), external_id: external_id.clone() };
     let assumed_arn = deps.inventory.verify(&access).await.map_err(|error| AccountError::Unproven {
@@ -168,6 +256,22 @@ pub async fn register(
         external_id: external_id.clone(),
         reason: error.to_string(),
     })?;
+    // The role must require the ExternalId: one that lets in any caller who knows its ARN is refused.
+    let probe = Access { external_id: format!("{}-probe-{}", external_id, uuid::Uuid::new_v4().simple()), ..access.clone() };
+    match deps.inventory.verify(&probe).await {
+        // A passing failure proves nothing either way (an assume refused surfaces through the credentials provider).
+        Err(InventoryError::Unavailable(reason)) if !reason.contains("AccessDenied") => {
+            return Err(InventoryError::Unavailable(reason).into())
+        }
+        Err(_) => {}
+        Ok(_) => {
+            return Err(AccountError::Untrusting {
+                account: account_id.into(),
+                role_arn: body.role_arn.clone(),
+                external_id: external_id.clone(),
+            })
+        }
+    }
     let account = Account {
         account_id: account_id.into(),
         org_id: org.into(),

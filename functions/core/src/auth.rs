@@ -68,6 +68,24 @@ pub enum AuthError {
     Invalid(String),
 }
 
+/// The `Authorization` header's value, if there is one: exactly one header
+/// holding one bearer token. Several headers, comma-joined values (as a proxy
+/// joins repeated headers) or several tokens are refused, so no reader of the
+/// header can see another token than the one the authorizer verified.
+pub fn authorization(headers: &http::HeaderMap) -> Result<Option<&str>, AuthError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(AuthError::Invalid("several Authorization headers: send one".into()));
+    }
+    let value = value.to_str().map_err(|_| AuthError::Invalid("the Authorization header is not text".into()))?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
+    if value.contains(',') || token.contains(char::is_whitespace) {
+        return Err(AuthError::Invalid("the Authorization header holds several values: send one bearer token".into()));
+    }
+    Ok(Some(value))
+}
+
 /// Reads a caller from the claims API Gateway's JWT authorizer verified. It hands
 /// them over as strings, an array flattened to `[a b]`, which cannot tell the
 /// groups `["billing admin"]` from `["billing", "admin"]`: the groups are read from
@@ -239,6 +257,22 @@ mod tests {
         use base64::Engine as _;
         let encode = |value: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
         format!("Bearer {}.{}.signature", encode(&serde_json::json!({"alg": "RS256"})), encode(&payload))
+    }
+
+    #[test]
+    fn an_authorization_header_holds_exactly_one_token() {
+        let headers = |values: &[&str]| {
+            let mut map = http::HeaderMap::new();
+            for value in values {
+                map.append(http::header::AUTHORIZATION, value.parse().unwrap());
+            }
+            map
+        };
+        assert_eq!(authorization(&headers(&[])), Ok(None));
+        assert_eq!(authorization(&headers(&["Bearer a.b.c"])), Ok(Some("Bearer a.b.c")));
+        for refused in [&["Bearer a.b.c", "Bearer d.e.f"][..], &["Bearer a.b.c, Bearer d.e.f"], &["Bearer a.b.c d.e.f"]] {
+            assert!(matches!(authorization(&headers(refused)), Err(AuthError::Invalid(_))), "{refused:?}");
+        }
     }
 
     #[test]

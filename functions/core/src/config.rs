@@ -14,6 +14,8 @@
 //! | `DBROLES_DB_CA_FILE` | none | a PEM bundle of more CAs; `verify-full` always trusts the RDS CAs and the public roots |
 //! | `DBROLES_HOME_ACCOUNT_ORGS` | none | the organisations that may act on the deployment's own account (comma-separated) |
 //! | `DBROLES_CROSS_ACCOUNT_ROLE` | any | the name registered roles must have (`*` wildcards), as the IAM policies allow assuming |
+//! | `DBROLES_SHARED_ACCOUNTS` | `false` | `true` lets several organisations register one account (each server then belongs to the first that acts on it) |
+//! | `DBROLES_ORG_CONCURRENCY` | `50` | fair share: the most jobs one organisation may have running at once, fleet jobs' concurrency included |
 //! | `DBROLES_GROUPS_CLAIM` | `groups` | the JWT claim listing the caller's groups (Cognito: `cognito:groups`) |
 //! | `DBROLES_ADMIN_GROUP` | `admin` | the group that may write |
 //! | `DBROLES_READER_GROUPS` | `admin,auditor` | the groups that may read jobs, resources and accounts; `*`: every member |
@@ -60,6 +62,9 @@ pub struct Settings {
     pub accounts: AccountPolicy,
     /// Which groups may write and read.
     pub groups: GroupPolicy,
+    /// Fair share: the most jobs one organisation may have running at once,
+    /// fleet jobs' concurrency included (429 beyond it).
+    pub org_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -76,6 +81,7 @@ impl Default for Settings {
             lock_lease: chrono::Duration::minutes(75),
             accounts: AccountPolicy::default(),
             groups: GroupPolicy::default(),
+            org_concurrency: 50,
         }
     }
 }
@@ -237,8 +243,10 @@ impl Config {
             accounts: AccountPolicy {
                 home_orgs: list("DBROLES_HOME_ACCOUNT_ORGS"),
                 role_name: var("DBROLES_CROSS_ACCOUNT_ROLE"),
+                shared_accounts: parsed("DBROLES_SHARED_ACCOUNTS", false)?,
             },
             groups: GroupPolicy::from_env(),
+            org_concurrency: parsed("DBROLES_ORG_CONCURRENCY", 50)?.max(1),
             ..Settings::default()
         };
         let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);

@@ -104,11 +104,7 @@ impl Deps {
                 Some(token) => config::vault_with(Some(token))?,
                 None => None,
             },
-            network: Some(Arc::new(Ec2Network {
-                ec2: aws_sdk_ec2::Client::new(aws),
-                rds: aws_sdk_rds::Client::new(aws),
-                admit: config::list("DBROLES_PROVISION_SECURITY_GROUPS"),
-            })),
+            network: Some(Arc::new(Ec2Network { home: aws.clone(), admit: config::list("DBROLES_PROVISION_SECURITY_GROUPS") })),
             events: Some(Arc::new(EventBridgeEvents {
                 client: aws_sdk_eventbridge::Client::new(aws),
                 bus: config::var("DBROLES_EVENT_BUS").unwrap_or_else(|| "default".into()),

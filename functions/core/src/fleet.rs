@@ -381,6 +381,13 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
     for account in &request.selector.accounts {
         accounts::access(app, org, account).await?;
     }
+    let share = app.settings.org_concurrency;
+    if request.max_concurrency as usize > share {
+        return Err(
+            Invalid(format!("max_concurrency: this deployment runs at most {share} jobs of one organisation at once")).into()
+        );
+    }
+    jobs::within_share(app, org, request.max_concurrency as usize).await?;
     let id = crate::job::new_id();
     let mut record = FleetRecord {
         execution: app.workflow.fleet_execution_id(&id),
@@ -567,15 +574,15 @@ pub async fn start_child(deps: &Deps, input: &ChildInput) -> Result<ChildOutcome
         Err(error) => return Err(error),
     };
     let arn: InstanceArn = input.instance_arn.parse().map_err(|e| Invalid(format!("instance_arn: {e}")))?;
-    let request = match record.fleet.request.selector.provisioned {
+    let (request, resource_id) = match record.fleet.request.selector.provisioned {
         true => provisioned_request(deps, record.org(), &input.instance_arn).await?,
-        false => record.fleet.request.job_request(&arn),
+        false => (record.fleet.request.job_request(&arn), None),
     };
     let job_id = child_id(record.id(), &input.instance_arn);
     // On AWS the item starts the provisioning machine's execution named after the job:
     // the job names it from the start, so a cancel stops it.
     let execution = deps.provision_machine.as_deref().map(|machine| execution_arn(machine, &job_id));
-    let naming = Naming { job_id: job_id.clone(), fleet_job_id: Some(record.id().to_string()), execution };
+    let naming = Naming { job_id: job_id.clone(), fleet_job_id: Some(record.id().to_string()), execution, resource_id };
     let created = jobs::create(deps, record.org(), &record.fleet.created_by, request, None, Some(naming)).await;
     let (skipped, message) = match created {
         Ok(_) => return Ok(outcome("started", Some(job_id), None)),
@@ -590,10 +597,13 @@ pub async fn start_child(deps: &Deps, input: &ChildInput) -> Result<ChildOutcome
     Ok(outcome(if skipped { "skipped" } else { "failed" }, None, Some(message)))
 }
 
-/// The request of the last job on a provisioned instance (rotation: new passwords, the same roles).
-async fn provisioned_request(deps: &Deps, org: &str, arn: &str) -> Result<CreateJobRequest, FleetError> {
+/// The request of the last job on a provisioned instance (rotation: new passwords,
+/// the same roles), and the server it was provisioned on.
+async fn provisioned_request(deps: &Deps, org: &str, arn: &str) -> Result<(CreateJobRequest, Option<String>), FleetError> {
     let found = deps.jobs.get_provisioned(org, arn).await?;
-    found.map(|p| p.request).ok_or_else(|| Invalid(format!("{arn} was not provisioned for organisation {org}")).into())
+    found
+        .map(|p| (p.request, p.resource_id))
+        .ok_or_else(|| Invalid(format!("{arn} was not provisioned for organisation {org}")).into())
 }
 
 /// Writes the fleet job's result (its counts, and the error that ended its

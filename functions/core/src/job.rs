@@ -27,6 +27,11 @@ impl Timestamp {
     pub fn parse(text: &str) -> Option<Self> {
         DateTime::parse_from_rfc3339(text).ok().map(|t| Self(t.with_timezone(&Utc)))
     }
+
+    /// Seconds since the epoch (a store's `lease_until`), or the epoch itself if out of range.
+    pub fn from_epoch(seconds: i64) -> Self {
+        Self(DateTime::from_timestamp(seconds, 0).unwrap_or_default())
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -209,6 +214,10 @@ pub struct JobRecord {
     /// How the steps reach the instance's account for the job's organisation.
     #[serde(default)]
     pub access: Option<crate::accounts::Access>,
+    /// The immutable id of the server the job was created for: a step that finds
+    /// another under the same ARN (deleted and created again) stops.
+    #[serde(default)]
+    pub resource_id: Option<String>,
 }
 
 impl JobRecord {

@@ -11,6 +11,7 @@
 //! | finished, lock released, announced | [`finalize`] | the Finalize step |
 //! | failed after its execution died, lock released | [`repair`] | the status-change trigger, the local workflow |
 //! | forgotten | [`delete`] | `DELETE /dbroles/jobs/{id}` |
+//! | failed when its execution never started or vanished, lock released | [`sweep`] | the sweep schedule, `dbroles serve`/`run` at start |
 //!
 //! A job acts only on an instance in an account its organisation may use
 //! ([`accounts::access`]), and holds its database server (the instance, or its
@@ -22,8 +23,8 @@ use crate::engine;
 use crate::inventory::{Instance, InventoryError};
 use crate::job::{Job, JobRecord, JobSpec, JobStatus, Phase, RoleResult, Timestamp};
 use crate::request::{CreateJobRequest, Invalid};
-use crate::store::{Created, Idempotency, JobStore, NewJob, Provisioned, StoreError};
-use crate::workflow::{ExecutionInput, WorkflowError};
+use crate::store::{Created, Idempotency, JobQuery, JobStore, NewJob, Provisioned, StoreError};
+use crate::workflow::{ExecutionInput, ExecutionState, WorkflowError};
 
 /// Why a change to a job was refused or failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -41,6 +42,9 @@ pub enum JobError {
     Account(#[from] AccountError),
     #[error("aws.instance_arn: no instance or cluster {0} was found")]
     UnknownInstance(String),
+    /// The instance was deleted and created again since dbroles provisioned it: its records are not carried over.
+    #[error("{0} was deleted and created again since dbroles provisioned it: the new server is not rotated with the old one's records")]
+    Replaced(String),
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error(transparent)]
@@ -49,6 +53,34 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error("job {job_id} failed: the workflow could not be started: {source}")]
     NotStarted { job_id: String, source: WorkflowError },
+    /// Fair share: the organisation has as many jobs running as it may.
+    #[error("organisation {org} has {running} jobs running, as many as this deployment lets one organisation run at once ({limit}): try again when some have finished")]
+    OverShare { org: String, running: usize, limit: usize },
+}
+
+/// How many seconds a client refused for fair share waits (`Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 30;
+
+/// Fair share: `adding` more jobs keep the organisation within its share of the
+/// deployment ([`crate::config::Settings::org_concurrency`]), counting its
+/// running jobs and the concurrency its running fleet jobs may still use.
+/// Concurrent requests may pass together: the share is a bound on what one
+/// organisation can take, not an exact count.
+pub async fn within_share(deps: &Deps, org: &str, adding: usize) -> Result<(), JobError> {
+    let limit = deps.settings.org_concurrency;
+    let query = JobQuery { phase: Some(Phase::Running), limit: 1, ..JobQuery::default() };
+    let mut running = deps.jobs.count_jobs(org, &query).await? as usize;
+    let fleets = deps.fleets.list_fleets(org, 100, None).await?;
+    running += fleets
+        .items
+        .iter()
+        .filter(|fleet| fleet.is_running())
+        .map(|fleet| fleet.fleet.request.max_concurrency as usize)
+        .sum::<usize>();
+    match running + adding > limit {
+        true => Err(JobError::OverShare { org: org.into(), running, limit }),
+        false => Ok(()),
+    }
 }
 
 fn busy(job_id: &Option<String>) -> String {
@@ -88,6 +120,7 @@ pub fn new_record(org: &str, created_by: &str, request: CreateJobRequest, spec: 
         execution: None,
         lock: String::new(),
         access: None,
+        resource_id: None,
     }
 }
 
@@ -119,6 +152,9 @@ pub struct Naming {
     pub fleet_job_id: Option<String>,
     /// The execution that will carry the job out, named after it.
     pub execution: Option<String>,
+    /// The server the job's request was made for (a rotation's provisioned
+    /// records): another under the same ARN is refused.
+    pub resource_id: Option<String>,
 }
 
 /// Stores a validated request as a running job, taking its database server's
@@ -141,6 +177,12 @@ pub async fn create(
     let arn = request.instance_arn();
     let access = accounts::access(deps, org, &arn.account).await?;
     let instance = deps.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
+    if let Some(expected) = naming.as_ref().and_then(|naming| naming.resource_id.as_deref()) {
+        if expected != instance.resource_id {
+            return Err(JobError::Replaced(arn.to_string()));
+        }
+    }
+    accounts::claim(deps.accounts.as_ref(), org, &instance).await?;
     engine::validate_prefix(&deps.settings.role_prefix, &instance.engine)?;
     let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
     if let Some(naming) = naming {
@@ -150,6 +192,7 @@ pub async fn create(
     }
     record.lock = instance.server_arn().to_string();
     record.access = Some(access);
+    record.resource_id = Some(instance.resource_id.clone());
     let new = NewJob { record: record.clone(), idempotency, lease_until: deps.settings.lease() };
     match deps.jobs.create_job(new).await {
         Ok(Created::Replayed(job_id)) => Ok(Stored::Replayed(job_id)),
@@ -170,8 +213,9 @@ pub async fn start(
     request: CreateJobRequest,
     idempotency: Option<Idempotency>,
 ) -> Result<String, JobError> {
+    within_share(app, org, 1).await?;
     let job_id = crate::job::new_id();
-    let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None };
+    let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None, resource_id: None };
     let mut record = match create(app, org, created_by, request, idempotency, Some(naming)).await? {
         Stored::New(record) => record,
         Stored::Replayed(job_id) => return Ok(job_id),
@@ -250,8 +294,12 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
     });
     let Some(record) = finished.await? else { return Ok(()) };
     if record.job.phase() == Phase::Completed {
-        let provisioned =
-            Provisioned { org: record.org().into(), db_arn: record.job.db_arn().into(), request: record.request.clone() };
+        let provisioned = Provisioned {
+            org: record.org().into(),
+            db_arn: record.job.db_arn().into(),
+            request: record.request.clone(),
+            resource_id: record.resource_id.clone(),
+        };
         deps.jobs.mark_provisioned(&provisioned).await?;
     }
     if let Some(events) = &deps.events {
@@ -295,4 +343,68 @@ async fn finish_running(
     record.finish(phase, message);
     let finished = store.finish_and_release(&record, settings.expiry()).await?;
     Ok(finished.then_some(record))
+}
+
+/// What a sweep found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Jobs failed because their execution never started or is gone.
+    pub failed: Vec<String>,
+    /// Servers released whose job had finished, or whose job record is gone.
+    pub released: Vec<String>,
+}
+
+/// How long a new job's execution may take to appear before the sweeper counts it missing.
+pub fn start_grace() -> chrono::Duration {
+    chrono::Duration::minutes(2)
+}
+
+/// The backstop for executions that never report their end: for every held
+/// database server, whose job's execution is missing (never started: the API
+/// died between storing the job and starting it, or a fleet's Map item was
+/// aborted first; or lost with a local process) or has ended without releasing
+/// it, the job is failed with `why` if it still runs and the server released. A
+/// lock whose job record is gone is released. Jobs younger than `grace` are left
+/// alone: their execution may be starting.
+pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Swept, JobError> {
+    let mut swept = Swept::default();
+    let young = Timestamp(Timestamp::now().0 - grace);
+    for lock in app.jobs.locks().await? {
+        let Some(record) = app.jobs.get_job(&lock.org, &lock.job_id).await? else {
+            app.jobs.release_lock(&lock.server, &lock.job_id).await?;
+            tracing::warn!(server = lock.server.as_str(), job_id = lock.job_id.as_str(), "released a lock whose job is gone");
+            swept.released.push(lock.server);
+            continue;
+        };
+        // A fleet's job run in the fleet's own execution (locally) lives as long as it does.
+        let execution = match (&record.execution, &record.job.fleet_job_id) {
+            (Some(execution), _) => Some(execution.clone()),
+            (None, Some(fleet)) => app.fleets.get_fleet(record.org(), fleet).await?.and_then(|fleet| fleet.execution),
+            (None, None) => None,
+        };
+        let state = match &execution {
+            Some(execution) => app
+                .workflow
+                .execution_state(execution)
+                .await
+                .map_err(|source| JobError::NotStarted { job_id: record.id().to_string(), source })?,
+            None => ExecutionState::Missing,
+        };
+        if state == ExecutionState::Running || (record.is_running() && record.job.created_at > young) {
+            continue;
+        }
+        let message = match state {
+            ExecutionState::Missing => format!("the job's execution never started or was lost: {why}"),
+            _ => format!("the job's execution ended without finishing the job: {why}"),
+        };
+        let input = ExecutionInput::of(&record);
+        match repair(app.jobs.as_ref(), &input, &message, &app.settings).await? {
+            true => {
+                tracing::warn!(job_id = record.id(), org = record.org(), message = message.as_str(), "the sweeper failed a job");
+                swept.failed.push(record.id().to_string());
+            }
+            false => swept.released.push(lock.server),
+        }
+    }
+    Ok(swept)
 }

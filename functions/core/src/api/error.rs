@@ -24,11 +24,13 @@ pub struct Message {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds to wait before asking again (`Retry-After`), for a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), retry_after: None }
     }
 
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
@@ -42,7 +44,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(Message { message: self.message })).into_response()
+        let mut response = (self.status, Json(Message { message: self.message })).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -72,7 +78,11 @@ impl From<AccountError> for ApiError {
             AccountError::NotRegistered { .. }
             | AccountError::HomeAccount { .. }
             | AccountError::Unproven { .. }
+            | AccountError::Untrusting { .. }
+            | AccountError::OwnedByAnother { .. }
+            | AccountError::Untagged { .. }
             | AccountError::RoleRefused(_) => StatusCode::FORBIDDEN,
+            AccountError::AccountTaken { .. } => StatusCode::CONFLICT,
             AccountError::NotFound(_) => StatusCode::NOT_FOUND,
             AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
             AccountError::Inventory(_) => StatusCode::BAD_GATEWAY,
@@ -105,10 +115,16 @@ impl From<JobError> for ApiError {
             JobError::Busy { .. } => StatusCode::CONFLICT,
             JobError::NotFound(_) => StatusCode::NOT_FOUND,
             JobError::Finished(_) | JobError::Running(_) => StatusCode::CONFLICT,
-            JobError::UnknownInstance(_) => StatusCode::NOT_FOUND,
+            JobError::UnknownInstance(_) | JobError::Replaced(_) => StatusCode::NOT_FOUND,
             JobError::Invalid(_) => StatusCode::BAD_REQUEST,
             JobError::Inventory(_) => StatusCode::BAD_GATEWAY,
             JobError::NotStarted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            JobError::OverShare { .. } => {
+                return Self {
+                    retry_after: Some(crate::jobs::RETRY_AFTER_SECS),
+                    ..Self::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+                }
+            }
         };
         Self::new(status, error.to_string())
     }

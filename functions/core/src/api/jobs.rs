@@ -14,7 +14,7 @@ use super::{ignored_fields, limit, ApiError, Message, Shared};
 use crate::job::{Job, Phase, Timestamp};
 use crate::jobs;
 use crate::request::{CreateJobRequest, CreateJobResponse};
-use crate::store::{Idempotency, JobQuery, JobStats};
+use crate::store::{self, Idempotency, JobQuery, JobStats};
 
 type Answer<T> = Result<T, ApiError>;
 
@@ -82,6 +82,9 @@ pub(super) async fn get(State(app): State<Shared>, Reader(caller): Reader, Path(
 /// that ignores `next_token` still sees every job of all but the busiest organisations.
 pub const MAX_UNPAGED: usize = 1000;
 
+/// The furthest page start: deeper pages are reached with `next_token`.
+pub const MAX_START: usize = 10_000;
+
 /// A listing of jobs: the page, where the next one starts, and how many match (seed 004's `total_count`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobList {
@@ -105,7 +108,7 @@ pub struct JobList {
         ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339; only jobs created after"),
         ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339; only jobs created before"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "1 to 100; default 50 when paging, every job (up to 1,000) when not"),
-        ("start" = Option<usize>, Query, minimum = 1, description = "The position of the page's first job, from 1 (seed 004's page.start); not with next_token"),
+        ("start" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "The position of the page's first job, from 1 (seed 004's page.start); not with next_token"),
         ("next_token" = Option<String>, Query, description = "The previous page's next_token"),
     ),
     responses(
@@ -132,7 +135,10 @@ pub(super) async fn list(
         .transpose()?;
     let start = params
         .get("start")
-        .map(|v| v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| ApiError::bad_request("start: expected 1 or more")))
+        .map(|v| {
+            let valid = v.parse::<usize>().ok().filter(|n| (1..=MAX_START).contains(n));
+            valid.ok_or_else(|| ApiError::bad_request(format!("start: expected 1 to {MAX_START}")))
+        })
         .transpose()?;
     let next_token = params.get("next_token").filter(|token| !token.is_empty()).cloned();
     if start.is_some() && next_token.is_some() {
@@ -151,8 +157,17 @@ pub(super) async fn list(
         skip: start.map_or(0, |start| start - 1),
         fleet_job_id: params.get("fleet_job_id").cloned(),
     };
-    let page = app.jobs.list_jobs(&caller.org, &query).await?;
-    let total_count = app.jobs.count_jobs(&caller.org, &query).await?;
+    let counted = query.next_token.as_deref().map(|token| store::token_total(&caller.org, token)).transpose()?.flatten();
+    let mut page = app.jobs.list_jobs(&caller.org, &query).await?;
+    // Counted once per listing: not when this page is all there is, nor on the pages after the first.
+    let total_count = match (counted, &page.next_token) {
+        (Some(total), _) => total,
+        (None, None) if query.skip == 0 && query.next_token.is_none() => page.items.len() as u64,
+        (None, _) => app.jobs.count_jobs(&caller.org, &query).await?,
+    };
+    if let Some(token) = &page.next_token {
+        page.next_token = Some(store::with_total(&caller.org, token, total_count)?);
+    }
     Ok(Json(JobList { items: page.items, next_token: page.next_token, total_count }))
 }
 

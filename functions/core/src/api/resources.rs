@@ -9,9 +9,8 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::{Admin, Body};
+use super::extract::{Admin, Body, Reader};
 use super::{ignored_fields, limit, ApiError, Message, Shared};
-use crate::auth::Caller;
 use crate::request::{parse_lenient, Lenient};
 use crate::resource::{ResourceInput, ResourceView};
 use crate::store::{Page, StoreError};
@@ -92,12 +91,13 @@ pub enum ResourceList {
     responses(
         (status = 200, description = "The resources: an array, hoop.dev's {pages, data}, or {items, next_token}", body = ResourceList),
         (status = 400, description = "A paging parameter is invalid", body = Message),
+        (status = 403, description = "The caller is in no reader group", body = Message),
     ),
     security(("bearer" = []))
 )]
 pub(super) async fn list(
     State(app): State<Shared>,
-    caller: Caller,
+    Reader(caller): Reader,
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer<Json<ResourceList>> {
     let search = params.get("search").map(|needle| needle.to_lowercase());
@@ -152,11 +152,16 @@ pub(super) async fn list(
     params(("name" = String, Path, description = "The resource name")),
     responses(
         (status = 200, description = "The resource, secrets left out", body = ResourceView),
+        (status = 403, description = "The caller is in no reader group", body = Message),
         (status = 404, description = "No such resource", body = Message),
     ),
     security(("bearer" = []))
 )]
-pub(super) async fn get(State(app): State<Shared>, caller: Caller, Path(name): Path<String>) -> Answer<Json<ResourceView>> {
+pub(super) async fn get(
+    State(app): State<Shared>,
+    Reader(caller): Reader,
+    Path(name): Path<String>,
+) -> Answer<Json<ResourceView>> {
     let resource = app
         .resources
         .get_resource(&caller.org, &name)

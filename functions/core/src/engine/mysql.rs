@@ -26,6 +26,12 @@ use super::{
 /// Schemas that are never granted.
 pub const SYSTEM_SCHEMAS: [&str; 5] = ["mysql", "sys", "performance_schema", "information_schema", "rdsadmin"];
 
+/// Every session's `sql_mode`, whatever the server's default: dbroles' quoting
+/// (backticks, `'` doubled, `\\` escaped) means the same under it.
+/// `NO_BACKSLASH_ESCAPES` or `ANSI_QUOTES` in a parameter group would change
+/// how a literal or an identifier is read.
+const SESSION_SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'";
+
 /// `` `name` `` with backticks doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -53,7 +59,8 @@ pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString
         .user(Some(user))
         .pass(Some(password.expose_secret()))
         .prefer_socket(false)
-        .wait_timeout(Some(target.statement_timeout.as_secs().max(1) as usize));
+        .wait_timeout(Some(target.statement_timeout.as_secs().max(1) as usize))
+        .init(vec![SESSION_SQL_MODE]);
     match target.tls.mode {
         TlsMode::Disable => {}
         TlsMode::Require => opts = opts.ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(true)),
@@ -78,15 +85,41 @@ async fn run(conn: &mut Conn, target: &Target, sql: &[String], counters: &Counte
     .await
 }
 
-/// The privileges of each level on a database.
+/// The privileges of each level on a database. No level gets EXECUTE on a whole
+/// database: a routine declared `SQL SECURITY DEFINER` runs with its definer's
+/// rights (the master's, or an administrator's), so `rw` and `ddl` are granted
+/// EXECUTE routine by routine, on `SQL SECURITY INVOKER` routines only ([`routine_grants`]).
 pub fn privileges(level: Level) -> &'static str {
     match level {
         Level::Ro => "SELECT, SHOW VIEW",
-        Level::Rw => "SELECT, SHOW VIEW, INSERT, UPDATE, DELETE, EXECUTE",
-        Level::Ddl => {
-            "SELECT, SHOW VIEW, INSERT, UPDATE, DELETE, EXECUTE, CREATE, ALTER, DROP, INDEX, REFERENCES, CREATE VIEW, TRIGGER"
-        }
+        Level::Rw => "SELECT, SHOW VIEW, INSERT, UPDATE, DELETE",
+        Level::Ddl => "SELECT, SHOW VIEW, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, CREATE VIEW, TRIGGER",
     }
+}
+
+/// A stored routine of a database that runs with its caller's rights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routine {
+    pub database: String,
+    pub name: String,
+    /// `FUNCTION` or `PROCEDURE`.
+    pub kind: String,
+}
+
+/// EXECUTE on each `SQL SECURITY INVOKER` routine, named (`ro` gets none).
+pub fn routine_grants(level: Level, user: &str, routines: &[Routine]) -> Vec<String> {
+    if level == Level::Ro {
+        return Vec::new();
+    }
+    let kinds = ["FUNCTION", "PROCEDURE"];
+    routines
+        .iter()
+        .filter(|routine| kinds.contains(&routine.kind.as_str()))
+        .map(|routine| {
+            let name = format!("{}.{}", quote_ident(&routine.database), quote_ident(&routine.name));
+            format!("GRANT EXECUTE ON {} {name} TO {}", routine.kind, account(user))
+        })
+        .collect()
 }
 
 async fn master(target: &Target, counters: &Counters) -> Result<Conn, EngineError> {
@@ -164,24 +197,34 @@ pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &
 }
 
 pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
+    let failed_all = |error: DbError| roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect();
     let mut conn = match master(target, counters).await {
         Ok(conn) => conn,
-        Err(error) => {
-            let failed = DbError { message: error.to_string(), transient: error.is_transient() };
-            return roles.iter().map(|_| Grants { failed: vec![failed.clone()], skipped: Vec::new() }).collect();
-        }
+        Err(error) => return failed_all(DbError { message: error.to_string(), transient: error.is_transient() }),
+    };
+    let routines = match invoker_routines(&mut conn, survey, counters).await {
+        Ok(routines) => routines,
+        Err(error) => return failed_all(error.context("listing routines")),
     };
     let mut grants = Vec::new();
     for role in roles {
         let statement =
             |db: &String| format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(&role.user));
-        let sql: Vec<String> = survey.databases.iter().map(statement).collect();
+        let mut sql: Vec<String> = match database_wide_execute(&mut conn, &role.user, counters).await {
+            Ok(revokes) => revokes,
+            Err(error) => {
+                grants.push(Grants { failed: vec![error.context("reading privileges")], skipped: survey.skipped.clone() });
+                continue;
+            }
+        };
+        sql.extend(survey.databases.iter().map(statement));
+        sql.extend(routine_grants(role.level, &role.user, &routines));
         let mut failed = Vec::new();
-        // One round trip per role; if it fails, each database on its own, to name those that fail.
+        // One round trip per role; if it fails, each statement on its own, to name those that fail.
         if run(&mut conn, target, &sql, counters).await.is_err() {
-            for (db, statement) in survey.databases.iter().zip(&sql) {
+            for statement in &sql {
                 if let Err(error) = run(&mut conn, target, std::slice::from_ref(statement), counters).await {
-                    failed.push(error.context(format!("database {db}")));
+                    failed.push(error.context(statement));
                 }
             }
         }
@@ -189,6 +232,37 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
     }
     let _ = conn.disconnect().await; // safe: the work is committed; a failed goodbye changes nothing
     grants
+}
+
+/// The `SQL SECURITY INVOKER` routines of the survey's databases.
+async fn invoker_routines(conn: &mut Conn, survey: &Survey, counters: &Counters) -> Result<Vec<Routine>, DbError> {
+    counters.sent(1);
+    let rows: Vec<(String, String, String)> = conn
+        .query(
+            "SELECT routine_schema, routine_name, routine_type FROM information_schema.routines \
+             WHERE security_type = 'INVOKER' ORDER BY 1, 2",
+        )
+        .await
+        .map_err(|e| DbError::from_mysql(&e))?;
+    Ok(rows
+        .into_iter()
+        .filter(|(database, _, _)| survey.databases.contains(database))
+        .map(|(database, name, kind)| Routine { database, name, kind })
+        .collect())
+}
+
+/// REVOKEs of a database-wide EXECUTE (which earlier dbroles granted `rw` and `ddl`).
+async fn database_wide_execute(conn: &mut Conn, user: &str, counters: &Counters) -> Result<Vec<String>, DbError> {
+    counters.sent(1);
+    let databases: Vec<String> = conn
+        .exec(
+            "SELECT DISTINCT table_schema FROM information_schema.schema_privileges \
+             WHERE grantee = ? AND privilege_type = 'EXECUTE'",
+            (account(user),),
+        )
+        .await
+        .map_err(|e| DbError::from_mysql(&e))?;
+    Ok(databases.iter().map(|db| format!("REVOKE EXECUTE ON {}.* FROM {}", quote_ident(db), account(user))).collect())
 }
 
 pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {

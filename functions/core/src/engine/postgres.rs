@@ -41,6 +41,15 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// The startup options of every session dbroles opens. The `search_path` is
+/// pinned to the catalog: startup options win over `ALTER DATABASE` and `ALTER
+/// ROLE` settings, so no schema a database's users or owner control is ever
+/// searched for a function, operator, type or cast the master's statements name.
+/// libpq splits options on spaces: the path has none.
+pub fn session_options(statement_timeout: std::time::Duration) -> String {
+    format!("-c statement_timeout={} -c search_path=pg_catalog,pg_temp", statement_timeout.as_millis())
+}
+
 /// Connects to one database; the message names the host and user, never the password.
 pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString, db: &str) -> Result<Client, DbError> {
     let mut config = Config::new();
@@ -52,7 +61,7 @@ pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString
         .dbname(db)
         .application_name("dbroles")
         .connect_timeout(target.connect_timeout)
-        .options(format!("-c statement_timeout={}", target.statement_timeout.as_millis()));
+        .options(session_options(target.statement_timeout));
     let where_ = || format!("connecting to {}:{} as {user} (database {db})", target.host, target.port);
     let tls = target.tls.client_config().map_err(|e| DbError::permanent(format!("{}: {e}", where_())))?;
     let connect = async {
@@ -104,16 +113,17 @@ fn failed(target: &Target, what: &str) -> impl Fn(tokio_postgres::Error) -> Engi
 pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Counters) -> Result<Survey, EngineError> {
     let client = master(target, "postgres", counters).await?;
     let master_is_superuser: bool = client
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user", &[])
         .await
         .map_err(failed(target, "reading the master's attributes"))?
         .get(0);
     let mut survey = Survey { master_is_superuser, ..Survey::default() };
     let databases = client
         .query(
-            "SELECT datname::text, has_database_privilege(oid, 'CONNECT'), \
-             has_database_privilege(oid, 'CONNECT WITH GRANT OPTION'), has_database_privilege('public', oid, 'CONNECT') \
-             FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
+            "SELECT datname::pg_catalog.text, pg_catalog.has_database_privilege(oid, 'CONNECT'), \
+             pg_catalog.has_database_privilege(oid, 'CONNECT WITH GRANT OPTION'), \
+             pg_catalog.has_database_privilege('public', oid, 'CONNECT') \
+             FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
             &[],
         )
         .await
@@ -141,10 +151,13 @@ async fn existing_roles(client: &Client, target: &Target, roles: &[RoleSpec]) ->
     let names: Vec<&str> = roles.iter().map(|role| role.user.as_str()).collect();
     let rows = client
         .query(
-            "SELECT r.rolname::text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls, \
-             coalesce(r.rolvaliduntil <> 'infinity', false), coalesce(shobj_description(r.oid, 'pg_authid'), ''), \
-             ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid) \
-             FROM pg_roles r WHERE r.rolname = ANY($1)",
+            "SELECT r.rolname::pg_catalog.text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls, \
+             coalesce(r.rolvaliduntil OPERATOR(pg_catalog.<>) 'infinity', false), \
+             coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''), \
+             ARRAY(SELECT g.rolname::pg_catalog.text FROM pg_catalog.pg_auth_members m \
+                   JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
+                   WHERE m.member OPERATOR(pg_catalog.=) r.oid) \
+             FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) ANY($1)",
             &[&names],
         )
         .await
@@ -286,14 +299,19 @@ pub struct Grantable {
 }
 
 async fn grantable(client: &Client, connect: bool) -> Result<Grantable, tokio_postgres::Error> {
+    // Every function, operator, type and table is named in `pg_catalog`, as a
+    // second line of defence behind the pinned `search_path` ([`session_options`]).
     let schemas = client
         .query(
-            "SELECT n.nspname::text, has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION'), \
-             has_schema_privilege(n.oid, 'CREATE WITH GRANT OPTION'), \
-             (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
-              AND NOT pg_has_role(c.relowner, 'USAGE')) \
-             FROM pg_namespace n WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
-             AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' ORDER BY 1",
+            "SELECT n.nspname::pg_catalog.text, pg_catalog.has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION'), \
+             pg_catalog.has_schema_privilege(n.oid, 'CREATE WITH GRANT OPTION'), \
+             (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid \
+              AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,m,f,S}'::pg_catalog.\"char\"[]) \
+              AND NOT pg_catalog.pg_has_role(c.relowner, 'USAGE')) \
+             FROM pg_catalog.pg_namespace n \
+             WHERE NOT (n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema,pg_toast}'::pg_catalog.name[])) \
+             AND NOT (n.nspname OPERATOR(pg_catalog.~~) 'pg\\_temp\\_%'::pg_catalog.text) \
+             AND NOT (n.nspname OPERATOR(pg_catalog.~~) 'pg\\_toast\\_temp\\_%'::pg_catalog.text) ORDER BY 1",
             &[],
         )
         .await?
@@ -301,24 +319,34 @@ async fn grantable(client: &Client, connect: bool) -> Result<Grantable, tokio_po
         .map(|row| Schema { name: row.get(0), usage: row.get(1), create: row.get(2), foreign: row.get(3) })
         .collect::<Vec<_>>();
     let usable: Vec<&str> = schemas.iter().filter(|s| s.usage).map(|s| s.name.as_str()).collect();
-    // The relations the master may grant on: those of roles whose rights it holds (its own).
+    // The relations the master may grant on: those of roles whose rights it holds
+    // (its own), named schema-qualified and quoted whatever the path.
     let relations = client
         .query(
-            "SELECT c.oid::regclass::text, c.relkind = 'S' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND pg_has_role(c.relowner, 'USAGE') \
-             ORDER BY 1",
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind OPERATOR(pg_catalog.=) 'S' \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+             WHERE n.nspname::pg_catalog.text OPERATOR(pg_catalog.=) ANY($1) \
+             AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,m,f,S}'::pg_catalog.\"char\"[]) \
+             AND pg_catalog.pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
             &[&usable],
         )
         .await?;
     let (sequences, tables): (Vec<_>, Vec<_>) = relations.iter().partition(|row| row.get::<_, bool>(1));
     let name = |row: &&tokio_postgres::Row| row.get::<_, String>(0);
+    // Functions of no extension, that run as their caller (a SECURITY DEFINER
+    // function would lend its owner's rights), that only those granted may execute.
+    // `regprocedure` prints them schema-qualified under the pinned path.
     let functions = client
         .query(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p') \
-             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') \
-             AND has_function_privilege(p.oid, 'EXECUTE WITH GRANT OPTION') \
-             AND NOT has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1",
+            "SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text \
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+             WHERE n.nspname::pg_catalog.text OPERATOR(pg_catalog.=) ANY($1) \
+             AND p.prokind OPERATOR(pg_catalog.=) ANY ('{f,p}'::pg_catalog.\"char\"[]) AND NOT p.prosecdef \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                 WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
+                 AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e') \
+             AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE WITH GRANT OPTION') \
+             AND NOT pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1",
             &[&usable],
         )
         .await?

@@ -45,9 +45,30 @@ pub struct LocalInstance {
     pub db_name: Option<String>,
     #[serde(default)]
     pub tags: Vec<DbTag>,
+    /// The server's immutable id, as RDS's `DbiResourceId`; by default one derived
+    /// from the ARN. Give another to play an instance deleted and created again.
+    #[serde(default)]
+    pub resource_id: Option<String>,
 }
 
 impl LocalInstance {
+    /// The instance tagged `dbroles:org=<org>`: in the home account, what an
+    /// organisation's first job on it needs.
+    pub fn tagged_for(mut self, org: &str) -> Self {
+        self.tags.retain(|tag| tag.key != crate::accounts::ORG_TAG);
+        self.tags.push(DbTag { key: crate::accounts::ORG_TAG.into(), value: org.into() });
+        self
+    }
+
+    /// The resource id: the one given, or `db-` and 26 characters derived from the ARN.
+    pub fn resource_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        self.resource_id.clone().unwrap_or_else(|| {
+            let digest = hex::encode_upper(Sha256::digest(format!("dbroles/local-resource/{}", self.arn).as_bytes()));
+            format!("db-{}", &digest[..26])
+        })
+    }
+
     /// An instance on 127.0.0.1 whose master user has an empty password (the machine's trust set-up).
     pub fn on_loopback(arn: &str, engine: &str, port: u16, master_user: &str) -> Self {
         Self {
@@ -60,6 +81,7 @@ impl LocalInstance {
             master_password_env: None,
             db_name: None,
             tags: Vec::new(),
+            resource_id: None,
         }
     }
 }
@@ -85,6 +107,9 @@ pub struct LocalInventory {
     instances: Vec<LocalInstance>,
     roles: Vec<LocalRole>,
 }
+
+/// The organisation of the local server (`dbroles run`, `dbroles serve`).
+pub const LOCAL_ORG: &str = "local";
 
 /// The account of the local instances: the local deployment's own.
 pub const LOCAL_ACCOUNT: &str = "000000000000";
@@ -112,10 +137,15 @@ impl LocalInventory {
         Self { roles, ..self }
     }
 
-    /// The machine's PostgreSQL and MariaDB, as the local server knows them with no file.
+    /// The machine's PostgreSQL and MariaDB, as the local server knows them with
+    /// no file: tagged for the organisation [`LOCAL_ORG`], as the home account's
+    /// instances must be before an organisation's first job ([`crate::accounts::claim`]).
     pub fn defaults() -> Self {
         let local = |arn, engine, port, user| LocalInstance {
-            tags: vec![DbTag { key: "environment".into(), value: "local".into() }],
+            tags: vec![
+                DbTag { key: "environment".into(), value: "local".into() },
+                DbTag { key: crate::accounts::ORG_TAG.into(), value: LOCAL_ORG.into() },
+            ],
             ..LocalInstance::on_loopback(arn, engine, port, user)
         };
         Self {
@@ -199,6 +229,7 @@ impl Inventory for LocalInventory {
             vpc_id: None,
             cluster_arn: None,
             access: access.clone(),
+            resource_id: local.resource_id(),
         }))
     }
 

@@ -41,6 +41,10 @@ pub struct Instance {
     /// How it was reached: later calls on the instance go the same way.
     #[serde(default)]
     pub access: Access,
+    /// The database server's immutable id: the instance's `DbiResourceId`, or its
+    /// Aurora cluster's `DbClusterResourceId` (for the cluster and its instances alike).
+    #[serde(default)]
+    pub resource_id: String,
 }
 
 impl Instance {

@@ -33,6 +33,17 @@ impl Clients {
     }
 }
 
+/// `home` acting as `role_arn`, assumed with `external_id`.
+pub async fn assumed(home: &SdkConfig, role_arn: &str, external_id: &str) -> SdkConfig {
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name("dbroles")
+        .external_id(external_id)
+        .configure(home)
+        .build()
+        .await;
+    home.to_builder().credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider)).build()
+}
+
 pub struct RdsInventory {
     config: SdkConfig,
     home: Clients,
@@ -137,17 +148,7 @@ impl RdsInventory {
                 ))),
             };
         };
-        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-            .session_name("dbroles")
-            .external_id(&access.external_id)
-            .configure(&self.config)
-            .build()
-            .await;
-        Ok(self
-            .config
-            .to_builder()
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
-            .build())
+        Ok(assumed(&self.config, role_arn, &access.external_id).await)
     }
 
     /// `<prefix><account>/<region>/<server id>/master`: one per database server, whatever the account.
@@ -171,6 +172,14 @@ impl RdsInventory {
         let endpoint_host = endpoint.and_then(|e| e.address()).unwrap_or_default().to_string();
         let endpoint_port = endpoint.and_then(|e| e.port()).unwrap_or_default() as u16;
         let (host, port) = self.endpoint(&endpoint_host, endpoint_port);
+        // An Aurora instance's server is its cluster, whose resource id it carries.
+        let resource_id = match db.db_cluster_identifier() {
+            Some(cluster) => match rds.describe_db_clusters().db_cluster_identifier(cluster).send().await {
+                Ok(out) => out.db_clusters().first().and_then(|c| c.db_cluster_resource_id()).unwrap_or_default().to_string(),
+                Err(e) => return Err(classify("DescribeDBClusters", e)),
+            },
+            None => db.dbi_resource_id().unwrap_or_default().to_string(),
+        };
         Ok(Some(Instance {
             arn: db.db_instance_arn().unwrap_or(arn.as_str()).to_string(),
             kind: ArnKind::Db,
@@ -196,6 +205,7 @@ impl RdsInventory {
                 .db_cluster_identifier()
                 .map(|cluster| format!("arn:{}:rds:{}:{}:cluster:{cluster}", arn.partition, arn.region, arn.account)),
             access: access.clone(),
+            resource_id,
         }))
     }
 
@@ -244,6 +254,7 @@ impl RdsInventory {
             vpc_id,
             cluster_arn: None,
             access: access.clone(),
+            resource_id: cluster.db_cluster_resource_id().unwrap_or_default().to_string(),
         }))
     }
 }

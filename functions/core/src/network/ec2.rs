@@ -19,11 +19,18 @@ fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     crate::aws::classify(action, error, [NetworkError::AccessDenied, NetworkError::Unavailable, NetworkError::Failed])
 }
 
+/// Works in the account of the instance it is given: the deployment's own, or
+/// another through the role its organisation registered (the instance's `access`).
 pub struct Ec2Network {
-    pub ec2: aws_sdk_ec2::Client,
-    pub rds: aws_sdk_rds::Client,
+    pub home: aws_config::SdkConfig,
     /// The provision function's security groups (`DBROLES_PROVISION_SECURITY_GROUPS`), admitted too.
     pub admit: Vec<String>,
+}
+
+/// The EC2 and RDS clients of one account.
+struct Clients {
+    ec2: aws_sdk_ec2::Client,
+    rds: aws_sdk_rds::Client,
 }
 
 /// Who a rule lets in.
@@ -33,6 +40,17 @@ enum Source<'a> {
 }
 
 impl Ec2Network {
+    /// The clients of the instance's account, acting as the job's organisation may there.
+    async fn clients(&self, instance: &Instance) -> Clients {
+        let config = match &instance.access.role_arn {
+            None => self.home.clone(),
+            Some(role_arn) => crate::inventory::rds::assumed(&self.home, role_arn, &instance.access.external_id).await,
+        };
+        Clients { ec2: aws_sdk_ec2::Client::new(&config), rds: aws_sdk_rds::Client::new(&config) }
+    }
+}
+
+impl Clients {
     async fn group(&self, name: &str, vpc: &str, instance: &Instance) -> Result<String, NetworkError> {
         let found = self
             .ec2
@@ -124,13 +142,14 @@ impl Network for Ec2Network {
     async fn open(&self, instance: &Instance, cidr: &str) -> Result<String, NetworkError> {
         let cidr: ipnet::IpNet = cidr.parse().map_err(|_| NetworkError::InvalidCidr(cidr.to_string()))?;
         let vpc = instance.vpc_id.as_deref().ok_or_else(|| NetworkError::NoVpc(instance.identifier.clone()))?;
-        let group = self.group(&format!("dbroles-{}", instance.identifier), vpc, instance).await?;
+        let clients = self.clients(instance).await;
+        let group = clients.group(&format!("dbroles-{}", instance.identifier), vpc, instance).await?;
         // The port the group guards is the instance's own, whatever a test or tunnel connects to.
-        self.authorize(&group, instance.endpoint_port, Source::Cidr(&cidr)).await?;
+        clients.authorize(&group, instance.endpoint_port, Source::Cidr(&cidr)).await?;
         for admitted in &self.admit {
-            self.authorize(&group, instance.endpoint_port, Source::Group(admitted)).await?;
+            clients.authorize(&group, instance.endpoint_port, Source::Group(admitted)).await?;
         }
-        self.attach(instance, &group).await?;
+        clients.attach(instance, &group).await?;
         Ok(group)
     }
 }

@@ -86,15 +86,16 @@ impl Webhook {
                 Ok(response) => {
                     let code = response.status();
                     last.status_code = Some(code.as_u16());
-                    last.message = format!("{} answered HTTP {code}", self.url);
+                    // The URL is the deployment's and may carry a token: no message names it.
+                    last.message = format!("the webhook answered HTTP {code}");
                     if !(code.is_server_error() || code == reqwest::StatusCode::TOO_MANY_REQUESTS) {
                         return last;
                     }
                 }
                 Err(error) => {
                     last.status_code = None;
-                    last.message =
-                        format!("{}: {}", self.url, if error.is_timeout() { "timed out".to_string() } else { error.to_string() });
+                    let why = if error.is_timeout() { "timed out".to_string() } else { error.without_url().to_string() };
+                    last.message = format!("the webhook: {why}");
                 }
             }
             if attempt < self.attempts {

@@ -172,7 +172,7 @@ impl From<JobError> for StepError {
         match error {
             JobError::Store(source) => source.into(),
             JobError::NotFound(_) | JobError::Finished(_) => Self::new(ErrorType::JobNotRunning, error.to_string()),
-            JobError::UnknownInstance(_) => Self::new(ErrorType::InstanceNotFound, error.to_string()),
+            JobError::UnknownInstance(_) | JobError::Replaced(_) => Self::new(ErrorType::InstanceNotFound, error.to_string()),
             JobError::Inventory(source) => source.into(),
             other => Self::new(ErrorType::ProvisioningFailed, other.to_string()),
         }

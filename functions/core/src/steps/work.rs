@@ -41,12 +41,22 @@ fn access(record: &JobRecord) -> Result<&Access, StepError> {
     })
 }
 
+/// The job's instance, as long as it is the server the job was created for: one
+/// deleted and created again under the same ARN is another server, perhaps another's.
 async fn instance(deps: &Deps, record: &JobRecord) -> Result<Instance, StepError> {
     let arn = record.request.instance_arn();
-    deps.inventory
+    let instance = deps
+        .inventory
         .describe(&arn, access(record)?)
         .await?
-        .ok_or_else(|| StepError::new(ErrorType::InstanceNotFound, format!("no instance or cluster {arn} was found")))
+        .ok_or_else(|| StepError::new(ErrorType::InstanceNotFound, format!("no instance or cluster {arn} was found")))?;
+    match record.resource_id.as_deref() {
+        Some(id) if id != instance.resource_id => Err(StepError::new(
+            ErrorType::InstanceNotFound,
+            format!("{arn} was deleted and created again since the job started (it is another server now)"),
+        )),
+        _ => Ok(instance),
+    }
 }
 
 /// The store for this job's credentials: the Vault folder it names (in the
@@ -86,11 +96,7 @@ pub async fn resolve(deps: &Deps, mut state: State) -> Result<State, StepError> 
     Ok(state)
 }
 
-/// The tag that names an instance's organisation: in the deployment's own
-/// account, dbroles changes (security groups, master password) only instances
-/// tagged with the job's organisation. The IAM policy allows the changes only on
-/// instances that carry it; elsewhere the registered role decides.
-pub const ORG_TAG: &str = "dbroles:org";
+use crate::accounts::ORG_TAG;
 
 fn may_change(record: &JobRecord, instance: &Instance, what: &str) -> Result<(), StepError> {
     let home = access(record)?.role_arn.is_none();
@@ -251,25 +257,27 @@ const CONNECTION_KEYS: [(&str, &str); 5] =
 pub const DB_ARN_TAG: &str = "hoop.dev/aws-connect.dbarn";
 
 /// A connection's secret as hoop.dev's agents read it, every value base64: references
-/// into the store (`_aws:<secret>:<key>`, `_vaultkv2:...`), or the values for the `database` provider.
+/// into the store (`_aws:<secret>:<key>`, `_vaultkv2:...`). For the `database`
+/// provider the values, but the password only as a reference
+/// (`_dbroles:<secret>:PASSWORD`): the resource item is not sealed as the
+/// credentials are, and the API function may read it, so no password is copied there.
 async fn connection_secret(secrets: &dyn SecretStore, secret_ref: &SecretRef) -> Result<BTreeMap<String, String>, StepError> {
     use base64::Engine as _;
     let encode = |value: &str| base64::engine::general_purpose::STANDARD.encode(value);
     let secret_id = secrets.secret_id(secret_ref);
-    let reference = |scheme: &str| {
-        CONNECTION_KEYS.iter().map(|(name, key)| (name.to_string(), encode(&format!("{scheme}:{secret_id}:{key}")))).collect()
-    };
+    let reference = |scheme: &str, key: &str| encode(&format!("{scheme}:{secret_id}:{key}"));
+    let all = |scheme: &str| CONNECTION_KEYS.iter().map(|(name, key)| (name.to_string(), reference(scheme, key))).collect();
     match secrets.provider() {
-        SecretsProvider::AwsSecretsManager => Ok(reference("_aws")),
-        SecretsProvider::Vault => Ok(reference("_vaultkv2")),
+        SecretsProvider::AwsSecretsManager => Ok(all("_aws")),
+        SecretsProvider::Vault => Ok(all("_vaultkv2")),
         SecretsProvider::Database => {
-            use secrecy::ExposeSecret;
             let credentials = secrets.read(&secret_id).await?.ok_or_else(|| {
                 StepError::new(ErrorType::ProvisioningFailed, format!("no stored credentials for {}", secret_ref.user))
             })?;
             let port = credentials.port.to_string();
-            let values = [&credentials.host, &port, &credentials.user, credentials.password.expose_secret(), &credentials.db];
-            Ok(CONNECTION_KEYS.iter().zip(values).map(|((name, _), value)| (name.to_string(), encode(value))).collect())
+            let password = reference("_dbroles", "PASSWORD");
+            let values = [encode(&credentials.host), encode(&port), encode(&credentials.user), password, encode(&credentials.db)];
+            Ok(CONNECTION_KEYS.iter().zip(values).map(|((name, _), value)| (name.to_string(), value)).collect())
         }
     }
 }

@@ -3,12 +3,13 @@
 //! | item | `PK` | `SK` | other attributes |
 //! | --- | --- | --- | --- |
 //! | job | `ORG#<org>` | `JOB#<id>` | `GSI1PK` = `ORG#<org>#JOBS`, `GSI1SK` = `<created ms, 13 digits>#<id>`, `phase`, `db_arn`, `db_engine`, `fleet_job_id` (a fleet job's), `record` (JSON), `expires_at` once finished |
-//! | database server lock | `LOCK#<server arn>` | `LOCK` | `job_id`, `org`, `lease_until` (epoch seconds) |
+//! | database server lock | `LOCK#<server arn>` | `LOCK` | `job_id`, `org`, `lease_until` (epoch seconds), `GSI1PK` = `LOCKS`, `GSI1SK` = `<server arn>` |
 //! | idempotency key | `ORG#<org>` | `IDEM#<key>` | `job_id`, `body_hash`, `expires_at` (24 h) |
 //! | resource | `ORG#<org>` | `RES#<name>` | `record` (JSON) |
 //! | registered account | `ACCOUNT#<account id>` | `ORG#<org>` | `GSI1PK` = `ORG#<org>#ACCOUNTS`, `GSI1SK` = `<account id>`, `record` (JSON) |
 //! | credential (`database` provider) | `CRED#<org>/<id>` | `CRED` | `value` |
 //! | provisioned instance | `PROVISIONED` | `<org>#<db arn>` | `record` (JSON) |
+//! | database server's owner | `OWNER#<resource id>` | `OWNER` | `org`, `record` (JSON): written once, if absent |
 //! | fleet job | `ORG#<org>` | `FLEET#<id>` | `GSI1PK` = `ORG#<org>#FLEETS`, `GSI1SK` = `<created ms>#<id>`, `phase`, `record` (JSON), `not_started` (a list, appended to), `expires_at` once finished |
 //!
 //! - `GSI1` (`GSI1PK`, `GSI1SK`, all attributes) lists an organisation's jobs
@@ -38,6 +39,9 @@ use aws_sdk_dynamodb::Client;
 use super::*;
 
 pub const GSI1: &str = "GSI1";
+
+/// The `GSI1PK` of every database server lock.
+const LOCKS: &str = "LOCKS";
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -239,6 +243,9 @@ impl DynamoStore {
             ("job_id".into(), s(&job.id)),
             ("org".into(), s(&job.org_id)),
             ("lease_until".into(), n(new.lease_until.0.timestamp())),
+            // Listed together for the sweeper.
+            ("GSI1PK".into(), s(LOCKS)),
+            ("GSI1SK".into(), s(new.record.lock_key())),
         ]);
         let lock = Put::builder()
             .table_name(&self.table)
@@ -501,7 +508,7 @@ impl JobStore for DynamoStore {
                     .set_expression_attribute_names(names.clone())
                     .set_expression_attribute_values(Some(values.clone()))
                     .scan_index_forward(false)
-                    .limit((query.skip + query.limit + 1).min(1000) as i32)
+                    .limit(query.skip.saturating_add(query.limit).saturating_add(1).clamp(1, 1000) as i32)
             },
             |item| {
                 if skip > 0 {
@@ -596,6 +603,25 @@ impl JobStore for DynamoStore {
     async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>> {
         let item = self.get_item("PROVISIONED".into(), format!("{org}#{db_arn}")).await?;
         item.as_ref().and_then(|item| get_s(item, "record")).map(from_json).transpose()
+    }
+
+    async fn locks(&self) -> StoreResult<Vec<ServerLock>> {
+        let mut locks = Vec::new();
+        self.query_all(
+            None,
+            |query| query.index_name(GSI1).key_condition_expression("GSI1PK = :pk").expression_attribute_values(":pk", s(LOCKS)),
+            |item| {
+                locks.push(ServerLock {
+                    server: get_s(&item, "GSI1SK").unwrap_or_default().to_string(),
+                    org: get_s(&item, "org").unwrap_or_default().to_string(),
+                    job_id: get_s(&item, "job_id").unwrap_or_default().to_string(),
+                    lease_until: Timestamp::from_epoch(get_n(&item, "lease_until").unwrap_or_default()),
+                });
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(locks)
     }
 }
 
@@ -897,6 +923,24 @@ impl AccountStore for DynamoStore {
             true => Ok(()),
             false => Err(StoreError::NotFound),
         }
+    }
+
+    async fn claim_server(&self, owner: &ServerOwner) -> StoreResult<ServerOwner> {
+        let mut item = Self::key(format!("OWNER#{}", owner.resource_id), "OWNER".into());
+        item.extend([("org".into(), s(&owner.org_id)), ("record".into(), s(to_json(owner)))]);
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        match applied(put.condition_expression("attribute_not_exists(PK)").send().await)? {
+            true => Ok(owner.clone()),
+            false => self
+                .server_owner(&owner.resource_id)
+                .await?
+                .ok_or(StoreError::Unavailable("DynamoDB: a server's owner was claimed and is gone".into())),
+        }
+    }
+
+    async fn server_owner(&self, resource_id: &str) -> StoreResult<Option<ServerOwner>> {
+        let item = self.get_item(format!("OWNER#{resource_id}"), "OWNER".into()).await?;
+        item.as_ref().and_then(|item| get_s(item, "record")).map(from_json).transpose()
     }
 }
 

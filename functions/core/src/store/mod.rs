@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::Account;
+use crate::accounts::{Account, ServerOwner};
 use crate::fleet::{FleetRecord, NotStarted};
 use crate::job::{Job, JobRecord, Phase, Timestamp};
 use crate::request::CreateJobRequest;
@@ -108,12 +108,25 @@ impl JobStats {
     }
 }
 
+/// A database server's lock, as the sweeper lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerLock {
+    pub server: String,
+    pub org: String,
+    pub job_id: String,
+    pub lease_until: Timestamp,
+}
+
 /// An instance dbroles has provisioned, for the rotation schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provisioned {
     pub org: String,
     pub db_arn: String,
     pub request: CreateJobRequest,
+    /// The server's immutable id when it was provisioned: an instance created
+    /// again under the same ARN is not rotated with these records.
+    #[serde(default)]
+    pub resource_id: Option<String>,
 }
 
 /// A job store keeps one lock per database server ([`JobRecord::lock_key`]),
@@ -151,6 +164,8 @@ pub trait JobStore: Send + Sync {
     async fn provisioned(&self) -> StoreResult<Vec<Provisioned>>;
     /// One organisation's provisioned instance, if dbroles provisioned it.
     async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>>;
+    /// Every database server's lock, whoever holds it: the sweeper's round.
+    async fn locks(&self) -> StoreResult<Vec<ServerLock>>;
 }
 
 #[async_trait]
@@ -195,6 +210,9 @@ pub trait AccountStore: Send + Sync {
     async fn registrations(&self, account_id: &str) -> StoreResult<Vec<Account>>;
     /// `NotFound` if there was none.
     async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<()>;
+    /// Records `owner` as the server's owner unless it has one: the owner either way.
+    async fn claim_server(&self, owner: &ServerOwner) -> StoreResult<ServerOwner>;
+    async fn server_owner(&self, resource_id: &str) -> StoreResult<Option<ServerOwner>>;
 }
 
 /// The `database` credentials provider: secret values kept by dbroles itself.
@@ -216,26 +234,45 @@ pub(crate) fn sort_bounds(query: &JobQuery) -> (String, String) {
     (low, high)
 }
 
-/// An opaque paging token: the organisation and the last key handed out.
+/// An opaque paging token: the organisation, the last key handed out, and the
+/// listing's total, counted once, on its first page.
 #[derive(Serialize, Deserialize)]
 struct Token {
     o: String,
     k: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<u64>,
+}
+
+fn encode(token: &Token) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default())
+}
+
+fn decode(org: &str, token: &str) -> StoreResult<Token> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| StoreError::BadToken)?;
+    let token: Token = serde_json::from_slice(&bytes).map_err(|_| StoreError::BadToken)?;
+    match token.o == org {
+        true => Ok(token),
+        false => Err(StoreError::BadToken),
+    }
 }
 
 pub(crate) fn encode_token(org: &str, key: &str) -> String {
-    let json = serde_json::to_vec(&Token { o: org.to_string(), k: key.to_string() }).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    encode(&Token { o: org.to_string(), k: key.to_string(), n: None })
 }
 
 pub(crate) fn decode_token(org: &str, token: &str) -> StoreResult<String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| StoreError::BadToken)?;
-    let token: Token = serde_json::from_slice(&bytes).map_err(|_| StoreError::BadToken)?;
-    if token.o == org {
-        Ok(token.k)
-    } else {
-        Err(StoreError::BadToken)
-    }
+    decode(org, token).map(|token| token.k)
+}
+
+/// The listing's total a token carries, if it was counted.
+pub fn token_total(org: &str, token: &str) -> StoreResult<Option<u64>> {
+    decode(org, token).map(|token| token.n)
+}
+
+/// `token` carrying the listing's total, so later pages need not count again.
+pub fn with_total(org: &str, token: &str, total: u64) -> StoreResult<String> {
+    decode(org, token).map(|token| encode(&Token { n: Some(total), ..token }))
 }
 
 /// A fleet job's sort key in its organisation's listing: creation time, then id.

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     org TEXT NOT NULL, key TEXT NOT NULL, job_id TEXT NOT NULL, body_hash TEXT NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (org, key));
 CREATE TABLE IF NOT EXISTS resources (org TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (org, name));
+CREATE TABLE IF NOT EXISTS server_owners (resource_id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS credentials (id TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS provisioned (org TEXT NOT NULL, db_arn TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (org, db_arn));
 ";
@@ -341,6 +342,25 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+
+    async fn locks(&self) -> StoreResult<Vec<ServerLock>> {
+        self.with(move |conn| {
+            let mut statement =
+                conn.prepare("SELECT server, org, job_id, lease_until FROM server_locks ORDER BY server").map_err(unavailable)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok(ServerLock {
+                        server: row.get(0)?,
+                        org: row.get(1)?,
+                        job_id: row.get(2)?,
+                        lease_until: Timestamp::from_epoch(row.get(3)?),
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
 }
 
 /// A fleet job row's record, with its not-started notes.
@@ -630,6 +650,36 @@ impl AccountStore for SqliteStore {
                 Ok(_) => Ok(()),
                 Err(error) => Err(unavailable(error)),
             }
+        })
+        .await
+    }
+
+    async fn claim_server(&self, owner: &ServerOwner) -> StoreResult<ServerOwner> {
+        let owner = owner.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO server_owners (resource_id, record) VALUES (?1, ?2)",
+                params![owner.resource_id, to_json(&owner)],
+            )
+            .map_err(unavailable)?;
+            let record: String = conn
+                .query_row("SELECT record FROM server_owners WHERE resource_id = ?1", params![owner.resource_id], |row| {
+                    row.get(0)
+                })
+                .map_err(unavailable)?;
+            from_json(&record)
+        })
+        .await
+    }
+
+    async fn server_owner(&self, resource_id: &str) -> StoreResult<Option<ServerOwner>> {
+        let resource_id = resource_id.to_string();
+        self.with(move |conn| {
+            let record: Option<String> = conn
+                .query_row("SELECT record FROM server_owners WHERE resource_id = ?1", params![resource_id], |row| row.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            record.map(|text| from_json(&text)).transpose()
         })
         .await
     }

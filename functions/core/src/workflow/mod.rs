@@ -36,6 +36,17 @@ pub trait Workflow: Send + Sync {
     /// is reported as any other's (the status-change rule, or the local executor),
     /// which releases the job's lock.
     async fn stop(&self, execution: &str, cause: &str) -> Result<(), WorkflowError>;
+    /// Whether an execution runs, has ended, or does not exist (never started,
+    /// or lost with the process that ran it).
+    async fn execution_state(&self, execution: &str) -> Result<ExecutionState, WorkflowError>;
+}
+
+/// What [`Workflow::execution_state`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionState {
+    Running,
+    Ended,
+    Missing,
 }
 
 /// The workflow engine refused or could not be reached.
@@ -111,6 +122,15 @@ impl Workflow for StepFunctions {
         match stopped {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_execution_does_not_exist()) => Ok(()),
             other => other.map_err(|e| WorkflowError(crate::aws::describe(&e))),
+        }
+    }
+
+    async fn execution_state(&self, execution: &str) -> Result<ExecutionState, WorkflowError> {
+        match self.client.describe_execution().execution_arn(execution).send().await {
+            Ok(out) if out.status == aws_sdk_sfn::types::ExecutionStatus::Running => Ok(ExecutionState::Running),
+            Ok(_) => Ok(ExecutionState::Ended),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_execution_does_not_exist()) => Ok(ExecutionState::Missing),
+            Err(e) => Err(WorkflowError(crate::aws::describe(&e))),
         }
     }
 }
@@ -217,12 +237,15 @@ async fn execute_fleet(
 
 #[async_trait]
 impl Workflow for Local {
+    /// `local:<pid>:<job id>`: the process that runs it is part of the name, so
+    /// another process (a second `dbroles run`, a restarted `serve`) can tell
+    /// whether the execution still has a process behind it.
     fn execution_id(&self, job_id: &str) -> String {
-        format!("local:{job_id}")
+        format!("local:{}:{job_id}", std::process::id())
     }
 
     fn fleet_execution_id(&self, fleet_job_id: &str) -> Option<String> {
-        Some(format!("local:fleet:{fleet_job_id}"))
+        Some(format!("local:{}:fleet:{fleet_job_id}", std::process::id()))
     }
 
     async fn start(&self, record: &JobRecord) -> Result<(), WorkflowError> {
@@ -265,6 +288,26 @@ impl Workflow for Local {
             Input::Fleet(input) => self.repair_fleet(&input, &message).await,
         };
         released.map_err(|error| WorkflowError(format!("the stopped execution's job could not be released: {error}")))
+    }
+
+    /// This process's executions as its task table has them; another process's
+    /// run while that process lives (after a restart, every earlier one is missing).
+    async fn execution_state(&self, execution: &str) -> Result<ExecutionState, WorkflowError> {
+        let pid =
+            execution.strip_prefix("local:").and_then(|rest| rest.split(':').next()).and_then(|pid| pid.parse::<u32>().ok());
+        match pid {
+            Some(pid) if pid != std::process::id() => {
+                let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+                return Ok(if alive { ExecutionState::Running } else { ExecutionState::Missing });
+            }
+            _ => {}
+        }
+        let running = self.running.lock().expect("the task table is never poisoned");
+        Ok(match running.get(execution) {
+            Some(Running { task, .. }) if !task.is_finished() => ExecutionState::Running,
+            Some(_) => ExecutionState::Ended,
+            None => ExecutionState::Missing,
+        })
     }
 }
 
