@@ -92,6 +92,34 @@ async fn opening_the_network_keeps_one_group_per_instance_beside_the_instances_o
     assert_eq!(error.message, "aws.default_security_group.ingress_cidr: '10.40.0.0/33' is not a CIDR");
 }
 
+/// An instance in an account an organisation registered: its security group is
+/// made and attached there, through the registered role, never in the deployment's own account.
+#[tokio::test]
+async fn opening_the_network_of_another_accounts_instance_acts_in_that_account() {
+    let aws = aws_config(&moto_endpoint()).await;
+    let account = "222222222222";
+    let theirs = other_account(&aws, account).await;
+    let instance = moto_instance(&theirs, &unique("net-remote-"), "postgres", ("postgres", "x"), &[]).await;
+    let access = Access {
+        account: account.into(),
+        role_arn: Some(format!("arn:aws:iam::{account}:role/dbroles")),
+        external_id: external_id("acme"),
+    };
+    let described = RdsInventory::new(&aws, HashMap::new()).describe(&arn(&instance.arn), &access).await.unwrap().unwrap();
+    let network = Ec2Network { home: aws.clone(), admit: Vec::new() };
+    let group = network.open(&described, "10.40.0.0/16").await.unwrap();
+
+    let there = aws_sdk_ec2::Client::new(&theirs).describe_security_groups().group_ids(&group).send().await.unwrap();
+    assert_eq!(there.security_groups()[0].vpc_id(), Some(instance.vpc_id.as_str()), "made in the instance's account");
+    let here = aws_sdk_ec2::Client::new(&aws).describe_security_groups().group_ids(&group).send().await;
+    assert!(here.is_err(), "nothing was made in the deployment's own account");
+    let attached = aws_sdk_rds::Client::new(&theirs).describe_db_instances().db_instance_identifier(&instance.identifier);
+    let attached = attached.send().await.unwrap();
+    let groups: Vec<&str> =
+        attached.db_instances()[0].vpc_security_groups().iter().filter_map(|g| g.vpc_security_group_id()).collect();
+    assert_eq!(groups, [instance.app_group.as_str(), group.as_str()]);
+}
+
 /// RDS applying a new master password: the instance is `modifying` for a number of
 /// status checks, and the new password then works on the database.
 struct ApplyingRds {

@@ -11,10 +11,13 @@ use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::config::{Config, Settings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::TlsConfig;
+use dbroles_core::fleet::{self, ChildInput};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole};
 use dbroles_core::job::DbTag;
+use dbroles_core::job::Phase;
+use dbroles_core::jobs::{self, Naming};
 use dbroles_core::store::sqlite::SqliteStore;
-use dbroles_core::store::JobQuery;
+use dbroles_core::store::{JobQuery, Provisioned};
 use dbroles_core::triggers::{self, TriggerSettings};
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
@@ -428,4 +431,189 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     let (status, answer) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&writer_arn, json!({})))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+}
+
+/// A deployment on the embedded store over `instances` (in the local account,
+/// which A and B may use), whose executions are held.
+fn held_deployment(instances: Vec<LocalInstance>, org_concurrency: usize) -> (tempfile::TempDir, App, Arc<Held>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let settings = Settings {
+        accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None, ..Default::default() },
+        org_concurrency,
+        ..settings("hoop")
+    };
+    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
+    let workflow = Arc::new(Held::default());
+    (dir, App::new(&deps, workflow.clone()), workflow)
+}
+
+fn local_arn(name: &str) -> String {
+    format!("arn:aws:rds:us-east-1:000000000000:db:{name}")
+}
+
+/// Stores a job as `POST /dbroles/jobs` does, naming its execution, without starting it:
+/// what is left when the API dies between the two.
+async fn stored_not_started(app: &App, org: &str, arn: &str) -> String {
+    let request: dbroles_core::request::CreateJobRequest = serde_json::from_value(request(arn, json!({}))).unwrap();
+    let job_id = dbroles_core::job::new_id();
+    let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None, resource_id: None };
+    match jobs::create(app, org, "alice", request, None, Some(naming)).await.unwrap() {
+        jobs::Stored::New(record) => record.job.id,
+        jobs::Stored::Replayed(id) => panic!("replayed {id}"),
+    }
+}
+
+/// The sweeper, on either store: a job whose execution never started is failed
+/// and its server released; a running one is left alone; a lock whose job is gone is released.
+async fn the_sweeper_fails_what_never_started(app: &App, org: &str, arns: [&str; 3]) {
+    let [never, running, gone] = arns;
+    let orphan = stored_not_started(app, org, never).await;
+    let (status, created) = call_json(app, admin(org), "POST", "/dbroles/jobs", Some(request(running, json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let started = created["job_id"].as_str().unwrap().to_string();
+    // A finished job whose record is gone (expired, say) while its lock stayed.
+    let lost = stored_not_started(app, org, gone).await;
+    let mut record = app.jobs.get_job(org, &lost).await.unwrap().unwrap();
+    record.finish(Phase::Failed, "finished elsewhere");
+    assert!(app.jobs.finish_job(&record, app.settings.expiry()).await.unwrap());
+    app.jobs.delete_job(org, &lost).await.unwrap();
+
+    // Young jobs are left alone, their execution may be starting; a lock without a job is released at once.
+    let young = jobs::sweep(app, "swept", jobs::start_grace()).await.unwrap();
+    assert_eq!((young.failed, young.released), (Vec::new(), vec![gone.to_string()]));
+    let swept = jobs::sweep(app, "swept", chrono::Duration::zero()).await.unwrap();
+    assert_eq!((swept.failed, swept.released), (vec![orphan.clone()], Vec::new()));
+    let (_, job) = call_json(app, admin(org), "GET", &format!("/dbroles/jobs/{orphan}"), None).await;
+    assert_eq!(job["status"]["phase"], "failed");
+    assert_eq!(job["status"]["message"], "the job's execution never started or was lost: swept");
+    let (_, job) = call_json(app, admin(org), "GET", &format!("/dbroles/jobs/{started}"), None).await;
+    assert_eq!(job["status"]["phase"], "running", "a running execution's job is left alone");
+    let held: Vec<String> = app.jobs.locks().await.unwrap().into_iter().map(|lock| lock.server).collect();
+    assert_eq!(held, [running.to_string()], "only the running job's server is held");
+    // The released servers take new jobs.
+    for arn in [never, gone] {
+        let (status, answer) = call_json(app, admin(org), "POST", "/dbroles/jobs", Some(request(arn, json!({})))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{arn}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn on_the_embedded_store_the_sweeper_fails_what_never_started() {
+    let arns = [local_arn("never"), local_arn("running"), local_arn("gone")];
+    let instances = arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres").tagged_for(A)).collect();
+    let (_dir, app, _) = held_deployment(instances, 50);
+    the_sweeper_fails_what_never_started(&app, A, [&arns[0], &arns[1], &arns[2]]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_moto_the_sweeper_fails_what_never_started() {
+    let aws = aws_config(&moto_endpoint()).await;
+    let config = Config { settings: settings("hoop"), ..Config::new(unique("jobs-")) };
+    create_table(&aws, &config.table).await;
+    let deps = Deps::aws(&config, &aws).await.unwrap();
+    let app = App::new(&deps, Arc::new(Held::default()));
+    let mut arns = Vec::new();
+    for name in ["never-", "running-", "gone-"] {
+        arns.push(moto_instance(&aws, &unique(name), "postgres", ("postgres", "x"), &[]).await.arn);
+    }
+    the_sweeper_fails_what_never_started(&app, ORG, [&arns[0], &arns[1], &arns[2]]).await;
+}
+
+/// Locally an execution names the process running it: after a restart, those of
+/// a process that has ended are missing; those of a live one run.
+#[tokio::test]
+async fn a_local_execution_lives_as_long_as_its_process() {
+    let arns = [local_arn("dead"), local_arn("alive")];
+    let instances = arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres").tagged_for(A)).collect();
+    let (_dir, held, _) = held_deployment(instances, 50);
+    let app = App::new(&held.deps, Arc::new(Local::new(Executor::provision(0.01), held.deps.clone())));
+    let mut ids = Vec::new();
+    // Process 1 lives as long as the machine; no process has the largest pid Linux can give.
+    for (arn, pid) in arns.iter().zip([4_194_304u32, 1]) {
+        let request: dbroles_core::request::CreateJobRequest = serde_json::from_value(request(arn, json!({}))).unwrap();
+        let job_id = dbroles_core::job::new_id();
+        let naming = Naming { execution: Some(format!("local:{pid}:{job_id}")), job_id, fleet_job_id: None, resource_id: None };
+        jobs::create(&app, A, "alice", request, None, Some(naming)).await.unwrap();
+        ids.push(app.jobs.list_jobs(A, &JobQuery { limit: 1, ..Default::default() }).await.unwrap().items[0].id.clone());
+    }
+    let swept = jobs::sweep(&app, "the dbroles process running it ended", chrono::Duration::zero()).await.unwrap();
+    assert_eq!(swept.failed, [ids[0].clone()]);
+    let alive = app.jobs.get_job(A, &ids[1]).await.unwrap().unwrap();
+    assert!(alive.is_running());
+}
+
+/// Fair share: an organisation with as many jobs running as the deployment allows
+/// gets 429 with Retry-After, and nothing is stored; another organisation is not held up.
+#[tokio::test]
+async fn one_organisation_cannot_take_more_than_its_share() {
+    let names = ["a1", "a2", "a3", "b1"];
+    let instances = names
+        .iter()
+        .map(|name| {
+            let org = if name.starts_with('a') { A } else { B };
+            LocalInstance::on_loopback(&local_arn(name), "postgres", 5432, "postgres").tagged_for(org)
+        })
+        .collect();
+    let (_dir, app, _) = held_deployment(instances, 2);
+    for name in ["a1", "a2"] {
+        let (status, _) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&local_arn(name), json!({})))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let body = bytes::Bytes::from(request(&local_arn("a3"), json!({})).to_string());
+    let post = http::Request::builder().method("POST").uri("/dbroles/jobs").body(body).unwrap();
+    let answer = call_api(&app, admin(A), post).await;
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS, "{}", answer.body());
+    assert_eq!(answer.headers()[http::header::RETRY_AFTER], "30");
+    let message: Value = serde_json::from_str(answer.body()).unwrap();
+    assert_eq!(
+        message["message"],
+        format!("organisation {A} has 2 jobs running, as many as this deployment lets one organisation run at once (2): try again when some have finished")
+    );
+    assert_eq!(jobs_of(&app, A).await.len(), 2, "nothing stored");
+    let (status, _) = call_json(&app, admin(B), "POST", "/dbroles/jobs", Some(request(&local_arn("b1"), json!({})))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "B has its own share");
+    // A fleet job's concurrency counts too.
+    let fleet = json!({"selector": {}, "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "max_concurrency": 1});
+    let (status, answer) = call_json(&app, admin(A), "POST", "/dbroles/fleet-jobs", Some(fleet)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+}
+
+/// Resources are read by readers only, as jobs are.
+#[tokio::test]
+async fn resources_need_a_reader() {
+    let (_dir, app, _) = held_deployment(Vec::new(), 50);
+    let nobody = || Ok(Caller { sub: "eve".into(), org: A.into(), groups: vec!["guests".into()] });
+    for uri in ["/resources", "/resources/a-orders", "/api/resources"] {
+        let (status, answer) = call_json(&app, nobody(), "GET", uri, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
+    }
+}
+
+/// An instance deleted and created again under the same ARN is another server:
+/// a rotation does not carry the old one's records over to it.
+#[tokio::test]
+async fn a_recreated_instance_is_not_rotated_with_the_old_ones_records() {
+    let arn = local_arn("recreated");
+    let instance = LocalInstance {
+        resource_id: Some("db-NEWONE".into()),
+        ..LocalInstance::on_loopback(&arn, "postgres", 5432, "postgres").tagged_for(A)
+    };
+    let (_dir, app, _) = held_deployment(vec![instance], 50);
+    let request: dbroles_core::request::CreateJobRequest = serde_json::from_value(request(&arn, json!({}))).unwrap();
+    let provisioned = Provisioned { org: A.into(), db_arn: arn.clone(), request, resource_id: Some("db-OLDONE".into()) };
+    app.jobs.mark_provisioned(&provisioned).await.unwrap();
+    let fleet =
+        json!({"selector": {"provisioned": true}, "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "max_concurrency": 1});
+    let (status, created) = call_json(&app, admin(A), "POST", "/dbroles/fleet-jobs", Some(fleet)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let fleet_job_id = created["fleet_job_id"].as_str().unwrap().to_string();
+    let child = ChildInput { org_id: A.into(), fleet_job_id: fleet_job_id.clone(), instance_arn: arn.clone() };
+    let outcome = fleet::start_child(&app, &child).await.unwrap();
+    assert_eq!(outcome.outcome, "failed");
+    assert_eq!(
+        outcome.message.as_deref(),
+        Some(format!("{arn} was deleted and created again since dbroles provisioned it: the new server is not rotated with the old one's records").as_str())
+    );
+    assert!(jobs_of(&app, A).await.is_empty(), "no job for the new server");
 }

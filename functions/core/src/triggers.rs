@@ -97,6 +97,7 @@ pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Res
             instance_created(app, settings, text("/detail/SourceArn")).await
         }
         ("aws.events", "Scheduled Event") => rotate(app).await,
+        (SWEEP_SOURCE, SWEEP_DETAIL_TYPE) => sweep(app).await,
         ("aws.states", "Step Functions Execution Status Change") => execution_ended(app, event).await,
         (source, kind) => Err(TriggerError::Unknown { event_source: source.into(), detail_type: kind.into() }),
     }
@@ -177,6 +178,17 @@ async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
         }
     }
     Ok(outcome)
+}
+
+/// The sweep schedule's event (the rule's fixed input): the backstop for jobs
+/// whose execution never started or vanished without the status-change event.
+pub const SWEEP_SOURCE: &str = "dbroles";
+pub const SWEEP_DETAIL_TYPE: &str = "Sweep";
+
+async fn sweep(app: &App) -> Result<Outcome, TriggerError> {
+    let swept = jobs::sweep(app, "found by the sweep schedule", jobs::start_grace()).await?;
+    let released = swept.released.into_iter().map(|server| format!("released {server}"));
+    Ok(Outcome { repaired: swept.failed, skipped: released.collect(), ..Outcome::default() })
 }
 
 /// How many instances a rotation fleet job provisions at once.

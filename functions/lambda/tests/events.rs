@@ -34,6 +34,8 @@ const JOB: &str = "9D3E6B1A-52C4-4F7E-8A90-1B2C3D4E5F60";
 const FAILED_STEP_JOB: &str = "5A6B7C8D-9E0F-4A1B-8C2D-3E4F5A6B7C8D";
 /// The job of `events/execution-failed.json`, whose execution died.
 const DEAD_EXECUTION_JOB: &str = "2C4E6A8B-1D3F-4B5A-9C7E-0F1A2B3C4D5E";
+/// A job stored ten minutes ago whose execution never started (the API died in between).
+const NEVER_STARTED_JOB: &str = "5B7D9F1A-3C5E-4F6A-8B0C-2D4E6F8A0B1C";
 
 /// Each step's samples, in the order the state machine runs them.
 const STEP_SAMPLES: &[(Step, &str)] = &[
@@ -56,8 +58,12 @@ const STEP_SAMPLES: &[(Step, &str)] = &[
 const FLEET: &str = "F1EE7A5B-0C1D-4E2F-8A3B-4C5D6E7F8091";
 const FLEET_INSTANCE: &str = "arn:aws:rds:us-east-1:123456789012:db:inventory-db";
 
-const TRIGGER_SAMPLES: &[&str] =
-    &["events/rds-instance-created.json", "events/rotation-schedule.json", "events/execution-failed.json"];
+const TRIGGER_SAMPLES: &[&str] = &[
+    "events/rds-instance-created.json",
+    "events/rotation-schedule.json",
+    "events/execution-failed.json",
+    "events/sweep-schedule.json",
+];
 
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events")
@@ -95,6 +101,21 @@ async fn seed_running(store: &dyn JobStore, id: &str, instance_arn: &str, extra:
     record.job.id = id.into();
     store.create_job(dbroles_tests::stored_job(record)).await.unwrap();
     request
+}
+
+/// A job stored ten minutes ago, naming an execution that was never started.
+async fn seed_never_started(store: &dyn JobStore, provision_machine: &str) {
+    let arn = "arn:aws:rds:us-east-1:123456789012:db:never-started-db";
+    let request: CreateJobRequest = serde_json::from_value(json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "n-", "job_steps": []
+    }))
+    .unwrap();
+    let spec = dbroles_core::job::JobSpec { db_arn: arn.into(), db_engine: "postgres".into(), ..Default::default() };
+    let mut record = jobs::new_record("acme", "alice", request, spec);
+    record.job.id = NEVER_STARTED_JOB.into();
+    record.job.created_at = dbroles_core::job::Timestamp(record.job.created_at.0 - chrono::Duration::minutes(10));
+    record.execution = Some(dbroles_core::workflow::execution_arn(provision_machine, NEVER_STARTED_JOB));
+    store.create_job(dbroles_tests::stored_job(record)).await.unwrap();
 }
 
 fn merge(into: &mut Value, from: Value) {
@@ -351,6 +372,7 @@ impl Samples {
             .await;
         }
         seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
+        seed_never_started(deps.jobs.as_ref(), config.state_machine_arn.as_deref().unwrap()).await;
         let app = dbroles_lambda::app(&config, &deps, &observed).unwrap();
         let settings = dbroles_core::triggers::TriggerSettings::from_env().unwrap();
         for file in TRIGGER_SAMPLES {
@@ -380,6 +402,15 @@ impl Samples {
                     let out = handle_step(Step::FleetStartJob, deps, child).await.unwrap();
                     let record = deps.jobs.get_job("acme", out["job_id"].as_str().unwrap()).await.unwrap().unwrap();
                     assert_eq!(&record.request, request, "a rotation repeats the request that provisioned the instance");
+                }
+                "events/sweep-schedule.json" => {
+                    assert_eq!(out["repaired"], json!([NEVER_STARTED_JOB]), "only the job old enough: {out}");
+                    let job = deps.jobs.get_job("acme", NEVER_STARTED_JOB).await.unwrap().unwrap().job;
+                    assert_eq!(job.phase(), Phase::Failed);
+                    let message = job.status.unwrap().message;
+                    assert_eq!(message, "the job's execution never started or was lost: found by the sweep schedule");
+                    let locks = deps.jobs.locks().await.unwrap();
+                    assert!(!locks.iter().any(|lock| lock.job_id == NEVER_STARTED_JOB), "its server was released: {locks:?}");
                 }
                 "events/execution-failed.json" => {
                     assert_eq!(out["repaired"], json!([DEAD_EXECUTION_JOB]));
