@@ -6,6 +6,7 @@
 //!   (with a Lambda proxy that injects faults), and RDS instances in it;
 //! - [`faults`]: throttling and service errors a test proxy injects;
 //! - [`held`]: a workflow whose executions end only when the test says so;
+//! - [`machine`]: what a test made on the machine's shared servers, removed when it ends;
 //! - [`iam`]: the recorder of AWS actions and the template's grants;
 //! - [`web`]: forwarding, a webhook receiver, and the API called through its router;
 //! - [`vault`]: a KV v2 Vault of the tests' own;
@@ -17,6 +18,7 @@
 pub mod faults;
 pub mod held;
 pub mod iam;
+pub mod machine;
 pub mod mariadb;
 pub mod moto;
 pub mod net;
@@ -32,10 +34,11 @@ use std::sync::Mutex;
 pub use faults::{Cut, Faults, FaultyStore};
 pub use held::{execution_ended, Held};
 pub use iam::{template_actions, template_endpoint_services, ActionRecorder};
+pub use machine::Leaves;
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master, MariaDbServer};
 pub use moto::{
     aws_config, create_cluster, create_instance, create_table, create_writer, moto_endpoint, moto_instance, other_account,
-    own_store_on_kms, provision_state_machine, DeployedFunctions, MotoExecutor, MotoInstance, OtherFunctions,
+    own_store_on_kms, provision_state_machine, trusting_role, DeployedFunctions, MotoExecutor, MotoInstance, OtherFunctions,
 };
 pub use net::{EchoingMariaDb, FlakyPort};
 pub use postgres::{drop_machine_roles, pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};

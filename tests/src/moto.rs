@@ -316,6 +316,27 @@ pub async fn other_account(aws: &aws_config::SdkConfig, account: &str) -> aws_co
     aws.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
 }
 
+/// A role `name` in `account` that the deployment (moto's 123456789012) may
+/// assume, with `external_id` as its trust policy's `sts:ExternalId` condition
+/// (none: anyone who knows its ARN), made by that account's administrator: its
+/// ARN. The tests' moto honours the condition (`scripts/moto_server.py`).
+pub async fn trusting_role(aws: &aws_config::SdkConfig, account: &str, name: &str, external_id: Option<&str>) -> String {
+    let mut statement = serde_json::json!({
+        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"
+    });
+    if let Some(id) = external_id {
+        statement["Condition"] = serde_json::json!({"StringEquals": {"sts:ExternalId": id}});
+    }
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}).to_string();
+    let iam = aws_sdk_iam::Client::new(&other_account(aws, account).await);
+    match iam.create_role().role_name(name).assume_role_policy_document(policy).send().await {
+        Ok(_) => {}
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_entity_already_exists_exception()) => {}
+        Err(error) => panic!("creating the role {name}: {error:?}"),
+    }
+    format!("arn:aws:iam::{account}:role/{name}")
+}
+
 /// An Aurora cluster in moto with an RDS-managed master secret, and no instance
 /// yet, tagged for [`crate::ORG`].
 pub async fn create_cluster(

@@ -273,23 +273,5 @@ pub(crate) fn certificates(names: &[&str]) -> (String, String, String) {
 
 /// Drops the roles `<prefix>_*` a test made on the machine's PostgreSQL, with their grants in every database.
 pub async fn drop_machine_roles(prefix: &str) {
-    let client = pg_connect(5432, "postgres", "", "postgres").await.expect("the machine's PostgreSQL");
-    let pattern = format!("{prefix}\\_%");
-    let roles: Vec<String> = client
-        .query("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1", &[&pattern])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let databases = client.query("SELECT datname::text FROM pg_database WHERE datallowconn", &[]).await.unwrap();
-    for db in databases.iter().map(|row| row.get::<_, String>(0)) {
-        let owner = pg_connect(5432, "postgres", "", &db).await.unwrap();
-        for role in &roles {
-            owner.batch_execute(&format!("DROP OWNED BY \"{role}\"")).await.unwrap();
-        }
-    }
-    for role in &roles {
-        client.batch_execute(&format!("DROP ROLE \"{role}\"")).await.unwrap();
-    }
+    crate::machine::remove_postgres_roles(prefix).await.expect("the machine's PostgreSQL drops the test's roles");
 }

@@ -25,6 +25,7 @@ struct Harness {
     app: App,
     _dir: tempfile::TempDir,
     _silent: std::net::TcpListener,
+    _leaves: dbroles_tests::Leaves,
 }
 
 fn harness(prefix: &str) -> Harness {
@@ -46,7 +47,7 @@ fn harness(prefix: &str) -> Harness {
     };
     let deps = Deps::local(store, inventory, settings);
     let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
-    Harness { app, _dir: dir, _silent: silent }
+    Harness { app, _dir: dir, _silent: silent, _leaves: dbroles_tests::Leaves::new().prefix(prefix) }
 }
 
 fn admin(org: &str) -> Result<Caller, AuthError> {
@@ -139,7 +140,7 @@ async fn a_prefix_too_long_for_mariadb_is_a_400_and_stores_nothing() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_naming_the_field_and_stores_nothing() {
-    let h = harness("hoop");
+    let h = harness(&dbroles_tests::unique("h"));
     let mut wrong_type = body(LOCAL_POSTGRES_ARN);
     wrong_type["job_steps"] = json!("create-connections");
     let mut hostile = body(LOCAL_POSTGRES_ARN);
@@ -172,7 +173,7 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field_and_stores_nothing() {
 
 #[tokio::test]
 async fn one_running_job_per_instance_and_idempotency_keys_replay() {
-    let h = harness("hoop");
+    let h = harness(&dbroles_tests::unique("h"));
     let request = body(SILENT_ARN).to_string();
     let (status, first) = call(&h.app, admin("org-1"), "POST", "/dbroles/jobs", Some(request.as_bytes()), Some("key-1")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
@@ -209,7 +210,7 @@ async fn one_running_job_per_instance_and_idempotency_keys_replay() {
 
 #[tokio::test]
 async fn fifty_parallel_creates_for_one_instance_give_exactly_one_202() {
-    let h = Arc::new(harness("hoop"));
+    let h = Arc::new(harness(&dbroles_tests::unique("h")));
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let h = h.clone();
@@ -229,7 +230,7 @@ async fn fifty_parallel_creates_for_one_instance_give_exactly_one_202() {
 
 #[tokio::test]
 async fn listing_pages_newest_first_and_rejects_bad_parameters() {
-    let h = harness("hoop");
+    let h = harness(&dbroles_tests::unique("h"));
     let mut ids = Vec::new();
     for _ in 0..3 {
         let (status, created) = create(&h.app, admin("org-1"), &body(LOCAL_MARIADB_ARN)).await;
@@ -262,7 +263,7 @@ async fn listing_pages_newest_first_and_rejects_bad_parameters() {
 
 #[tokio::test]
 async fn cancel_stops_a_running_job_and_delete_forgets_a_finished_one() {
-    let h = harness("hoop");
+    let h = harness(&dbroles_tests::unique("h"));
     let (_, created) = create(&h.app, admin("org-1"), &body(SILENT_ARN)).await;
     let id = created["job_id"].as_str().unwrap();
     let (status, answer) = call(&h.app, admin("org-1"), "DELETE", &format!("/dbroles/jobs/{id}"), None, None).await;
@@ -302,7 +303,7 @@ async fn cancel_stops_a_running_job_and_delete_forgets_a_finished_one() {
 
 #[tokio::test]
 async fn resources_round_trip_and_never_return_secrets() {
-    let h = harness("hoop");
+    let h = harness(&dbroles_tests::unique("h"));
     let resource = json!({
         "name": "orders-db", "type": "database", "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         "env_vars": {"HOST": "orders.example.com"},
@@ -349,7 +350,7 @@ async fn resources_round_trip_and_never_return_secrets() {
 
 #[tokio::test]
 async fn the_openapi_document_covers_every_route() {
-    let h = harness("hoop");
+    let h = harness(&dbroles_tests::unique("h"));
     let (status, document) = call(&h.app, reader("org-1"), "GET", "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
@@ -382,8 +383,10 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
     let instances =
         arns.iter().map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres").tagged_for("org-1")).collect();
     let workflow = Arc::new(dbroles_tests::Held::default());
+    // A share large enough for the 200 jobs that stay running.
     let settings = Settings {
         accounts: AccountPolicy { home_orgs: vec!["org-1".into()], role_name: None, ..Default::default() },
+        org_concurrency: 1000,
         ..Settings::default()
     };
     let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
@@ -408,6 +411,8 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
     loop {
         let (status, page) = call(&app, reader("org-1"), "GET", &uri, None, None).await;
         assert_eq!(status, StatusCode::OK);
+        // Counted on the first page and carried by the token to the next.
+        assert_eq!(page["total_count"], 200);
         for job in page["items"].as_array().unwrap() {
             assert_eq!(job["status"]["phase"], "running");
             listed.insert(job["id"].as_str().unwrap().to_string());
@@ -434,6 +439,14 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
         (status, answer["message"].as_str()),
         (StatusCode::BAD_REQUEST, Some("start, next_token: page by one or the other"))
     );
+    // A start past the bound, however large, is a 400, not an overflow or an empty query.
+    for start in ["10001", "18446744073709551615", "99999999999999999999999"] {
+        let uri = format!("/dbroles/jobs?start={start}&limit=100");
+        let (status, answer) = call(&app, reader("org-1"), "GET", &uri, None, None).await;
+        assert_eq!((status, answer["message"].as_str()), (StatusCode::BAD_REQUEST, Some("start: expected 1 to 10000")));
+    }
+    let (_, deep) = call(&app, reader("org-1"), "GET", "/dbroles/jobs?start=10000&limit=100", None, None).await;
+    assert_eq!((deep["items"].as_array().unwrap().len(), deep["total_count"].as_u64()), (0, Some(200)));
 }
 
 /// A workflow whose start always fails (Step Functions throttling, say).
@@ -471,7 +484,7 @@ impl dbroles_core::workflow::Workflow for Unstartable {
 
 #[tokio::test]
 async fn a_workflow_that_cannot_start_fails_the_job_with_a_5xx_and_no_job_stays_running() {
-    let h = harness("hoop");
+    let h = harness(&dbroles_tests::unique("h"));
     let app = App { workflow: Arc::new(Unstartable), ..h.app };
     let (status, answer) = create(&app, admin("org-1"), &body(LOCAL_POSTGRES_ARN)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
@@ -489,7 +502,7 @@ async fn a_workflow_that_cannot_start_fails_the_job_with_a_5xx_and_no_job_stays_
 
 #[tokio::test]
 async fn hostile_vault_folders_and_folders_outside_the_deployments_get_a_400_and_store_nothing() {
-    let mut h = harness("hoop");
+    let mut h = harness(&dbroles_tests::unique("h"));
     let with_vault = |secret_id: &str| {
         let mut request = body(LOCAL_POSTGRES_ARN);
         request["vault_provider"] = json!({ "secret_id": secret_id });

@@ -46,7 +46,9 @@ async fn serve(prefix: &str) -> (String, String, tempfile::TempDir) {
 async fn schemathesis_finds_nothing() {
     let schemathesis = std::env::var("DBROLES_TEST_SCHEMATHESIS")
         .expect("DBROLES_TEST_SCHEMATHESIS is not set: run the tests with scripts/test, which installs schemathesis");
-    let (address, token, _dir) = serve(&unique("c")).await;
+    let prefix = unique("c");
+    let _leaves = Leaves::new().prefix(&prefix);
+    let (address, token, _dir) = serve(&prefix).await;
     let config = path_of("tests/schemathesis.toml");
     let output = tokio::process::Command::new(schemathesis)
         .arg("--config-file")
@@ -177,6 +179,7 @@ struct HttpError {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_answer_decodes_with_hoop_devs_types() {
     let prefix = unique("c");
+    let _leaves = Leaves::new().prefix(&prefix);
     let (address, token, _dir) = serve(&prefix).await;
     let http = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {

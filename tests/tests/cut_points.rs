@@ -106,6 +106,11 @@ async fn every_cut_leaves_a_password_that_logs_in(family: Family, kind: Kind) {
     let (server, target) = Server::start(family).await;
     let (store, _keep) = store(kind).await;
     let prefix = unique("c");
+    // Removed when the test ends, also if it fails before `drop_users`.
+    let _leaves = match &server {
+        Server::MariaDb { master } => Leaves::new().prefix(&prefix).user(master),
+        Server::Postgres(_) => Leaves::new(),
+    };
     let first = run(&target, &prefix, store.as_ref()).await.unwrap();
     assert!(first.all_completed(), "{:?}", first.results);
     consumers_log_in(&server, store.as_ref(), &prefix, "after the first run").await;

@@ -287,3 +287,42 @@ async fn mariadb_names_modes_and_definer_routines_lend_nothing() {
     let grants: Vec<String> = root.query("SHOW GRANTS FOR 'hoop_rw'@'%'").await.unwrap();
     assert!(!grants.iter().any(|g| g.contains("EXECUTE ON `")), "a database-wide EXECUTE: {grants:?}");
 }
+
+/// The same traps under a deployment on moto: the job's steps, carried out by
+/// the provisioning definition over the AWS adapters (RDS, Secrets Manager,
+/// DynamoDB), spring none, and the job completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_moto_a_job_on_a_trapped_database_springs_nothing() {
+    use dbroles_core::config::{Config, CredentialsStore};
+    use dbroles_core::deps::{App, Deps};
+    use dbroles_core::job::Phase;
+    use dbroles_core::jobs;
+    use dbroles_core::workflow::asl::Executor;
+    use dbroles_core::workflow::{Local, Workflow};
+
+    let (cluster, password) = trapped_cluster(PgVersion::V17).await;
+    let aws = aws_config(&moto_endpoint()).await;
+    let instance = moto_instance(&aws, &unique("trapped-"), "postgres", ("master", password), &[]).await;
+    let config = Config {
+        endpoint_overrides: std::collections::HashMap::from([(instance.host.clone(), format!("127.0.0.1:{}", cluster.port))]),
+        settings: settings("hoop"),
+        credentials: CredentialsStore::SecretsManager,
+        ..Config::new(unique("jobs-"))
+    };
+    create_table(&aws, &config.table).await;
+    let deps = Deps::aws(&config, &aws).await.unwrap();
+    let local = std::sync::Arc::new(Local::new(Executor::provision(0.01), deps.clone()));
+    let app = App::new(&deps, local.clone());
+    let request = serde_json::from_value(serde_json::json!({
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "aws": {"instance_arn": instance.arn},
+        "connection_prefix_name": "trapped-",
+        "job_steps": ["create-connections"]
+    }))
+    .unwrap();
+    let id = jobs::start(&app, ORG, "alice", request, None).await.unwrap();
+    local.wait(&local.execution_id(&id)).await;
+    let job = jobs::find(&app, ORG, &id).await.unwrap().job;
+    assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
+    assert_eq!(sprung(&cluster).await, Vec::<(String, String)>::new(), "traps ran during the job");
+}

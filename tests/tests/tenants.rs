@@ -314,19 +314,8 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let remote = instance_in_another_account(&aws, &[("dbroles:provision", "true"), ("dbroles:org", B)]).await;
     let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
     // A's administrator makes two roles: one whose trust requires A's ExternalId, and one that requires none.
-    let (a_role, open_role) = (unique("dbroles-"), unique("dbroles-open-"));
-    let iam = aws_sdk_iam::Client::new(&other_account(&aws, A_ACCOUNT).await);
-    for (name, condition) in [(&a_role, Some(external_id(A))), (&open_role, None)] {
-        let mut statement =
-            json!({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"});
-        if let Some(id) = condition {
-            statement["Condition"] = json!({"StringEquals": {"sts:ExternalId": id}});
-        }
-        let policy = json!({"Version": "2012-10-17", "Statement": [statement]}).to_string();
-        iam.create_role().role_name(name.as_str()).assume_role_policy_document(policy).send().await.unwrap();
-    }
-    let a_role = format!("arn:aws:iam::{A_ACCOUNT}:role/{a_role}");
-    let open_role = format!("arn:aws:iam::{A_ACCOUNT}:role/{open_role}");
+    let a_role = trusting_role(&aws, A_ACCOUNT, &unique("dbroles-"), Some(&external_id(A))).await;
+    let open_role = trusting_role(&aws, A_ACCOUNT, &unique("dbroles-open-"), None).await;
 
     // B names A's role: its trust refuses B's ExternalId, and nothing is stored.
     let (status, refused) = call_json(&app, admin(B), "PUT", &uri, Some(json!({"role_arn": a_role}))).await;

@@ -139,6 +139,7 @@ async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_definition_runs_on_step_functions_and_locally_with_the_same_result_on_mariadb() {
     let master = unique("wfm");
+    let _master = Leaves::new().user(&master);
     assert_eq!(rds_like_master(&master).await, MARIADB_MASTER_PASSWORD);
     end_to_end(Backend::MariaDb(master)).await;
 }
@@ -173,6 +174,7 @@ struct Deployment {
     request: Value,
     received: Received,
     queue: String,
+    _leaves: Leaves,
 }
 
 impl Deployment {
@@ -208,7 +210,8 @@ impl Deployment {
             "connection_prefix_name": "orders-",
             "job_steps": ["create-connections", "send-webhook"]
         });
-        Self { backend, moto, aws, deps, remote, instance_id, host, arn, prefix, request, received, queue }
+        let _leaves = Leaves::new().prefix(&prefix);
+        Self { backend, moto, aws, deps, remote, instance_id, host, arn, prefix, request, received, queue, _leaves }
     }
 
     async fn a_post_completes_on_step_functions(&self) -> (String, Value) {

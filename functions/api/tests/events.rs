@@ -66,6 +66,8 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
     let aws = aws_config(&moto_endpoint()).await;
     let table = unique("jobs-");
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
+    // The role register-account.json names, trusting acme's ExternalId as an administrator would set it up.
+    dbroles_tests::trusting_role(&aws, "111111111111", "dbroles", Some(&dbroles_core::accounts::external_id("acme"))).await;
     let rds = aws_sdk_rds::Client::new(&aws);
     if rds.describe_db_instances().db_instance_identifier("orders-db").send().await.is_err() {
         let org = aws_sdk_rds::types::Tag::builder().key("dbroles:org").value("acme").build();

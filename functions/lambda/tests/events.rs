@@ -169,6 +169,8 @@ struct Samples {
     received: Received,
     /// The request of the job the step samples carry.
     request: CreateJobRequest,
+    /// The roles the samples make on the machine's PostgreSQL, dropped when the test ends.
+    _leaves: dbroles_tests::Leaves,
 }
 
 impl Samples {
@@ -178,6 +180,7 @@ impl Samples {
         let tags = [("dbroles:org", "acme")];
         let instance = moto_instance(&aws, &unique("payments-"), "postgres", ("postgres", "trust-auth-ignores-it"), &tags).await;
         let prefix = unique("r");
+        let leaves = dbroles_tests::Leaves::new().prefix(&prefix);
         let table = unique("jobs-");
         let machine = |name: &str| {
             aws_sdk_sfn::Client::new(&aws)
@@ -227,7 +230,7 @@ impl Samples {
         .await;
         seed_running(deps.jobs.as_ref(), FAILED_STEP_JOB, "arn:aws:rds:us-east-1:123456789012:db:ledger-db", json!({})).await;
         seed_fleet(&aws, &deps).await;
-        Self { aws, instance, prefix, config, recorder, observed, deps, hook, received, request }
+        Self { aws, instance, prefix, config, recorder, observed, deps, hook, received, request, _leaves: leaves }
     }
 
     async fn job(&self) -> Job {

@@ -30,7 +30,8 @@ pub struct AccountList {
     responses(
         (status = 200, description = "The account is registered", body = Account),
         (status = 400, description = "The account id or role ARN is malformed", body = Message),
-        (status = 403, description = "The caller is not an admin; the account is the deployment's own; the role is in another account or has a name the deployment may not assume; or dbroles could not assume it with the organisation's ExternalId", body = Message),
+        (status = 403, description = "The caller is not an admin; the account is the deployment's own; the role is in another account or has a name the deployment may not assume; dbroles could not assume it with the organisation's ExternalId; or it can be assumed with any ExternalId", body = Message),
+        (status = 409, description = "Another organisation registered the account (and the deployment shares no account)", body = Message),
     ),
     security(("bearer" = []))
 )]

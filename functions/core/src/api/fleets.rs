@@ -24,6 +24,7 @@ type Answer<T> = Result<T, ApiError>;
         (status = 400, description = "A field is invalid", body = Message),
         (status = 403, description = "The caller is not an admin, or the organisation may not act on an account the selector names", body = Message),
         (status = 413, description = "The body is too large", body = Message),
+        (status = 429, description = "The organisation's running jobs and the fleet's max_concurrency exceed its share (Retry-After says when to ask again)", body = Message),
         (status = 503, description = "The execution could not be started; the fleet job is failed", body = Message),
     ),
     security(("bearer" = []))

@@ -26,11 +26,12 @@ type Answer<T> = Result<T, ApiError>;
     responses(
         (status = 202, description = "The job was created and its workflow started; unknown fields are named in X-Dbroles-Ignored-Fields", body = CreateJobResponse),
         (status = 400, description = "A field is invalid", body = Message),
-        (status = 403, description = "The caller is not an admin, or the organisation may not act on the instance's AWS account", body = Message),
+        (status = 403, description = "The caller is not an admin, the organisation may not act on the instance's AWS account, or the database server belongs to another organisation", body = Message),
         (status = 404, description = "The instance or cluster does not exist", body = Message),
-        (status = 409, description = "A job is already running on the database server (the instance, its cluster, or any organisation's job on it)", body = Message),
+        (status = 409, description = "A job is already running on the database server (the instance or its cluster)", body = Message),
         (status = 413, description = "The body is too large", body = Message),
         (status = 422, description = "The Idempotency-Key was used with another body", body = Message),
+        (status = 429, description = "The organisation has as many jobs running as the deployment allows one organisation (Retry-After says when to ask again)", body = Message),
         (status = 503, description = "The workflow could not be started; the job is failed", body = Message),
     ),
     security(("bearer" = []))

@@ -124,4 +124,40 @@ mod tests {
         .unwrap();
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
+
+    /// A webhook URL may carry a token: no status message repeats it.
+    #[tokio::test]
+    async fn the_status_never_names_the_url() {
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = refusing.local_addr().unwrap().port();
+        drop(refusing);
+        let answering = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let answering_port = answering.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = answering.accept().await {
+                let mut buffer = [0; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+            }
+        });
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "completed_at": null, "created_at": "2026-11-22T10:00:00Z", "hook_status": null,
+            "id": "J", "org_id": "acme", "spec": null, "status": null
+        }))
+        .unwrap();
+        for port in [port, answering_port] {
+            let webhook = Webhook {
+                url: format!("http://127.0.0.1:{port}/hooks?token=s3cr3t-in-url"),
+                secret: secrecy::SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
+                attempts: 1,
+                backoff: std::time::Duration::from_millis(1),
+                timeout: std::time::Duration::from_secs(2),
+            };
+            let status = webhook.deliver(&job).await;
+            assert!(!status.delivered);
+            assert!(!status.message.contains("s3cr3t") && !status.message.contains("/hooks"), "{}", status.message);
+            assert!(status.message.contains("the webhook"), "{}", status.message);
+        }
+    }
 }
