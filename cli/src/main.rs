@@ -23,6 +23,10 @@ use dbroles_core::workflow::asl::{Executor, Progress};
 use dbroles_core::workflow::{Local, Workflow};
 use secrecy::ExposeSecret;
 
+mod client;
+mod progress;
+mod table;
+
 #[derive(Parser)]
 #[command(name = "dbroles", version, about = "Provision least-privilege database roles, locally")]
 struct Cli {
@@ -85,6 +89,27 @@ enum Command {
         /// The organisation whose job stored them.
         #[arg(long, default_value = LOCAL_ORG)]
         org: String,
+    },
+    /// Jobs on a deployed API (`--api`, API Gateway's or `dbroles serve`'s).
+    Jobs {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::JobsCommand,
+    },
+    /// Fleet jobs on a deployed API.
+    Fleet {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::FleetCommand,
+    },
+    /// The organisation's AWS accounts on a deployed API.
+    Accounts {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::AccountsCommand,
     },
     /// Print a bearer token the local server accepts (last line): an auditor's, or an admin's.
     Token {
@@ -189,6 +214,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Credentials { instance, role, org } => credentials(&cli, instance, role, org).await,
+        Command::Jobs { remote, command } => client::jobs(remote, command).await,
+        Command::Fleet { remote, command } => client::fleet(remote, command).await,
+        Command::Accounts { remote, command } => client::accounts(remote, command).await,
         Command::Token { org, sub, admin, groups } => {
             let tokens = LocalTokens::load_or_create(&cli.data_dir)?;
             let mut groups = match groups.is_empty() {
@@ -276,7 +304,20 @@ async fn run_fleet(
     repair_at_start(&app).await?;
     let fleet_job_id = fleet::start(&app, LOCAL_ORG, "local-user", request).await?;
     eprintln!("dbroles: fleet job {fleet_job_id}, at most {max_concurrency} instances at once");
+    let progress = Arc::new(progress::FleetProgress::new(&fleet_job_id));
+    let watching = {
+        let (app, id, progress) = (app.clone(), fleet_job_id.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(fleet) = fleet::find(&app, LOCAL_ORG, &id).await {
+                    progress.update(&fleet.status.counts);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
     workflow.wait(&workflow.fleet_execution_id(&fleet_job_id).expect("the local workflow runs fleets")).await;
+    watching.abort();
     let done = fleet::find(&app, LOCAL_ORG, &fleet_job_id).await?;
     let jobs = fleet::children(&app, LOCAL_ORG, &fleet_job_id, fleet::MAX_INSTANCES, None).await?.items;
     for job in &jobs {
@@ -286,7 +327,8 @@ async fn run_fleet(
     for skipped in &done.status.not_started {
         eprintln!("dbroles:   {} not started: {}", skipped.instance_arn, skipped.message);
     }
-    eprintln!("dbroles: {}: {}", done.status.phase.as_str(), done.status.message);
+    progress.update(&done.status.counts);
+    progress.finish(&format!("{}: {}", done.status.phase.as_str(), done.status.message));
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({"fleet_job": done, "jobs": jobs}))?);
     Ok(if done.status.phase == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -258,6 +258,9 @@ pub struct FleetStatus {
     pub counts: FleetCounts,
     /// The instances that got no job.
     pub not_started: Vec<NotStarted>,
+    /// `true` when a user cancelled the fleet job (its phase is then `failed`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 /// A fleet job, as `GET /dbroles/fleet-jobs/{id}` shows it.
@@ -298,7 +301,7 @@ impl FleetRecord {
 
     fn finish(&mut self, phase: Phase, message: String, counts: FleetCounts) {
         let not_started = std::mem::take(&mut self.fleet.status.not_started);
-        self.fleet.status = FleetStatus { phase, message, counts, not_started };
+        self.fleet.status = FleetStatus { phase, message, counts, not_started, cancelled: false };
         self.fleet.completed_at = Some(Timestamp::now());
     }
 }
@@ -381,12 +384,6 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
     for account in &request.selector.accounts {
         accounts::access(app, org, account).await?;
     }
-    let share = app.settings.org_concurrency;
-    if request.max_concurrency as usize > share {
-        return Err(
-            Invalid(format!("max_concurrency: this deployment runs at most {share} jobs of one organisation at once")).into()
-        );
-    }
     jobs::within_share(app, org, request.max_concurrency as usize).await?;
     let id = crate::job::new_id();
     let mut record = FleetRecord {
@@ -403,6 +400,7 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
                 message: "the fleet job is selecting its instances".into(),
                 counts: FleetCounts::default(),
                 not_started: Vec::new(),
+                cancelled: false,
             },
         },
         selected: None,
@@ -654,6 +652,7 @@ pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<FleetJob
     let counts = counts(app, &record).await?;
     let message = format!("cancelled by {by}");
     record.finish(Phase::Failed, message.clone(), counts);
+    record.fleet.status.cancelled = true;
     if !app.fleets.finish_fleet(&record, app.settings.expiry()).await? {
         return Err(FleetError::Finished(id.to_string()));
     }

@@ -183,6 +183,10 @@ pub struct Job {
     /// Added by dbroles: the fleet job this job is one instance of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet_job_id: Option<String>,
+    /// Added by dbroles: `true` when a user cancelled the job (the seed's phase
+    /// has no cancelled state: a cancel sets `failed`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 impl Job {

@@ -114,6 +114,7 @@ pub fn new_record(org: &str, created_by: &str, request: CreateJobRequest, spec: 
             status: Some(JobStatus { message: "the job is running".into(), phase: Phase::Running, result: Vec::new() }),
             webhook_status: None,
             fleet_job_id: None,
+            cancelled: false,
         },
         request,
         created_by: created_by.to_string(),
@@ -246,6 +247,7 @@ pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<Job, Job
     }
     let message = format!("cancelled by {by}");
     record.finish(Phase::Failed, message.clone());
+    record.job.cancelled = true;
     if !app.jobs.finish_job(&record, app.settings.expiry()).await? {
         return Err(JobError::Finished(id.to_string()));
     }
