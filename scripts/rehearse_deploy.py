@@ -136,8 +136,10 @@ def main(endpoint, written):
     created = cloudformation.list_stack_resources(StackName=stack)["StackResourceSummaries"]
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in created}
     wanted = {name: r["Type"] for name, r in template["Resources"].items()}
-    # moto's CloudFormation makes no HTTP API, and gives Lambda permissions no physical id.
-    unsupported = ("AWS::ApiGatewayV2::", "AWS::Lambda::Permission")
+    # moto's CloudFormation makes no HTTP API, gives Lambda permissions no physical id, and
+    # has no CloudWatch alarms (cfn-lint checks them; the dashboard names them by ARN) and
+    # no physical id for a topic policy.
+    unsupported = ("AWS::ApiGatewayV2::", "AWS::Lambda::Permission", "AWS::CloudWatch::Alarm", "AWS::SNS::TopicPolicy")
     left_out = sorted({kind for name, kind in wanted.items() if not physical.get(name)})
     print("moto does not deploy (or name):", ", ".join(left_out) or "nothing")
     missing = [f"{n} ({k})" for n, k in wanted.items() if not physical.get(n) and not k.startswith(unsupported)]
@@ -155,6 +157,15 @@ def main(endpoint, written):
     check("every role has its policies", not bare, ", ".join(bare))
     rules = [name for name, kind in wanted.items() if kind == "AWS::Events::Rule"]
     check("the rules", len(rules) >= 3 and all(physical[r] for r in rules), ", ".join(rules))
+
+    topic = client("sns").get_topic_attributes(TopicArn=physical["AlarmTopic"])["Attributes"]
+    check("the alarm topic is encrypted with the stack's own key", topic.get("KmsMasterKeyId") == physical["AlarmTopicKey"],
+          topic.get("KmsMasterKeyId", "no key"))
+    board = client("cloudwatch").get_dashboard(DashboardName=physical["Dashboard"])["DashboardBody"]
+    widgets = json.loads(board)["widgets"]
+    alarms = [name for name, kind in wanted.items() if kind == "AWS::CloudWatch::Alarm"]
+    shown = next(w for w in widgets if w["type"] == "alarm")["properties"]["alarms"]
+    check("the dashboard shows every alarm", len(alarms) == 13 and len(shown) == len(alarms), f"{len(shown)} of {len(alarms)}")
 
     lambdas = client("lambda")
     machines = [name for name, kind in wanted.items() if kind == "AWS::StepFunctions::StateMachine"]

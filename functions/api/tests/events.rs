@@ -96,6 +96,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
         credentials: dbroles_core::config::CredentialsStore::Database { key: None },
         secret_prefix: "dbroles/".into(),
         endpoint_overrides: Default::default(),
+        metrics_namespace: "dbroles".into(),
         settings: Settings {
             accounts: AccountPolicy { home_orgs: vec!["acme".into()], role_name: Some("dbroles*".into()), ..Default::default() },
             ..Settings::default()

@@ -16,6 +16,7 @@
 //! | `DBROLES_CROSS_ACCOUNT_ROLE` | any | the name registered roles must have (`*` wildcards), as the IAM policies allow assuming |
 //! | `DBROLES_SHARED_ACCOUNTS` | `false` | `true` lets several organisations register one account (each server then belongs to the first that acts on it) |
 //! | `DBROLES_ORG_CONCURRENCY` | `50` | fair share: the most jobs one organisation may have running at once, fleet jobs' concurrency included |
+//! | `DBROLES_METRICS_NAMESPACE` | `dbroles` | the CloudWatch namespace of the EMF metrics the functions log |
 //! | `DBROLES_GROUPS_CLAIM` | `groups` | the JWT claim listing the caller's groups (Cognito: `cognito:groups`) |
 //! | `DBROLES_ADMIN_GROUP` | `admin` | the group that may write |
 //! | `DBROLES_READER_GROUPS` | `admin,auditor` | the groups that may read jobs, resources and accounts; `*`: every member |
@@ -183,6 +184,8 @@ pub struct Config {
     pub credentials: CredentialsStore,
     pub secret_prefix: String,
     pub endpoint_overrides: HashMap<String, String>,
+    /// The CloudWatch namespace of the functions' EMF metrics ([`crate::metrics`]).
+    pub metrics_namespace: String,
     pub settings: Settings,
 }
 
@@ -220,6 +223,7 @@ impl Config {
             credentials: CredentialsStore::Database { key: None },
             secret_prefix: "dbroles/".into(),
             endpoint_overrides: HashMap::new(),
+            metrics_namespace: "dbroles".into(),
             settings: Settings::default(),
         }
     }
@@ -257,6 +261,7 @@ impl Config {
             credentials: CredentialsStore::from_env()?,
             secret_prefix: var("DBROLES_SECRET_PREFIX").unwrap_or_else(|| defaults.secret_prefix.clone()),
             endpoint_overrides: overrides(&var("DBROLES_ENDPOINT_OVERRIDES").unwrap_or_default())?,
+            metrics_namespace: var("DBROLES_METRICS_NAMESPACE").unwrap_or_else(|| defaults.metrics_namespace.clone()),
             settings,
             ..defaults
         })

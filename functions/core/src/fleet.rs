@@ -629,6 +629,7 @@ pub async fn finish(deps: &Deps, input: &FleetInput, error: Option<String>) -> R
     };
     record.finish(phase, message, counts);
     if deps.fleets.finish_fleet(&record, deps.settings.expiry()).await? {
+        crate::metrics::fleet_finished(&record.fleet.status.counts);
         announce(deps, &record.fleet).await;
     }
     Ok(())

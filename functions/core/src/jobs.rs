@@ -222,7 +222,10 @@ pub async fn start(
         Stored::Replayed(job_id) => return Ok(job_id),
     };
     match app.workflow.start(&record).await {
-        Ok(()) => Ok(record.job.id),
+        Ok(()) => {
+            crate::metrics::job_started(record.job.db_engine());
+            Ok(record.job.id)
+        }
         Err(source) => {
             record.finish(Phase::Failed, format!("the workflow could not be started: {source}"));
             app.jobs.finish_and_release(&record, app.settings.expiry()).await?;
@@ -295,6 +298,7 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
         None => outcome(record.job.status.as_ref().map_or(&[][..], |status| &status.result)),
     });
     let Some(record) = finished.await? else { return Ok(()) };
+    crate::metrics::job_finished(&record.job);
     if record.job.phase() == Phase::Completed {
         let provisioned = Provisioned {
             org: record.org().into(),
@@ -408,5 +412,6 @@ pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Swep
             false => swept.released.push(lock.server),
         }
     }
+    crate::metrics::jobs_stuck(swept.failed.len());
     Ok(swept)
 }

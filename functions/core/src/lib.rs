@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod inventory;
 pub mod job;
 pub mod jobs;
+pub mod metrics;
 pub mod network;
 pub mod notify;
 pub mod provision;

@@ -19,9 +19,29 @@ pub fn init_tracing() {
     tracing_subscriber::fmt().json().without_time().with_target(false).with_env_filter(filter).init();
 }
 
+/// Installs the EMF metrics collector ([`dbroles_core::metrics`]) under the deployment's namespace.
+pub fn init_metrics(config: &Config) {
+    if let Err(error) = dbroles_core::metrics::install(&config.metrics_namespace) {
+        tracing::warn!(%error, "no metrics: the collector could not be installed");
+    }
+}
+
+/// After an invocation: its metrics as EMF lines on stdout, with the job's (or
+/// fleet job's) organisation and id as properties, never as dimensions.
+pub fn flush_metrics(payload: &Value) {
+    let properties: Vec<(&str, &str)> = ["org_id", "job_id", "fleet_job_id"]
+        .into_iter()
+        .filter_map(|name| payload.get(name).and_then(Value::as_str).map(|value| (name, value)))
+        .collect();
+    if let Err(error) = dbroles_core::metrics::flush(&properties, std::io::stdout()) {
+        tracing::warn!(%error, "the metrics were not written");
+    }
+}
+
 /// The configuration, the AWS clients and the dependencies they make, read once at start.
 pub async fn deps() -> Result<(Config, aws_config::SdkConfig, Deps), ConfigError> {
     let config = Config::from_env()?;
+    init_metrics(&config);
     let aws = aws_config::load_from_env().await;
     let deps = Deps::aws(&config, &aws).await?;
     Ok((config, aws, deps))
@@ -36,9 +56,22 @@ pub fn app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<
 }
 
 /// One step's answer: the new state, or the error `Retry` and `Catch` match on.
+/// Every log line of the step carries its job's ids and organisation (the span's fields).
 pub async fn handle_step(step: Step, deps: &Deps, payload: Value) -> Result<Value, Diagnostic> {
-    steps::run(step, deps, payload).await.map_err(|error: StepError| {
-        tracing::warn!(step = step.name(), error_type = error.error_type.as_str(), message = error.message, "step failed");
+    use tracing::Instrument;
+    let field = |name: &str| payload.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let span = tracing::info_span!(
+        "step",
+        step = step.name(),
+        job_id = field("job_id"),
+        fleet_job_id = field("fleet_job_id"),
+        org = field("org_id")
+    );
+    let run = steps::run(step, deps, payload).instrument(span.clone()).await;
+    run.map_err(|error: StepError| {
+        span.in_scope(|| {
+            tracing::warn!(step = step.name(), error_type = error.error_type.as_str(), message = error.message, "step failed")
+        });
         Diagnostic::from(error)
     })
 }
@@ -60,7 +93,11 @@ pub async fn run_step() -> Result<(), Error> {
     let deps = Arc::new(deps);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let deps = deps.clone();
-        async move { handle_step(step, &deps, event.payload).await }
+        async move {
+            let answer = handle_step(step, &deps, event.payload.clone()).await;
+            flush_metrics(&event.payload);
+            answer
+        }
     }))
     .await
 }
@@ -84,7 +121,11 @@ pub async fn run_triggers() -> Result<(), Error> {
     let settings = Arc::new(TriggerSettings::from_env()?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (app, settings) = (app.clone(), settings.clone());
-        async move { handle_trigger(&app, &settings, event.payload).await }
+        async move {
+            let answer = handle_trigger(&app, &settings, event.payload).await;
+            flush_metrics(&Value::Null);
+            answer
+        }
     }))
     .await
 }
