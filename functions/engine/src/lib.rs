@@ -1,5 +1,15 @@
-//! Role provisioning on PostgreSQL and MySQL/MariaDB: three login roles
-//! (`<prefix>_ro`, `<prefix>_rw`, `<prefix>_ddl`) with grants in every database.
+//! dbroles' role engine: least-privilege login roles on PostgreSQL and
+//! MySQL/MariaDB, three per server (`<prefix>_ro`, `<prefix>_rw`,
+//! `<prefix>_ddl`) with grants in every database, as a master RDS gives (no
+//! superuser) may make them. It needs no AWS: the orchestration (stores,
+//! workflow, API) is `dbroles-core`'s, which re-exports this crate as `engine`.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`postgres`], [`mysql`] | each engine's survey, passwords and grants, and the statements they send |
+//! | [`tls`] | how connections verify the server (the RDS CA bundle built in) |
+//! | [`password`] | generated passwords |
+//! | this file | levels, targets, a run's [`Session`], and what a run reports |
 
 mod error;
 pub mod mysql;
@@ -14,8 +24,12 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::request::Invalid;
 pub use error::DbError;
+
+/// Input that cannot be accepted; the message names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
 pub use tls::{TlsConfig, TlsError, TlsMode};
 
 /// The engines dbroles provisions, as RDS names them.
