@@ -18,14 +18,19 @@ struct Server {
     api: String,
     token: String,
     child: Child,
+    prefix: String,
     _silent: std::net::TcpListener,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     _leaves: Leaves,
 }
 
 impl Server {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), unique("k"))
+    }
+
+    /// `dbroles serve` on `dir`'s store and instances, with roles `<prefix>_*`.
+    fn start_in(dir: tempfile::TempDir, prefix: String) -> Self {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let instance = |arn: &str, port: u16| {
             format!(
@@ -35,7 +40,6 @@ impl Server {
         };
         let instances = [instance(PG, 5432), instance(DEAD, free_port()), instance(SILENT, silent.local_addr().unwrap().port())];
         std::fs::write(dir.path().join("instances.toml"), instances.join("\n")).unwrap();
-        let prefix = unique("k");
         let port = free_port();
         let child = Command::new(BIN)
             .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
@@ -53,7 +57,8 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { api, token, child, _silent: silent, _dir: dir, _leaves: Leaves::new().prefix(&prefix) }
+        let _leaves = Leaves::new().prefix(&prefix);
+        Self { api, token, child, prefix, _silent: silent, dir: Some(dir), _leaves }
     }
 
     /// `dbroles <args>` against the server.
@@ -135,4 +140,29 @@ fn the_client_creates_watches_lists_cancels_and_follows_fleets() {
     assert_eq!(code(&fleet), expected);
     let fleets = server.client(&["fleet", "list", "--output", "table"]);
     assert!(String::from_utf8_lossy(&fleets.stdout).contains(finished["id"].as_str().unwrap()));
+}
+
+/// A `dbroles serve` killed during a job: started again, it fails the job,
+/// naming why, and releases its server at once (not after the 75-minute lease).
+#[test]
+fn a_restarted_server_fails_the_job_its_killed_predecessor_left_running() {
+    let mut server = Server::start();
+    let created = server.client(&["jobs", "create", "--instance", SILENT]);
+    let id = json(&created)["job_id"].as_str().unwrap().to_string();
+    assert_eq!(json(&server.client(&["jobs", "get", &id]))["status"]["phase"], "running");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let (dir, prefix) = (server.dir.take().unwrap(), server.prefix.clone());
+    drop(server);
+    let restarted = Server::start_in(dir, prefix);
+    let job = json(&restarted.client(&["jobs", "get", &id]));
+    assert_eq!(job["status"]["phase"], "failed", "{job}");
+    assert_eq!(
+        job["status"]["message"],
+        "the job's execution never started or was lost: the dbroles process running it ended before the job did"
+    );
+    // Its server is free: a new job is accepted (and fails on the closed port, not 409).
+    let again = restarted.client(&["jobs", "create", "--instance", SILENT]);
+    assert_eq!(code(&again), 0, "{}", String::from_utf8_lossy(&again.stderr));
 }

@@ -606,3 +606,42 @@ async fn a_recreated_instance_is_not_rotated_with_the_old_ones_records() {
     );
     assert!(jobs_of(&app, A).await.is_empty(), "no job for the new server");
 }
+
+/// A deployment that shares accounts (`SharedAccounts=true`): two organisations
+/// register one account, each through a role trusting its own ExternalId, and
+/// each server there belongs to the first that acts on it.
+#[tokio::test]
+async fn shared_accounts_leave_each_server_to_its_first_organisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let (first, second) =
+        (format!("arn:aws:rds:us-east-1:{A_ACCOUNT}:db:first"), format!("arn:aws:rds:us-east-1:{A_ACCOUNT}:db:second"));
+    let instances = [&first, &second].map(|arn| LocalInstance::on_loopback(arn, "postgres", 5432, "postgres")).to_vec();
+    let roles = vec![
+        LocalRole { arn: format!("arn:aws:iam::{A_ACCOUNT}:role/dbroles-a"), external_id: external_id(A) },
+        LocalRole { arn: format!("arn:aws:iam::{A_ACCOUNT}:role/dbroles-b"), external_id: external_id(B) },
+    ];
+    let inventory = Arc::new(LocalInventory::new(instances).unwrap().with_roles(roles));
+    let accounts = AccountPolicy { shared_accounts: true, ..Default::default() };
+    let deps = Deps::local(store, inventory, Settings { accounts, ..settings("hoop") });
+    let app = App::new(&deps, Arc::new(Held::default()));
+    let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
+    for (org, role) in [(A, "dbroles-a"), (B, "dbroles-b")] {
+        let body = json!({"role_arn": format!("arn:aws:iam::{A_ACCOUNT}:role/{role}")});
+        let (status, answer) = call_json(&app, admin(org), "PUT", &uri, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{org}: {answer}");
+    }
+    let post = |org: &'static str, arn: String| {
+        let app = app.clone();
+        async move { call_json(&app, admin(org), "POST", "/dbroles/jobs", Some(request(&arn, json!({})))).await }
+    };
+    assert_eq!(post(A, first.clone()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(post(B, second.clone()).await.0, StatusCode::ACCEPTED);
+    let (status, answer) = post(B, first.clone()).await;
+    assert_eq!(
+        (status, answer["message"].clone()),
+        (StatusCode::FORBIDDEN, json!(format!("the database server {first} belongs to another organisation")))
+    );
+    let (status, _) = post(A, second).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -781,6 +781,41 @@ fn put(data: &mut Value, path: &str, value: Value) {
 mod tests {
     use super::*;
 
+    /// Every Lambda Task, in both definitions: a throttled Lambda (a busy tenant's
+    /// jobs) is retried on a longer back-off of its own, so others' jobs are
+    /// delayed rather than failed.
+    #[test]
+    fn a_throttled_lambda_is_retried_on_a_longer_back_off() {
+        fn tasks<'a>(node: &'a serde_json::Value, found: &mut Vec<&'a serde_json::Value>) {
+            match node {
+                serde_json::Value::Object(map) => {
+                    let lambda = map.get("Resource").and_then(|r| r.as_str()).is_some_and(|r| r.ends_with("FunctionArn}"));
+                    if map.get("Type").and_then(|t| t.as_str()) == Some("Task") && lambda {
+                        found.push(node);
+                    }
+                    map.values().for_each(|value| tasks(value, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|value| tasks(value, found)),
+                _ => {}
+            }
+        }
+        for definition in [PROVISION_DEFINITION, FLEET_DEFINITION] {
+            let definition: serde_json::Value = serde_json::from_str(definition).unwrap();
+            let mut found = Vec::new();
+            tasks(&definition, &mut found);
+            assert!(found.len() >= 4);
+            for task in found {
+                let retriers = task["Retry"].as_array().expect("every Task retries");
+                let throttled = "Lambda.TooManyRequestsException";
+                let own: Vec<_> = retriers.iter().filter(|r| r["ErrorEquals"] == serde_json::json!([throttled])).collect();
+                assert_eq!(own.len(), 1, "{task}");
+                assert!(own[0]["IntervalSeconds"].as_f64() >= Some(5.0) && own[0]["MaxAttempts"].as_u64() >= Some(6), "{task}");
+                let shared = retriers.iter().filter(|r| r["ErrorEquals"].as_array().unwrap().iter().any(|e| e == throttled));
+                assert_eq!(shared.count(), 1, "only its own retrier names it: {task}");
+            }
+        }
+    }
+
     #[test]
     fn the_provision_definition_loads() {
         let executor = Executor::provision(0.0);
