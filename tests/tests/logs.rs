@@ -32,7 +32,11 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     std::env::set_var("RUST_LOG", "debug");
     let captured = Captured::default();
     let writer = captured.clone();
-    tracing_subscriber::fmt().with_env_filter(dbroles_core::config::log_filter()).with_writer(move || writer.clone()).init();
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter(dbroles_core::config::log_filter())
+        .with_writer(move || writer.clone())
+        .init();
     tracing::debug!("debug logging is on");
 
     let cluster = PgCluster::start();
@@ -75,8 +79,18 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
         assert!(result.message.contains("withheld"), "{}", result.message);
     }
 
+    // A step's lines carry its job and organisation, wherever it runs: here one whose job is gone.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let inventory = Arc::new(dbroles_core::inventory::local::LocalInventory::new(Vec::new()).unwrap());
+    let deps = dbroles_core::deps::Deps::local(store, inventory, settings("hoop"));
+    let input = serde_json::json!({"org_id": "acme", "job_id": "JOB-LOGGED"});
+    dbroles_core::steps::run(dbroles_core::steps::Step::Resolve, &deps, input).await.expect_err("no such job");
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("debug logging is on"), "the test logs at debug: {logs}");
+    let failed = logs.lines().find(|line| line.contains("step failed")).expect("the step's failure is logged");
+    assert!(failed.contains("job_id=\"JOB-LOGGED\"") && failed.contains("org=\"acme\""), "{failed}");
     assert!(!logs.contains("SCRAM-SHA-256$"), "a verifier reached the logs");
     for password in &passwords {
         for part in password.as_bytes().windows(8).map(|part| std::str::from_utf8(part).unwrap()) {

@@ -56,24 +56,9 @@ pub fn app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<
 }
 
 /// One step's answer: the new state, or the error `Retry` and `Catch` match on.
-/// Every log line of the step carries its job's ids and organisation (the span's fields).
+/// One step's answer; its log lines carry its job's ids and organisation ([`steps::run`]'s span).
 pub async fn handle_step(step: Step, deps: &Deps, payload: Value) -> Result<Value, Diagnostic> {
-    use tracing::Instrument;
-    let field = |name: &str| payload.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-    let span = tracing::info_span!(
-        "step",
-        step = step.name(),
-        job_id = field("job_id"),
-        fleet_job_id = field("fleet_job_id"),
-        org = field("org_id")
-    );
-    let run = steps::run(step, deps, payload).instrument(span.clone()).await;
-    run.map_err(|error: StepError| {
-        span.in_scope(|| {
-            tracing::warn!(step = step.name(), error_type = error.error_type.as_str(), message = error.message, "step failed")
-        });
-        Diagnostic::from(error)
-    })
+    steps::run(step, deps, payload).await.map_err(|error: StepError| Diagnostic::from(error))
 }
 
 /// The step this function runs: `DBROLES_STEP`, which the template sets per function.

@@ -150,8 +150,33 @@ pub struct FleetState {
     pub error: Option<CaughtError>,
 }
 
+/// A string field of a step's input, for its span.
+fn input_field(input: &serde_json::Value, name: &str) -> String {
+    input.get(name).and_then(serde_json::Value::as_str).unwrap_or_default().to_string()
+}
+
 /// Runs one step on the state the state machine passed in; the new state out.
+/// Every log line of the step, on AWS and locally, carries its job's ids and
+/// organisation (the span's fields); a failure is logged with its error type.
+#[tracing::instrument(
+    name = "step",
+    skip_all,
+    fields(
+        step = step.name(),
+        job_id = input_field(&input, "job_id"),
+        fleet_job_id = input_field(&input, "fleet_job_id"),
+        org = input_field(&input, "org_id")
+    )
+)]
 pub async fn run(step: Step, deps: &Deps, input: serde_json::Value) -> Result<serde_json::Value, StepError> {
+    let result = run_step(step, deps, input).await;
+    if let Err(error) = &result {
+        tracing::warn!(error_type = error.error_type.as_str(), message = error.message, "step failed");
+    }
+    result
+}
+
+async fn run_step(step: Step, deps: &Deps, input: serde_json::Value) -> Result<serde_json::Value, StepError> {
     match step {
         Step::FleetSelect => {
             let input: FleetInput = parse(step, input)?;
