@@ -487,7 +487,7 @@ async fn usable_accounts(deps: &Deps, org: &str) -> Result<Vec<String>, FleetErr
 
 /// Resolves the selector into the instances (sorted ARNs) and records them.
 pub async fn select(deps: &Deps, input: &FleetInput) -> Result<Selection, FleetError> {
-    let mut record = running(deps, input).await?;
+    let mut record = load_running(deps, input).await?;
     let request = &record.fleet.request;
     let selector = &request.selector;
     let org = record.org().to_string();
@@ -538,7 +538,7 @@ pub async fn select(deps: &Deps, input: &FleetInput) -> Result<Selection, FleetE
     })
 }
 
-async fn running(deps: &Deps, input: &FleetInput) -> Result<FleetRecord, FleetError> {
+async fn load_running(deps: &Deps, input: &FleetInput) -> Result<FleetRecord, FleetError> {
     let record = deps.fleets.get_fleet(&input.org_id, &input.fleet_job_id).await?;
     let record = record.ok_or_else(|| FleetError::NotFound(input.fleet_job_id.clone()))?;
     match record.is_running() {
@@ -566,7 +566,7 @@ pub async fn start_child(deps: &Deps, input: &ChildInput) -> Result<ChildOutcome
         job_id,
         message,
     };
-    let record = match running(deps, &fleet).await {
+    let record = match load_running(deps, &fleet).await {
         Ok(record) => record,
         Err(FleetError::Finished(_)) => return Ok(outcome("skipped", None, Some("the fleet job has ended".into()))),
         Err(error) => return Err(error),

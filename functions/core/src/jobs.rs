@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | created, lock taken, workflow started | [`start`] | `POST /dbroles/jobs`, the tag trigger, `dbroles run` |
 //! | created, lock taken, for a fleet job's Map | [`create`] | the fleet-start-job step ([`crate::fleet::start_child`]) |
-//! | a step's progress saved | [`running`], [`save_progress`] | every step |
+//! | a step's progress saved | [`load_running`], [`save_progress`] | every step |
 //! | stopped by a user (the lock kept) | [`cancel`] | `POST /dbroles/jobs/{id}/cancel` |
 //! | finished, lock released, announced | [`finalize`] | the Finalize step |
 //! | failed after its execution died, lock released | [`repair`] | the status-change trigger, the local workflow |
@@ -272,7 +272,7 @@ pub async fn delete(app: &App, org: &str, id: &str) -> Result<(), JobError> {
 }
 
 /// The job a step works on, if it is still running (not cancelled or finished).
-pub async fn running(store: &dyn JobStore, input: &ExecutionInput) -> Result<JobRecord, JobError> {
+pub async fn load_running(store: &dyn JobStore, input: &ExecutionInput) -> Result<JobRecord, JobError> {
     let record = store.get_job(&input.org_id, &input.job_id).await?.ok_or_else(|| JobError::NotFound(input.job_id.clone()))?;
     if !record.is_running() {
         return Err(JobError::Finished(input.job_id.clone()));

@@ -29,9 +29,9 @@ pub struct RoleCredentials {
     pub engine: String,
 }
 
-/// The stored form: the seed's keys, and the engine.
+/// A secret's JSON as stored: the seed's keys, and the engine.
 #[derive(Serialize, Deserialize)]
-struct Stored {
+struct SecretJson {
     #[serde(rename = "HOST")]
     host: String,
     #[serde(rename = "PORT")]
@@ -49,7 +49,7 @@ struct Stored {
 impl RoleCredentials {
     /// The JSON document stored for a role. It holds the password: never log it.
     pub fn to_secret_json(&self) -> SecretString {
-        let stored = Stored {
+        let stored = SecretJson {
             host: self.host.clone(),
             port: self.port.to_string(),
             user: self.user.clone(),
@@ -61,7 +61,7 @@ impl RoleCredentials {
     }
 
     pub fn from_secret_json(text: &str) -> Result<Self, SecretError> {
-        let stored: Stored =
+        let stored: SecretJson =
             serde_json::from_str(text).map_err(|_| SecretError::Failed("a stored credential is not the expected JSON".into()))?;
         Ok(Self {
             host: stored.host,

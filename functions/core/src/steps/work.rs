@@ -1,4 +1,4 @@
-//! What each step does. Every step reads the job through [`jobs::running`], which
+//! What each step does. Every step reads the job through [`jobs::load_running`], which
 //! refuses a job that is no longer running (cancelled), and saves what it learnt
 //! through [`jobs::save_progress`].
 
@@ -27,7 +27,7 @@ pub const MAX_STATUS_CHECKS: u32 = 40;
 pub const HOOK_OUTPUT_LIMIT: usize = 4096;
 
 async fn load(deps: &Deps, state: &State) -> Result<JobRecord, StepError> {
-    Ok(jobs::running(deps.jobs.as_ref(), &state.input()).await?)
+    Ok(jobs::load_running(deps.jobs.as_ref(), &state.input()).await?)
 }
 
 async fn save(deps: &Deps, record: &JobRecord) -> Result<(), StepError> {
