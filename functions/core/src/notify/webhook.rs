@@ -83,11 +83,10 @@ impl Webhook {
                         message: format!("delivered: HTTP {code}"),
                     };
                 }
+                // The URL is the deployment's and may carry a token: no message names it.
                 Ok(response) => {
                     let code = response.status();
-                    last.status_code = Some(code.as_u16());
-                    // The URL is the deployment's and may carry a token: no message names it.
-                    last.message = format!("the webhook answered HTTP {code}");
+                    (last.status_code, last.message) = (Some(code.as_u16()), format!("the webhook answered HTTP {code}"));
                     if !(code.is_server_error() || code == reqwest::StatusCode::TOO_MANY_REQUESTS) {
                         return last;
                     }
