@@ -7,7 +7,8 @@ use mysql_async::prelude::Queryable;
 use crate::mariadb::mariadb;
 use crate::postgres::pg_connect;
 
-/// The role prefixes and MariaDB users a test makes on the shared servers.
+/// The role prefixes (their roles and users, and the MariaDB databases named
+/// after them) and the MariaDB users a test makes on the shared servers.
 #[derive(Clone, Debug, Default)]
 pub struct Leaves {
     prefixes: Vec<String>,
@@ -70,6 +71,15 @@ async fn remove_mariadb_users(prefixes: &[String], users: &[String]) -> Result<(
     }
     for user in users {
         root.query_drop(format!("DROP USER IF EXISTS '{}'@'%'", user.replace('\'', "''"))).await?;
+    }
+    // The databases a test named after its (unique) prefix.
+    for prefix in prefixes {
+        let pattern = format!("{}%", prefix.replace('_', "\\_"));
+        let databases: Vec<String> =
+            root.exec("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?", (pattern,)).await?;
+        for database in databases {
+            root.query_drop(format!("DROP DATABASE IF EXISTS `{}`", database.replace('`', "``"))).await?;
+        }
     }
     root.disconnect().await
 }

@@ -280,6 +280,7 @@ async fn my_denied(conn: &mut mysql_async::Conn, sql: &str) -> String {
 #[tokio::test]
 async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() {
     let prefix = unique("t");
+    let _leaves = Leaves::new().prefix(&prefix);
     let app = format!("{prefix}_app");
     let hostile = format!("{prefix} a;drop`x");
     let mut root = mariadb("root", "").await.unwrap();

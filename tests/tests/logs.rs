@@ -43,8 +43,10 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     let pg_master = cluster.rds_like().await;
     let my_master = unique("logm");
     let my_password = rds_like_master(&my_master).await;
+    let _leaves = Leaves::new().user(&my_master);
     let (_dir, store) = own_store();
     let prefix = unique("l");
+    let _roles = Leaves::new().prefix(&prefix);
     let secret = secret_ref("");
     let mut passwords = Vec::new();
     for (target, engine, arn) in [

@@ -32,6 +32,7 @@ async fn mariadb_with_a_password_policy_accepts_the_passwords() {
 
     let (_dir, store) = own_store();
     let prefix = unique("p");
+    let _leaves = Leaves::new().prefix(&prefix);
     let master = format!("{prefix}_master");
     let target = target(Family::MySql, 3306, &master, rds_like_master(&master).await);
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: 3306, db: String::new(), engine: "mariadb".into() };

@@ -143,6 +143,7 @@ async fn an_existing_role_dbroles_did_not_create_is_refused_unless_adopted() {
 #[tokio::test]
 async fn mariadb_roles_work_with_a_master_without_super() {
     let prefix = unique("m");
+    let _leaves = Leaves::new().prefix(&prefix);
     let master = format!("{prefix}_master");
     let password = rds_like_master(&master).await;
     let mut root = mariadb("root", "").await.unwrap();
