@@ -374,6 +374,7 @@ pub enum FleetError {
 
 /// Stores a fleet job and starts its execution: its id. The accounts it names
 /// must all be usable by the organisation; nothing is stored otherwise.
+#[tracing::instrument(skip_all, fields(org = %org, fleet_job_id = tracing::field::Empty))]
 pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJobRequest) -> Result<String, FleetError> {
     if let Some(vault) = &request.vault_provider {
         let policy = app.settings.vault.as_ref().ok_or_else(|| {
@@ -386,6 +387,7 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
     }
     jobs::within_share(app, org, request.max_concurrency as usize).await?;
     let id = crate::job::new_id();
+    tracing::Span::current().record("fleet_job_id", id.as_str());
     let mut record = FleetRecord {
         execution: app.workflow.fleet_execution_id(&id),
         fleet: FleetJob {
@@ -486,6 +488,7 @@ async fn usable_accounts(deps: &Deps, org: &str) -> Result<Vec<String>, FleetErr
 }
 
 /// Resolves the selector into the instances (sorted ARNs) and records them.
+#[tracing::instrument(skip_all, fields(org = %input.org_id, fleet_job_id = %input.fleet_job_id))]
 pub async fn select(deps: &Deps, input: &FleetInput) -> Result<Selection, FleetError> {
     let mut record = load_running(deps, input).await?;
     let request = &record.fleet.request;
@@ -558,6 +561,7 @@ fn child_id(fleet_job_id: &str, instance_arn: &str) -> String {
 /// Creates the job of one instance (taking its server's lock), unless the fleet
 /// job has ended or another job holds the server (`skipped`), or the job cannot
 /// be created (`failed`, with why). Either is recorded on the fleet job.
+#[tracing::instrument(skip_all, fields(org = %input.org_id, fleet_job_id = %input.fleet_job_id, instance = %input.instance_arn))]
 pub async fn start_child(deps: &Deps, input: &ChildInput) -> Result<ChildOutcome, FleetError> {
     let fleet = FleetInput { org_id: input.org_id.clone(), fleet_job_id: input.fleet_job_id.clone() };
     let outcome = |outcome: &str, job_id: Option<String>, message: Option<String>| ChildOutcome {
@@ -607,6 +611,7 @@ async fn provisioned_request(deps: &Deps, org: &str, arn: &str) -> Result<(Creat
 /// Writes the fleet job's result (its counts, and the error that ended its
 /// execution early, if one did) and announces it. A fleet job already finished
 /// (cancelled) is left as it is.
+#[tracing::instrument(skip_all, fields(org = %input.org_id, fleet_job_id = %input.fleet_job_id))]
 pub async fn finish(deps: &Deps, input: &FleetInput, error: Option<String>) -> Result<(), FleetError> {
     let Some(mut record) = deps.fleets.get_fleet(&input.org_id, &input.fleet_job_id).await? else { return Ok(()) };
     if !record.is_running() {
@@ -645,6 +650,7 @@ async fn announce(deps: &Deps, fleet: &FleetJob) {
 
 /// Stops a running fleet job: it fails, naming who cancelled it, so no new job
 /// starts; its execution is stopped, and every job of it still running is cancelled.
+#[tracing::instrument(skip_all, fields(org = %org, fleet_job_id = %id))]
 pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<FleetJob, FleetError> {
     let mut record = app.fleets.get_fleet(org, id).await?.ok_or_else(|| FleetError::NotFound(id.to_string()))?;
     if !record.is_running() {
@@ -692,6 +698,7 @@ async fn cancel_children(app: &App, record: &FleetRecord, by: &str) -> Result<()
 }
 
 /// Fails a fleet job whose execution ended without finishing it. `false` if it had finished.
+#[tracing::instrument(skip_all, fields(org = %input.org_id, fleet_job_id = %input.fleet_job_id))]
 pub async fn repair(deps: &Deps, input: &FleetInput, message: &str) -> Result<bool, FleetError> {
     let Some(mut record) = deps.fleets.get_fleet(&input.org_id, &input.fleet_job_id).await? else { return Ok(false) };
     if !record.is_running() {

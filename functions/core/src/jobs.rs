@@ -161,6 +161,7 @@ pub struct Naming {
 /// Stores a validated request as a running job, taking its database server's
 /// lock, without starting anything: the instance must exist in an account the
 /// organisation may use. The job is called as `naming` says, or gets a new id.
+#[tracing::instrument(skip_all, fields(org = %org, job_id = tracing::field::Empty))]
 pub async fn create(
     deps: &Deps,
     org: &str,
@@ -191,6 +192,7 @@ pub async fn create(
         record.job.fleet_job_id = naming.fleet_job_id;
         record.execution = naming.execution;
     }
+    tracing::Span::current().record("job_id", record.job.id.as_str());
     record.lock = instance.server_arn().to_string();
     record.access = Some(access);
     record.resource_id = Some(instance.resource_id.clone());
@@ -207,6 +209,7 @@ pub async fn create(
 /// lock) and starts its workflow: the job's id. Nothing is stored if the
 /// organisation may not act on the instance's account. If the workflow cannot
 /// start, the job is failed with the reason and its lock released.
+#[tracing::instrument(skip_all, fields(org = %org, job_id = tracing::field::Empty))]
 pub async fn start(
     app: &App,
     org: &str,
@@ -216,6 +219,7 @@ pub async fn start(
 ) -> Result<String, JobError> {
     within_share(app, org, 1).await?;
     let job_id = crate::job::new_id();
+    tracing::Span::current().record("job_id", job_id.as_str());
     let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None, resource_id: None };
     let mut record = match create(app, org, created_by, request, idempotency, Some(naming)).await? {
         Stored::New(record) => record,
@@ -243,6 +247,7 @@ pub async fn find(app: &App, org: &str, id: &str) -> Result<JobRecord, JobError>
 /// is stopped. The lock stays until the execution has ended ([`finalize`] or
 /// [`repair`]), so a step still running never overlaps the next job. An execution
 /// that could not be stopped ends at its next step, which finds the job finished.
+#[tracing::instrument(skip_all, fields(org = %org, job_id = %id))]
 pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<Job, JobError> {
     let mut record = find(app, org, id).await?;
     if !record.is_running() {
@@ -263,6 +268,7 @@ pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<Job, Job
 }
 
 /// Forgets a finished job.
+#[tracing::instrument(skip_all, fields(org = %org, job_id = %id))]
 pub async fn delete(app: &App, org: &str, id: &str) -> Result<(), JobError> {
     app.jobs.delete_job(org, id).await.map_err(|error| match error {
         StoreError::Running => JobError::Running(id.to_string()),
@@ -292,6 +298,7 @@ pub async fn save_progress(store: &dyn JobStore, record: &JobRecord) -> Result<(
 /// execution early), releases the lock, remembers a provisioned instance for
 /// rotation, and announces the finished job. A job already finished (cancelled)
 /// is left as it is, and its lock released: its execution has ended.
+#[tracing::instrument(skip_all, fields(org = %input.org_id, job_id = %input.job_id))]
 pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>) -> Result<(), StoreError> {
     let finished = finish_running(deps.jobs.as_ref(), input, &deps.settings, |record| match error {
         Some(message) => (Phase::Failed, message),
@@ -320,6 +327,7 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
 /// Fails a job whose execution ended without finalizing it (a killed Lambda, a
 /// time-out, an abort) and releases its lock, also if the job had finished (a
 /// cancel). `false` if the job had finished.
+#[tracing::instrument(skip_all, fields(org = %input.org_id, job_id = %input.job_id))]
 pub async fn repair(
     store: &dyn JobStore,
     input: &ExecutionInput,
