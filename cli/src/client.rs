@@ -48,6 +48,15 @@ pub enum Output {
     Table,
 }
 
+/// A job or fleet job to show, once or until it ends.
+#[derive(Args)]
+pub struct Shown {
+    id: String,
+    /// Follow it until it ends: exit 0 if it completed, 1 if it failed, 3 if cancelled.
+    #[arg(long)]
+    watch: bool,
+}
+
 #[derive(Subcommand)]
 pub enum JobsCommand {
     /// Create a job for an instance (POST /dbroles/jobs).
@@ -69,11 +78,7 @@ pub enum JobsCommand {
         watch: bool,
     },
     /// Show a job.
-    Get {
-        id: String,
-        #[arg(long)]
-        watch: bool,
-    },
+    Get(Shown),
     /// List jobs, newest first.
     List {
         /// running, failed or completed.
@@ -112,11 +117,7 @@ pub enum FleetCommand {
         watch: bool,
     },
     /// Show a fleet job.
-    Get {
-        id: String,
-        #[arg(long)]
-        watch: bool,
-    },
+    Get(Shown),
     /// List fleet jobs, newest first.
     List,
     /// Cancel a running fleet job and its running jobs.
@@ -252,8 +253,10 @@ pub async fn jobs(remote: &Remote, command: &JobsCommand) -> anyhow::Result<Exit
                 Err(code) => Ok(code),
             }
         }
-        JobsCommand::Get { id, watch: true } => watch_job(&client, id).await,
-        JobsCommand::Get { id, watch: false } => shown(&client, Kind::Job, Method::GET, &format!("/dbroles/jobs/{id}")).await,
+        JobsCommand::Get(Shown { id, watch: true }) => watch_job(&client, id).await,
+        JobsCommand::Get(Shown { id, watch: false }) => {
+            shown(&client, Kind::Job, Method::GET, &format!("/dbroles/jobs/{id}")).await
+        }
         JobsCommand::List { phase, limit } => {
             let filter = phase.as_deref().map(|phase| format!("&phase={phase}")).unwrap_or_default();
             shown(&client, Kind::Jobs, Method::GET, &format!("/dbroles/jobs?limit={limit}{filter}")).await
@@ -284,8 +287,8 @@ pub async fn fleet(remote: &Remote, command: &FleetCommand) -> anyhow::Result<Ex
                 Err(code) => Ok(code),
             }
         }
-        FleetCommand::Get { id, watch: true } => watch_fleet(&client, id).await,
-        FleetCommand::Get { id, watch: false } => {
+        FleetCommand::Get(Shown { id, watch: true }) => watch_fleet(&client, id).await,
+        FleetCommand::Get(Shown { id, watch: false }) => {
             shown(&client, Kind::Fleet, Method::GET, &format!("/dbroles/fleet-jobs/{id}")).await
         }
         FleetCommand::List => shown(&client, Kind::Fleets, Method::GET, "/dbroles/fleet-jobs").await,
