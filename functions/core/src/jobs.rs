@@ -65,11 +65,13 @@ pub const RETRY_AFTER_SECS: u64 = 30;
 /// deployment ([`crate::config::Settings::org_concurrency`]), counting its
 /// running jobs and the concurrency its running fleet jobs may still use.
 /// Concurrent requests may pass together: the share is a bound on what one
-/// organisation can take, not an exact count.
+/// organisation can take, not an exact count. The running jobs are read newest
+/// first and no further than one past the share, so a create never counts the
+/// organisation's whole history.
 pub async fn within_share(deps: &Deps, org: &str, adding: usize) -> Result<(), JobError> {
     let limit = deps.settings.org_concurrency;
-    let query = JobQuery { phase: Some(Phase::Running), limit: 1, ..JobQuery::default() };
-    let mut running = deps.jobs.count_jobs(org, &query).await? as usize;
+    let query = JobQuery { phase: Some(Phase::Running), limit: limit + 1, ..JobQuery::default() };
+    let mut running = deps.jobs.list_jobs(org, &query).await?.items.len();
     let fleets = deps.fleets.list_fleets(org, 100, None).await?;
     running += fleets
         .items

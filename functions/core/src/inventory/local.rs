@@ -141,12 +141,9 @@ impl LocalInventory {
     /// no file: tagged for the organisation [`LOCAL_ORG`], as the home account's
     /// instances must be before an organisation's first job ([`crate::accounts::claim`]).
     pub fn defaults() -> Self {
-        let local = |arn, engine, port, user| LocalInstance {
-            tags: vec![
-                DbTag { key: "environment".into(), value: "local".into() },
-                DbTag { key: crate::accounts::ORG_TAG.into(), value: LOCAL_ORG.into() },
-            ],
-            ..LocalInstance::on_loopback(arn, engine, port, user)
+        let local = |arn, engine, port, user| {
+            let tags = vec![DbTag { key: "environment".into(), value: "local".into() }];
+            LocalInstance { tags, ..LocalInstance::on_loopback(arn, engine, port, user) }.tagged_for(LOCAL_ORG)
         };
         Self {
             instances: vec![
