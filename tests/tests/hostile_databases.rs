@@ -175,9 +175,18 @@ async fn no_trap_runs_as_the_master(version: PgVersion) {
 
     let (_dir, store) = own_store();
     assert_completed(&provision(&cluster, password, store.as_ref()).await);
+    let mut first = Vec::new();
+    for level in Level::ALL {
+        let password = password_of(store.as_ref(), &level.user("hoop")).await;
+        cluster.client(&level.user("hoop"), &password, "app").await.expect("each role logs in after the first run");
+        first.push(password);
+    }
     // A rotation surveys and grants again.
     assert_completed(&provision(&cluster, password, store.as_ref()).await);
     assert_eq!(sprung(&cluster).await, Vec::<(String, String)>::new(), "traps ran during the runs");
+    for (level, old) in Level::ALL.iter().zip(&first) {
+        assert!(cluster.client(&level.user("hoop"), old, "app").await.is_err(), "the rotation changed {level:?}'s password");
+    }
 
     // The roles work, on the odd names too, and mallory's look-alikes lent them nothing.
     let ro = cluster.client("hoop_ro", &password_of(store.as_ref(), "hoop_ro").await, "app").await.expect("ro logs in");
