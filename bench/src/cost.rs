@@ -11,12 +11,11 @@ use anyhow::Context;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
-use dbroles_core::accounts::Access;
 use dbroles_core::config::{Config, Settings};
-use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
-use dbroles_core::job::{JobSpec, Phase};
-use dbroles_core::jobs;
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::account::Access;
+use dbroles_core::model::job::{JobSpec, Phase};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::NewJob;
 use dbroles_core::workflow::asl::{Executor, Progress};
@@ -122,7 +121,7 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&aws).interceptor(requests.clone()).build());
     let store = Arc::new(DynamoStore::new(dynamodb, &config.table));
     store.create_table().await?;
-    let mut deps = Deps::aws(&config, &aws).await?;
+    let mut deps = dbroles_core::wiring::aws(&config, &aws).await?;
     (deps.jobs, deps.resources) = (store.clone(), store);
 
     let request = serde_json::from_value(json!({

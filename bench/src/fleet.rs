@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use dbroles_core::config::Settings;
-use dbroles_core::deps::{App, Deps};
-use dbroles_core::fleet::{self, CreateFleetJobRequest};
+use dbroles_core::deps::App;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory};
-use dbroles_core::job::Phase;
+use dbroles_core::lifecycle::fleet;
+use dbroles_core::model::fleet::CreateFleetJobRequest;
+use dbroles_core::model::job::Phase;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::{Executor, Progress};
 use dbroles_core::workflow::Local;
@@ -116,10 +117,14 @@ pub async fn run(settings: &Settings, rows: &mut Vec<Row>) -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
     let settings = Settings {
-        accounts: dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() },
+        accounts: dbroles_core::model::account::AccountPolicy {
+            home_orgs: vec![ORG.into()],
+            role_name: None,
+            ..Default::default()
+        },
         ..settings.clone()
     };
-    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances)?), settings);
+    let deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances)?), settings);
     let transitions = Arc::new(AtomicUsize::new(0));
     let counted = transitions.clone();
     let reporter = Arc::new(move |progress: Progress<'_>| {
@@ -146,7 +151,7 @@ pub async fn run(settings: &Settings, rows: &mut Vec<Row>) -> anyhow::Result<()>
                 open += Cluster::connections(sampler).await?;
             }
             peak = peak.max(open);
-            let fleet = fleet::find(&deps, ORG, &id).await?;
+            let fleet = fleet::find(deps.fleets.as_ref(), deps.jobs.as_ref(), ORG, &id).await?;
             if fleet.status.phase != Phase::Running {
                 break fleet;
             }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use dbroles_core::api::{self, Authenticated};
 use dbroles_core::auth::Caller;
 use dbroles_core::config::Settings;
-use dbroles_core::deps::{App, Deps};
-use dbroles_core::fleet::FleetRecord;
+use dbroles_core::deps::App;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory};
-use dbroles_core::job::JobRecord;
+use dbroles_core::model::fleet::FleetRecord;
+use dbroles_core::model::job::JobRecord;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::{ExecutionState, Workflow, WorkflowError};
 use serde_json::{json, Value};
@@ -61,8 +61,13 @@ pub async fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let instances =
         (0..REQUESTS).map(|i| LocalInstance::on_loopback(&arn(i), "postgres", 5432, "postgres").tagged_for(ORG)).collect();
     // The organisation the requests come from may use the local account.
-    let accounts = dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() };
-    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances)?), Settings { accounts, ..Settings::default() });
+    let accounts =
+        dbroles_core::model::account::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() };
+    let deps = dbroles_core::wiring::local(
+        store,
+        Arc::new(LocalInventory::new(instances)?),
+        Settings { accounts, ..Settings::default() },
+    );
     let app = App::new(&deps, Arc::new(NoWorkflow));
     // The router the API Lambda runs, built once as the Lambda builds it.
     let app = api::router(Arc::new(app));

@@ -6,19 +6,21 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use dbroles_core::accounts::AccountPolicy;
-use dbroles_core::auth::{GroupPolicy, LocalTokens, ADMIN_GROUP, AUDITOR_GROUP};
-use dbroles_core::config::{self, Settings};
+use dbroles_core::auth::{LocalTokens, ADMIN_GROUP, AUDITOR_GROUP};
+use dbroles_core::config::{LocalConfig, Settings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::{self, Level, TlsConfig};
-use dbroles_core::fleet::{self, CreateFleetJobRequest, FleetAwsOptions, Selector};
 use dbroles_core::inventory::local::{LocalInventory, LOCAL_POSTGRES_ARN};
-use dbroles_core::job::{Job, Phase};
-use dbroles_core::jobs;
-use dbroles_core::request::{AwsRequest, CreateJobRequest, JobStep};
+use dbroles_core::lifecycle::fleet;
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::account::AccountPolicy;
+use dbroles_core::model::fleet::{CreateFleetJobRequest, FleetAwsOptions, Selector, MAX_INSTANCES};
+use dbroles_core::model::job::{Job, Phase};
+use dbroles_core::model::request::{AwsRequest, CreateJobRequest, JobStep};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_core::store::sqlite::SqliteStore;
+use dbroles_core::wiring;
 use dbroles_core::workflow::asl::{Executor, Progress};
 use dbroles_core::workflow::{Local, Workflow};
 use secrecy::ExposeSecret;
@@ -127,15 +129,15 @@ enum Command {
 }
 
 impl Cli {
-    fn settings(&self) -> anyhow::Result<Settings> {
+    fn settings(&self, env: &LocalConfig) -> anyhow::Result<Settings> {
         engine::validate_prefix_shape(&self.role_prefix).map_err(anyhow::Error::msg)?;
         let tls = TlsConfig { mode: self.tls.parse().map_err(anyhow::Error::msg)?, ca_file: self.ca_file.clone() };
         Ok(Settings {
             role_prefix: self.role_prefix.clone(),
             tls,
-            vault: config::vault_policy_from_env()?,
+            vault: env.vault_policy.clone(),
             accounts: AccountPolicy { home_orgs: self.home_orgs.clone(), role_name: None, ..Default::default() },
-            groups: GroupPolicy::from_env(),
+            groups: env.groups.clone(),
             ..Settings::default()
         })
     }
@@ -150,9 +152,10 @@ impl Cli {
     /// What the steps reach locally: the embedded store, the local instances, and
     /// credentials kept in the store (or the Vault a job names).
     fn deps(&self) -> anyhow::Result<Deps> {
-        let mut deps = Deps::local(Arc::new(self.store()?), Arc::new(self.inventory()?), self.settings()?);
-        deps.vault = config::vault_from_env()?;
-        deps.webhook = config::webhook_from_env()?;
+        let env = LocalConfig::from_env()?;
+        let mut deps = wiring::local(Arc::new(self.store()?), Arc::new(self.inventory()?), self.settings(&env)?);
+        deps.vault = env.vault;
+        deps.webhook = env.webhook.map(wiring::http_webhook);
         Ok(deps)
     }
 
@@ -237,7 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[String], adopt: bool) -> anyhow::Result<ExitCode> {
     let job_steps = job_steps(steps)?;
     let request = CreateJobRequest {
-        agent_id: uuid::Uuid::new_v4().to_string(),
+        agent_id: uuid::Uuid::new_v4().into(),
         aws: AwsRequest {
             instance_arn: instance.to_string(),
             default_security_group: None,
@@ -254,7 +257,7 @@ async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[St
     let job_id = jobs::start(&app, LOCAL_ORG, "local-user", request, None).await?;
     eprintln!("dbroles: job {job_id} on {instance}");
     workflow.wait(&workflow.execution_id(&job_id)).await;
-    let done = jobs::find(&app, LOCAL_ORG, &job_id).await?.job;
+    let done = jobs::find(app.deps.jobs.as_ref(), LOCAL_ORG, &job_id).await?.job;
     print_outcome(&done);
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(if done.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -291,7 +294,7 @@ async fn run_fleet(
 ) -> anyhow::Result<ExitCode> {
     let request = CreateFleetJobRequest {
         selector: Selector { regions: cli.inventory()?.regions(), ..Selector::default() },
-        agent_id: uuid::Uuid::new_v4().to_string(),
+        agent_id: uuid::Uuid::new_v4().into(),
         connection_prefix_name: connection_prefix.to_string(),
         job_steps: job_steps(steps)?,
         vault_provider: None,
@@ -309,7 +312,7 @@ async fn run_fleet(
         let (app, id, progress) = (app.clone(), fleet_job_id.clone(), progress.clone());
         tokio::spawn(async move {
             loop {
-                if let Ok(fleet) = fleet::find(&app, LOCAL_ORG, &id).await {
+                if let Ok(fleet) = fleet::find(app.deps.fleets.as_ref(), app.deps.jobs.as_ref(), LOCAL_ORG, &id).await {
                     progress.update(&fleet.status.counts);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -318,8 +321,8 @@ async fn run_fleet(
     };
     workflow.wait(&workflow.fleet_execution_id(&fleet_job_id).expect("the local workflow runs fleets")).await;
     watching.abort();
-    let done = fleet::find(&app, LOCAL_ORG, &fleet_job_id).await?;
-    let jobs = fleet::children(&app, LOCAL_ORG, &fleet_job_id, fleet::MAX_INSTANCES, None).await?.items;
+    let done = fleet::find(app.deps.fleets.as_ref(), app.deps.jobs.as_ref(), LOCAL_ORG, &fleet_job_id).await?;
+    let jobs = fleet::children(app.deps.jobs.as_ref(), LOCAL_ORG, &fleet_job_id, MAX_INSTANCES, None).await?.items;
     for job in &jobs {
         let status = job.status.as_ref().map_or(("running", ""), |s| (s.phase.as_str(), s.message.as_str()));
         eprintln!("dbroles:   {} {}: {}", job.db_arn(), status.0, status.1);

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use dbroles_core::fleet::FleetCounts;
+use dbroles_core::model::fleet::FleetCounts;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A bar, or plain lines where it cannot be drawn.

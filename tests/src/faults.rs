@@ -99,7 +99,7 @@ pub struct FaultyStore {
 
 #[async_trait::async_trait]
 impl dbroles_core::secrets::SecretStore for FaultyStore {
-    fn provider(&self) -> dbroles_core::job::SecretsProvider {
+    fn provider(&self) -> dbroles_core::model::job::SecretsProvider {
         self.inner.provider()
     }
     fn secret_id(&self, secret: &dbroles_core::secrets::SecretRef) -> String {

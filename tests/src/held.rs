@@ -4,8 +4,8 @@
 
 use std::sync::Mutex;
 
-use dbroles_core::fleet::FleetRecord;
-use dbroles_core::job::JobRecord;
+use dbroles_core::model::fleet::FleetRecord;
+use dbroles_core::model::job::JobRecord;
 use dbroles_core::workflow::{ExecutionState, Workflow, WorkflowError};
 use serde_json::{json, Value};
 

@@ -71,8 +71,8 @@ pub fn path_of(relative: &str) -> PathBuf {
 pub const ORG: &str = "acme";
 
 /// [`ORG`] may act on the deployment's own account (moto's, or the local one).
-pub fn acme_at_home() -> dbroles_core::accounts::AccountPolicy {
-    dbroles_core::accounts::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() }
+pub fn acme_at_home() -> dbroles_core::model::account::AccountPolicy {
+    dbroles_core::model::account::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() }
 }
 
 /// A deployment's settings as the end-to-end tests use them: roles `<prefix>_*`,
@@ -126,9 +126,9 @@ pub fn secret_ref(user: &str) -> dbroles_core::secrets::SecretRef {
 /// A running job as `POST /dbroles/jobs` stores it: reaching its instance's
 /// account as the deployment's own (moto's, or the local one), holding its
 /// instance's lock.
-pub fn stored_job(mut record: dbroles_core::job::JobRecord) -> dbroles_core::store::NewJob {
+pub fn stored_job(mut record: dbroles_core::model::job::JobRecord) -> dbroles_core::store::NewJob {
     let account = record.request.instance_arn().account;
-    record.access = Some(dbroles_core::accounts::Access::home(&account, record.org()));
+    record.access = Some(dbroles_core::model::account::Access::home(&account, record.org()));
     record.lock = record.request.aws.instance_arn.clone();
     let lease_until = dbroles_core::config::Settings::default().lease();
     dbroles_core::store::NewJob { record, idempotency: None, lease_until }
@@ -137,6 +137,6 @@ pub fn stored_job(mut record: dbroles_core::job::JobRecord) -> dbroles_core::sto
 /// Every role of a provisioning run completed; the message of the first that did not, if any.
 pub fn assert_completed(outcome: &dbroles_core::provision::Outcome) {
     for result in &outcome.results {
-        assert_eq!(result.status, dbroles_core::job::Phase::Completed, "{}: {}", result.user_role, result.message);
+        assert_eq!(result.status, dbroles_core::model::job::Phase::Completed, "{}: {}", result.user_role, result.message);
     }
 }

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dbroles_core::accounts::AccountPolicy;
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::config::Settings;
 use dbroles_core::deps::App;
-use dbroles_core::deps::Deps;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LOCAL_MARIADB_ARN, LOCAL_POSTGRES_ARN};
+use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
@@ -45,7 +44,7 @@ fn harness(prefix: &str) -> Harness {
         accounts: AccountPolicy { home_orgs: vec!["org-1".into(), "org-2".into()], role_name: None, ..Default::default() },
         ..Settings::default()
     };
-    let deps = Deps::local(store, inventory, settings);
+    let deps = dbroles_core::wiring::local(store, inventory, settings);
     let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
     Harness { app, _dir: dir, _silent: silent, _leaves: dbroles_tests::Leaves::new().prefix(prefix) }
 }
@@ -389,7 +388,7 @@ async fn two_hundred_parallel_creates_for_distinct_instances_are_all_listed() {
         org_concurrency: 1000,
         ..Settings::default()
     };
-    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
+    let deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
     let app = Arc::new(App::new(&deps, workflow.clone()));
     let tasks: Vec<_> = arns
         .iter()
@@ -462,11 +461,14 @@ impl dbroles_core::workflow::Workflow for Unstartable {
         Some(format!("unstartable:{fleet_job_id}"))
     }
 
-    async fn start(&self, _record: &dbroles_core::job::JobRecord) -> Result<(), dbroles_core::workflow::WorkflowError> {
+    async fn start(&self, _record: &dbroles_core::model::job::JobRecord) -> Result<(), dbroles_core::workflow::WorkflowError> {
         Err(dbroles_core::workflow::WorkflowError("ThrottlingException: rate exceeded".into()))
     }
 
-    async fn start_fleet(&self, _record: &dbroles_core::fleet::FleetRecord) -> Result<(), dbroles_core::workflow::WorkflowError> {
+    async fn start_fleet(
+        &self,
+        _record: &dbroles_core::model::fleet::FleetRecord,
+    ) -> Result<(), dbroles_core::workflow::WorkflowError> {
         Err(dbroles_core::workflow::WorkflowError("ThrottlingException: rate exceeded".into()))
     }
 

@@ -9,18 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dbroles_core::accounts::{external_id, Access};
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
-use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::inventory::rds::RdsInventory;
 use dbroles_core::inventory::{Instance, Inventory, InventoryError, Listed, MasterCredentials};
-use dbroles_core::job::{Job, JobSpec, Phase};
-use dbroles_core::jobs;
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::account::{external_id, Access};
+use dbroles_core::model::job::{Job, JobSpec, Phase};
+use dbroles_core::model::request::InstanceArn;
 use dbroles_core::network::ec2::Ec2Network;
 use dbroles_core::network::Network;
-use dbroles_core::request::InstanceArn;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
 use dbroles_core::steps::{ErrorType, StepError};
@@ -219,7 +218,7 @@ async fn unmanaged_instance(cluster: &PgCluster, modifying_for: u32) -> (String,
     // The steps' AWS calls pass through a recorder.
     let recorder = ActionRecorder::start(&moto_endpoint()).await;
     let observed = aws_config(&recorder.endpoint).await;
-    let mut deps = Deps::aws(&config, &observed).await.unwrap();
+    let mut deps = dbroles_core::wiring::aws(&config, &observed).await.unwrap();
     deps.inventory = Arc::new(ApplyingRds {
         rds: RdsInventory::new(&observed, config.endpoint_overrides.clone()),
         secrets: aws_sdk_secretsmanager::Client::new(&aws),
@@ -421,7 +420,7 @@ async fn a_new_aurora_cluster_is_waited_for_until_its_writer_is_available() {
     let aws = aws_config(&moto_endpoint()).await;
     let config = Config { settings: settings(&unique("r")), ..Config::new(unique("jobs-")) };
     create_table(&aws, &config.table).await;
-    let deps = Deps::aws(&config, &aws).await.unwrap();
+    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
     // A cluster as the tag trigger sees it: created, no instance yet.
     let cluster_id = unique("aurora-");
     let cluster = create_cluster(&aws, &cluster_id, "aurora-postgresql", "postgres").await;

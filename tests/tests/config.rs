@@ -3,7 +3,7 @@
 //! One test in its own binary: it sets process-wide environment variables.
 
 use dbroles_core::config::Config;
-use dbroles_core::deps::Deps;
+use dbroles_core::wiring;
 use dbroles_tests::{aws_config, moto_endpoint, unique};
 use secrecy::ExposeSecret;
 
@@ -16,21 +16,25 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
         let created = secrets.create_secret().name(unique("dbroles/settings/")).secret_string(value).send().await.unwrap();
         arns.push(created.arn.unwrap());
     }
-    let config = Config::new(unique("jobs-"));
+    std::env::set_var("DBROLES_TABLE", unique("jobs-"));
     std::env::set_var("DBROLES_WEBHOOK_URL", "https://hooks.example.com/dbroles");
     std::env::set_var("DBROLES_WEBHOOK_SECRET_ARN", &arns[0]);
     std::env::set_var("DBROLES_VAULT_ADDR", "https://vault.example.com:8200");
     std::env::set_var("DBROLES_VAULT_TOKEN_ARN", &arns[1]);
 
-    let deps = Deps::aws(&config, &aws).await.unwrap();
-    let webhook = deps.webhook.expect("the webhook is configured");
+    let config = Config::from_env().unwrap();
+    let webhook = wiring::webhook_settings(&config, &secrets).await.unwrap().expect("the webhook is configured");
     assert_eq!(webhook.secret.expose_secret(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "read, and trimmed");
-    assert_eq!(deps.vault.expect("Vault is configured").token.expose_secret(), "hvs.vault-token-from-secrets-manager");
+    let vault = wiring::vault_settings(&config, &secrets).await.unwrap().expect("Vault is configured");
+    assert_eq!(vault.token.expose_secret(), "hvs.vault-token-from-secrets-manager");
+    let deps = wiring::aws(&config, &aws).await.unwrap();
+    assert!(deps.webhook.is_some() && deps.vault.is_some(), "the functions have both");
 
     // A secret that is not there stops the function at start, naming the setting.
     let missing = arns[0].replace("dbroles/settings/", "dbroles/gone/");
     std::env::set_var("DBROLES_WEBHOOK_SECRET_ARN", &missing);
-    let error = Deps::aws(&config, &aws).await.err().expect("a missing secret is an error").to_string();
+    let config = Config::from_env().unwrap();
+    let error = wiring::aws(&config, &aws).await.err().expect("a missing secret is an error").to_string();
     assert!(error.starts_with(&format!("DBROLES_WEBHOOK_SECRET_ARN={missing}: ")), "{error}");
     assert!(error.contains("ResourceNotFoundException"), "{error}");
 }

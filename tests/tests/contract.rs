@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
-use dbroles_core::accounts::AccountPolicy;
 use dbroles_core::auth::{LocalTokens, ADMIN_GROUP};
-use dbroles_core::deps::{App, Deps, VaultSettings};
+use dbroles_core::config::VaultSettings;
+use dbroles_core::deps::App;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LOCAL_POSTGRES_ARN};
+use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
@@ -26,7 +27,7 @@ async fn serve(prefix: &str) -> (String, String, tempfile::TempDir) {
         vault: Some(dbroles_core::config::VaultPolicy { mount: None, prefix: String::new() }),
         ..settings(prefix)
     };
-    let mut deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
+    let mut deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
     // A Vault nobody answers: jobs naming a Vault folder are accepted, and fail when they run.
     deps.vault =
         Some(VaultSettings { address: "http://127.0.0.1:9".into(), token: "unused".to_string().into(), namespace: None });

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbroles_core::engine::{Family, Level, Target};
-use dbroles_core::job::Phase;
+use dbroles_core::model::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint, Outcome, ProvisionError};
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::vault::VaultSecrets;

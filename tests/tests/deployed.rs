@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use dbroles_core::config::Config;
 use dbroles_core::deps::Deps;
-use dbroles_core::job::SecretsProvider;
-use dbroles_core::job::{Job, Phase};
-use dbroles_core::jobs;
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::job::SecretsProvider;
+use dbroles_core::model::job::{Job, Phase};
 use dbroles_core::secrets::SecretRef;
 use dbroles_core::steps::Step;
 use dbroles_tests::*;
@@ -105,7 +105,7 @@ async fn the_deployed_state_machine_runs_a_job_through_the_deployed_functions() 
             let aws = aws_config(&endpoint).await;
             let credentials = own_store_on_kms(&aws).await;
             steps_store.set(credentials.clone()).expect("one store");
-            Deps::aws(&Config { credentials, ..steps_config }, &aws).await.unwrap()
+            dbroles_core::wiring::aws(&Config { credentials, ..steps_config }, &aws).await.unwrap()
         },
         functions.clone(),
     )
@@ -126,7 +126,7 @@ async fn the_deployed_state_machine_runs_a_job_through_the_deployed_functions() 
     // The API function's side, as in the deployment: the job stored, the execution started.
     let config =
         Config { state_machine_arn: Some(machine), credentials: store.get().expect("the steps' store").clone(), ..config };
-    let deps = Deps::aws(&config, &aws).await.unwrap();
+    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
     let app = dbroles_lambda::app(&config, &deps, &aws).unwrap();
     let request = serde_json::from_value(json!({
         "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
@@ -168,7 +168,7 @@ async fn the_deployed_state_machine_runs_a_job_through_the_deployed_functions() 
 
 async fn finished(app: &dbroles_core::deps::App, id: &str) -> Job {
     for _ in 0..600 {
-        let job = jobs::find(app, ORG, id).await.unwrap().job;
+        let job = jobs::find(app.deps.jobs.as_ref(), ORG, id).await.unwrap().job;
         if job.phase() != Phase::Running {
             return job;
         }
@@ -217,7 +217,7 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
     let steps_config = config.clone();
     let functions = rehearsal.steps();
     let moto = MotoExecutor::deployed(
-        |endpoint, _| async move { Deps::aws(&steps_config, &aws_config(&endpoint).await).await.unwrap() },
+        |endpoint, _| async move { dbroles_core::wiring::aws(&steps_config, &aws_config(&endpoint).await).await.unwrap() },
         functions.clone(),
     )
     .await;
@@ -247,31 +247,32 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
     let fleet_machine =
         create(&unique("fleet-"), &rehearsal.fleet_definition).await.expect("moto takes the deployed fleet definition");
     let config = Config { fleet_state_machine_arn: Some(fleet_machine.state_machine_arn), ..config };
-    let deps = Deps::aws(&config, &aws).await.unwrap();
+    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
     let app = dbroles_lambda::app(&config, &deps, &aws).unwrap();
 
     // The selector lists every instance: 200, over two pages (its Map is not run: most endpoints are fake).
     let held = dbroles_core::deps::App::new(&deps, Arc::new(Held::default()));
-    let listing = dbroles_core::fleet::start(&held, ORG, "alice", fleet_request(json!({"tags": ["fleet"]}))).await.unwrap();
-    let input = dbroles_core::fleet::FleetInput { org_id: ORG.into(), fleet_job_id: listing.clone() };
-    let selection = dbroles_core::fleet::select(&deps, &input).await.unwrap();
+    let listing =
+        dbroles_core::lifecycle::fleet::start(&held, ORG, "alice", fleet_request(json!({"tags": ["fleet"]}))).await.unwrap();
+    let input = dbroles_core::model::fleet::FleetInput { org_id: ORG.into(), fleet_job_id: listing.clone() };
+    let selection = dbroles_core::lifecycle::fleet::select(&deps, &input).await.unwrap();
     assert_eq!(selection.instances.len(), LISTED);
     let postgres = fleet_request(json!({"tags": ["fleet"], "engines": ["postgres"]}));
-    let listing = dbroles_core::fleet::start(&held, ORG, "alice", postgres).await.unwrap();
-    let input = dbroles_core::fleet::FleetInput { org_id: ORG.into(), fleet_job_id: listing };
+    let listing = dbroles_core::lifecycle::fleet::start(&held, ORG, "alice", postgres).await.unwrap();
+    let input = dbroles_core::model::fleet::FleetInput { org_id: ORG.into(), fleet_job_id: listing };
     assert_eq!(
-        dbroles_core::fleet::select(&deps, &input).await.unwrap().instances.len(),
+        dbroles_core::lifecycle::fleet::select(&deps, &input).await.unwrap().instances.len(),
         RUN + 1 + (LISTED - RUN - 1).div_ceil(2)
     );
 
     // The tagged five, each a child execution of the provisioning machine.
     let selection = fleet_request(json!({"tags": ["fleet=run"], "engines": ["postgres"]}));
-    let id = dbroles_core::fleet::start(&app, ORG, "alice", selection).await.unwrap();
+    let id = dbroles_core::lifecycle::fleet::start(&app, ORG, "alice", selection).await.unwrap();
     let fleet = wait_fleet(&deps, &id).await;
     assert_eq!(fleet.status.phase, Phase::Failed, "the dead instance fails the fleet job: {:?}", fleet.status);
     let counts = &fleet.status.counts;
     assert_eq!((counts.total, counts.completed, counts.failed, counts.running), (RUN as u64 + 1, RUN as u64, 1, 0));
-    let children = dbroles_core::fleet::children(&deps, ORG, &id, 100, None).await.unwrap().items;
+    let children = dbroles_core::lifecycle::fleet::children(deps.jobs.as_ref(), ORG, &id, 100, None).await.unwrap().items;
     assert_eq!(children.len(), RUN + 1, "the Map's items each created their instance's job");
     for job in &children {
         let status = job.status.as_ref().unwrap();
@@ -312,8 +313,8 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
             "connection_prefix_name": "after-",
         }))
         .unwrap();
-        let created = dbroles_core::jobs::create(&deps, ORG, "alice", request, None, None).await;
-        assert!(matches!(created, Ok(dbroles_core::jobs::Stored::New(_))), "{arn} is released: {created:?}");
+        let created = dbroles_core::lifecycle::jobs::create(&deps, ORG, "alice", request, None, None).await;
+        assert!(matches!(created, Ok(dbroles_core::lifecycle::jobs::Stored::New(_))), "{arn} is released: {created:?}");
     }
     let invoked: BTreeSet<String> = moto.invocations.lock().unwrap().iter().map(|(function, _)| function.clone()).collect();
     let ran: BTreeSet<&str> = invoked.iter().filter_map(|name| functions.get(name)).map(|step| step.name()).collect();
@@ -323,15 +324,15 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
     drop(running);
 }
 
-fn fleet_request(selector: serde_json::Value) -> dbroles_core::fleet::CreateFleetJobRequest {
+fn fleet_request(selector: serde_json::Value) -> dbroles_core::model::fleet::CreateFleetJobRequest {
     let request = json!({"selector": selector, "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "max_concurrency": 4});
     serde_json::from_value(request).unwrap()
 }
 
 /// The fleet job once it has finished.
-async fn wait_fleet(deps: &Deps, id: &str) -> dbroles_core::fleet::FleetJob {
+async fn wait_fleet(deps: &Deps, id: &str) -> dbroles_core::model::fleet::FleetJob {
     for _ in 0..1200 {
-        let fleet = dbroles_core::fleet::find(deps, ORG, id).await.unwrap();
+        let fleet = dbroles_core::lifecycle::fleet::find(deps.fleets.as_ref(), deps.jobs.as_ref(), ORG, id).await.unwrap();
         if fleet.status.phase != Phase::Running {
             return fleet;
         }

@@ -242,8 +242,8 @@ async fn a_secret_store_failure_changes_nothing_in_the_database() {
     struct Down;
     #[async_trait::async_trait]
     impl SecretStore for Down {
-        fn provider(&self) -> dbroles_core::job::SecretsProvider {
-            dbroles_core::job::SecretsProvider::AwsSecretsManager
+        fn provider(&self) -> dbroles_core::model::job::SecretsProvider {
+            dbroles_core::model::job::SecretsProvider::AwsSecretsManager
         }
         fn secret_id(&self, secret: &SecretRef) -> String {
             secret.user.clone()

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbroles_core::accounts::{self, RegisterAccount};
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole, LOCAL_ACCOUNT};
-use dbroles_core::jobs::{self, Stored};
-use dbroles_core::request::CreateJobRequest;
+use dbroles_core::lifecycle::accounts;
+use dbroles_core::lifecycle::jobs::{self, Stored};
+use dbroles_core::model::account::RegisterAccount;
+use dbroles_core::model::request::CreateJobRequest;
 use dbroles_core::secrets::SecretRef;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::{Executor, Progress};
@@ -68,8 +69,10 @@ impl Fleet {
             mariadb.iter().map(|(arn, server)| LocalInstance::on_loopback(arn, "mariadb", server.port, "root").tagged_for(ORG)),
         );
         instances.push(LocalInstance::on_loopback(&dead, "postgres", free_port(), "master").tagged_for(ORG));
-        let role =
-            LocalRole { arn: format!("arn:aws:iam::{OTHER_ACCOUNT}:role/dbroles"), external_id: accounts::external_id(ORG) };
+        let role = LocalRole {
+            arn: format!("arn:aws:iam::{OTHER_ACCOUNT}:role/dbroles"),
+            external_id: dbroles_core::model::account::external_id(ORG),
+        };
         let inventory = LocalInventory::new(instances).unwrap().with_roles(vec![role]);
         Self { postgres, mariadb, dead, inventory }
     }
@@ -118,9 +121,9 @@ impl Deployment {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("dbroles.db")).unwrap());
         let prefix = unique("f");
-        let deps = Deps::local(store, Arc::new(fleet.inventory.clone()), settings(&prefix));
+        let deps = dbroles_core::wiring::local(store, Arc::new(fleet.inventory.clone()), settings(&prefix));
         let role_arn = format!("arn:aws:iam::{OTHER_ACCOUNT}:role/dbroles");
-        accounts::register(&deps, ORG, "alice", OTHER_ACCOUNT, RegisterAccount { role_arn }).await.unwrap();
+        accounts::register(&deps, ORG, "alice", &OTHER_ACCOUNT.parse().unwrap(), RegisterAccount { role_arn }).await.unwrap();
         let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (now, most) = (running.clone(), peak.clone());
         // A job runs from its Resolve to its Finalize.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use dbroles_core::auth::{AuthError, Caller};
-use dbroles_core::deps::{App, Deps};
+use dbroles_core::deps::App;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LOCAL_POSTGRES_ARN};
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_tests::*;
@@ -25,7 +25,7 @@ impl Client {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
         let instances = vec![LocalInstance::on_loopback(LOCAL_POSTGRES_ARN, "postgres", 5432, "postgres").tagged_for(ORG)];
-        let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings("hoop"));
+        let deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings("hoop"));
         Self { app: App::new(&deps, Arc::new(Held::default())), _dir: dir }
     }
 
@@ -64,7 +64,7 @@ async fn the_web_apps_fetch_merge_put_back_keeps_every_connection() {
         assert!(ignored.split(", ").any(|f| f == field), "{field} not in {ignored}");
     }
     // The connection and its secret are as they were: the PUT never touches connections.
-    let stored = client.app.resources.get_resource(ORG, "orders-db").await.unwrap().unwrap();
+    let stored = client.app.deps.resources.get_resource(ORG, "orders-db").await.unwrap().unwrap();
     assert_eq!(stored.roles.len(), 1);
     assert_eq!(stored.roles[0].id, created["roles"][0]["id"].as_str().unwrap());
     assert_eq!(stored.roles[0].input.secret["envvar:PASS"], "czNjcjN0");
@@ -82,7 +82,7 @@ async fn the_web_apps_fetch_merge_put_back_keeps_every_connection() {
     let missing = json!({"name": "ledger-db", "type": "database"});
     let (status, _, _) = client.send("PUT", "/resources/ledger-db", Some(&missing.to_string())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(client.app.resources.get_resource(ORG, "ledger-db").await.unwrap().is_none());
+    assert!(client.app.deps.resources.get_resource(ORG, "ledger-db").await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn a_go_client_sends_nulls_empty_strings_and_fields_dbroles_does_not_know(
     let (status, ignored, created) = client.send("POST", "/dbroles/jobs", Some(go)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     assert_eq!(ignored.as_deref(), Some("created_by"), "an unknown field is ignored and named");
-    let job = client.app.jobs.get_job(ORG, created["job_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let job = client.app.deps.jobs.get_job(ORG, created["job_id"].as_str().unwrap()).await.unwrap().unwrap();
     assert!(job.request.job_steps.is_empty() && job.request.vault_provider.is_none());
 
     // A misspelt field is not silently dropped: the real one is missing, and the answer says which.
@@ -161,8 +161,8 @@ async fn another_name_in_a_put_renames_the_resource_with_its_connections() {
         (answer["name"].as_str(), answer["roles"][0]["resource_name"].as_str()),
         (Some("orders-main"), Some("orders-main"))
     );
-    assert!(client.app.resources.get_resource(ORG, "orders-db").await.unwrap().is_none());
-    let moved = client.app.resources.get_resource(ORG, "orders-main").await.unwrap().unwrap();
+    assert!(client.app.deps.resources.get_resource(ORG, "orders-db").await.unwrap().is_none());
+    let moved = client.app.deps.resources.get_resource(ORG, "orders-main").await.unwrap().unwrap();
     assert_eq!(moved.roles[0].input.secret["envvar:PASS"], "czNjcjN0", "the connection moved with its secret");
     let onto_taken = json!({"name": "taken-db", "type": "database", "subtype": "postgres"});
     let (status, _, _) = client.send("PUT", "/resources/orders-main", Some(&onto_taken.to_string())).await;

@@ -303,9 +303,9 @@ async fn mariadb_names_modes_and_definer_routines_lend_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn on_moto_a_job_on_a_trapped_database_springs_nothing() {
     use dbroles_core::config::{Config, CredentialsStore};
-    use dbroles_core::deps::{App, Deps};
-    use dbroles_core::job::Phase;
-    use dbroles_core::jobs;
+    use dbroles_core::deps::App;
+    use dbroles_core::lifecycle::jobs;
+    use dbroles_core::model::job::Phase;
     use dbroles_core::workflow::asl::Executor;
     use dbroles_core::workflow::{Local, Workflow};
 
@@ -319,7 +319,7 @@ async fn on_moto_a_job_on_a_trapped_database_springs_nothing() {
         ..Config::new(unique("jobs-"))
     };
     create_table(&aws, &config.table).await;
-    let deps = Deps::aws(&config, &aws).await.unwrap();
+    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
     let local = std::sync::Arc::new(Local::new(Executor::provision(0.01), deps.clone()));
     let app = App::new(&deps, local.clone());
     let request = serde_json::from_value(serde_json::json!({
@@ -331,7 +331,7 @@ async fn on_moto_a_job_on_a_trapped_database_springs_nothing() {
     .unwrap();
     let id = jobs::start(&app, ORG, "alice", request, None).await.unwrap();
     local.wait(&local.execution_id(&id)).await;
-    let job = jobs::find(&app, ORG, &id).await.unwrap().job;
+    let job = jobs::find(app.deps.jobs.as_ref(), ORG, &id).await.unwrap().job;
     assert_eq!(job.phase(), Phase::Completed, "{:?}", job.status);
     assert_eq!(sprung(&cluster).await, Vec::<(String, String)>::new(), "traps ran during the job");
 }

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use dbroles_core::accounts::Access;
 use dbroles_core::inventory::rds::RdsInventory;
 use dbroles_core::inventory::{Inventory, InventoryError};
-use dbroles_core::request::{ArnKind, InstanceArn};
+use dbroles_core::model::account::Access;
+use dbroles_core::model::request::{ArnKind, InstanceArn};
 use dbroles_tests::{aws_config, create_cluster, create_instance, create_writer, moto_endpoint, unique};
 use secrecy::ExposeSecret;
 

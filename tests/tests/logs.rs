@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use dbroles_core::engine::{Family, Level};
-use dbroles_core::job::Phase;
+use dbroles_core::model::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint};
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_tests::*;
@@ -85,7 +85,7 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(dbroles_core::store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let inventory = Arc::new(dbroles_core::inventory::local::LocalInventory::new(Vec::new()).unwrap());
-    let deps = dbroles_core::deps::Deps::local(store, inventory, settings("hoop"));
+    let deps = dbroles_core::wiring::local(store, inventory, settings("hoop"));
     let input = serde_json::json!({"org_id": "acme", "job_id": "JOB-LOGGED"});
     dbroles_core::steps::run(dbroles_core::steps::Step::Resolve, &deps, input).await.expect_err("no such job");
 

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dbroles_core::deps::{App, Deps};
+use dbroles_core::deps::App;
 use dbroles_core::inventory::local::LocalInventory;
-use dbroles_core::jobs;
+use dbroles_core::lifecycle::jobs;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::{Local, Workflow};
@@ -45,7 +45,7 @@ async fn a_local_job_writes_its_metrics_as_emf_lines() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let inventory = Arc::new(LocalInventory::new(vec![cluster.local_instance(arn)]).unwrap());
-    let deps = Deps::local(store, inventory, settings("hoop"));
+    let deps = dbroles_core::wiring::local(store, inventory, settings("hoop"));
     let local = Arc::new(Local::new(Executor::provision(0.01), deps.clone()));
     let app = App::new(&deps, local.clone());
     let request = serde_json::from_value(json!({
@@ -55,7 +55,10 @@ async fn a_local_job_writes_its_metrics_as_emf_lines() {
     .unwrap();
     let id = jobs::start(&app, ORG, "alice", request, None).await.unwrap();
     local.wait(&local.execution_id(&id)).await;
-    assert_eq!(jobs::find(&app, ORG, &id).await.unwrap().job.phase(), dbroles_core::job::Phase::Completed);
+    assert_eq!(
+        jobs::find(app.deps.jobs.as_ref(), ORG, &id).await.unwrap().job.phase(),
+        dbroles_core::model::job::Phase::Completed
+    );
 
     let mut out = Vec::new();
     dbroles_core::metrics::flush(&[("org_id", ORG), ("job_id", &id)], &mut out).unwrap();

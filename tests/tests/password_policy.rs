@@ -4,7 +4,7 @@
 //! shared server's policy while it runs, and no other test runs beside it.
 
 use dbroles_core::engine::{Family, Level};
-use dbroles_core::job::Phase;
+use dbroles_core::model::job::Phase;
 use dbroles_core::provision::{provision_roles, Endpoint};
 use dbroles_core::secrets::SecretStore;
 use dbroles_tests::*;

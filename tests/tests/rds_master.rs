@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use dbroles_core::engine::{Family, Level, Target};
-use dbroles_core::job::{Phase, RoleResult};
+use dbroles_core::model::job::{Phase, RoleResult};
 use dbroles_core::provision::{provision_roles, Endpoint, Outcome};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::SecretStore;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use dbroles_core::config::Config;
 use dbroles_core::config::CredentialsStore;
 use dbroles_core::deps::{App, Deps};
-use dbroles_core::job::{Job, Phase};
-use dbroles_core::jobs;
-use dbroles_core::request::CreateJobRequest;
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::job::{Job, Phase};
+use dbroles_core::model::request::CreateJobRequest;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
 use dbroles_core::steps::ErrorType;
@@ -55,7 +55,7 @@ async fn rig(resets: usize) -> Rig {
     };
     let steps_config = config.clone();
     let moto = MotoExecutor::start(
-        |_, proxy| async move { Deps::aws(&steps_config, &aws_config(&proxy).await).await.unwrap() },
+        |_, proxy| async move { dbroles_core::wiring::aws(&steps_config, &aws_config(&proxy).await).await.unwrap() },
         HashMap::new(),
     )
     .await;
@@ -68,7 +68,7 @@ async fn rig(resets: usize) -> Rig {
 impl Rig {
     /// The steps' dependencies, their AWS calls through the proxy (where faults are injected).
     async fn deps(&self) -> Deps {
-        Deps::aws(&self.config, &aws_config(&self.moto.proxy).await).await.unwrap()
+        dbroles_core::wiring::aws(&self.config, &aws_config(&self.moto.proxy).await).await.unwrap()
     }
 
     fn request(&self) -> CreateJobRequest {
@@ -85,7 +85,7 @@ impl Rig {
     async fn run_on_step_functions(&self) -> Job {
         let machine = provision_state_machine(&self.aws).await;
         let config = Config { state_machine_arn: Some(machine), ..self.config.clone() };
-        let deps = Deps::aws(&config, &self.aws).await.unwrap();
+        let deps = dbroles_core::wiring::aws(&config, &self.aws).await.unwrap();
         let app = dbroles_lambda::app(&config, &deps, &self.aws).unwrap();
         let id = jobs::start(&app, "acme", "alice", self.request(), None).await.unwrap();
         finished(&app, &id).await
@@ -105,7 +105,7 @@ impl Rig {
         let app = App::new(&deps, local.clone());
         let id = jobs::start(&app, "acme", "alice", self.request(), None).await.unwrap();
         local.wait(&dbroles_core::workflow::Workflow::execution_id(local.as_ref(), &id)).await;
-        let job = jobs::find(&app, "acme", &id).await.unwrap().job;
+        let job = jobs::find(app.deps.jobs.as_ref(), "acme", &id).await.unwrap().job;
         let retries = retries.lock().unwrap().clone();
         (job, retries)
     }
@@ -129,7 +129,7 @@ impl Rig {
 
 async fn finished(app: &App, id: &str) -> Job {
     for _ in 0..600 {
-        let job = jobs::find(app, "acme", id).await.unwrap().job;
+        let job = jobs::find(app.deps.jobs.as_ref(), "acme", id).await.unwrap().job;
         if job.phase() != Phase::Running {
             return job;
         }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use dbroles_core::job::SecretsProvider;
+use dbroles_core::model::job::SecretsProvider;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::vault::VaultSecrets;
 use dbroles_core::secrets::{RoleCredentials, SecretRef, SecretStore};

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use dbroles_core::accounts::Account;
 use dbroles_core::config::Settings;
-use dbroles_core::job::{JobRecord, JobSpec, Phase, Timestamp};
-use dbroles_core::jobs;
-use dbroles_core::request::CreateJobRequest;
-use dbroles_core::resource::{Resource, ResourceInput};
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::account::Account;
+use dbroles_core::model::job::{JobRecord, JobSpec, Phase};
+use dbroles_core::model::request::CreateJobRequest;
+use dbroles_core::model::resource::{Resource, ResourceInput};
+use dbroles_core::model::Timestamp;
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::store::{
@@ -149,7 +150,7 @@ fn account(org: &str, id: &str) -> Account {
         account_id: id.into(),
         org_id: org.into(),
         role_arn: format!("arn:aws:iam::{id}:role/dbroles"),
-        external_id: dbroles_core::accounts::external_id(org),
+        external_id: dbroles_core::model::account::external_id(org),
         assumed_arn: format!("arn:aws:sts::{id}:assumed-role/dbroles/dbroles"),
         registered_at: Timestamp::now(),
         registered_by: "alice".into(),

@@ -6,19 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbroles_core::accounts::{external_id, AccountPolicy};
 use dbroles_core::auth::{AuthError, Caller};
+use dbroles_core::config::TriggerSettings;
 use dbroles_core::config::{Config, Settings};
-use dbroles_core::deps::{App, Deps};
+use dbroles_core::deps::App;
 use dbroles_core::engine::TlsConfig;
-use dbroles_core::fleet::{self, ChildInput};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole};
-use dbroles_core::job::DbTag;
-use dbroles_core::job::Phase;
-use dbroles_core::jobs::{self, Naming};
+use dbroles_core::lifecycle::fleet;
+use dbroles_core::lifecycle::jobs::{self, Naming};
+use dbroles_core::model::account::{external_id, AccountPolicy};
+use dbroles_core::model::fleet::ChildInput;
+use dbroles_core::model::job::DbTag;
+use dbroles_core::model::job::Phase;
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::store::{JobQuery, Provisioned};
-use dbroles_core::triggers::{self, TriggerSettings};
+use dbroles_core::triggers;
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
 use dbroles_tests::*;
@@ -64,7 +66,7 @@ async fn wait_finished(app: &App, org: &str, id: &str) -> Value {
 
 /// Every job of `org`, as its store holds them.
 async fn jobs_of(app: &App, org: &str) -> Vec<String> {
-    let page = app.jobs.list_jobs(org, &JobQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let page = app.deps.jobs.list_jobs(org, &JobQuery { limit: 100, ..Default::default() }).await.unwrap();
     page.items.into_iter().map(|job| job.id).collect()
 }
 
@@ -108,7 +110,7 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
         accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None, ..Default::default() },
         ..settings(&prefix)
     };
-    let deps = Deps::local(store, inventory, settings);
+    let deps = dbroles_core::wiring::local(store, inventory, settings);
     let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone())));
 
     // B, naming A's role first, is refused by its trust; A registers its account;
@@ -127,7 +129,7 @@ async fn on_the_embedded_store_another_organisation_reaches_nothing_of_an_accoun
         (status, taken["message"].as_str().unwrap()),
         (StatusCode::CONFLICT, format!("account {A_ACCOUNT} is registered by another organisation").as_str())
     );
-    assert!(app.accounts.get_account(B, A_ACCOUNT).await.unwrap().is_none(), "nothing stored for B");
+    assert!(app.deps.accounts.get_account(B, A_ACCOUNT).await.unwrap().is_none(), "nothing stored for B");
     let (status, listed) = call_json(&app, admin(B), "GET", "/dbroles/accounts", None).await;
     assert_eq!(
         (status, listed["items"].clone(), listed["external_id"].clone()),
@@ -224,7 +226,7 @@ async fn one_server_one_owner_and_one_job_until_its_execution_has_ended() {
         accounts: AccountPolicy { home_orgs: vec![A.into(), B.into()], role_name: None, ..Default::default() },
         ..settings("hoop")
     };
-    let deps = Deps::local(store, inventory, settings);
+    let deps = dbroles_core::wiring::local(store, inventory, settings);
     let workflow = Arc::new(Held::default());
     let app = App::new(&deps, workflow.clone());
     let post = |org: &'static str| {
@@ -309,7 +311,7 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     };
     create_table(&aws, &config.table).await;
     let recorder = ActionRecorder::start(&moto_endpoint()).await;
-    let deps = Deps::aws(&config, &aws_config(&recorder.endpoint).await).await.unwrap();
+    let deps = dbroles_core::wiring::aws(&config, &aws_config(&recorder.endpoint).await).await.unwrap();
     let app = App::new(&deps, Arc::new(Held::default()));
     let remote = instance_in_another_account(&aws, &[("dbroles:provision", "true"), ("dbroles:org", B)]).await;
     let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
@@ -323,13 +325,13 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     let message = refused["message"].as_str().unwrap();
     assert!(message.contains(&format!("could not assume {a_role} with ExternalId {}", external_id(B))), "{message}");
     assert!(message.contains("AccessDenied"), "{message}");
-    assert!(app.accounts.list_accounts(B).await.unwrap().is_empty());
+    assert!(app.deps.accounts.list_accounts(B).await.unwrap().is_empty());
     // A role that lets anyone in who knows its ARN is refused, naming the condition to add.
     let (status, refused) = call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": open_role}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     let condition = format!("{{\"StringEquals\": {{\"sts:ExternalId\": \"{}\"}}}}", external_id(A));
     assert!(refused["message"].as_str().unwrap().contains(&condition), "{refused}");
-    assert!(app.accounts.list_accounts(A).await.unwrap().is_empty());
+    assert!(app.deps.accounts.list_accounts(A).await.unwrap().is_empty());
     // A role the deployment may not assume is refused before any call.
     let (status, answer) =
         call_json(&app, admin(A), "PUT", &uri, Some(json!({"role_arn": format!("arn:aws:iam::{A_ACCOUNT}:role/admin")}))).await;
@@ -348,7 +350,7 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
         (status, taken["message"].clone()),
         (StatusCode::CONFLICT, json!(format!("account {A_ACCOUNT} is registered by another organisation")))
     );
-    assert_eq!(app.accounts.get_account(A, A_ACCOUNT).await.unwrap().unwrap().external_id, external_id(A));
+    assert_eq!(app.deps.accounts.get_account(A, A_ACCOUNT).await.unwrap().unwrap().external_id, external_id(A));
     // The deployment's own account is not registered: the deployment names who uses it.
     let (status, _) =
         call_json(&app, admin(A), "PUT", "/dbroles/accounts/123456789012", Some(json!({"role_arn": role_arn("123456789012")})))
@@ -364,7 +366,7 @@ async fn on_moto_registration_is_proven_and_accounts_and_servers_are_kept_apart(
     // A can: the instance was not locked by B's attempts.
     let (status, answer) = call_json(&app, admin(A), "POST", "/dbroles/jobs", Some(request(&remote, json!({})))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let job = app.jobs.get_job(A, answer["job_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let job = app.deps.jobs.get_job(A, answer["job_id"].as_str().unwrap()).await.unwrap().unwrap();
     assert_eq!(job.access.unwrap().role_arn.as_deref(), Some(a_role.as_str()), "the steps assume A's role");
 
     // In the deployment's own account, which both may use, B cannot take A's tagged
@@ -432,7 +434,7 @@ fn held_deployment(instances: Vec<LocalInstance>, org_concurrency: usize) -> (te
         org_concurrency,
         ..settings("hoop")
     };
-    let deps = Deps::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
+    let deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances).unwrap()), settings);
     let workflow = Arc::new(Held::default());
     (dir, App::new(&deps, workflow.clone()), workflow)
 }
@@ -444,10 +446,10 @@ fn local_arn(name: &str) -> String {
 /// Stores a job as `POST /dbroles/jobs` does, naming its execution, without starting it:
 /// what is left when the API dies between the two.
 async fn stored_not_started(app: &App, org: &str, arn: &str) -> String {
-    let request: dbroles_core::request::CreateJobRequest = serde_json::from_value(request(arn, json!({}))).unwrap();
-    let job_id = dbroles_core::job::new_id();
+    let request: dbroles_core::model::request::CreateJobRequest = serde_json::from_value(request(arn, json!({}))).unwrap();
+    let job_id = dbroles_core::model::new_id();
     let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None, resource_id: None };
-    match jobs::create(app, org, "alice", request, None, Some(naming)).await.unwrap() {
+    match jobs::create(&app.deps, org, "alice", request, None, Some(naming)).await.unwrap() {
         jobs::Stored::New(record) => record.job.id,
         jobs::Stored::Replayed(id) => panic!("replayed {id}"),
     }
@@ -463,10 +465,10 @@ async fn the_sweeper_fails_what_never_started(app: &App, org: &str, arns: [&str;
     let started = created["job_id"].as_str().unwrap().to_string();
     // A finished job whose record is gone (expired, say) while its lock stayed.
     let lost = stored_not_started(app, org, gone).await;
-    let mut record = app.jobs.get_job(org, &lost).await.unwrap().unwrap();
+    let mut record = app.deps.jobs.get_job(org, &lost).await.unwrap().unwrap();
     record.finish(Phase::Failed, "finished elsewhere");
-    assert!(app.jobs.finish_job(&record, app.settings.expiry()).await.unwrap());
-    app.jobs.delete_job(org, &lost).await.unwrap();
+    assert!(app.deps.jobs.finish_job(&record, app.deps.settings.expiry()).await.unwrap());
+    app.deps.jobs.delete_job(org, &lost).await.unwrap();
 
     // Young jobs are left alone, their execution may be starting; a lock without a job is released at once.
     let young = jobs::sweep(app, "swept", jobs::start_grace()).await.unwrap();
@@ -478,7 +480,7 @@ async fn the_sweeper_fails_what_never_started(app: &App, org: &str, arns: [&str;
     assert_eq!(job["status"]["message"], "the job's execution never started or was lost: swept");
     let (_, job) = call_json(app, admin(org), "GET", &format!("/dbroles/jobs/{started}"), None).await;
     assert_eq!(job["status"]["phase"], "running", "a running execution's job is left alone");
-    let held: Vec<String> = app.jobs.locks().await.unwrap().into_iter().map(|lock| lock.server).collect();
+    let held: Vec<String> = app.deps.jobs.locks().await.unwrap().into_iter().map(|lock| lock.server).collect();
     assert_eq!(held, [running.to_string()], "only the running job's server is held");
     // The released servers take new jobs.
     for arn in [never, gone] {
@@ -500,7 +502,7 @@ async fn on_moto_the_sweeper_fails_what_never_started() {
     let aws = aws_config(&moto_endpoint()).await;
     let config = Config { settings: settings("hoop"), ..Config::new(unique("jobs-")) };
     create_table(&aws, &config.table).await;
-    let deps = Deps::aws(&config, &aws).await.unwrap();
+    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
     let app = App::new(&deps, Arc::new(Held::default()));
     let mut arns = Vec::new();
     for name in ["never-", "running-", "gone-"] {
@@ -520,15 +522,15 @@ async fn a_local_execution_lives_as_long_as_its_process() {
     let mut ids = Vec::new();
     // Process 1 lives as long as the machine; no process has the largest pid Linux can give.
     for (arn, pid) in arns.iter().zip([4_194_304u32, 1]) {
-        let request: dbroles_core::request::CreateJobRequest = serde_json::from_value(request(arn, json!({}))).unwrap();
-        let job_id = dbroles_core::job::new_id();
+        let request: dbroles_core::model::request::CreateJobRequest = serde_json::from_value(request(arn, json!({}))).unwrap();
+        let job_id = dbroles_core::model::new_id();
         let naming = Naming { execution: Some(format!("local:{pid}:{job_id}")), job_id, fleet_job_id: None, resource_id: None };
-        jobs::create(&app, A, "alice", request, None, Some(naming)).await.unwrap();
-        ids.push(app.jobs.list_jobs(A, &JobQuery { limit: 1, ..Default::default() }).await.unwrap().items[0].id.clone());
+        jobs::create(&app.deps, A, "alice", request, None, Some(naming)).await.unwrap();
+        ids.push(app.deps.jobs.list_jobs(A, &JobQuery { limit: 1, ..Default::default() }).await.unwrap().items[0].id.clone());
     }
     let swept = jobs::sweep(&app, "the dbroles process running it ended", chrono::Duration::zero()).await.unwrap();
     assert_eq!(swept.failed, [ids[0].clone()]);
-    let alive = app.jobs.get_job(A, &ids[1]).await.unwrap().unwrap();
+    let alive = app.deps.jobs.get_job(A, &ids[1]).await.unwrap().unwrap();
     assert!(alive.is_running());
 }
 
@@ -589,16 +591,16 @@ async fn a_recreated_instance_is_not_rotated_with_the_old_ones_records() {
         ..LocalInstance::on_loopback(&arn, "postgres", 5432, "postgres").tagged_for(A)
     };
     let (_dir, app, _) = held_deployment(vec![instance], 50);
-    let request: dbroles_core::request::CreateJobRequest = serde_json::from_value(request(&arn, json!({}))).unwrap();
+    let request: dbroles_core::model::request::CreateJobRequest = serde_json::from_value(request(&arn, json!({}))).unwrap();
     let provisioned = Provisioned { org: A.into(), db_arn: arn.clone(), request, resource_id: Some("db-OLDONE".into()) };
-    app.jobs.mark_provisioned(&provisioned).await.unwrap();
+    app.deps.jobs.mark_provisioned(&provisioned).await.unwrap();
     let fleet =
         json!({"selector": {"provisioned": true}, "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "max_concurrency": 1});
     let (status, created) = call_json(&app, admin(A), "POST", "/dbroles/fleet-jobs", Some(fleet)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     let fleet_job_id = created["fleet_job_id"].as_str().unwrap().to_string();
     let child = ChildInput { org_id: A.into(), fleet_job_id: fleet_job_id.clone(), instance_arn: arn.clone() };
-    let outcome = fleet::start_child(&app, &child).await.unwrap();
+    let outcome = fleet::start_child(&app.deps, &child).await.unwrap();
     assert_eq!(outcome.outcome, "failed");
     assert_eq!(
         outcome.message.as_deref(),
@@ -623,7 +625,7 @@ async fn shared_accounts_leave_each_server_to_its_first_organisation() {
     ];
     let inventory = Arc::new(LocalInventory::new(instances).unwrap().with_roles(roles));
     let accounts = AccountPolicy { shared_accounts: true, ..Default::default() };
-    let deps = Deps::local(store, inventory, Settings { accounts, ..settings("hoop") });
+    let deps = dbroles_core::wiring::local(store, inventory, Settings { accounts, ..settings("hoop") });
     let app = App::new(&deps, Arc::new(Held::default()));
     let uri = format!("/dbroles/accounts/{A_ACCOUNT}");
     for (org, role) in [(A, "dbroles-a"), (B, "dbroles-b")] {

@@ -12,13 +12,16 @@ use base64::Engine as _;
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
+use dbroles_core::config::TriggerSettings;
+use dbroles_core::config::WebhookSettings;
 use dbroles_core::deps::App;
 use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
-use dbroles_core::notify::{sign_webhook, LambdaHook, Webhook};
+use dbroles_core::notify::lambda::LambdaHook;
+use dbroles_core::notify::webhook::sign_webhook;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
-use dbroles_core::triggers::{self, TriggerSettings};
+use dbroles_core::triggers;
 use dbroles_core::workflow::asl::Executor;
 use dbroles_core::workflow::Local;
 use dbroles_tests::*;
@@ -191,7 +194,7 @@ impl Deployment {
             credentials: dbroles_core::config::CredentialsStore::SecretsManager,
             ..Config::new(unique("jobs-"))
         };
-        let webhook = Webhook {
+        let webhook = WebhookSettings {
             url: webhook_url,
             secret: WEBHOOK_SECRET.to_string().into(),
             attempts: 3,
@@ -315,9 +318,9 @@ impl Deployment {
 
 /// moto in execute mode whose steps, and the deployment's own dependencies, have
 /// the webhook and a hook (a Lambda function the proxy answers).
-async fn notifying_moto(config: &Config, webhook: Webhook) -> (MotoExecutor, aws_config::SdkConfig, Deps) {
+async fn notifying_moto(config: &Config, webhook: WebhookSettings) -> (MotoExecutor, aws_config::SdkConfig, Deps) {
     let with_notifications = move |mut deps: Deps, proxy_aws: &aws_config::SdkConfig| {
-        deps.webhook = Some(webhook.clone());
+        deps.webhook = Some(dbroles_core::wiring::http_webhook(webhook.clone()));
         let client = aws_sdk_lambda::Client::new(proxy_aws);
         deps.hook = Some(Arc::new(LambdaHook { client, function: "dbroles-test-hook".into() }));
         deps
@@ -326,14 +329,14 @@ async fn notifying_moto(config: &Config, webhook: Webhook) -> (MotoExecutor, aws
     let (steps_config, remote_notifications) = (config.clone(), with_notifications.clone());
     let moto = MotoExecutor::start(
         |endpoint, proxy| async move {
-            let deps = Deps::aws(&steps_config, &aws_config(&endpoint).await).await.unwrap();
+            let deps = dbroles_core::wiring::aws(&steps_config, &aws_config(&endpoint).await).await.unwrap();
             remote_notifications(deps, &aws_config(&proxy).await)
         },
         hook_answer,
     )
     .await;
     let aws = aws_config(&moto.endpoint).await;
-    let deps = with_notifications(Deps::aws(config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
+    let deps = with_notifications(dbroles_core::wiring::aws(config, &aws).await.unwrap(), &aws_config(&moto.proxy).await);
     (moto, aws, deps)
 }
 
@@ -393,7 +396,11 @@ fn local_deps(
     instances: Vec<dbroles_core::inventory::local::LocalInstance>,
     settings: Settings,
 ) -> Deps {
-    Deps::local(store, Arc::new(dbroles_core::inventory::local::LocalInventory::new(instances).unwrap()), settings)
+    dbroles_core::wiring::local(
+        store,
+        Arc::new(dbroles_core::inventory::local::LocalInventory::new(instances).unwrap()),
+        settings,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -445,7 +452,7 @@ async fn a_secret_store_down_fails_the_job_before_any_change_in_the_database() {
     let dead = aws_config(&format!("http://127.0.0.1:{}", free_port())).await;
     deps.secrets = Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&dead), "dbroles"));
     let executor = Local::new(Executor::provision(0.001), deps.clone());
-    let new = dbroles_tests::stored_job(dbroles_core::jobs::new_record(
+    let new = dbroles_tests::stored_job(dbroles_core::lifecycle::jobs::new_record(
         "acme",
         "alice",
         serde_json::from_value(json!({"agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "s-", "job_steps": []})).unwrap(),
@@ -456,7 +463,7 @@ async fn a_secret_store_down_fails_the_job_before_any_change_in_the_database() {
     store.create_job(new).await.unwrap();
     executor.execute(&record, &|_| {}).await.unwrap();
     let job = store.get_job("acme", record.id()).await.unwrap().unwrap().job;
-    assert_eq!(job.phase(), dbroles_core::job::Phase::Failed);
+    assert_eq!(job.phase(), dbroles_core::model::job::Phase::Failed);
     let message = &job.status.as_ref().unwrap().message;
     assert!(message.contains("before any change to the database"), "{message}");
     let roles = cluster

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dbroles_core::api;
 use dbroles_core::auth::{authorization, caller_from_claims, AuthError, Caller};
 use dbroles_core::config::{Config, ConfigError};
-use dbroles_core::deps::{App, Deps};
+use dbroles_core::deps::App;
 use lambda_http::request::RequestContext;
 
 /// The caller named by the authorizer's claims; the groups read exactly from the
@@ -27,12 +27,12 @@ pub fn caller(parts: &http::request::Parts, org_claim: &str, groups_claim: &str)
 /// The API's router, each request's caller read from its claims.
 pub fn router(app: Arc<App>, org_claim: &str) -> axum::Router {
     let org_claim: Arc<str> = org_claim.into();
-    let groups_claim: Arc<str> = app.settings.groups.claim.as_str().into();
+    let groups_claim: Arc<str> = app.deps.settings.groups.claim.as_str().into();
     api::authenticated(api::router(app), move |parts| caller(parts, &org_claim, &groups_claim))
 }
 
 /// The router's dependencies on the AWS clients of `aws`: the table, RDS and the state machine.
 pub async fn app_on(config: &Config, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
-    let deps = Deps::aws(config, aws).await?;
+    let deps = dbroles_core::wiring::aws(config, aws).await?;
     dbroles_lambda::app(config, &deps, aws)
 }

@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use dbroles_core::accounts::AccountPolicy;
 use dbroles_core::config::Config;
 use dbroles_core::config::Settings;
-use dbroles_core::job::Phase;
-use dbroles_core::jobs;
-use dbroles_core::request::CreateJobRequest;
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::account::AccountPolicy;
+use dbroles_core::model::job::Phase;
+use dbroles_core::model::request::CreateJobRequest;
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::{JobStore, NewJob};
 use dbroles_tests::{aws_config, create_instance, moto_endpoint, template_actions, unique, ActionRecorder};
@@ -67,7 +67,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
     let table = unique("jobs-");
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table).create_table().await.unwrap();
     // The role register-account.json names, trusting acme's ExternalId as an administrator would set it up.
-    dbroles_tests::trusting_role(&aws, "111111111111", "dbroles", Some(&dbroles_core::accounts::external_id("acme"))).await;
+    dbroles_tests::trusting_role(&aws, "111111111111", "dbroles", Some(&dbroles_core::model::account::external_id("acme"))).await;
     let rds = aws_sdk_rds::Client::new(&aws);
     if rds.describe_db_instances().db_instance_identifier("orders-db").send().await.is_err() {
         let org = aws_sdk_rds::types::Tag::builder().key("dbroles:org").value("acme").build();
@@ -89,7 +89,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
     };
     let (provision, fleet) = (machine("provision-").await.unwrap(), machine("fleet-").await.unwrap());
     let config = Config {
-        table,
+        table: table.clone(),
         state_machine_arn: Some(provision.state_machine_arn),
         fleet_state_machine_arn: Some(fleet.state_machine_arn),
         org_claim: "org_id".into(),
@@ -101,6 +101,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
             accounts: AccountPolicy { home_orgs: vec!["acme".into()], role_name: Some("dbroles*".into()), ..Default::default() },
             ..Settings::default()
         },
+        ..Config::new("")
     };
     (config, aws)
 }
@@ -108,7 +109,7 @@ async fn deployment() -> (Config, aws_config::SdkConfig) {
 /// A finished and a running job of the organisation `acme`, and a running fleet job, with the events' ids.
 async fn seed(store: &DynamoStore) {
     use dbroles_core::store::FleetStore;
-    let fleet: dbroles_core::fleet::FleetRecord = serde_json::from_value(json!({
+    let fleet: dbroles_core::model::fleet::FleetRecord = serde_json::from_value(json!({
         "fleet": {
             "id": RUNNING_FLEET, "org_id": "acme", "created_at": "2026-11-22T10:00:00Z", "completed_at": null,
             "created_by": "seed",
@@ -129,7 +130,7 @@ async fn seed(store: &DynamoStore) {
             "job_steps": []
         }))
         .unwrap();
-        let spec = dbroles_core::job::JobSpec {
+        let spec = dbroles_core::model::job::JobSpec {
             db_arn: request.aws.instance_arn.clone(),
             db_engine: "postgres".into(),
             ..Default::default()

@@ -36,21 +36,6 @@ impl Default for GroupPolicy {
 }
 
 impl GroupPolicy {
-    /// From `DBROLES_GROUPS_CLAIM`, `DBROLES_ADMIN_GROUP` and `DBROLES_READER_GROUPS` (`*`: every member).
-    pub fn from_env() -> Self {
-        let defaults = Self::default();
-        let readers = match crate::config::list("DBROLES_READER_GROUPS") {
-            list if list.is_empty() => defaults.readers,
-            list if list.iter().any(|group| group == "*") => Vec::new(),
-            list => list,
-        };
-        Self {
-            claim: crate::config::var("DBROLES_GROUPS_CLAIM").unwrap_or(defaults.claim),
-            admin: crate::config::var("DBROLES_ADMIN_GROUP").unwrap_or(defaults.admin),
-            readers,
-        }
-    }
-
     pub fn is_admin(&self, caller: &Caller) -> bool {
         caller.groups.iter().any(|group| *group == self.admin)
     }

@@ -25,10 +25,24 @@
 //! | `DBROLES_WEBHOOK_URL`, `DBROLES_WEBHOOK_SECRET` | none | where `send-webhook` POSTs, and its `whsec_` secret |
 //! | `DBROLES_VAULT_ADDR`, `DBROLES_VAULT_TOKEN`, `DBROLES_VAULT_NAMESPACE` | none | the Vault of `vault_provider` |
 //! | `DBROLES_VAULT_MOUNT`, `DBROLES_VAULT_PREFIX` | any mount, no prefix | where jobs may write: `<mount>/data/<prefix><org>/...` |
+//! | `DBROLES_WEBHOOK_ATTEMPTS`, `DBROLES_WEBHOOK_BACKOFF_MS` | `5`, `1000` | how often the webhook is tried, and the first wait (doubled each time) |
+//! | `DBROLES_FLEET_STATE_MACHINE_ARN` | none | the fleet state machine, whose executions carry fleet jobs out |
+//! | `DBROLES_HOOK_FUNCTION` | none | the Lambda function `run-hook` invokes |
+//! | `DBROLES_EVENT_BUS` | `default` | the EventBridge bus of `DB Role Job Finished` |
+//! | `DBROLES_PROVISION_TAG` | `dbroles:provision=true` | the tag (`key=value`) whose instances the tag trigger provisions |
+//! | `DBROLES_DEFAULT_ORG` | `default` | the organisation of jobs a tag starts, unless the tag `dbroles:org` names one |
+//! | `DBROLES_DEFAULT_AGENT_ID` | the nil UUID | the agent of their connections, unless the tag `dbroles:agent-id` names one |
+//! | `DBROLES_STEP` | (the step functions need it) | the step a step function runs |
+//! | `RUST_LOG` | `info` | what the logs show ([`log_filter`]) |
 //!
 //! On AWS the two secrets come from Secrets Manager instead of the function's
 //! configuration: `DBROLES_WEBHOOK_SECRET_ARN` and `DBROLES_VAULT_TOKEN_ARN` name
-//! secrets whose string is the value, read once when the function starts.
+//! secrets whose string is the value, read once when the function starts
+//! ([`crate::wiring`] reads them).
+//!
+//! This module is the only reader of the environment: everything else takes
+//! the typed sections ([`Config`], [`Settings`], [`TriggerSettings`],
+//! [`WebhookConfig`], [`VaultConfig`]) it builds.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -36,13 +50,11 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::accounts::AccountPolicy;
 use crate::auth::GroupPolicy;
-use crate::deps::VaultSettings;
 use crate::engine::{self, TlsConfig};
-use crate::job::Timestamp;
-use crate::notify::{sign_webhook, Webhook};
-use crate::request::{Invalid, VaultPath};
+use crate::model::account::AccountPolicy;
+use crate::model::request::{Invalid, VaultPath};
+use crate::model::{AgentId, Timestamp};
 
 /// How a deployment provisions: its role prefix, TLS and time limits.
 #[derive(Clone, Debug)]
@@ -187,6 +199,169 @@ pub struct Config {
     /// The CloudWatch namespace of the functions' EMF metrics ([`crate::metrics`]).
     pub metrics_namespace: String,
     pub settings: Settings,
+    /// The Vault of `vault_provider`, if the deployment has one.
+    pub vault: Option<VaultConfig>,
+    /// Where `send-webhook` POSTs, if anywhere.
+    pub webhook: Option<WebhookConfig>,
+    /// The Lambda function `run-hook` invokes, if any.
+    pub hook_function: Option<String>,
+    /// The EventBridge bus of the job and fleet events.
+    pub event_bus: String,
+    /// The provision function's security groups, admitted with `default_security_group`.
+    pub provision_security_groups: Vec<String>,
+    /// How the tag trigger reacts to tagged instances.
+    pub triggers: TriggerSettings,
+    /// The step a step function runs (`DBROLES_STEP`).
+    pub step: Option<String>,
+}
+
+/// A secret setting: given in the environment, or the string of a Secrets Manager secret.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    Value(SecretString),
+    /// `variable` (`DBROLES_WEBHOOK_SECRET_ARN`) names the secret `arn`.
+    Arn {
+        variable: String,
+        arn: String,
+    },
+}
+
+impl SecretSource {
+    /// `NAME` itself, or the secret `NAME_ARN` names.
+    fn from_env(name: &str) -> Option<Self> {
+        if let Some(value) = var(name) {
+            return Some(Self::Value(SecretString::from(value)));
+        }
+        let variable = format!("{name}_ARN");
+        var(&variable).map(|arn| Self::Arn { variable, arn })
+    }
+}
+
+/// The webhook as the environment names it; its secret may still be a secret's ARN.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: Option<SecretSource>,
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+/// Where and how the finished job is POSTed, its secret read.
+#[derive(Clone)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// The Standard Webhooks secret, `whsec_<base64>`.
+    pub secret: SecretString,
+    pub attempts: u32,
+    /// The wait before the second attempt; doubled each time after.
+    pub backoff: Duration,
+    pub timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// The settings with the secret `secret` (read from the source), checked to be `whsec_<base64>`.
+    pub fn with_secret(&self, secret: Option<String>) -> Result<WebhookSettings, ConfigError> {
+        let secret = secret.ok_or("DBROLES_WEBHOOK_SECRET is not set: the webhook's whsec_ secret")?;
+        let key = secret.strip_prefix("whsec_").unwrap_or(&secret);
+        use base64::Engine as _;
+        if base64::engine::general_purpose::STANDARD.decode(key).is_err() {
+            return Err(ConfigError("DBROLES_WEBHOOK_SECRET: the webhook secret is not whsec_<base64>".into()));
+        }
+        Ok(WebhookSettings {
+            url: self.url.clone(),
+            secret: SecretString::from(secret),
+            attempts: self.attempts,
+            backoff: self.backoff,
+            timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+/// The Vault of `vault_provider` as the environment names it; its token may still be a secret's ARN.
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    pub address: String,
+    pub namespace: Option<String>,
+    /// None in functions that only check a job's Vault folder (the API).
+    pub token: Option<SecretSource>,
+}
+
+/// The Vault a job's `vault_provider.secret_id` refers to, its token read.
+#[derive(Clone)]
+pub struct VaultSettings {
+    pub address: String,
+    pub token: SecretString,
+    pub namespace: Option<String>,
+}
+
+impl VaultConfig {
+    pub fn with_token(&self, token: Option<String>) -> Result<VaultSettings, ConfigError> {
+        let token = token.ok_or("DBROLES_VAULT_TOKEN is not set: the token for DBROLES_VAULT_ADDR")?;
+        Ok(VaultSettings { address: self.address.clone(), token: SecretString::from(token), namespace: self.namespace.clone() })
+    }
+}
+
+/// How a deployment reacts to tagged instances.
+#[derive(Clone, Debug)]
+pub struct TriggerSettings {
+    /// `dbroles:provision=true` by default.
+    pub tag_key: String,
+    pub tag_value: String,
+    /// The organisation of jobs started by a tag, unless the tag `dbroles:org` names one.
+    pub default_org: String,
+    /// The agent of their connections, unless the tag `dbroles:agent-id` names one.
+    pub default_agent_id: Option<AgentId>,
+}
+
+impl Default for TriggerSettings {
+    fn default() -> Self {
+        Self {
+            tag_key: "dbroles:provision".into(),
+            tag_value: "true".into(),
+            default_org: "default".into(),
+            default_agent_id: None,
+        }
+    }
+}
+
+impl TriggerSettings {
+    /// From `DBROLES_PROVISION_TAG` (`key=value`), `DBROLES_DEFAULT_ORG` and `DBROLES_DEFAULT_AGENT_ID`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut settings = Self::default();
+        if let Some(tag) = var("DBROLES_PROVISION_TAG") {
+            let (key, value) =
+                tag.split_once('=').ok_or_else(|| ConfigError(format!("DBROLES_PROVISION_TAG={tag}: expected key=value")))?;
+            (settings.tag_key, settings.tag_value) = (key.trim().into(), value.trim().into());
+        }
+        if let Some(org) = var("DBROLES_DEFAULT_ORG") {
+            settings.default_org = org;
+        }
+        settings.default_agent_id = var("DBROLES_DEFAULT_AGENT_ID")
+            .map(|id| id.parse().map_err(|e: Invalid| ConfigError(format!("DBROLES_DEFAULT_AGENT_ID={id}: {e}"))))
+            .transpose()?;
+        Ok(settings)
+    }
+}
+
+/// Which groups may write and read: `DBROLES_GROUPS_CLAIM`, `DBROLES_ADMIN_GROUP`
+/// and `DBROLES_READER_GROUPS` (`*`: every member).
+pub fn groups_from_env() -> GroupPolicy {
+    let defaults = GroupPolicy::default();
+    let readers = match list("DBROLES_READER_GROUPS") {
+        list if list.is_empty() => defaults.readers,
+        list if list.iter().any(|group| group == "*") => Vec::new(),
+        list => list,
+    };
+    GroupPolicy {
+        claim: var("DBROLES_GROUPS_CLAIM").unwrap_or(defaults.claim),
+        admin: var("DBROLES_ADMIN_GROUP").unwrap_or(defaults.admin),
+        readers,
+    }
+}
+
+/// A variable a local instances file names (`master_password_env`).
+pub fn named_variable(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// What the logs show: `RUST_LOG` (`info` by default), but never the database
@@ -201,7 +376,7 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
 }
 
 /// Reads a variable; a clear message names the one at fault.
-pub fn var(name: &str) -> Option<String> {
+fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
@@ -225,6 +400,13 @@ impl Config {
             endpoint_overrides: HashMap::new(),
             metrics_namespace: "dbroles".into(),
             settings: Settings::default(),
+            vault: None,
+            webhook: None,
+            hook_function: None,
+            event_bus: "default".into(),
+            provision_security_groups: Vec::new(),
+            triggers: TriggerSettings::default(),
+            step: None,
         }
     }
 
@@ -249,7 +431,7 @@ impl Config {
                 role_name: var("DBROLES_CROSS_ACCOUNT_ROLE"),
                 shared_accounts: parsed("DBROLES_SHARED_ACCOUNTS", false)?,
             },
-            groups: GroupPolicy::from_env(),
+            groups: groups_from_env(),
             org_concurrency: parsed("DBROLES_ORG_CONCURRENCY", 50)?.max(1),
             ..Settings::default()
         };
@@ -263,44 +445,56 @@ impl Config {
             endpoint_overrides: overrides(&var("DBROLES_ENDPOINT_OVERRIDES").unwrap_or_default())?,
             metrics_namespace: var("DBROLES_METRICS_NAMESPACE").unwrap_or_else(|| defaults.metrics_namespace.clone()),
             settings,
+            vault: vault_config(SecretSource::from_env("DBROLES_VAULT_TOKEN")),
+            webhook: webhook_config(SecretSource::from_env("DBROLES_WEBHOOK_SECRET"))?,
+            hook_function: var("DBROLES_HOOK_FUNCTION"),
+            event_bus: var("DBROLES_EVENT_BUS").unwrap_or_else(|| defaults.event_bus.clone()),
+            provision_security_groups: list("DBROLES_PROVISION_SECURITY_GROUPS"),
+            triggers: TriggerSettings::from_env()?,
+            step: var("DBROLES_STEP"),
             ..defaults
         })
     }
 }
 
 /// A comma-separated list; empty if unset.
-pub fn list(name: &str) -> Vec<String> {
+fn list(name: &str) -> Vec<String> {
     var(name).unwrap_or_default().split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_string).collect()
 }
 
 /// The webhook of `send-webhook`, if `DBROLES_WEBHOOK_URL` is set.
-pub fn webhook_from_env() -> Result<Option<Webhook>, ConfigError> {
-    webhook_with(var("DBROLES_WEBHOOK_SECRET"))
-}
-
-pub(crate) fn webhook_with(secret: Option<String>) -> Result<Option<Webhook>, ConfigError> {
+fn webhook_config(secret: Option<SecretSource>) -> Result<Option<WebhookConfig>, ConfigError> {
     let Some(url) = var("DBROLES_WEBHOOK_URL") else { return Ok(None) };
     reqwest::Url::parse(&url).map_err(|e| ConfigError(format!("DBROLES_WEBHOOK_URL={url}: {e}")))?;
-    let secret = secret.ok_or("DBROLES_WEBHOOK_SECRET is not set: the webhook's whsec_ secret")?;
-    sign_webhook(&secret, "check", 0, "").map_err(|e| ConfigError(format!("DBROLES_WEBHOOK_SECRET: {e}")))?;
-    Ok(Some(Webhook {
+    Ok(Some(WebhookConfig {
         url,
-        secret: SecretString::from(secret),
+        secret,
         attempts: parsed("DBROLES_WEBHOOK_ATTEMPTS", 5)?,
         backoff: Duration::from_millis(parsed("DBROLES_WEBHOOK_BACKOFF_MS", 1000)?),
-        timeout: Duration::from_secs(10),
     }))
 }
 
 /// The Vault of `vault_provider`, if `DBROLES_VAULT_ADDR` is set.
-pub fn vault_from_env() -> Result<Option<VaultSettings>, ConfigError> {
-    vault_with(var("DBROLES_VAULT_TOKEN"))
+fn vault_config(token: Option<SecretSource>) -> Option<VaultConfig> {
+    let address = var("DBROLES_VAULT_ADDR")?;
+    Some(VaultConfig { address, namespace: var("DBROLES_VAULT_NAMESPACE"), token })
 }
 
-pub(crate) fn vault_with(token: Option<String>) -> Result<Option<VaultSettings>, ConfigError> {
-    let Some(address) = var("DBROLES_VAULT_ADDR") else { return Ok(None) };
-    let token = token.ok_or("DBROLES_VAULT_TOKEN is not set: the token for DBROLES_VAULT_ADDR")?;
-    Ok(Some(VaultSettings { address, token: SecretString::from(token), namespace: var("DBROLES_VAULT_NAMESPACE") }))
+/// What a local deployment (the CLI) reads: the webhook and Vault, their secrets given directly.
+pub struct LocalConfig {
+    pub vault_policy: Option<VaultPolicy>,
+    pub groups: GroupPolicy,
+    pub vault: Option<VaultSettings>,
+    pub webhook: Option<WebhookSettings>,
+}
+
+impl LocalConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let secret = |name: &str| var(name);
+        let webhook = webhook_config(None)?.map(|webhook| webhook.with_secret(secret("DBROLES_WEBHOOK_SECRET"))).transpose()?;
+        let vault = vault_config(None).map(|vault| vault.with_token(secret("DBROLES_VAULT_TOKEN"))).transpose()?;
+        Ok(Self { vault_policy: vault_policy_from_env()?, groups: groups_from_env(), vault, webhook })
+    }
 }
 
 /// `a.example=127.0.0.1:5432,b.example=10.0.0.2:3306`

@@ -15,7 +15,6 @@
 //! - [`steps`]: the state machine's Tasks; [`triggers`]: the EventBridge rules.
 //! - [`api`]: the HTTP API (axum), shared by the Lambda and the local server.
 
-pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod aws;
@@ -23,18 +22,16 @@ pub mod config;
 pub mod deps;
 /// The role engine, a crate of its own (no AWS): `dbroles_core::engine` as before.
 pub use dbroles_engine as engine;
-pub mod fleet;
 pub mod inventory;
-pub mod job;
-pub mod jobs;
+pub mod lifecycle;
 pub mod metrics;
+pub mod model;
 pub mod network;
 pub mod notify;
 pub mod provision;
-pub mod request;
-pub mod resource;
 pub mod secrets;
 pub mod steps;
 pub mod store;
 pub mod triggers;
+pub mod wiring;
 pub mod workflow;

@@ -5,13 +5,13 @@
 //!
 //! | metric | unit | dimensions | recorded by |
 //! | --- | --- | --- | --- |
-//! | `JobsStarted` | count | `Engine`, `Mode`; and none (the total) | [`crate::jobs::start`] |
-//! | `JobsCompleted`, `JobsFailed` | count | `Engine`, `Mode`; and none (the total the alarm watches) | [`crate::jobs::finalize`] |
-//! | `ProvisioningDuration` | seconds | none | [`crate::jobs::finalize`] |
-//! | `RolesRotated` | count | none | [`crate::jobs::finalize`]: roles that got a new password |
-//! | `DatabasesSkipped` | count | none | [`crate::jobs::finalize`]: databases the master could not enter or grant in |
-//! | `FleetInstances` | count | `Outcome` | [`crate::fleet::finish`] |
-//! | `JobsStuck` | count | none | [`crate::jobs::sweep`]: jobs whose execution never started or vanished |
+//! | `JobsStarted` | count | `Engine`, `Mode`; and none (the total) | [`crate::lifecycle::jobs::start`] |
+//! | `JobsCompleted`, `JobsFailed` | count | `Engine`, `Mode`; and none (the total the alarm watches) | [`crate::lifecycle::jobs::finalize`] |
+//! | `ProvisioningDuration` | seconds | none | [`crate::lifecycle::jobs::finalize`] |
+//! | `RolesRotated` | count | none | [`crate::lifecycle::jobs::finalize`]: roles that got a new password |
+//! | `DatabasesSkipped` | count | none | [`crate::lifecycle::jobs::finalize`]: databases the master could not enter or grant in |
+//! | `FleetInstances` | count | `Outcome` | [`crate::lifecycle::fleet::finish`] |
+//! | `JobsStuck` | count | none | [`crate::lifecycle::jobs::sweep`]: jobs whose execution never started or vanished |
 //!
 //! Dimensions stay few-valued: the organisation, instance and job go in the
 //! line's properties ([`flush`]), never in a dimension.
@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use metrics_cloudwatch_embedded::Collector;
 
-use crate::job::{Job, Phase};
+use crate::model::job::{Job, Phase};
 
 /// What every job does today: provision (plans and revokes will be modes of their own).
 pub const MODE_RUN: &str = "run";
@@ -83,7 +83,7 @@ pub fn job_finished(job: &Job) {
     metrics::counter!("DatabasesSkipped").increment(skipped);
 }
 
-pub fn fleet_finished(counts: &crate::fleet::FleetCounts) {
+pub fn fleet_finished(counts: &crate::model::fleet::FleetCounts) {
     for (outcome, count) in [("completed", counts.completed), ("failed", counts.failed), ("skipped", counts.skipped)] {
         metrics::counter!("FleetInstances", "Outcome" => outcome).increment(count);
     }

@@ -5,8 +5,9 @@
 use crate::config::Settings;
 use crate::engine::{self, Family, Grants, Level, Report, RoleSpec, Survey, Target};
 use crate::inventory::{Instance, Inventory, InventoryError};
-use crate::job::{CredentialsInfo, Phase, RoleResult, Timestamp};
-use crate::request::Invalid;
+use crate::model::job::{CredentialsInfo, Phase, RoleResult};
+use crate::model::request::Invalid;
+use crate::model::Timestamp;
 use crate::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
 
 /// Where the credentials say the database is: the instance's real endpoint,

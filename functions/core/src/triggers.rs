@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::accounts::{self, AccountError};
-use crate::config::{self, ConfigError};
+use crate::config::TriggerSettings;
 use crate::deps::App;
-use crate::fleet::{self, CreateFleetJobRequest, FleetError, FleetInput, Selector};
-use crate::jobs::{self, JobError};
-use crate::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep};
+use crate::lifecycle::accounts::{self, AccountError};
+use crate::lifecycle::fleet::{self, FleetError};
+use crate::lifecycle::jobs::{self, JobError};
+use crate::model::fleet::{CreateFleetJobRequest, FleetInput, Selector};
+use crate::model::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep};
+use crate::model::AgentId;
 use crate::store::StoreError;
 use crate::workflow::ExecutionInput;
 
@@ -32,46 +34,6 @@ pub enum TriggerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Fleet(#[from] FleetError),
-}
-
-/// How a deployment reacts to tagged instances.
-#[derive(Clone, Debug)]
-pub struct TriggerSettings {
-    /// `dbroles:provision=true` by default.
-    pub tag_key: String,
-    pub tag_value: String,
-    /// The organisation of jobs started by a tag, unless the tag `dbroles:org` names one.
-    pub default_org: String,
-    /// The agent of their connections, unless the tag `dbroles:agent-id` names one.
-    pub default_agent_id: Option<String>,
-}
-
-impl TriggerSettings {
-    /// From `DBROLES_PROVISION_TAG` (`key=value`), `DBROLES_DEFAULT_ORG` and `DBROLES_DEFAULT_AGENT_ID`.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mut settings = Self::default();
-        if let Some(tag) = config::var("DBROLES_PROVISION_TAG") {
-            let (key, value) =
-                tag.split_once('=').ok_or_else(|| ConfigError(format!("DBROLES_PROVISION_TAG={tag}: expected key=value")))?;
-            (settings.tag_key, settings.tag_value) = (key.trim().into(), value.trim().into());
-        }
-        if let Some(org) = config::var("DBROLES_DEFAULT_ORG") {
-            settings.default_org = org;
-        }
-        settings.default_agent_id = config::var("DBROLES_DEFAULT_AGENT_ID");
-        Ok(settings)
-    }
-}
-
-impl Default for TriggerSettings {
-    fn default() -> Self {
-        Self {
-            tag_key: "dbroles:provision".into(),
-            tag_value: "true".into(),
-            default_org: "default".into(),
-            default_agent_id: None,
-        }
-    }
 }
 
 /// What a trigger did, as the function answers it (and logs).
@@ -113,11 +75,11 @@ fn skipped(why: String) -> Outcome {
 /// `dbroles:org` tag names, only if that organisation may act on the instance's account.
 async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> Result<Outcome, TriggerError> {
     let parsed: InstanceArn = arn.parse().map_err(|e| TriggerError::Malformed(format!("the event's SourceArn: {e}")))?;
-    let allowed = accounts::organisations(app, &parsed.account).await?;
+    let allowed = accounts::organisations(&app.deps, &parsed.account).await?;
     let Some((_, reach)) = allowed.first() else {
         return Ok(skipped(format!("{arn}: no organisation may act on account {}", parsed.account)));
     };
-    let Some(instance) = app.inventory.describe(&parsed, reach).await.map_err(JobError::from)? else {
+    let Some(instance) = app.deps.inventory.describe(&parsed, reach).await.map_err(JobError::from)? else {
         return Ok(skipped(format!("{arn} no longer exists")));
     };
     let tag = |key: &str| instance.tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
@@ -127,10 +89,14 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
             ..Outcome::default()
         });
     }
-    let agent_id = tag("dbroles:agent-id").or_else(|| settings.default_agent_id.clone());
+    let malformed = |e: String| TriggerError::Malformed(format!("the tags of {arn} make an invalid request: {e}"));
+    let agent_id = match tag("dbroles:agent-id") {
+        Some(tagged) => Some(tagged.parse::<AgentId>().map_err(|e| malformed(format!("agent_id: {e}")))?),
+        None => settings.default_agent_id.clone(),
+    };
     let job_steps = if agent_id.is_some() { vec![JobStep::CreateConnections] } else { Vec::new() };
     let request = CreateJobRequest {
-        agent_id: agent_id.unwrap_or_else(|| uuid::Uuid::nil().to_string()),
+        agent_id: agent_id.unwrap_or_else(AgentId::nil),
         aws: AwsRequest {
             instance_arn: arn.to_string(),
             default_security_group: None,
@@ -141,7 +107,7 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
         job_steps,
         vault_provider: None,
     };
-    request.validate().map_err(|e| TriggerError::Malformed(format!("the tags of {arn} make an invalid request: {e}")))?;
+    request.validate().map_err(|e| malformed(e.0))?;
     let org = tag("dbroles:org").unwrap_or_else(|| settings.default_org.clone());
     if !allowed.iter().any(|(allowed, _)| *allowed == org) {
         return Ok(skipped(format!("{arn}: organisation {org} may not act on account {}", parsed.account)));
@@ -156,7 +122,7 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
 async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
     // Each organisation's provisioned instances' regions, from one listing.
     let mut regions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for provisioned in app.jobs.provisioned().await? {
+    for provisioned in app.deps.jobs.provisioned().await? {
         let region = provisioned.db_arn.parse::<InstanceArn>().ok().map(|arn| arn.region);
         regions.entry(provisioned.org).or_default().extend(region);
     }
@@ -164,7 +130,7 @@ async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
     for (org, regions) in regions {
         let request = CreateFleetJobRequest {
             selector: Selector { provisioned: true, regions: regions.into_iter().collect(), ..Selector::default() },
-            agent_id: uuid::Uuid::nil().to_string(),
+            agent_id: AgentId::nil(),
             connection_prefix_name: String::new(),
             job_steps: Vec::new(),
             vault_provider: None,
@@ -209,7 +175,7 @@ async fn execution_ended(app: &App, event: &Value) -> Result<Outcome, TriggerErr
     };
     let input = input.map_err(|e| TriggerError::Malformed(format!("the execution's input is not a dbroles job: {e}")))?;
     let message = ended(detail, status);
-    let repaired = jobs::repair(app.jobs.as_ref(), &input, &message, &app.settings).await?;
+    let repaired = jobs::repair(app.deps.jobs.as_ref(), &input, &message, &app.deps.settings).await?;
     Ok(match repaired {
         true => Outcome { repaired: vec![input.job_id], ..Outcome::default() },
         false => Outcome { skipped: vec![format!("job {} had finished", input.job_id)], ..Outcome::default() },
@@ -217,7 +183,7 @@ async fn execution_ended(app: &App, event: &Value) -> Result<Outcome, TriggerErr
 }
 
 async fn fleet_execution_ended(app: &App, detail: &Value, status: &str, input: FleetInput) -> Result<Outcome, TriggerError> {
-    let repaired = fleet::repair(app, &input, &ended(detail, status)).await?;
+    let repaired = fleet::repair(&app.deps, &input, &ended(detail, status)).await?;
     Ok(match repaired {
         true => Outcome { repaired: vec![input.fleet_job_id], ..Outcome::default() },
         false => Outcome { skipped: vec![format!("fleet job {} had finished", input.fleet_job_id)], ..Outcome::default() },

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use dbroles_core::config::{Config, ConfigError};
+use dbroles_core::config::{Config, ConfigError, TriggerSettings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::steps::{self, Step, StepError};
-use dbroles_core::triggers::{self, TriggerSettings};
+use dbroles_core::triggers;
 use dbroles_core::workflow::StepFunctions;
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
@@ -43,7 +43,7 @@ pub async fn deps() -> Result<(Config, aws_config::SdkConfig, Deps), ConfigError
     let config = Config::from_env()?;
     init_metrics(&config);
     let aws = aws_config::load_from_env().await;
-    let deps = Deps::aws(&config, &aws).await?;
+    let deps = dbroles_core::wiring::aws(&config, &aws).await?;
     Ok((config, aws, deps))
 }
 
@@ -62,9 +62,9 @@ pub async fn handle_step(step: Step, deps: &Deps, payload: Value) -> Result<Valu
 }
 
 /// The step this function runs: `DBROLES_STEP`, which the template sets per function.
-pub fn step_from_env() -> Result<Step, ConfigError> {
-    let name = dbroles_core::config::var("DBROLES_STEP").ok_or("DBROLES_STEP is not set: the step this function runs")?;
-    Step::named(&name).ok_or_else(|| {
+pub fn step_of(config: &Config) -> Result<Step, ConfigError> {
+    let name = config.step.as_deref().ok_or("DBROLES_STEP is not set: the step this function runs")?;
+    Step::named(name).ok_or_else(|| {
         let known: Vec<&str> = Step::ALL.iter().map(|step| step.name()).collect();
         ConfigError(format!("DBROLES_STEP={name}: expected one of {}", known.join(", ")))
     })
@@ -73,8 +73,8 @@ pub fn step_from_env() -> Result<Step, ConfigError> {
 /// The step Lambda: the step `DBROLES_STEP` names.
 pub async fn run_step() -> Result<(), Error> {
     init_tracing();
-    let step = step_from_env()?;
-    let (_, _, deps) = deps().await?;
+    let (config, _, deps) = deps().await?;
+    let step = step_of(&config)?;
     let deps = Arc::new(deps);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let deps = deps.clone();
@@ -103,7 +103,7 @@ pub async fn run_triggers() -> Result<(), Error> {
     init_tracing();
     let (config, aws, deps) = deps().await?;
     let app = Arc::new(app(&config, &deps, &aws)?);
-    let settings = Arc::new(TriggerSettings::from_env()?);
+    let settings = Arc::new(config.triggers.clone());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (app, settings) = (app.clone(), settings.clone());
         async move {

@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dbroles_core::config::WebhookSettings;
 use dbroles_core::config::{Config, Settings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::TlsConfig;
-use dbroles_core::job::{Job, Phase};
-use dbroles_core::jobs;
-use dbroles_core::notify::{Hook, HookOutcome, Webhook};
-use dbroles_core::request::CreateJobRequest;
+use dbroles_core::lifecycle::jobs;
+use dbroles_core::model::job::{Job, Phase};
+use dbroles_core::model::request::CreateJobRequest;
+use dbroles_core::notify::{Hook, HookOutcome};
 use dbroles_core::steps::Step;
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::JobStore;
@@ -96,7 +97,8 @@ async fn seed_running(store: &dyn JobStore, id: &str, instance_arn: &str, extra:
     });
     merge(&mut request, extra);
     let request: CreateJobRequest = serde_json::from_value(request).unwrap();
-    let spec = dbroles_core::job::JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
+    let spec =
+        dbroles_core::model::job::JobSpec { db_arn: instance_arn.into(), db_engine: "postgres".into(), ..Default::default() };
     let mut record = jobs::new_record("acme", "alice", request.clone(), spec);
     record.job.id = id.into();
     store.create_job(dbroles_tests::stored_job(record)).await.unwrap();
@@ -110,10 +112,10 @@ async fn seed_never_started(store: &dyn JobStore, provision_machine: &str) {
         "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "aws": {"instance_arn": arn}, "connection_prefix_name": "n-", "job_steps": []
     }))
     .unwrap();
-    let spec = dbroles_core::job::JobSpec { db_arn: arn.into(), db_engine: "postgres".into(), ..Default::default() };
+    let spec = dbroles_core::model::job::JobSpec { db_arn: arn.into(), db_engine: "postgres".into(), ..Default::default() };
     let mut record = jobs::new_record("acme", "alice", request, spec);
     record.job.id = NEVER_STARTED_JOB.into();
-    record.job.created_at = dbroles_core::job::Timestamp(record.job.created_at.0 - chrono::Duration::minutes(10));
+    record.job.created_at = dbroles_core::model::Timestamp(record.job.created_at.0 - chrono::Duration::minutes(10));
     record.execution = Some(dbroles_core::workflow::execution_arn(provision_machine, NEVER_STARTED_JOB));
     store.create_job(dbroles_tests::stored_job(record)).await.unwrap();
 }
@@ -209,17 +211,17 @@ impl Samples {
         // The functions' AWS calls go through a recorder: the template must grant each what it does.
         let recorder = ActionRecorder::start(&moto_endpoint()).await;
         let observed = aws_config(&recorder.endpoint).await;
-        let mut deps: Deps = Deps::aws(&config, &observed).await.unwrap();
+        let mut deps: Deps = dbroles_core::wiring::aws(&config, &observed).await.unwrap();
         let hook = Arc::new(RecordingHook::default());
         deps.hook = Some(hook.clone());
         let (url, received) = webhook_receiver().await;
-        deps.webhook = Some(Webhook {
+        deps.webhook = Some(dbroles_core::wiring::http_webhook(WebhookSettings {
             url,
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string().into(),
             attempts: 2,
             backoff: Duration::from_millis(20),
             timeout: Duration::from_secs(5),
-        });
+        }));
 
         let request = seed_running(
             deps.jobs.as_ref(),
@@ -279,7 +281,7 @@ impl Samples {
                     // The seed's default: the own store, whose credentials_info names nothing.
                     for result in &status.result {
                         let info = result.credentials_info.as_ref().unwrap();
-                        assert_eq!(info.secrets_manager_provider, dbroles_core::job::SecretsProvider::Database);
+                        assert_eq!(info.secrets_manager_provider, dbroles_core::model::job::SecretsProvider::Database);
                         assert!(info.secret_id.is_empty() && info.secret_keys.is_empty(), "{info:?}");
                     }
                 }
@@ -377,7 +379,7 @@ impl Samples {
         seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
         seed_never_started(deps.jobs.as_ref(), config.state_machine_arn.as_deref().unwrap()).await;
         let app = dbroles_lambda::app(&config, &deps, &observed).unwrap();
-        let settings = dbroles_core::triggers::TriggerSettings::from_env().unwrap();
+        let settings = dbroles_core::config::TriggerSettings::default();
         for file in TRIGGER_SAMPLES {
             recorder.take();
             let out = handle_trigger(&app, &settings, sample(file))
@@ -430,7 +432,7 @@ impl Samples {
     }
 
     async fn an_untagged_instance_starts_nothing(&self, app: &App) {
-        let settings = dbroles_core::triggers::TriggerSettings::from_env().unwrap();
+        let settings = dbroles_core::config::TriggerSettings::default();
         let mut untagged = sample("events/rds-instance-created.json");
         untagged["detail"]["SourceArn"] = json!(self.instance.arn);
         let out = handle_trigger(app, &settings, untagged).await.unwrap();
@@ -446,7 +448,7 @@ async fn seed_fleet(aws: &aws_config::SdkConfig, deps: &Deps) {
     if rds.describe_db_instances().db_instance_identifier("inventory-db").send().await.is_err() {
         moto_instance(aws, "inventory-db", "postgres", ("postgres", "x"), &[("dbroles:org", "acme")]).await;
     }
-    let fleet: dbroles_core::fleet::FleetRecord = serde_json::from_value(json!({
+    let fleet: dbroles_core::model::fleet::FleetRecord = serde_json::from_value(json!({
         "fleet": {
             "id": FLEET, "org_id": "acme", "created_at": "2026-11-22T10:00:00Z", "completed_at": null, "created_by": "alice",
             "request": {
@@ -463,7 +465,7 @@ async fn seed_fleet(aws: &aws_config::SdkConfig, deps: &Deps) {
     deps.fleets.create_fleet(&fleet).await.unwrap();
 }
 
-async fn fleet_record(deps: &Deps) -> dbroles_core::fleet::FleetRecord {
+async fn fleet_record(deps: &Deps) -> dbroles_core::model::fleet::FleetRecord {
     deps.fleets.get_fleet("acme", FLEET).await.unwrap().expect("the sample's fleet job")
 }
 

@@ -8,8 +8,10 @@ use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
 use super::{ApiError, Message, Shared};
-use crate::accounts::{self, Account, RegisterAccount};
-use crate::request::parse_json;
+use crate::lifecycle::accounts;
+use crate::model::account::{Account, RegisterAccount};
+use crate::model::request::{parse_json, Invalid};
+use crate::model::AccountId;
 
 type Answer<T> = Result<T, ApiError>;
 
@@ -42,7 +44,8 @@ pub(super) async fn put(
     Body(body): Body,
 ) -> Answer<Json<Account>> {
     let body: RegisterAccount = parse_json(&body)?;
-    Ok(Json(accounts::register(&app, &caller.org, &caller.sub, &account_id, body).await?))
+    let account_id = parse_account_id(&account_id)?;
+    Ok(Json(accounts::register(&app.deps, &caller.org, &caller.sub, &account_id, body).await?))
 }
 
 /// The organisation's registered accounts, and its `ExternalId`.
@@ -55,8 +58,8 @@ pub(super) async fn put(
     security(("bearer" = []))
 )]
 pub(super) async fn list(State(app): State<Shared>, Reader(caller): Reader) -> Answer<Json<AccountList>> {
-    let items = accounts::list(&app, &caller.org).await?;
-    Ok(Json(AccountList { external_id: accounts::external_id(&caller.org), items }))
+    let items = accounts::list(app.deps.accounts.as_ref(), &caller.org).await?;
+    Ok(Json(AccountList { external_id: crate::model::account::external_id(&caller.org), items }))
 }
 
 /// One registered account.
@@ -76,7 +79,7 @@ pub(super) async fn get(
     Reader(caller): Reader,
     Path(account_id): Path<String>,
 ) -> Answer<Json<Account>> {
-    Ok(Json(accounts::find(&app, &caller.org, &account_id).await?))
+    Ok(Json(accounts::find(app.deps.accounts.as_ref(), &caller.org, &parse_account_id(&account_id)?).await?))
 }
 
 /// Forgets a registration: the organisation's later jobs on the account get 403.
@@ -96,6 +99,11 @@ pub(super) async fn delete(
     Admin(caller): Admin,
     Path(account_id): Path<String>,
 ) -> Answer<StatusCode> {
-    accounts::remove(&app, &caller.org, &account_id).await?;
+    accounts::remove(app.deps.accounts.as_ref(), &caller.org, &parse_account_id(&account_id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The path's account id, parsed once here.
+fn parse_account_id(text: &str) -> Result<AccountId, Invalid> {
+    text.parse().map_err(|e: Invalid| Invalid(format!("account_id: {}", e.0)))
 }

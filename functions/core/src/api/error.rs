@@ -7,10 +7,10 @@ use http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::accounts::AccountError;
-use crate::fleet::FleetError;
-use crate::jobs::JobError;
-use crate::request::Invalid;
+use crate::lifecycle::accounts::AccountError;
+use crate::lifecycle::fleet::FleetError;
+use crate::lifecycle::jobs::JobError;
+use crate::model::request::Invalid;
 use crate::store::StoreError;
 
 /// The body of every answer other than success.
@@ -121,7 +121,7 @@ impl From<JobError> for ApiError {
             JobError::NotStarted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             JobError::OverShare { .. } => {
                 return Self {
-                    retry_after: Some(crate::jobs::RETRY_AFTER_SECS),
+                    retry_after: Some(crate::lifecycle::jobs::RETRY_AFTER_SECS),
                     ..Self::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
                 }
             }

@@ -41,7 +41,7 @@ async fn member(
     needs: impl FnOnce(&GroupPolicy) -> String,
 ) -> Result<Caller, ApiError> {
     let caller = Caller::from_request_parts(parts, app).await?;
-    let policy = &app.settings.groups;
+    let policy = &app.deps.settings.groups;
     match allowed(policy, &caller) {
         true => Ok(caller),
         false => Err(ApiError::new(StatusCode::FORBIDDEN, needs(policy))),

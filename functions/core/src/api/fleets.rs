@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
 use super::{ignored_fields, limit, ApiError, Message, Shared};
-use crate::fleet::{self, CreateFleetJobRequest, CreateFleetJobResponse, FleetJob};
-use crate::job::Job;
+use crate::lifecycle::fleet;
+use crate::model::fleet::{CreateFleetJobRequest, CreateFleetJobResponse, FleetJob};
+use crate::model::job::Job;
 
 type Answer<T> = Result<T, ApiError>;
 
@@ -72,9 +73,9 @@ pub(super) async fn get(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer<Json<FleetJobView>> {
-    let fleet = fleet::find(&app, &caller.org, &id).await?;
+    let fleet = fleet::find(app.deps.fleets.as_ref(), app.deps.jobs.as_ref(), &caller.org, &id).await?;
     let next_token = params.get("next_token").filter(|token| !token.is_empty()).cloned();
-    let page = fleet::children(&app, &caller.org, &id, limit(&params, 50)?, next_token).await?;
+    let page = fleet::children(app.deps.jobs.as_ref(), &caller.org, &id, limit(&params, 50)?, next_token).await?;
     Ok(Json(FleetJobView { fleet, jobs: page.items, next_token: page.next_token }))
 }
 
@@ -106,7 +107,8 @@ pub(super) async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer<Json<FleetJobList>> {
     let next_token = params.get("next_token").filter(|token| !token.is_empty()).map(String::as_str);
-    let page = fleet::list(&app, &caller.org, limit(&params, 50)?, next_token).await?;
+    let page =
+        fleet::list(app.deps.fleets.as_ref(), app.deps.jobs.as_ref(), &caller.org, limit(&params, 50)?, next_token).await?;
     Ok(Json(FleetJobList { items: page.items, next_token: page.next_token }))
 }
 
@@ -140,6 +142,6 @@ pub(super) async fn cancel(State(app): State<Shared>, Admin(caller): Admin, Path
     security(("bearer" = []))
 )]
 pub(super) async fn delete(State(app): State<Shared>, Admin(caller): Admin, Path(id): Path<String>) -> Answer<StatusCode> {
-    fleet::delete(&app, &caller.org, &id).await?;
+    fleet::delete(app.deps.fleets.as_ref(), &caller.org, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,4 @@
-//! The job routes: each translates the request for [`crate::jobs`] and its answer back.
+//! The job routes: each translates the request for [`crate::lifecycle::jobs`] and its answer back.
 
 use std::collections::HashMap;
 
@@ -11,9 +11,10 @@ use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
 use super::{ignored_fields, limit, ApiError, Message, Shared};
-use crate::job::{Job, Phase, Timestamp};
-use crate::jobs;
-use crate::request::{CreateJobRequest, CreateJobResponse};
+use crate::lifecycle::jobs;
+use crate::model::job::{Job, Phase};
+use crate::model::request::{CreateJobRequest, CreateJobResponse};
+use crate::model::Timestamp;
 use crate::store::{self, Idempotency, JobQuery, JobStats};
 
 type Answer<T> = Result<T, ApiError>;
@@ -76,7 +77,7 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, 
     security(("bearer" = []))
 )]
 pub(super) async fn get(State(app): State<Shared>, Reader(caller): Reader, Path(id): Path<String>) -> Answer<Json<Job>> {
-    Ok(Json(jobs::find(&app, &caller.org, &id).await?.job))
+    Ok(Json(jobs::find(app.deps.jobs.as_ref(), &caller.org, &id).await?.job))
 }
 
 /// The most jobs one listing returns when the caller asks for no page: a client
@@ -159,12 +160,12 @@ pub(super) async fn list(
         fleet_job_id: params.get("fleet_job_id").cloned(),
     };
     let counted = query.next_token.as_deref().map(|token| store::token_total(&caller.org, token)).transpose()?.flatten();
-    let mut page = app.jobs.list_jobs(&caller.org, &query).await?;
+    let mut page = app.deps.jobs.list_jobs(&caller.org, &query).await?;
     // Counted once per listing: not when this page is all there is, nor on the pages after the first.
     let total_count = match (counted, &page.next_token) {
         (Some(total), _) => total,
         (None, None) if query.skip == 0 && query.next_token.is_none() => page.items.len() as u64,
-        (None, _) => app.jobs.count_jobs(&caller.org, &query).await?,
+        (None, _) => app.deps.jobs.count_jobs(&caller.org, &query).await?,
     };
     if let Some(token) = &page.next_token {
         page.next_token = Some(store::with_total(&caller.org, token, total_count)?);
@@ -182,7 +183,7 @@ pub(super) async fn list(
     security(("bearer" = []))
 )]
 pub(super) async fn stats(State(app): State<Shared>, Reader(caller): Reader) -> Answer<Json<JobStats>> {
-    Ok(Json(app.jobs.job_stats(&caller.org).await?))
+    Ok(Json(app.deps.jobs.job_stats(&caller.org).await?))
 }
 
 /// Stops a running job: the job fails, naming who cancelled it, and its execution
@@ -215,6 +216,6 @@ pub(super) async fn cancel(State(app): State<Shared>, Admin(caller): Admin, Path
     security(("bearer" = []))
 )]
 pub(super) async fn delete(State(app): State<Shared>, Admin(caller): Admin, Path(id): Path<String>) -> Answer<StatusCode> {
-    jobs::delete(&app, &caller.org, &id).await?;
+    jobs::delete(app.deps.jobs.as_ref(), &caller.org, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

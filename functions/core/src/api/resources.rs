@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
 use super::{ignored_fields, limit, ApiError, Message, Shared};
-use crate::request::{parse_lenient, Lenient};
-use crate::resource::{ResourceInput, ResourceView};
+use crate::model::request::{parse_lenient, Lenient};
+use crate::model::resource::{ResourceInput, ResourceView};
 use crate::store::{Page, StoreError};
 
 type Answer<T> = Result<T, ApiError>;
@@ -45,7 +45,7 @@ pub(super) async fn create(
 ) -> Answer<(StatusCode, HeaderMap, Json<ResourceView>)> {
     let input = parse(&body)?;
     let resource = input.value.into_resource(&caller.org, None);
-    app.resources.create_resource(&resource).await?;
+    app.deps.resources.create_resource(&resource).await?;
     Ok((StatusCode::CREATED, ignored_fields(&input.ignored), Json(resource.view())))
 }
 
@@ -123,14 +123,14 @@ pub(super) async fn list(
     // An empty next_token is none, as Go clients send an unset string.
     let next_token = params.get("next_token").map(String::as_str).filter(|token| !token.is_empty());
     if !hoop_pages && (params.contains_key("limit") || next_token.is_some()) {
-        let page = app.resources.list_resources(&caller.org, limit, next_token).await?;
+        let page = app.deps.resources.list_resources(&caller.org, limit, next_token).await?;
         let items = page.items.iter().map(|r| r.view()).filter(|view| matches(view)).collect();
         return Ok(Json(ResourceList::Tokens(Page { items, next_token: page.next_token })));
     }
     let mut all = Vec::new();
     let mut token = None;
     while all.len() < MAX_RESOURCES {
-        let page = app.resources.list_resources(&caller.org, 100, token.as_deref()).await?;
+        let page = app.deps.resources.list_resources(&caller.org, 100, token.as_deref()).await?;
         all.extend(page.items.iter().map(|r| r.view()).filter(|view| matches(view)));
         match page.next_token {
             Some(next) => token = Some(next),
@@ -163,6 +163,7 @@ pub(super) async fn get(
     Path(name): Path<String>,
 ) -> Answer<Json<ResourceView>> {
     let resource = app
+        .deps
         .resources
         .get_resource(&caller.org, &name)
         .await?
@@ -193,6 +194,7 @@ pub(super) async fn put(
     Body(body): Body,
 ) -> Answer<(HeaderMap, Json<ResourceView>)> {
     let previous = app
+        .deps
         .resources
         .get_resource(&caller.org, &name)
         .await?
@@ -205,11 +207,11 @@ pub(super) async fn put(
     }
     resource.roles = previous.roles;
     if resource.name == name {
-        app.resources.put_resource(&resource).await?;
+        app.deps.resources.put_resource(&resource).await?;
     } else {
         // Another name in the body renames the resource, as hoop.dev does; a taken name is a conflict.
-        app.resources.create_resource(&resource).await?;
-        app.resources.delete_resource(&caller.org, &name).await?;
+        app.deps.resources.create_resource(&resource).await?;
+        app.deps.resources.delete_resource(&caller.org, &name).await?;
     }
     Ok((ignored_fields(&input.ignored), Json(resource.view())))
 }
@@ -226,7 +228,7 @@ pub(super) async fn put(
     security(("bearer" = []))
 )]
 pub(super) async fn delete(State(app): State<Shared>, Admin(caller): Admin, Path(name): Path<String>) -> Answer<StatusCode> {
-    app.resources.delete_resource(&caller.org, &name).await.map_err(|error| match error {
+    app.deps.resources.delete_resource(&caller.org, &name).await.map_err(|error| match error {
         StoreError::NotFound => ApiError::not_found(format!("no resource {name}")),
         other => other.into(),
     })?;

@@ -55,8 +55,8 @@ impl LocalInstance {
     /// The instance tagged `dbroles:org=<org>`: in the home account, what an
     /// organisation's first job on it needs.
     pub fn tagged_for(mut self, org: &str) -> Self {
-        self.tags.retain(|tag| tag.key != crate::accounts::ORG_TAG);
-        self.tags.push(DbTag { key: crate::accounts::ORG_TAG.into(), value: org.into() });
+        self.tags.retain(|tag| tag.key != crate::model::account::ORG_TAG);
+        self.tags.push(DbTag { key: crate::model::account::ORG_TAG.into(), value: org.into() });
         self
     }
 
@@ -139,7 +139,7 @@ impl LocalInventory {
 
     /// The machine's PostgreSQL and MariaDB, as the local server knows them with
     /// no file: tagged for the organisation [`LOCAL_ORG`], as the home account's
-    /// instances must be before an organisation's first job ([`crate::accounts::claim`]).
+    /// instances must be before an organisation's first job ([`crate::lifecycle::accounts::claim`]).
     pub fn defaults() -> Self {
         let local = |arn, engine, port, user| {
             let tags = vec![DbTag { key: "environment".into(), value: "local".into() }];
@@ -235,8 +235,8 @@ impl Inventory for LocalInventory {
             .find(&instance.arn)
             .ok_or_else(|| InventoryError::Failed(format!("{} is not in the local inventory", instance.arn)))?;
         let password = match (&local.master_password, &local.master_password_env) {
-            (_, Some(var)) => std::env::var(var)
-                .map_err(|_| InventoryError::Failed(format!("the variable {var} (master_password_env) is not set")))?,
+            (_, Some(var)) => crate::config::named_variable(var)
+                .ok_or_else(|| InventoryError::Failed(format!("the variable {var} (master_password_env) is not set")))?,
             (Some(password), None) => password.clone(),
             (None, None) => String::new(),
         };

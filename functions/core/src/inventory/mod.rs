@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::Access;
-use crate::job::DbTag;
-use crate::request::{ArnKind, InstanceArn};
+use crate::model::account::Access;
+use crate::model::job::DbTag;
+use crate::model::request::{ArnKind, InstanceArn};
 
 /// What dbroles needs to know of an instance or an Aurora cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

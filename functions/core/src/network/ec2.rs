@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, ResourceType,
 
 use super::{Network, NetworkError, MANAGED_TAG};
 use crate::inventory::Instance;
-use crate::request::ArnKind;
+use crate::model::request::ArnKind;
 
 fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     action: &str,

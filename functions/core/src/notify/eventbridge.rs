@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{Events, NotifyError, EVENT_SOURCE, FLEET_FINISHED, JOB_FINISHED};
-use crate::fleet::FleetJob;
-use crate::job::Job;
+use crate::model::fleet::FleetJob;
+use crate::model::job::Job;
 
 pub struct EventBridgeEvents {
     pub client: aws_sdk_eventbridge::Client,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{Hook, HookOutcome};
-use crate::job::Job;
+use crate::model::job::Job;
 
 /// A Lambda function as the hook: invoked with `{"job": ...}`; it may answer
 /// `{"exit_code": n, "output": "..."}`, anything else is its output.

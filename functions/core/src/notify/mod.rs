@@ -1,6 +1,7 @@
-//! Telling others a job finished: the `Events` port (`DB Role Job Finished`, on
-//! EventBridge), the `Hook` port (the deployment's hook, a Lambda function), and
-//! the webhook (Standard Webhooks over HTTP).
+//! Telling others a job finished: the ports [`Events`] (`DB Role Job Finished`),
+//! [`Hook`] (the deployment's hook) and [`Webhook`] (the finished job POSTed),
+//! and their types. Their adapters sit beside: [`eventbridge`] (EventBridge),
+//! [`lambda`] (the hook as a Lambda function), [`webhook`] (Standard Webhooks over HTTP).
 
 pub mod eventbridge;
 pub mod lambda;
@@ -8,11 +9,8 @@ pub mod webhook;
 
 use async_trait::async_trait;
 
-use crate::job::Job;
-
-pub use eventbridge::EventBridgeEvents;
-pub use lambda::LambdaHook;
-pub use webhook::{sign_webhook, Webhook};
+use crate::model::fleet::FleetJob;
+use crate::model::job::{Job, WebhookStatus};
 
 pub const EVENT_SOURCE: &str = "dbroles";
 pub const JOB_FINISHED: &str = "DB Role Job Finished";
@@ -22,7 +20,7 @@ pub const FLEET_FINISHED: &str = "DB Role Fleet Job Finished";
 #[async_trait]
 pub trait Events: Send + Sync {
     async fn job_finished(&self, job: &Job) -> Result<(), NotifyError>;
-    async fn fleet_finished(&self, fleet: &crate::fleet::FleetJob) -> Result<(), NotifyError>;
+    async fn fleet_finished(&self, fleet: &FleetJob) -> Result<(), NotifyError>;
 }
 
 /// An announcement that did not get through.
@@ -41,4 +39,10 @@ pub struct HookOutcome {
 pub trait Hook: Send + Sync {
     /// Runs the hook with the job (which holds no secrets).
     async fn run(&self, job: &Job) -> HookOutcome;
+}
+
+#[async_trait]
+pub trait Webhook: Send + Sync {
+    /// POSTs the finished job (which holds no secrets); what became of it.
+    async fn deliver(&self, job: &Job) -> WebhookStatus;
 }

@@ -2,25 +2,20 @@
 //! (`{"event_type": "dbroles.job.finished", "event_payload": <job>}`), signed per
 //! Standard Webhooks, retried with back-off.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::NotifyError;
-use crate::job::{Job, WebhookStatus};
+use async_trait::async_trait;
 
-/// Where and how the finished job is POSTed.
+use super::{NotifyError, Webhook};
+use crate::config::WebhookSettings;
+use crate::model::job::{Job, WebhookStatus};
+
+/// POSTs the finished job over HTTP as [`WebhookSettings`] say.
 #[derive(Clone)]
-pub struct Webhook {
-    pub url: String,
-    /// The Standard Webhooks secret, `whsec_<base64>`.
-    pub secret: secrecy::SecretString,
-    pub attempts: u32,
-    /// The wait before the second attempt; doubled each time after.
-    pub backoff: Duration,
-    pub timeout: Duration,
+pub struct HttpWebhook {
+    pub settings: WebhookSettings,
 }
 
 /// The `webhook-signature` header value: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
@@ -43,28 +38,30 @@ struct Envelope<'a> {
     event_payload: &'a Job,
 }
 
-impl Webhook {
+#[async_trait]
+impl Webhook for HttpWebhook {
     /// POSTs the job; retries on 5xx, 429 and transport errors with back-off.
-    pub async fn deliver(&self, job: &Job) -> WebhookStatus {
+    async fn deliver(&self, job: &Job) -> WebhookStatus {
         use secrecy::ExposeSecret;
+        let settings = &self.settings;
         let body = serde_json::to_string(&Envelope { event_type: JOB_FINISHED, event_payload: job }).expect("a job serialises");
         let id = format!("msg_{}", job.id);
-        let client = match reqwest::Client::builder().timeout(self.timeout).build() {
+        let client = match reqwest::Client::builder().timeout(settings.timeout).build() {
             Ok(client) => client,
             Err(error) => return WebhookStatus { delivered: false, attempts: 0, status_code: None, message: error.to_string() },
         };
-        let mut wait = self.backoff;
+        let mut wait = settings.backoff;
         let mut last = WebhookStatus { delivered: false, attempts: 0, status_code: None, message: String::new() };
-        for attempt in 1..=self.attempts.max(1) {
+        for attempt in 1..=settings.attempts.max(1) {
             let timestamp = chrono::Utc::now().timestamp();
-            let signature = match sign_webhook(self.secret.expose_secret(), &id, timestamp, &body) {
+            let signature = match sign_webhook(settings.secret.expose_secret(), &id, timestamp, &body) {
                 Ok(signature) => signature,
                 Err(error) => {
                     return WebhookStatus { delivered: false, attempts: 0, status_code: None, message: error.to_string() }
                 }
             };
             let sent = client
-                .post(&self.url)
+                .post(&settings.url)
                 .header("content-type", "application/json")
                 .header("webhook-id", &id)
                 .header("webhook-timestamp", timestamp.to_string())
@@ -97,7 +94,7 @@ impl Webhook {
                     last.message = format!("the webhook: {why}");
                 }
             }
-            if attempt < self.attempts {
+            if attempt < settings.attempts {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
@@ -146,12 +143,14 @@ mod tests {
         }))
         .unwrap();
         for port in [port, answering_port] {
-            let webhook = Webhook {
-                url: format!("http://127.0.0.1:{port}/hooks?token=s3cr3t-in-url"),
-                secret: secrecy::SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
-                attempts: 1,
-                backoff: std::time::Duration::from_millis(1),
-                timeout: std::time::Duration::from_secs(2),
+            let webhook = HttpWebhook {
+                settings: WebhookSettings {
+                    url: format!("http://127.0.0.1:{port}/hooks?token=s3cr3t-in-url"),
+                    secret: secrecy::SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
+                    attempts: 1,
+                    backoff: std::time::Duration::from_millis(1),
+                    timeout: std::time::Duration::from_secs(2),
+                },
             };
             let status = webhook.deliver(&job).await;
             assert!(!status.delivered);

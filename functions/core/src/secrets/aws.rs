@@ -87,7 +87,7 @@ impl SecretStore for AwsSecrets {
     }
 
     fn secret_id(&self, secret: &SecretRef) -> String {
-        match secret.instance_arn.parse::<crate::request::InstanceArn>() {
+        match secret.instance_arn.parse::<crate::model::request::InstanceArn>() {
             Ok(arn) => format!("{}/{}/{}/{}/{}", self.prefix, arn.account, arn.region, secret.instance_id, secret.user),
             Err(_) => format!("{}/{}/{}", self.prefix, secret.instance_id, secret.user),
         }

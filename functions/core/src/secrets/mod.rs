@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{CredentialsInfo, SecretsProvider};
+use crate::model::job::{CredentialsInfo, SecretsProvider};
 
 /// The keys every stored credential has (seed 001's `secret_keys`).
 pub const SECRET_KEYS: [&str; 5] = ["HOST", "PORT", "USER", "PASSWORD", "DB"];
@@ -92,7 +92,7 @@ impl SecretRef {
     /// Where a job of `org` keeps the roles of `instance` (`user` to fill in per role).
     pub fn for_instance(instance: &crate::inventory::Instance, org: &str, job_id: &str) -> Self {
         let server = instance.server_arn();
-        let id = server.parse::<crate::request::InstanceArn>().map_or_else(|_| instance.identifier.clone(), |arn| arn.id);
+        let id = server.parse::<crate::model::request::InstanceArn>().map_or_else(|_| instance.identifier.clone(), |arn| arn.id);
         Self {
             org: org.to_string(),
             instance_id: id,

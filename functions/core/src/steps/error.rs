@@ -4,11 +4,11 @@
 
 use serde::Deserialize;
 
-use crate::accounts::AccountError;
 use crate::engine::EngineError;
-use crate::fleet::FleetError;
 use crate::inventory::InventoryError;
-use crate::jobs::JobError;
+use crate::lifecycle::accounts::AccountError;
+use crate::lifecycle::fleet::FleetError;
+use crate::lifecycle::jobs::JobError;
 use crate::network::NetworkError;
 use crate::provision::ProvisionError;
 use crate::secrets::SecretError;

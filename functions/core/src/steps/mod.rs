@@ -3,7 +3,7 @@
 //! its function's configuration) and by the local executor in-process. The
 //! provisioning state machine (`statemachine/provision.asl.json`) passes a small
 //! [`State`] between its steps; the job itself lives in the store, and
-//! [`crate::jobs`] changes it. The fleet state machine (`statemachine/fleet.asl.json`)
+//! [`crate::lifecycle::jobs`] changes it. The fleet state machine (`statemachine/fleet.asl.json`)
 //! passes the fleet job's id, and [`crate::fleet`] changes the fleet job.
 
 mod error;
@@ -15,7 +15,7 @@ pub use error::{CaughtError, ErrorType, StepError};
 pub use work::{HOOK_OUTPUT_LIMIT, MAX_STATUS_CHECKS};
 
 use crate::deps::Deps;
-use crate::fleet::{ChildInput, FleetInput};
+use crate::model::fleet::{ChildInput, FleetInput};
 use crate::workflow::ExecutionInput;
 
 /// A Task of the state machine. Its resource is `${<Name>FunctionArn}`.
@@ -131,7 +131,7 @@ pub struct State {
     pub error: Option<CaughtError>,
     /// Set by Finalize: how the job ended (the fleet's Map reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<crate::job::Phase>,
+    pub phase: Option<crate::model::job::Phase>,
 }
 
 impl State {
@@ -180,16 +180,16 @@ async fn run_step(step: Step, deps: &Deps, input: serde_json::Value) -> Result<s
     match step {
         Step::FleetSelect => {
             let input: FleetInput = parse(step, input)?;
-            Ok(to_value(crate::fleet::select(deps, &input).await?))
+            Ok(to_value(crate::lifecycle::fleet::select(deps, &input).await?))
         }
         Step::FleetStartJob => {
             let input: ChildInput = parse(step, input)?;
-            Ok(to_value(crate::fleet::start_child(deps, &input).await?))
+            Ok(to_value(crate::lifecycle::fleet::start_child(deps, &input).await?))
         }
         Step::FleetFinish => {
             let state: FleetState = parse(step, input)?;
             let input = FleetInput { org_id: state.org_id.clone(), fleet_job_id: state.fleet_job_id.clone() };
-            crate::fleet::finish(deps, &input, state.error.as_ref().map(CaughtError::message)).await?;
+            crate::lifecycle::fleet::finish(deps, &input, state.error.as_ref().map(CaughtError::message)).await?;
             Ok(to_value(FleetState { error: None, ..state }))
         }
         _ => {

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{ErrorType, State, StepError};
-use crate::accounts::Access;
 use crate::deps::Deps;
 use crate::engine::{self, Family, Level};
 use crate::inventory::{Instance, InventoryError};
-use crate::job::{HookStatus, JobRecord, JobStatus, Phase, SecretsProvider};
-use crate::jobs;
+use crate::lifecycle::jobs;
+use crate::model::account::Access;
+use crate::model::job::{HookStatus, JobRecord, JobStatus, Phase, SecretsProvider};
+use crate::model::request::JobStep;
+use crate::model::resource::{ResourceInput, RoleInput};
 use crate::provision;
-use crate::request::JobStep;
-use crate::resource::{ResourceInput, RoleInput};
 use crate::secrets::vault::VaultSecrets;
 use crate::secrets::{SecretRef, SecretStore};
 
@@ -96,7 +96,7 @@ pub async fn resolve(deps: &Deps, mut state: State) -> Result<State, StepError> 
     Ok(state)
 }
 
-use crate::accounts::ORG_TAG;
+use crate::model::account::ORG_TAG;
 
 fn may_change(record: &JobRecord, instance: &Instance, what: &str) -> Result<(), StepError> {
     let home = access(record)?.role_arn.is_none();
@@ -129,7 +129,7 @@ pub async fn open_network(deps: &Deps, state: State) -> Result<State, StepError>
 pub async fn master_credentials(deps: &Deps, mut state: State) -> Result<State, StepError> {
     let record = load(deps, &state).await?;
     let instance = instance(deps, &record).await?;
-    if instance.kind == crate::request::ArnKind::Cluster && instance.status != "available" {
+    if instance.kind == crate::model::request::ArnKind::Cluster && instance.status != "available" {
         state.master_ready = false;
         state.status_checks = 0;
         return Ok(state);
@@ -207,7 +207,7 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
             name: format!("{}{}", record.request.connection_prefix_name, level.suffix()),
             kind: "database".into(),
             subtype: Some(subtype.into()),
-            agent_id: Some(record.request.agent_id.clone()),
+            agent_id: Some(record.request.agent_id.to_string()),
             secret,
             connection_tags: BTreeMap::from([(DB_ARN_TAG.to_string(), instance.arn.clone())]),
             default_database: Some(instance.db_name.clone()).filter(|name| !name.is_empty()),
@@ -222,7 +222,7 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
         env_vars: BTreeMap::new(),
         name: instance.identifier.clone(),
         kind: "database".into(),
-        agent_id: Some(record.request.agent_id.clone()),
+        agent_id: Some(record.request.agent_id.to_string()),
         roles,
         subtype: Some(subtype.into()),
     };
@@ -242,7 +242,7 @@ pub async fn create_connections(deps: &Deps, state: State) -> Result<State, Step
 }
 
 /// A resource create-connections made for this instance: every connection dbroles-managed and tagged with it.
-fn made_by_dbroles_for(resource: &crate::resource::Resource, arn: &str) -> bool {
+fn made_by_dbroles_for(resource: &crate::model::resource::Resource, arn: &str) -> bool {
     !resource.roles.is_empty()
         && resource.roles.iter().all(|role| {
             role.input.managed_by == "dbroles" && role.input.connection_tags.get(DB_ARN_TAG).map(String::as_str) == Some(arn)
@@ -318,7 +318,7 @@ pub async fn webhook(deps: &Deps, state: State) -> Result<State, StepError> {
     let Some(mut record) = deps.jobs.get_job(&state.org_id, &state.job_id).await? else { return Ok(state) };
     let status = match &deps.webhook {
         Some(webhook) => webhook.deliver(&record.job).await,
-        None => crate::job::WebhookStatus {
+        None => crate::model::job::WebhookStatus {
             delivered: false,
             attempts: 0,
             status_code: None,

@@ -12,11 +12,12 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::{Account, ServerOwner};
-use crate::fleet::{FleetRecord, NotStarted};
-use crate::job::{Job, JobRecord, Phase, Timestamp};
-use crate::request::CreateJobRequest;
-use crate::resource::Resource;
+use crate::model::account::{Account, ServerOwner};
+use crate::model::fleet::{FleetRecord, NotStarted};
+use crate::model::job::{Job, JobRecord, Phase};
+use crate::model::request::CreateJobRequest;
+use crate::model::resource::Resource;
+use crate::model::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {

@@ -868,7 +868,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dbroles-asl-{}", uuid::Uuid::new_v4()));
         let store = Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("s.db")).unwrap());
         let inventory = Arc::new(crate::inventory::local::LocalInventory::new(Vec::new()).unwrap());
-        let deps = Deps::local(store, inventory, Default::default());
+        let deps = crate::wiring::local(store, inventory, Default::default());
         let items: Vec<_> = (0..6).map(|i| serde_json::json!({"kind": if i % 2 == 1 { "odd" } else { "even" }})).collect();
         let input = serde_json::json!({"items": items, "concurrency": 2, "batch": "b1"});
         let tolerant = Executor::load(&odd_ones_fail(50), 0.0).unwrap();

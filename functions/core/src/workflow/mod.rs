@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::deps::Deps;
-use crate::fleet::{self, FleetError, FleetInput, FleetRecord};
-use crate::job::JobRecord;
-use crate::jobs;
+use crate::lifecycle::fleet::{self, FleetError};
+use crate::lifecycle::jobs;
+use crate::model::fleet::{FleetInput, FleetRecord};
+use crate::model::job::JobRecord;
 use crate::steps::CaughtError;
 use crate::store::StoreError;
 use asl::{Executor, Progress};
@@ -328,7 +329,7 @@ impl Local {
         }
         let query = crate::store::JobQuery {
             fleet_job_id: Some(input.fleet_job_id.clone()),
-            limit: crate::fleet::MAX_INSTANCES,
+            limit: crate::model::fleet::MAX_INSTANCES,
             ..Default::default()
         };
         for job in deps.jobs.list_jobs(&input.org_id, &query).await?.items {

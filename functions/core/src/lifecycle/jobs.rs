@@ -5,7 +5,7 @@
 //! | change | function | called by |
 //! | --- | --- | --- |
 //! | created, lock taken, workflow started | [`start`] | `POST /dbroles/jobs`, the tag trigger, `dbroles run` |
-//! | created, lock taken, for a fleet job's Map | [`create`] | the fleet-start-job step ([`crate::fleet::start_child`]) |
+//! | created, lock taken, for a fleet job's Map | [`create`] | the fleet-start-job step ([`crate::lifecycle::fleet::start_child`]) |
 //! | a step's progress saved | [`load_running`], [`save_progress`] | every step |
 //! | stopped by a user (the lock kept) | [`cancel`] | `POST /dbroles/jobs/{id}/cancel` |
 //! | finished, lock released, announced | [`finalize`] | the Finalize step |
@@ -17,12 +17,13 @@
 //! ([`accounts::access`]), and holds its database server (the instance, or its
 //! Aurora cluster) from creation until its execution has ended, whoever else asks.
 
-use crate::accounts::{self, AccountError};
 use crate::deps::{App, Deps};
 use crate::engine;
 use crate::inventory::{Instance, InventoryError};
-use crate::job::{Job, JobRecord, JobSpec, JobStatus, Phase, RoleResult, Timestamp};
-use crate::request::{CreateJobRequest, Invalid};
+use crate::lifecycle::accounts::{self, AccountError};
+use crate::model::job::{Job, JobRecord, JobSpec, JobStatus, Phase, RoleResult};
+use crate::model::request::{CreateJobRequest, Invalid};
+use crate::model::Timestamp;
 use crate::store::{Created, Idempotency, JobQuery, JobStore, NewJob, Provisioned, StoreError};
 use crate::workflow::{ExecutionInput, ExecutionState, WorkflowError};
 
@@ -110,7 +111,7 @@ pub fn new_record(org: &str, created_by: &str, request: CreateJobRequest, spec: 
             completed_at: None,
             created_at: Timestamp::now(),
             hook_status: None,
-            id: crate::job::new_id(),
+            id: crate::model::new_id(),
             org_id: org.to_string(),
             spec: Some(spec),
             status: Some(JobStatus { message: "the job is running".into(), phase: Phase::Running, result: Vec::new() }),
@@ -219,11 +220,11 @@ pub async fn start(
     request: CreateJobRequest,
     idempotency: Option<Idempotency>,
 ) -> Result<String, JobError> {
-    within_share(app, org, 1).await?;
-    let job_id = crate::job::new_id();
+    within_share(&app.deps, org, 1).await?;
+    let job_id = crate::model::new_id();
     tracing::Span::current().record("job_id", job_id.as_str());
     let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None, resource_id: None };
-    let mut record = match create(app, org, created_by, request, idempotency, Some(naming)).await? {
+    let mut record = match create(&app.deps, org, created_by, request, idempotency, Some(naming)).await? {
         Stored::New(record) => record,
         Stored::Replayed(job_id) => return Ok(job_id),
     };
@@ -234,15 +235,15 @@ pub async fn start(
         }
         Err(source) => {
             record.finish(Phase::Failed, format!("the workflow could not be started: {source}"));
-            app.jobs.finish_and_release(&record, app.settings.expiry()).await?;
+            app.deps.jobs.finish_and_release(&record, app.deps.settings.expiry()).await?;
             Err(JobError::NotStarted { job_id: record.job.id, source })
         }
     }
 }
 
 /// One job of the organisation.
-pub async fn find(app: &App, org: &str, id: &str) -> Result<JobRecord, JobError> {
-    app.jobs.get_job(org, id).await?.ok_or_else(|| JobError::NotFound(id.to_string()))
+pub async fn find(store: &dyn JobStore, org: &str, id: &str) -> Result<JobRecord, JobError> {
+    store.get_job(org, id).await?.ok_or_else(|| JobError::NotFound(id.to_string()))
 }
 
 /// Stops a running job: the job fails, naming who cancelled it, and its execution
@@ -251,14 +252,14 @@ pub async fn find(app: &App, org: &str, id: &str) -> Result<JobRecord, JobError>
 /// that could not be stopped ends at its next step, which finds the job finished.
 #[tracing::instrument(skip_all, fields(org = %org, job_id = %id))]
 pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<Job, JobError> {
-    let mut record = find(app, org, id).await?;
+    let mut record = find(app.deps.jobs.as_ref(), org, id).await?;
     if !record.is_running() {
         return Err(JobError::Finished(id.to_string()));
     }
     let message = format!("cancelled by {by}");
     record.finish(Phase::Failed, message.clone());
     record.job.cancelled = true;
-    if !app.jobs.finish_job(&record, app.settings.expiry()).await? {
+    if !app.deps.jobs.finish_job(&record, app.deps.settings.expiry()).await? {
         return Err(JobError::Finished(id.to_string()));
     }
     if let Some(execution) = &record.execution {
@@ -271,8 +272,8 @@ pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<Job, Job
 
 /// Forgets a finished job.
 #[tracing::instrument(skip_all, fields(org = %org, job_id = %id))]
-pub async fn delete(app: &App, org: &str, id: &str) -> Result<(), JobError> {
-    app.jobs.delete_job(org, id).await.map_err(|error| match error {
+pub async fn delete(store: &dyn JobStore, org: &str, id: &str) -> Result<(), JobError> {
+    store.delete_job(org, id).await.map_err(|error| match error {
         StoreError::Running => JobError::Running(id.to_string()),
         StoreError::NotFound => JobError::NotFound(id.to_string()),
         other => other.into(),
@@ -385,9 +386,9 @@ pub fn start_grace() -> chrono::Duration {
 pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Swept, JobError> {
     let mut swept = Swept::default();
     let young = Timestamp(Timestamp::now().0 - grace);
-    for lock in app.jobs.locks().await? {
-        let Some(record) = app.jobs.get_job(&lock.org, &lock.job_id).await? else {
-            app.jobs.release_lock(&lock.server, &lock.job_id).await?;
+    for lock in app.deps.jobs.locks().await? {
+        let Some(record) = app.deps.jobs.get_job(&lock.org, &lock.job_id).await? else {
+            app.deps.jobs.release_lock(&lock.server, &lock.job_id).await?;
             tracing::warn!(server = lock.server.as_str(), job_id = lock.job_id.as_str(), "released a lock whose job is gone");
             swept.released.push(lock.server);
             continue;
@@ -395,7 +396,7 @@ pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Swep
         // A fleet's job run in the fleet's own execution (locally) lives as long as it does.
         let execution = match (&record.execution, &record.job.fleet_job_id) {
             (Some(execution), _) => Some(execution.clone()),
-            (None, Some(fleet)) => app.fleets.get_fleet(record.org(), fleet).await?.and_then(|fleet| fleet.execution),
+            (None, Some(fleet)) => app.deps.fleets.get_fleet(record.org(), fleet).await?.and_then(|fleet| fleet.execution),
             (None, None) => None,
         };
         let state = match &execution {
@@ -414,7 +415,7 @@ pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Swep
             _ => format!("the job's execution ended without finishing the job: {why}"),
         };
         let input = ExecutionInput::of(&record);
-        match repair(app.jobs.as_ref(), &input, &message, &app.settings).await? {
+        match repair(app.deps.jobs.as_ref(), &input, &message, &app.deps.settings).await? {
             true => {
                 tracing::warn!(job_id = record.id(), org = record.org(), message = message.as_str(), "the sweeper failed a job");
                 swept.failed.push(record.id().to_string());

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::job::Timestamp;
-use crate::request::{validate_name, whole_number, Invalid};
+use crate::model::request::{validate_name, whole_number, Invalid};
+use crate::model::Timestamp;
 
 /// A role (connection) as a client sends it. `secret` is write-only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -215,7 +215,7 @@ impl ResourceInput {
             })
             .collect();
         Resource {
-            id: previous.map_or_else(crate::job::new_id, |p| p.id.clone()),
+            id: previous.map_or_else(crate::model::new_id, |p| p.id.clone()),
             org_id: org.to_string(),
             subtype: self.subtype.unwrap_or_else(|| self.kind.clone()),
             name: self.name,

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::AgentId;
+
 /// A request that cannot be accepted; the message names the field (the engine's type, so its checks need no conversion).
 pub use dbroles_engine::Invalid;
 
@@ -65,11 +67,7 @@ pub struct VaultRequest {
 /// `openapi.CreateDBRoleJob`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateJobRequest {
-    #[schema(
-        example = "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
-        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    )]
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub aws: AwsRequest,
     #[schema(example = "prod-postgres-", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub connection_prefix_name: String,
@@ -98,7 +96,6 @@ impl CreateJobRequest {
     }
 
     pub fn validate(&self) -> Result<(), Invalid> {
-        validate_agent_id(&self.agent_id)?;
         self.aws.instance_arn.parse::<InstanceArn>().map_err(|e| invalid(format!("aws.instance_arn: {e}")))?;
         validate_security_group(self.aws.default_security_group.as_ref())?;
         validate_name("connection_prefix_name", &self.connection_prefix_name, 64)?;
@@ -203,15 +200,6 @@ pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
     let whole = number.as_i64().or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64));
     whole.map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {number}")))
-}
-
-/// `agent_id`: a UUID, as hoop.dev's agents are named.
-pub fn validate_agent_id(agent_id: &str) -> Result<(), Invalid> {
-    uuid::Uuid::parse_str(agent_id)
-        .ok()
-        .filter(|_| agent_id.len() == 36)
-        .map(|_| ())
-        .ok_or_else(|| invalid("agent_id: must be a UUID such as a1b2c3d4-e5f6-7890-abcd-ef1234567890"))
 }
 
 /// `aws.default_security_group`: its `ingress_cidr` is a CIDR.

@@ -3,9 +3,9 @@
 //! may use that account:
 //!
 //! - the deployment's own account, for the organisations the deployment names
-//!   ([`AccountPolicy::home_orgs`], the template's `HomeAccountOrgs`);
+//!   ([`crate::model::account::AccountPolicy::home_orgs`], the template's `HomeAccountOrgs`);
 //! - an account the organisation registered (`PUT /dbroles/accounts/{id}`) with a
-//!   role there that trusts dbroles under the organisation's [`external_id`].
+//!   role there that trusts dbroles under the organisation's [`crate::model::account::external_id`].
 //!   Registration proves it by assuming the role; every later `AssumeRole` for the
 //!   organisation passes the same `ExternalId`, so another organisation that names
 //!   the same role is refused by the role's own trust policy.
@@ -14,104 +14,12 @@
 //! the first that was allowed to act on it ([`claim`]), recorded by dbroles
 //! against the server's immutable resource id. A tag never transfers it.
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
-
 use crate::deps::Deps;
 use crate::inventory::{Instance, InventoryError};
-use crate::job::Timestamp;
-use crate::request::Invalid;
+use crate::model::account::{external_id, validate_role, Access, Account, RegisterAccount, ServerOwner, ORG_TAG};
+use crate::model::request::Invalid;
+use crate::model::{AccountId, Timestamp};
 use crate::store::{AccountStore, StoreError};
-
-/// The tag that names an instance's organisation. In the deployment's own
-/// account an organisation's first job on a server needs it ([`claim`]), and
-/// dbroles changes (security groups, master password) only instances that carry
-/// it with the job's organisation; the IAM policy allows those changes only then.
-pub const ORG_TAG: &str = "dbroles:org";
-
-/// The organisation a database server belongs to, in dbroles' own records.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServerOwner {
-    /// The server's immutable id: the instance's `DbiResourceId`, or its Aurora
-    /// cluster's `DbClusterResourceId`. A server deleted and created again under
-    /// the same name has a new one, and no owner.
-    pub resource_id: String,
-    pub org_id: String,
-    /// The server's ARN when it was claimed.
-    pub server_arn: String,
-    pub claimed_at: Timestamp,
-}
-
-/// An account an organisation registered (an item of `/dbroles/accounts`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Account {
-    /// The 12-digit AWS account id.
-    pub account_id: String,
-    pub org_id: String,
-    /// The role dbroles assumes in the account.
-    pub role_arn: String,
-    /// What the role's trust policy must require (`sts:ExternalId`): the organisation's, the same for every account.
-    pub external_id: String,
-    /// The identity dbroles became when it proved the registration.
-    pub assumed_arn: String,
-    #[schema(value_type = String, format = DateTime)]
-    pub registered_at: Timestamp,
-    /// The `sub` of the admin who registered it.
-    pub registered_by: String,
-}
-
-/// The body of `PUT /dbroles/accounts/{account_id}`.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
-pub struct RegisterAccount {
-    /// `arn:aws:iam::<account_id>:role/<name>`: a role whose trust policy lets this
-    /// deployment assume it with the organisation's `ExternalId`.
-    #[schema(pattern = "^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$")]
-    pub role_arn: String,
-}
-
-/// How dbroles reaches one account for one organisation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Access {
-    pub account: String,
-    /// The role to assume; `None` for the deployment's own account, reached with its own credentials.
-    pub role_arn: Option<String>,
-    pub external_id: String,
-}
-
-impl Access {
-    /// The deployment's own account, as an organisation allowed there reaches it.
-    pub fn home(account: &str, org: &str) -> Self {
-        Self { account: account.to_string(), role_arn: None, external_id: external_id(org) }
-    }
-}
-
-/// Which organisations may use the deployment's own account, and which roles may be registered elsewhere.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AccountPolicy {
-    /// The organisations that may act on the deployment's own account.
-    pub home_orgs: Vec<String>,
-    /// The name registered roles must have (`*` matches any run of characters):
-    /// the roles the functions' IAM policies allow them to assume. `None`: any.
-    pub role_name: Option<String>,
-    /// Whether several organisations may register one account (each server
-    /// then belongs to the first that acts on it). Off: an account registered
-    /// by one organisation is refused to the others.
-    pub shared_accounts: bool,
-}
-
-impl AccountPolicy {
-    pub fn allows_home(&self, org: &str) -> bool {
-        self.home_orgs.iter().any(|allowed| allowed == org)
-    }
-}
-
-/// The `ExternalId` of an organisation: `dbroles-` and 32 hex digits of
-/// SHA-256(`dbroles/external-id/<org>`). Stable, and the same in every account.
-pub fn external_id(org: &str) -> String {
-    let digest = Sha256::digest(format!("dbroles/external-id/{org}").as_bytes());
-    format!("dbroles-{}", &hex::encode(digest)[..32])
-}
 
 /// Why an organisation may not act on an account, or a registration failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -233,10 +141,10 @@ pub async fn register(
     deps: &Deps,
     org: &str,
     by: &str,
-    account_id: &str,
+    account_id: &AccountId,
     body: RegisterAccount,
 ) -> Result<Account, AccountError> {
-    validate_account_id(account_id)?;
+    let account_id = account_id.as_str();
     validate_role(&body.role_arn, account_id, deps.settings.accounts.role_name.as_deref())
         .map_err(|refused| AccountError::RoleRefused(refused.0))?;
     if account_id == deps.inventory.home_account().await? {
@@ -285,92 +193,19 @@ pub async fn register(
     Ok(account)
 }
 
-pub async fn find(deps: &Deps, org: &str, account_id: &str) -> Result<Account, AccountError> {
-    validate_account_id(account_id)?;
-    deps.accounts.get_account(org, account_id).await?.ok_or_else(|| AccountError::NotFound(account_id.into()))
+pub async fn find(store: &dyn AccountStore, org: &str, account_id: &AccountId) -> Result<Account, AccountError> {
+    let id = account_id.as_str();
+    store.get_account(org, id).await?.ok_or_else(|| AccountError::NotFound(id.into()))
 }
 
-pub async fn list(deps: &Deps, org: &str) -> Result<Vec<Account>, AccountError> {
-    Ok(deps.accounts.list_accounts(org).await?)
+pub async fn list(store: &dyn AccountStore, org: &str) -> Result<Vec<Account>, AccountError> {
+    Ok(store.list_accounts(org).await?)
 }
 
 /// Forgets a registration: later jobs of the organisation on the account get 403.
-pub async fn remove(deps: &Deps, org: &str, account_id: &str) -> Result<(), AccountError> {
-    validate_account_id(account_id)?;
-    deps.accounts.delete_account(org, account_id).await.map_err(|error| match error {
-        StoreError::NotFound => AccountError::NotFound(account_id.into()),
+pub async fn remove(store: &dyn AccountStore, org: &str, account_id: &AccountId) -> Result<(), AccountError> {
+    store.delete_account(org, account_id.as_str()).await.map_err(|error| match error {
+        StoreError::NotFound => AccountError::NotFound(account_id.to_string()),
         other => other.into(),
     })
-}
-
-pub fn validate_account_id(account_id: &str) -> Result<(), Invalid> {
-    match account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()) {
-        true => Ok(()),
-        false => Err(Invalid(format!("account_id: '{account_id}' is not a 12-digit AWS account id"))),
-    }
-}
-
-/// `arn:<partition>:iam::<account_id>:role/[path/]<name>`, the name as the deployment allows
-/// (the schema checks the shape; a role elsewhere or of another name is refused).
-fn validate_role(role_arn: &str, account_id: &str, allowed: Option<&str>) -> Result<(), Invalid> {
-    let shape =
-        || Invalid(format!("role_arn: '{role_arn}' is not an IAM role ARN such as arn:aws:iam::{account_id}:role/dbroles"));
-    let parts: Vec<&str> = role_arn.splitn(6, ':').collect();
-    let [arn, partition, "iam", "", account, resource] = parts.as_slice() else { return Err(shape()) };
-    let Some(path) = resource.strip_prefix("role/") else { return Err(shape()) };
-    if *arn != "arn" || partition.is_empty() || path.is_empty() || path.ends_with('/') {
-        return Err(shape());
-    }
-    if *account != account_id {
-        return Err(Invalid(format!("role_arn: the role is in account {account}, not {account_id}")));
-    }
-    let name = path.rsplit('/').next().unwrap_or(path);
-    match allowed {
-        Some(pattern) if !glob(pattern, name) => {
-            Err(Invalid(format!("role_arn: this deployment may assume only roles named {pattern}, not {name}")))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(text) = text.strip_prefix(head) else { return false };
-            (0..=text.len()).filter(|&i| text.is_char_boundary(i)).any(|i| glob(rest, &text[i..]))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_external_id_is_the_organisations_and_stable() {
-        assert_eq!(external_id("acme"), external_id("acme"));
-        assert_ne!(external_id("acme"), external_id("acme2"));
-        let id = external_id("acme");
-        assert!(id.starts_with("dbroles-") && id.len() == 40, "{id}");
-    }
-
-    #[test]
-    fn roles_are_checked_against_the_account_and_the_allowed_names() {
-        let account = "111111111111";
-        assert!(validate_role("arn:aws:iam::111111111111:role/dbroles", account, Some("dbroles")).is_ok());
-        assert!(validate_role("arn:aws:iam::111111111111:role/ops/dbroles-prod", account, Some("dbroles*")).is_ok());
-        let other = validate_role("arn:aws:iam::222222222222:role/dbroles", account, None).unwrap_err();
-        assert_eq!(other.0, "role_arn: the role is in account 222222222222, not 111111111111");
-        let name = validate_role("arn:aws:iam::111111111111:role/admin", account, Some("dbroles*")).unwrap_err();
-        assert!(name.0.contains("only roles named dbroles*"), "{}", name.0);
-        for bad in
-            ["arn:aws:iam::111111111111:user/x", "arn:aws:sts::111111111111:role/x", "role/x", "arn:aws:iam::111111111111:role/"]
-        {
-            assert!(validate_role(bad, account, None).is_err(), "{bad}");
-        }
-        assert!(validate_account_id("12345678901").is_err());
-        assert!(validate_account_id("12345678901a").is_err());
-    }
 }

@@ -1,59 +1,10 @@
 //! The job, exactly as seeds 000/001 show it, and the record the store keeps.
 
-use std::fmt;
-
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::request::CreateJobRequest;
-
-/// A UTC instant, written as RFC 3339 to the second (`2025-02-28T12:34:56Z`), as in the seeds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ToSchema)]
-#[schema(value_type = String, example = "2025-02-28T12:34:56Z")]
-pub struct Timestamp(pub DateTime<Utc>);
-
-impl Timestamp {
-    /// Now, to the millisecond: the precision the store keeps.
-    pub fn now() -> Self {
-        Self(Utc::now().trunc_subsecs(3))
-    }
-
-    /// Milliseconds since the epoch: the sortable form used in store keys.
-    pub fn millis(&self) -> i64 {
-        self.0.timestamp_millis()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(text).ok().map(|t| Self(t.with_timezone(&Utc)))
-    }
-
-    /// Seconds since the epoch (a store's `lease_until`), or the epoch itself if out of range.
-    pub fn from_epoch(seconds: i64) -> Self {
-        Self(DateTime::from_timestamp(seconds, 0).unwrap_or_default())
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Stored with full precision so that ordering survives a round trip;
-        // `Display` (to the second) is what responses show.
-        serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Timestamp::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text}")))
-    }
-}
+use super::request::CreateJobRequest;
+use super::Timestamp;
 
 /// `running`, `failed` or `completed`: the phase of a job and the status of one role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -217,7 +168,7 @@ pub struct JobRecord {
     pub lock: String,
     /// How the steps reach the instance's account for the job's organisation.
     #[serde(default)]
-    pub access: Option<crate::accounts::Access>,
+    pub access: Option<crate::model::account::Access>,
     /// The immutable id of the server the job was created for: a step that finds
     /// another under the same ARN (deleted and created again) stops.
     #[serde(default)]
@@ -251,9 +202,4 @@ impl JobRecord {
         self.job.status = Some(JobStatus { message: message.into(), phase, result });
         self.job.completed_at = Some(Timestamp::now());
     }
-}
-
-/// A new, upper-case UUID, as the seeds spell job ids.
-pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string().to_uppercase()
 }

@@ -17,336 +17,22 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
-use crate::accounts::{self, Access, AccountError};
 use crate::deps::{App, Deps};
 use crate::inventory::{InventoryError, Listed};
-use crate::job::{Job, Phase, Timestamp};
-use crate::jobs::{self, JobError, Naming};
-use crate::request::{
-    parse_lenient, validate_agent_id, validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid,
-    JobStep, Lenient, SecurityGroupRequest, VaultPath, VaultRequest,
+use crate::lifecycle::accounts::{self, AccountError};
+use crate::lifecycle::jobs::{self, JobError, Naming};
+use crate::model::account::Access;
+use crate::model::fleet::{
+    ChildInput, ChildOutcome, CreateFleetJobRequest, FleetCounts, FleetInput, FleetJob, FleetRecord, FleetStatus, NotStarted,
+    Selection, MAX_INSTANCES,
 };
-use crate::store::{JobQuery, Page, StoreError};
+use crate::model::job::{Job, Phase};
+use crate::model::request::{CreateJobRequest, InstanceArn, Invalid};
+use crate::model::Timestamp;
+use crate::store::{FleetStore, JobQuery, JobStore, Page, StoreError};
 use crate::workflow::{execution_arn, WorkflowError};
-
-/// The most instances one fleet job takes: the list travels in the execution's
-/// state, which Step Functions bounds at 256 KB.
-pub const MAX_INSTANCES: usize = 2_000;
-
-/// The engines dbroles provisions, as RDS names them.
-pub const ENGINES: [&str; 5] = ["postgres", "aurora-postgresql", "mysql", "mariadb", "aurora-mysql"];
-
-/// Which instances a fleet job covers. Every list narrows the selection; an
-/// empty one narrows nothing (the deployment's own region for `regions`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Selector {
-    /// The organisation's AWS accounts to look in; empty: every account it may use.
-    #[serde(default)]
-    #[schema(nullable, example = json!(["123456789012"]), inline, value_type = Option<Vec<AccountId>>)]
-    pub accounts: Vec<String>,
-    /// Empty: the deployment's own region.
-    #[serde(default)]
-    #[schema(nullable, example = json!(["us-east-1", "eu-west-1"]), inline, value_type = Option<Vec<Region>>)]
-    pub regions: Vec<String>,
-    /// RDS engine names: postgres, aurora-postgresql, mysql, mariadb, aurora-mysql.
-    #[serde(default)]
-    #[schema(nullable, example = json!(["postgres", "aurora-postgresql"]), inline, value_type = Option<Vec<Engine>>)]
-    pub engines: Vec<String>,
-    /// `key=value` (the tag has that value) or `key` (the tag is present); all must hold.
-    #[serde(default)]
-    #[schema(nullable, example = json!(["environment=production", "team"]), inline, value_type = Option<Vec<TagFilter>>)]
-    pub tags: Vec<String>,
-    /// Only the instances dbroles has provisioned for the organisation, each with
-    /// the request of its last job (the rotation schedule's selector).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schema(nullable)]
-    pub provisioned: bool,
-}
-
-/// A 12-digit AWS account id.
-#[derive(ToSchema)]
-#[schema(pattern = "^[0-9]{12}$", example = "123456789012")]
-#[allow(dead_code)]
-struct AccountId(String);
-
-/// An AWS region such as us-east-1.
-#[derive(ToSchema)]
-#[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+){2,}$", example = "us-east-1")]
-#[allow(dead_code)]
-struct Region(String);
-
-/// An RDS engine dbroles provisions.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "kebab-case")]
-enum Engine {
-    Postgres,
-    AuroraPostgresql,
-    Mysql,
-    Mariadb,
-    AuroraMysql,
-}
-
-/// `key=value` or `key`.
-#[derive(ToSchema)]
-#[schema(pattern = "^[^=]*[^=\\s][^=]*(=[\\s\\S]*)?$", example = "environment=production")]
-#[allow(dead_code)]
-struct TagFilter(String);
-
-/// What every instance's job does, as the fields of a job request say it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FleetAwsOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable)]
-    pub default_security_group: Option<SecurityGroupRequest>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schema(nullable)]
-    pub allow_master_password_reset: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schema(nullable)]
-    pub adopt_existing_roles: bool,
-}
-
-/// `POST /dbroles/fleet-jobs`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct CreateFleetJobRequest {
-    pub selector: Selector,
-    #[schema(
-        example = "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
-        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    )]
-    pub agent_id: String,
-    /// Each instance's connections are named `<connection_prefix_name><instance id>-<level>`.
-    #[serde(default)]
-    #[schema(nullable, example = "prod-", pattern = "^[A-Za-z0-9._-]{0,32}$")]
-    pub connection_prefix_name: String,
-    #[serde(default)]
-    #[schema(nullable)]
-    pub job_steps: Vec<JobStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable)]
-    pub vault_provider: Option<VaultRequest>,
-    #[serde(default)]
-    #[schema(nullable)]
-    pub aws: FleetAwsOptions,
-    /// How many instances are provisioned at once (the Map's `MaxConcurrency`): 1 to 1,000.
-    #[serde(default = "default_concurrency", deserialize_with = "concurrency")]
-    #[schema(nullable, minimum = 1, maximum = 1000, default = 8)]
-    pub max_concurrency: u32,
-    /// The share of instances that may fail before the rest are given up
-    /// (the Map's `ToleratedFailurePercentage`): 0 to 100; 100 finishes every instance.
-    #[serde(default = "default_tolerance")]
-    #[schema(nullable, minimum = 0, maximum = 100, default = 100)]
-    pub tolerated_failure_percentage: f64,
-}
-
-fn default_concurrency() -> u32 {
-    8
-}
-
-/// A whole number of instances, also written `8.0`; its range is checked by `validate`.
-fn concurrency<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    let number = crate::request::whole_number(deserializer)?.unwrap_or(default_concurrency() as i64);
-    Ok(u32::try_from(number).unwrap_or(0))
-}
-
-fn default_tolerance() -> f64 {
-    100.0
-}
-
-/// `202` to `POST /dbroles/fleet-jobs`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct CreateFleetJobResponse {
-    pub fleet_job_id: String,
-}
-
-impl CreateFleetJobRequest {
-    pub fn parse(body: &[u8]) -> Result<Lenient<Self>, Invalid> {
-        let request: Lenient<Self> = parse_lenient(body)?;
-        request.value.validate()?;
-        Ok(request)
-    }
-
-    pub fn validate(&self) -> Result<(), Invalid> {
-        validate_agent_id(&self.agent_id)?;
-        for account in &self.selector.accounts {
-            accounts::validate_account_id(account).map_err(|e| Invalid(format!("selector.accounts: {e}")))?;
-        }
-        for region in &self.selector.regions {
-            let parts: Vec<&str> = region.split('-').collect();
-            let ok = parts.len() >= 3
-                && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
-            if !ok {
-                return Err(Invalid(format!("selector.regions: '{region}' is not a region such as us-east-1")));
-            }
-        }
-        for engine in &self.selector.engines {
-            if !ENGINES.contains(&engine.as_str()) {
-                return Err(Invalid(format!("selector.engines: '{engine}' is not one of {}", ENGINES.join(", "))));
-            }
-        }
-        for tag in &self.selector.tags {
-            if tag.split('=').next().is_none_or(|key| key.trim().is_empty()) {
-                return Err(Invalid(format!("selector.tags: '{tag}' is not key=value or key")));
-            }
-        }
-        if !self.connection_prefix_name.is_empty() {
-            validate_name("connection_prefix_name", &self.connection_prefix_name, 32)?;
-        }
-        if let Some(vault) = &self.vault_provider {
-            VaultPath::parse(&vault.secret_id)?;
-        }
-        validate_security_group(self.aws.default_security_group.as_ref())?;
-        if !(1..=1000).contains(&self.max_concurrency) {
-            return Err(Invalid("max_concurrency: must be 1 to 1000".into()));
-        }
-        if !(0.0..=100.0).contains(&self.tolerated_failure_percentage) {
-            return Err(Invalid("tolerated_failure_percentage: must be 0 to 100".into()));
-        }
-        Ok(())
-    }
-
-    /// The job request of one instance.
-    fn job_request(&self, arn: &InstanceArn) -> CreateJobRequest {
-        CreateJobRequest {
-            agent_id: self.agent_id.clone(),
-            aws: AwsRequest {
-                instance_arn: arn.to_string(),
-                default_security_group: self.aws.default_security_group.clone(),
-                allow_master_password_reset: self.aws.allow_master_password_reset,
-                adopt_existing_roles: self.aws.adopt_existing_roles,
-            },
-            connection_prefix_name: format!("{}{}-", self.connection_prefix_name, arn.id),
-            job_steps: self.job_steps.clone(),
-            vault_provider: self.vault_provider.clone(),
-        }
-    }
-}
-
-/// How many of a fleet's instances are where.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FleetCounts {
-    /// The instances the selector matched.
-    pub total: u64,
-    /// Not started yet.
-    pub pending: u64,
-    pub running: u64,
-    pub completed: u64,
-    pub failed: u64,
-    /// Held by another running job when their turn came, so not started.
-    pub skipped: u64,
-}
-
-/// An instance the fleet job started no job for, and why.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct NotStarted {
-    pub instance_arn: String,
-    /// `true`: another job held the database server (counted as skipped);
-    /// `false`: the job could not be created (counted as failed).
-    pub skipped: bool,
-    pub message: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FleetStatus {
-    pub phase: Phase,
-    pub message: String,
-    pub counts: FleetCounts,
-    /// The instances that got no job.
-    pub not_started: Vec<NotStarted>,
-    /// `true` when a user cancelled the fleet job (its phase is then `failed`). Absent otherwise.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cancelled: bool,
-}
-
-/// A fleet job, as `GET /dbroles/fleet-jobs/{id}` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FleetJob {
-    pub id: String,
-    pub org_id: String,
-    pub created_at: Timestamp,
-    /// Null while the fleet job runs.
-    pub completed_at: Option<Timestamp>,
-    pub created_by: String,
-    pub request: CreateFleetJobRequest,
-    pub status: FleetStatus,
-}
-
-/// What the store keeps for a fleet job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FleetRecord {
-    pub fleet: FleetJob,
-    pub execution: Option<String>,
-    /// The instances the selector matched, once resolved.
-    #[serde(default)]
-    pub selected: Option<Vec<String>>,
-}
-
-impl FleetRecord {
-    pub fn id(&self) -> &str {
-        &self.fleet.id
-    }
-
-    pub fn org(&self) -> &str {
-        &self.fleet.org_id
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.fleet.status.phase == Phase::Running
-    }
-
-    fn finish(&mut self, phase: Phase, message: String, counts: FleetCounts) {
-        let not_started = std::mem::take(&mut self.fleet.status.not_started);
-        self.fleet.status = FleetStatus { phase, message, counts, not_started, cancelled: false };
-        self.fleet.completed_at = Some(Timestamp::now());
-    }
-}
-
-/// What a fleet job's execution starts from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FleetInput {
-    pub org_id: String,
-    pub fleet_job_id: String,
-}
-
-impl FleetInput {
-    pub fn of(record: &FleetRecord) -> Self {
-        Self { org_id: record.org().to_string(), fleet_job_id: record.id().to_string() }
-    }
-}
-
-/// What the fleet-select step hands the Map: the instances, and its bounds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Selection {
-    pub org_id: String,
-    pub fleet_job_id: String,
-    pub instances: Vec<String>,
-    pub max_concurrency: u32,
-    pub tolerated_failure_percentage: f64,
-}
-
-/// One Map item, as the Map's `ItemSelector` builds it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChildInput {
-    pub org_id: String,
-    pub fleet_job_id: String,
-    pub instance_arn: String,
-}
-
-/// What became of one Map item: `started` (then `job_id` names the job), `skipped` or `failed`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChildOutcome {
-    pub org_id: String,
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FleetError {
@@ -377,16 +63,16 @@ pub enum FleetError {
 #[tracing::instrument(skip_all, fields(org = %org, fleet_job_id = tracing::field::Empty))]
 pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJobRequest) -> Result<String, FleetError> {
     if let Some(vault) = &request.vault_provider {
-        let policy = app.settings.vault.as_ref().ok_or_else(|| {
+        let policy = app.deps.settings.vault.as_ref().ok_or_else(|| {
             Invalid("vault_provider: this deployment has no Vault; leave vault_provider out to use its store".into())
         })?;
         policy.path_for(org, &vault.secret_id)?;
     }
     for account in &request.selector.accounts {
-        accounts::access(app, org, account).await?;
+        accounts::access(&app.deps, org, account).await?;
     }
-    jobs::within_share(app, org, request.max_concurrency as usize).await?;
-    let id = crate::job::new_id();
+    jobs::within_share(&app.deps, org, request.max_concurrency as usize).await?;
+    let id = crate::model::new_id();
     tracing::Span::current().record("fleet_job_id", id.as_str());
     let mut record = FleetRecord {
         execution: app.workflow.fleet_execution_id(&id),
@@ -407,58 +93,64 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
         },
         selected: None,
     };
-    app.fleets.create_fleet(&record).await?;
+    app.deps.fleets.create_fleet(&record).await?;
     match app.workflow.start_fleet(&record).await {
         Ok(()) => Ok(record.fleet.id),
         Err(source) => {
             record.finish(Phase::Failed, format!("the workflow could not be started: {source}"), FleetCounts::default());
-            app.fleets.finish_fleet(&record, app.settings.expiry()).await?;
+            app.deps.fleets.finish_fleet(&record, app.deps.settings.expiry()).await?;
             Err(FleetError::NotStarted { fleet_job_id: record.fleet.id, source })
         }
     }
 }
 
 /// One fleet job of the organisation, its counts up to date.
-pub async fn find(deps: &Deps, org: &str, id: &str) -> Result<FleetJob, FleetError> {
-    let record = deps.fleets.get_fleet(org, id).await?.ok_or_else(|| FleetError::NotFound(id.to_string()))?;
-    with_counts(deps, record).await
+pub async fn find(fleets: &dyn FleetStore, jobs: &dyn JobStore, org: &str, id: &str) -> Result<FleetJob, FleetError> {
+    let record = fleets.get_fleet(org, id).await?.ok_or_else(|| FleetError::NotFound(id.to_string()))?;
+    with_counts(jobs, record).await
 }
 
 /// The organisation's fleet jobs, newest first, their counts up to date.
-pub async fn list(deps: &Deps, org: &str, limit: usize, next_token: Option<&str>) -> Result<Page<FleetJob>, FleetError> {
-    let page = deps.fleets.list_fleets(org, limit, next_token).await?;
+pub async fn list(
+    fleets: &dyn FleetStore,
+    jobs: &dyn JobStore,
+    org: &str,
+    limit: usize,
+    next_token: Option<&str>,
+) -> Result<Page<FleetJob>, FleetError> {
+    let page = fleets.list_fleets(org, limit, next_token).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for record in page.items {
-        items.push(with_counts(deps, record).await?);
+        items.push(with_counts(jobs, record).await?);
     }
     Ok(Page { items, next_token: page.next_token })
 }
 
 /// A page of the fleet job's own jobs, newest first.
 pub async fn children(
-    deps: &Deps,
+    jobs: &dyn JobStore,
     org: &str,
     id: &str,
     limit: usize,
     next_token: Option<String>,
 ) -> Result<Page<Job>, FleetError> {
     let query = JobQuery { fleet_job_id: Some(id.to_string()), limit, next_token, ..JobQuery::default() };
-    Ok(deps.jobs.list_jobs(org, &query).await?)
+    Ok(jobs.list_jobs(org, &query).await?)
 }
 
 /// A running fleet job's counts are read from its jobs; a finished one's were kept when it finished.
-async fn with_counts(deps: &Deps, record: FleetRecord) -> Result<FleetJob, FleetError> {
+async fn with_counts(jobs: &dyn JobStore, record: FleetRecord) -> Result<FleetJob, FleetError> {
     let mut fleet = record.fleet.clone();
     if record.is_running() {
-        fleet.status.counts = counts(deps, &record).await?;
+        fleet.status.counts = counts(jobs, &record).await?;
     }
     Ok(fleet)
 }
 
-async fn counts(deps: &Deps, record: &FleetRecord) -> Result<FleetCounts, StoreError> {
+async fn counts(jobs: &dyn JobStore, record: &FleetRecord) -> Result<FleetCounts, StoreError> {
     let count = |phase| {
         let query = JobQuery { fleet_job_id: Some(record.id().to_string()), phase: Some(phase), ..JobQuery::default() };
-        async move { deps.jobs.count_jobs(record.org(), &query).await }
+        async move { jobs.count_jobs(record.org(), &query).await }
     };
     let (running, completed, failed) =
         (count(Phase::Running).await?, count(Phase::Completed).await?, count(Phase::Failed).await?);
@@ -617,7 +309,7 @@ pub async fn finish(deps: &Deps, input: &FleetInput, error: Option<String>) -> R
     if !record.is_running() {
         return Ok(());
     }
-    let counts = counts(deps, &record).await?;
+    let counts = counts(deps.jobs.as_ref(), &record).await?;
     let mut message = format!(
         "{} instances: {} completed, {} failed, {} skipped",
         counts.total, counts.completed, counts.failed, counts.skipped
@@ -652,15 +344,15 @@ async fn announce(deps: &Deps, fleet: &FleetJob) {
 /// starts; its execution is stopped, and every job of it still running is cancelled.
 #[tracing::instrument(skip_all, fields(org = %org, fleet_job_id = %id))]
 pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<FleetJob, FleetError> {
-    let mut record = app.fleets.get_fleet(org, id).await?.ok_or_else(|| FleetError::NotFound(id.to_string()))?;
+    let mut record = app.deps.fleets.get_fleet(org, id).await?.ok_or_else(|| FleetError::NotFound(id.to_string()))?;
     if !record.is_running() {
         return Err(FleetError::Finished(id.to_string()));
     }
-    let counts = counts(app, &record).await?;
+    let counts = counts(app.deps.jobs.as_ref(), &record).await?;
     let message = format!("cancelled by {by}");
     record.finish(Phase::Failed, message.clone(), counts);
     record.fleet.status.cancelled = true;
-    if !app.fleets.finish_fleet(&record, app.settings.expiry()).await? {
+    if !app.deps.fleets.finish_fleet(&record, app.deps.settings.expiry()).await? {
         return Err(FleetError::Finished(id.to_string()));
     }
     if let Some(execution) = &record.execution {
@@ -669,8 +361,8 @@ pub async fn cancel(app: &App, org: &str, id: &str, by: &str) -> Result<FleetJob
         }
     }
     cancel_children(app, &record, by).await?;
-    announce(app, &record.fleet).await;
-    Ok(app.fleets.get_fleet(org, id).await?.map_or(record.fleet, |record| record.fleet))
+    announce(&app.deps, &record.fleet).await;
+    Ok(app.deps.fleets.get_fleet(org, id).await?.map_or(record.fleet, |record| record.fleet))
 }
 
 async fn cancel_children(app: &App, record: &FleetRecord, by: &str) -> Result<(), FleetError> {
@@ -683,7 +375,7 @@ async fn cancel_children(app: &App, record: &FleetRecord, by: &str) -> Result<()
             next_token,
             ..JobQuery::default()
         };
-        let page = app.jobs.list_jobs(record.org(), &query).await?;
+        let page = app.deps.jobs.list_jobs(record.org(), &query).await?;
         for job in &page.items {
             match jobs::cancel(app, record.org(), &job.id, by).await {
                 Ok(_) | Err(JobError::Finished(_)) => {}
@@ -704,7 +396,7 @@ pub async fn repair(deps: &Deps, input: &FleetInput, message: &str) -> Result<bo
     if !record.is_running() {
         return Ok(false);
     }
-    let counts = counts(deps, &record).await?;
+    let counts = counts(deps.jobs.as_ref(), &record).await?;
     record.finish(Phase::Failed, message.to_string(), counts);
     let finished = deps.fleets.finish_fleet(&record, deps.settings.expiry()).await?;
     if finished {
@@ -714,8 +406,8 @@ pub async fn repair(deps: &Deps, input: &FleetInput, message: &str) -> Result<bo
 }
 
 /// Forgets a finished fleet job (its jobs stay, each deleted on its own).
-pub async fn delete(deps: &Deps, org: &str, id: &str) -> Result<(), FleetError> {
-    deps.fleets.delete_fleet(org, id).await.map_err(|error| match error {
+pub async fn delete(fleets: &dyn FleetStore, org: &str, id: &str) -> Result<(), FleetError> {
+    fleets.delete_fleet(org, id).await.map_err(|error| match error {
         StoreError::Running => FleetError::Running(id.to_string()),
         StoreError::NotFound => FleetError::NotFound(id.to_string()),
         other => other.into(),
