@@ -13,13 +13,13 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use dbroles_core::config::{Config, Settings};
 use dbroles_core::engine::TlsConfig;
+use dbroles_core::executor::Local;
+use dbroles_core::executor::{Executor, Progress};
 use dbroles_core::lifecycle::jobs;
 use dbroles_core::model::account::Access;
 use dbroles_core::model::job::{JobSpec, Phase};
 use dbroles_core::store::dynamodb::DynamoStore;
 use dbroles_core::store::NewJob;
-use dbroles_core::workflow::asl::{Executor, Progress};
-use dbroles_core::workflow::Local;
 use serde_json::json;
 
 use super::Row;

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use dbroles_core::config::Settings;
 use dbroles_core::deps::App;
+use dbroles_core::executor::Local;
+use dbroles_core::executor::{Executor, Progress};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory};
 use dbroles_core::lifecycle::fleet;
 use dbroles_core::model::fleet::CreateFleetJobRequest;
 use dbroles_core::model::job::Phase;
 use dbroles_core::store::sqlite::SqliteStore;
-use dbroles_core::workflow::asl::{Executor, Progress};
-use dbroles_core::workflow::Local;
 
 use super::Row;
 

@@ -18,6 +18,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::progress::{FleetProgress, JobProgress};
+use crate::table::Kind;
 
 /// The API, who calls it, and how answers are shown.
 #[derive(Args)]
@@ -198,17 +199,6 @@ impl Client {
             Output::Table => print!("{}", crate::table::render(kind, value)),
         }
     }
-}
-
-/// What an answer holds, for its table.
-#[derive(Clone, Copy)]
-pub enum Kind {
-    Job,
-    Jobs,
-    Fleet,
-    Fleets,
-    Accounts,
-    Account,
 }
 
 pub const REFUSED: u8 = 2;

@@ -10,6 +10,8 @@ use dbroles_core::auth::{LocalTokens, ADMIN_GROUP, AUDITOR_GROUP};
 use dbroles_core::config::{LocalConfig, Settings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::{self, Level, TlsConfig};
+use dbroles_core::executor::Local;
+use dbroles_core::executor::{Executor, Progress};
 use dbroles_core::inventory::local::{LocalInventory, LOCAL_POSTGRES_ARN};
 use dbroles_core::lifecycle::fleet;
 use dbroles_core::lifecycle::jobs;
@@ -21,8 +23,7 @@ use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_core::store::sqlite::SqliteStore;
 use dbroles_core::wiring;
-use dbroles_core::workflow::asl::{Executor, Progress};
-use dbroles_core::workflow::{Local, Workflow};
+use dbroles_core::workflow::Workflow;
 use secrecy::ExposeSecret;
 
 mod client;
@@ -160,7 +161,7 @@ impl Cli {
     }
 
     /// The local workflow, and the job lifecycle on it.
-    fn app(&self, reporter: dbroles_core::workflow::Reporter) -> anyhow::Result<(App, Arc<Local>)> {
+    fn app(&self, reporter: dbroles_core::executor::Reporter) -> anyhow::Result<(App, Arc<Local>)> {
         let deps = self.deps()?;
         let workflow = Arc::new(Local::new(Executor::provision(LOCAL_WAIT_SCALE), deps.clone()).reporting(reporter));
         Ok((App::new(&deps, workflow.clone()), workflow))

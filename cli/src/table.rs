@@ -2,7 +2,16 @@
 
 use serde_json::Value;
 
-use crate::client::Kind;
+/// What an answer holds, for its table.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Job,
+    Jobs,
+    Fleet,
+    Fleets,
+    Accounts,
+    Account,
+}
 
 /// The answer as a table: a header and a row per item.
 pub fn render(kind: Kind, value: &Value) -> String {

@@ -270,7 +270,7 @@ pub async fn moto_instance(
 /// naming the step functions `dbroles-<step>` (which the proxy answers). Its ARN.
 pub async fn provision_state_machine(aws: &aws_config::SdkConfig) -> String {
     use dbroles_core::steps::Step;
-    let mut definition = dbroles_core::workflow::asl::PROVISION_DEFINITION.to_string();
+    let mut definition = dbroles_core::executor::PROVISION_DEFINITION.to_string();
     for step in Step::ALL {
         let function = format!("arn:aws:lambda:us-east-1:123456789012:function:dbroles-{}", step.name());
         definition = definition.replace(&format!("${{{}}}", step.substitution()), &function);

@@ -9,11 +9,11 @@ use chrono::{DateTime, FixedOffset};
 use dbroles_core::auth::{LocalTokens, ADMIN_GROUP};
 use dbroles_core::config::VaultSettings;
 use dbroles_core::deps::App;
+use dbroles_core::executor::Executor;
+use dbroles_core::executor::Local;
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LOCAL_POSTGRES_ARN};
 use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::store::sqlite::SqliteStore;
-use dbroles_core::workflow::asl::Executor;
-use dbroles_core::workflow::Local;
 use dbroles_tests::*;
 use serde::Deserialize;
 

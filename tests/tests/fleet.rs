@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use dbroles_core::auth::{AuthError, Caller};
 use dbroles_core::deps::{App, Deps};
+use dbroles_core::executor::Local;
+use dbroles_core::executor::{Executor, Progress};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory, LocalRole, LOCAL_ACCOUNT};
 use dbroles_core::lifecycle::accounts;
 use dbroles_core::lifecycle::jobs::{self, Stored};
@@ -17,8 +19,6 @@ use dbroles_core::model::account::RegisterAccount;
 use dbroles_core::model::request::CreateJobRequest;
 use dbroles_core::secrets::SecretRef;
 use dbroles_core::store::sqlite::SqliteStore;
-use dbroles_core::workflow::asl::{Executor, Progress};
-use dbroles_core::workflow::Local;
 use dbroles_tests::*;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};

@@ -304,10 +304,11 @@ async fn mariadb_names_modes_and_definer_routines_lend_nothing() {
 async fn on_moto_a_job_on_a_trapped_database_springs_nothing() {
     use dbroles_core::config::{Config, CredentialsStore};
     use dbroles_core::deps::App;
+    use dbroles_core::executor::Executor;
+    use dbroles_core::executor::Local;
     use dbroles_core::lifecycle::jobs;
     use dbroles_core::model::job::Phase;
-    use dbroles_core::workflow::asl::Executor;
-    use dbroles_core::workflow::{Local, Workflow};
+    use dbroles_core::workflow::Workflow;
 
     let (cluster, password) = trapped_cluster(PgVersion::V17).await;
     let aws = aws_config(&moto_endpoint()).await;

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dbroles_core::deps::App;
+use dbroles_core::executor::Executor;
+use dbroles_core::executor::Local;
 use dbroles_core::inventory::local::LocalInventory;
 use dbroles_core::lifecycle::jobs;
 use dbroles_core::store::sqlite::SqliteStore;
-use dbroles_core::workflow::asl::Executor;
-use dbroles_core::workflow::{Local, Workflow};
+use dbroles_core::workflow::Workflow;
 use dbroles_tests::*;
 use serde_json::{json, Value};
 

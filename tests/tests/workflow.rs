@@ -17,13 +17,12 @@ use dbroles_core::config::WebhookSettings;
 use dbroles_core::deps::App;
 use dbroles_core::deps::Deps;
 use dbroles_core::engine::TlsConfig;
+use dbroles_core::executor::{Executor, InProcess, Local};
 use dbroles_core::notify::lambda::LambdaHook;
 use dbroles_core::notify::webhook::sign_webhook;
 use dbroles_core::secrets::aws::AwsSecrets;
 use dbroles_core::secrets::SecretStore;
 use dbroles_core::triggers;
-use dbroles_core::workflow::asl::Executor;
-use dbroles_core::workflow::Local;
 use dbroles_tests::*;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -510,7 +509,7 @@ async fn an_execution_longer_than_its_timeout_fails_with_states_timeout() {
     let definition = r#"{"StartAt": "Wait", "TimeoutSeconds": 1, "States": {
         "Wait": {"Type": "Wait", "Seconds": 30, "Next": "Done"}, "Done": {"Type": "Succeed"}}}"#;
     let executor = Executor::load(definition, 1.0).unwrap();
-    let error = executor.execute(&deps, json!({"org_id": "acme", "job_id": "j"}), &|_| {}).await.unwrap_err();
+    let error = executor.execute(&InProcess(deps.clone()), json!({"org_id": "acme", "job_id": "j"}), &|_| {}).await.unwrap_err();
     assert_eq!(error.error, "States.Timeout");
     assert_eq!(error.message(), "States.Timeout: the execution ran longer than 1 s");
 }

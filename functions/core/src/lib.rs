@@ -20,6 +20,7 @@ pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod deps;
+pub mod executor;
 /// The role engine, a crate of its own (no AWS): `dbroles_core::engine` as before.
 pub use dbroles_engine as engine;
 pub mod inventory;

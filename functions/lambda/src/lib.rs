@@ -8,7 +8,7 @@ use dbroles_core::config::{Config, ConfigError, TriggerSettings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::steps::{self, Step, StepError};
 use dbroles_core::triggers;
-use dbroles_core::workflow::StepFunctions;
+use dbroles_core::workflow::step_functions::StepFunctions;
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
 
