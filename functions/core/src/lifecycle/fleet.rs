@@ -418,9 +418,9 @@ pub async fn delete(fleets: &dyn FleetStore, org: &str, id: &str) -> Result<(), 
 mod tests {
     use super::*;
 
+    /// A request body as the API parses it.
     fn request(json: serde_json::Value) -> Result<CreateFleetJobRequest, Invalid> {
-        let request: CreateFleetJobRequest = serde_json::from_value(json).map_err(|e| Invalid(e.to_string()))?;
-        request.validate().map(|_| request)
+        CreateFleetJobRequest::parse(json.to_string().as_bytes()).map(|parsed| parsed.value)
     }
 
     #[test]

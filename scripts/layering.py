@@ -1,5 +1,13 @@
 #!/usr/bin/env python3
-"""Fails when a module of a workspace crate imports a module that imports it back.
+"""The shape the workspace keeps; fails, naming what is off, when:
+
+- a module of a crate imports a module that imports it back (directly or
+  through others);
+- the environment is read outside `functions/core/src/config.rs` and the CLI's
+  argument parsing (`std::env::var`, `config::var`);
+- a function outside tests is longer than 60 lines.
+
+Imports:
 
 A module is a source file (`a/b.rs` or `a/b/mod.rs` is `a::b`). A module imports
 another when it names it through `crate::`, `super::` or `self::` paths, in a `use`
@@ -7,7 +15,7 @@ or inline; a path to an item counts as an import of the module that holds it. Th
 `#[cfg(test)]` module at the end of a file is left out: tests may reach up a layer.
 A module's `mod child;` declaration is not an import; `pub use child::X` is.
 
-    scripts/module_cycles.py [crate_src_dir ...]   (default: every crate's src/)
+    scripts/layering.py [crate_src_dir ...]   (default: every crate's src/)
 """
 
 import re
@@ -28,10 +36,15 @@ def module_of(src: Path, file: Path) -> tuple[str, ...]:
     return tuple(parts)
 
 
+TOKENS = re.compile(
+    r'//[^\n]*|/\*.*?\*/|\br(#*)".*?"\1|"(?:\\[\s\S]|[^"\\])*"|\'(?:\\.|[^\'\\\n])\'',
+    flags=re.S,
+)
+
+
 def strip(text: str) -> str:
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    """The code without comments, and every string or character literal empty; lines stay where they were."""
+    text = TOKENS.sub(lambda m: ('' if m.group(0).startswith('/') else "''") + "\n" * m.group(0).count("\n"), text)
     cut = re.search(r"^#\[cfg\(test\)\]\s*\n\s*mod \w+\s*\{", text, flags=re.M)
     return text[: cut.start()] if cut else text
 
@@ -144,21 +157,71 @@ def name(module: tuple) -> str:
     return "::".join(("crate",) + module)
 
 
+MAX_LINES = 60
+ENV_READERS = {"functions/core/src/config.rs"}
+ENV = re.compile(r"std::env::(var|vars|var_os)\b|\benv::var\(|config::var\(")
+
+
+def env_reads(src: Path) -> list[str]:
+    found = []
+    for file in sorted(src.rglob("*.rs")):
+        rel = str(file.relative_to(ROOT))
+        if rel in ENV_READERS:
+            continue
+        for number, line in enumerate(strip(file.read_text()).splitlines(), 1):
+            if ENV.search(line):
+                found.append(f"{rel}:{number}: reads the environment (only config.rs may): {line.strip()}")
+    return found
+
+
+FN = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?fn\s+(\w+)")
+
+
+def long_functions(src: Path) -> list[str]:
+    found = []
+    for file in sorted(src.rglob("*.rs")):
+        lines = strip(file.read_text()).splitlines()
+        for start, line in enumerate(lines):
+            match = FN.match(line)
+            if not match:
+                continue
+            depth, opened, end = 0, False, None
+            for index in range(start, len(lines)):
+                text = lines[index]
+                if not opened and ";" in text and "{" not in text:
+                    break  # a declaration without a body
+                for ch in text:
+                    if ch == "{":
+                        depth, opened = depth + 1, True
+                    elif ch == "}":
+                        depth -= 1
+                if opened and depth == 0:
+                    end = index
+                    break
+            if end is not None and end - start + 1 > MAX_LINES:
+                rel = file.relative_to(ROOT)
+                found.append(f"{rel}:{start + 1}: fn {match.group(6)} is {end - start + 1} lines (at most {MAX_LINES})")
+    return found
+
+
 def main() -> int:
-    dirs = [Path(d) for d in sys.argv[1:]] or [ROOT / c / "src" for c in CRATES]
+    dirs = [Path(d).resolve() for d in sys.argv[1:]] or [ROOT / c / "src" for c in CRATES]
     failed = False
     for src in dirs:
         graph = crate_graph(src)
         for component in cycles(graph):
             failed = True
             members = set(component)
-            print(f"{src.relative_to(ROOT) if src.is_absolute() else src}: "
-                  f"{len(component)} modules import each other:")
+            print(f"{src.relative_to(ROOT)}: {len(component)} modules import each other:")
             for m in component:
                 back = sorted(name(t) for t in graph[m] if t in members)
                 print(f"  {name(m)} -> {', '.join(back)}")
+        reads = [] if src.parent.name == "tests" else env_reads(src)  # the test harness reads its own settings
+        for problem in reads + long_functions(src):
+            failed = True
+            print(problem)
     if not failed:
-        print(f"no import cycles in {len(dirs)} crates")
+        print(f"layering: no import cycle, no stray read of the environment, no function over {MAX_LINES} lines in {len(dirs)} crates")
     return 1 if failed else 0
 
 
