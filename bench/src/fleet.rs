@@ -19,6 +19,7 @@ use dbroles_core::executor::Local;
 use dbroles_core::executor::{Executor, Progress};
 use dbroles_core::inventory::local::{LocalInstance, LocalInventory};
 use dbroles_core::lifecycle::fleet;
+use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::model::fleet::CreateFleetJobRequest;
 use dbroles_core::model::job::Phase;
 use dbroles_core::store::sqlite::SqliteStore;
@@ -101,67 +102,13 @@ async fn connect(port: u16) -> anyhow::Result<tokio_postgres::Client> {
 pub async fn run(settings: &Settings, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let clusters: Vec<Cluster> =
         (0..INSTANCES).map(|_| Cluster::start()).collect::<anyhow::Result<_>>().context("starting the clusters")?;
-    let instances = clusters
-        .iter()
-        .enumerate()
-        .map(|(i, cluster)| {
-            LocalInstance::on_loopback(
-                &format!("arn:aws:rds:us-east-1:000000000000:db:fleet-{i:02}"),
-                "postgres",
-                cluster.port,
-                "postgres",
-            )
-            .tagged_for(ORG)
-        })
-        .collect();
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
-    let settings = Settings {
-        accounts: dbroles_core::model::account::AccountPolicy {
-            home_orgs: vec![ORG.into()],
-            role_name: None,
-            ..Default::default()
-        },
-        ..settings.clone()
-    };
-    let deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances)?), settings);
     let transitions = Arc::new(AtomicUsize::new(0));
-    let counted = transitions.clone();
-    let reporter = Arc::new(move |progress: Progress<'_>| {
-        if let Progress::Entered(_) = progress {
-            counted.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    let app = App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone()).reporting(reporter)));
+    let app = local_app(&clusters, &dir, settings, transitions.clone())?;
     let samplers = samplers(clusters.iter().map(|c| c.port)).await?;
-
     for concurrency in CONCURRENCY {
         transitions.store(0, Ordering::Relaxed);
-        let request: CreateFleetJobRequest = serde_json::from_value(serde_json::json!({
-            "selector": {},
-            "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
-            "max_concurrency": concurrency,
-        }))?;
-        let started = Instant::now();
-        let id = fleet::start(&app, ORG, "bench", request).await?;
-        let mut peak = 0;
-        let finished = loop {
-            let mut open = 0;
-            for sampler in &samplers {
-                open += Cluster::connections(sampler).await?;
-            }
-            peak = peak.max(open);
-            let fleet = fleet::find(deps.fleets.as_ref(), deps.jobs.as_ref(), ORG, &id).await?;
-            if fleet.status.phase != Phase::Running {
-                break fleet;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let elapsed = started.elapsed();
-        let counts = &finished.status.counts;
-        if counts.completed as usize != INSTANCES {
-            bail!("the fleet job at max_concurrency {concurrency} did not complete every instance: {:?}", finished.status);
-        }
+        let (elapsed, peak) = timed_fleet(&app, &samplers, concurrency).await?;
         let per_minute = INSTANCES as f64 / elapsed.as_secs_f64() * 60.0;
         rows.push(Row::new(
             format!("fleet of {INSTANCES} PostgreSQL instances, max_concurrency {concurrency}"),
@@ -182,6 +129,63 @@ pub async fn run(settings: &Settings, rows: &mut Vec<Row>) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// The local deployment over `clusters`, counting the state transitions of its executions in `transitions`.
+fn local_app(
+    clusters: &[Cluster],
+    dir: &tempfile::TempDir,
+    settings: &Settings,
+    transitions: Arc<AtomicUsize>,
+) -> anyhow::Result<App> {
+    let instances = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, cluster)| {
+            let arn = format!("arn:aws:rds:us-east-1:000000000000:db:fleet-{i:02}");
+            LocalInstance::on_loopback(&arn, "postgres", cluster.port, "postgres").tagged_for(ORG)
+        })
+        .collect();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
+    let accounts = AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() };
+    let settings = Settings { accounts, ..settings.clone() };
+    let deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances)?), settings);
+    let reporter = Arc::new(move |progress: Progress<'_>| {
+        if let Progress::Entered(_) = progress {
+            transitions.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(App::new(&deps, Arc::new(Local::new(Executor::provision(0.01), deps.clone()).reporting(reporter))))
+}
+
+/// One fleet job over every instance at `concurrency`, run to its end: how long
+/// it took, and the most connections open on the clusters at once.
+async fn timed_fleet(app: &App, samplers: &[tokio_postgres::Client], concurrency: u32) -> anyhow::Result<(Duration, usize)> {
+    let request: CreateFleetJobRequest = serde_json::from_value(serde_json::json!({
+        "selector": {},
+        "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        "max_concurrency": concurrency,
+    }))?;
+    let started = Instant::now();
+    let id = fleet::start(app, ORG, "bench", request).await?;
+    let mut peak = 0;
+    let finished = loop {
+        let mut open = 0;
+        for sampler in samplers {
+            open += Cluster::connections(sampler).await?;
+        }
+        peak = peak.max(open);
+        let fleet = fleet::find(app.deps.fleets.as_ref(), app.deps.jobs.as_ref(), ORG, &id).await?;
+        if fleet.status.phase != Phase::Running {
+            break fleet;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed();
+    if finished.status.counts.completed as usize != INSTANCES {
+        bail!("the fleet job at max_concurrency {concurrency} did not complete every instance: {:?}", finished.status);
+    }
+    Ok((elapsed, peak))
 }
 
 /// One connection to each cluster, to sample its others.

@@ -175,6 +175,7 @@ impl Cli {
 
 /// The organisation of `dbroles run`, which may act on the local account.
 use dbroles_core::inventory::local::LOCAL_ORG;
+use dbroles_core::model::request::Validated;
 
 /// Waits of the state machine (30 s between status checks) last this fraction locally.
 const LOCAL_WAIT_SCALE: f64 = 0.01;

@@ -34,14 +34,14 @@ use std::sync::Mutex;
 pub use faults::{Cut, Faults, FaultyStore};
 pub use held::{execution_ended, Held};
 pub use iam::{template_actions, template_endpoint_services, ActionRecorder};
-pub use machine::Leaves;
+pub use machine::{drop_machine_roles, Leaves};
 pub use mariadb::{mariadb, mariadb_opts, rds_like_master, MariaDbServer};
 pub use moto::{
     aws_config, create_cluster, create_instance, create_table, create_writer, moto_endpoint, moto_instance, other_account,
     own_store_on_kms, provision_state_machine, trusting_role, DeployedFunctions, MotoExecutor, MotoInstance, OtherFunctions,
 };
 pub use net::{EchoingMariaDb, FlakyPort};
-pub use postgres::{drop_machine_roles, pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
+pub use postgres::{pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
 pub use vault::{vault_server, Vault, VAULT_TOKEN};
 pub use web::{call_api, call_json, webhook_receiver, Received};
 

@@ -109,3 +109,8 @@ pub(crate) async fn remove_postgres_roles(prefix: &str) -> Result<(), tokio_post
     }
     Ok(())
 }
+
+/// Drops the roles `<prefix>_*` a test made on the machine's PostgreSQL, with their grants in every database.
+pub async fn drop_machine_roles(prefix: &str) {
+    remove_postgres_roles(prefix).await.expect("the machine's PostgreSQL drops the test's roles");
+}

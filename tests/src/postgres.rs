@@ -270,8 +270,3 @@ pub(crate) fn certificates(names: &[&str]) -> (String, String, String) {
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca_pem, cert.pem(), key.serialize_pem())
 }
-
-/// Drops the roles `<prefix>_*` a test made on the machine's PostgreSQL, with their grants in every database.
-pub async fn drop_machine_roles(prefix: &str) {
-    crate::machine::remove_postgres_roles(prefix).await.expect("the machine's PostgreSQL drops the test's roles");
-}

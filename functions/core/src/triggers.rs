@@ -14,6 +14,7 @@ use crate::lifecycle::accounts::{self, AccountError};
 use crate::lifecycle::fleet::{self, FleetError};
 use crate::lifecycle::jobs::{self, JobError};
 use crate::model::fleet::{CreateFleetJobRequest, FleetInput, Selector};
+use crate::model::request::Validated;
 use crate::model::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep};
 use crate::model::AgentId;
 use crate::store::StoreError;

@@ -13,6 +13,7 @@ use super::{ignored_fields, limit, ApiError, Message, Shared};
 use crate::lifecycle::fleet;
 use crate::model::fleet::{CreateFleetJobRequest, CreateFleetJobResponse, FleetJob};
 use crate::model::job::Job;
+use crate::model::request::Validated;
 
 type Answer<T> = Result<T, ApiError>;
 

@@ -13,6 +13,7 @@ use super::extract::{Admin, Body, Reader};
 use super::{ignored_fields, limit, ApiError, Message, Shared};
 use crate::lifecycle::jobs;
 use crate::model::job::{Job, Phase};
+use crate::model::request::Validated;
 use crate::model::request::{CreateJobRequest, CreateJobResponse};
 use crate::model::Timestamp;
 use crate::store::{self, Idempotency, JobQuery, JobStats};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::definition::{
-    field_of, refuse, Catcher, Definition, DefinitionError, Executor, Machine, Machines, Processor, StateDef, Target, Task,
-    FLEET_DEFINITION, PROVISION_DEFINITION, PROVISION_MACHINE, START_EXECUTION,
+    field_of, refuse, Catcher, Choice, Definition, DefinitionError, Executor, Machine, Machines, Processor, StateDef, Target,
+    Task, FLEET_DEFINITION, PROVISION_DEFINITION, PROVISION_MACHINE, START_EXECUTION,
 };
 use crate::steps::Step;
 
@@ -78,10 +78,7 @@ impl Machine {
     }
 
     fn check_state(&self, name: &str, state: &StateDef, machines: &Machines) -> Result<Option<Target>, DefinitionError> {
-        let known = |next: &str| match self.states.contains_key(next) {
-            true => Ok(()),
-            false => refuse(format!("state {name}: the next state {next} does not exist")),
-        };
+        let known = |next: &str| self.known(name, next);
         let known_next = |next: &Option<String>, end: bool| {
             transition(name, next, end)?;
             next.as_deref().map_or(Ok(()), known)
@@ -120,18 +117,7 @@ impl Machine {
                 }
                 Ok(None)
             }
-            StateDef::Choice(choice) => {
-                for rule in &choice.choices {
-                    known(&rule.next)?;
-                    if field_of(&rule.variable)?.is_none() {
-                        return refuse(format!("state {name}: a Choice variable must be $.name"));
-                    }
-                    if rule.boolean_equals.is_some() == rule.string_equals.is_some() {
-                        return refuse(format!("state {name}: each choice needs one of BooleanEquals and StringEquals"));
-                    }
-                }
-                choice.default.as_deref().map_or(Ok(()), known).map(|_| None)
-            }
+            StateDef::Choice(choice) => self.check_choice(name, choice).map(|_| None),
             StateDef::Wait(wait) => known_next(&wait.next, wait.end).map(|_| None),
             StateDef::Pass(pass) => {
                 known_next(&pass.next, pass.end)?;
@@ -139,6 +125,28 @@ impl Machine {
             }
             StateDef::Succeed(_) | StateDef::Fail(_) => Ok(None),
         }
+    }
+
+    /// The state `next` a transition of `name` leads to exists.
+    fn known(&self, name: &str, next: &str) -> Result<(), DefinitionError> {
+        match self.states.contains_key(next) {
+            true => Ok(()),
+            false => refuse(format!("state {name}: the next state {next} does not exist")),
+        }
+    }
+
+    /// Each rule reads `$.name`, compares with one value, and leads to a state that exists.
+    fn check_choice(&self, name: &str, choice: &Choice) -> Result<(), DefinitionError> {
+        for rule in &choice.choices {
+            self.known(name, &rule.next)?;
+            if field_of(&rule.variable)?.is_none() {
+                return refuse(format!("state {name}: a Choice variable must be $.name"));
+            }
+            if rule.boolean_equals.is_some() == rule.string_equals.is_some() {
+                return refuse(format!("state {name}: each choice needs one of BooleanEquals and StringEquals"));
+            }
+        }
+        choice.default.as_deref().map_or(Ok(()), |next| self.known(name, next))
     }
 
     /// A Task's step (`${...FunctionArn}` or a function's name), or the known

@@ -247,20 +247,7 @@ impl Executor {
         progress: Report<'_>,
     ) -> Result<Value, CaughtError> {
         use futures::StreamExt;
-        let runtime = |cause: String| CaughtError { error: "States.Runtime".into(), cause: format!("state {name}: {cause}") };
-        let items = read_path(&map.items_path, data, &Value::Null)
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| runtime(format!("{} is not an array", map.items_path)))?;
-        let number = |fixed: Option<f64>, path: &Option<String>| match path {
-            Some(path) => read_path(path, data, &Value::Null)
-                .and_then(Value::as_f64)
-                .map(Some)
-                .ok_or_else(|| runtime(format!("{path} is not a number"))),
-            None => Ok(fixed),
-        };
-        let concurrency = number(map.max_concurrency.map(|n| n as f64), &map.max_concurrency_path)?.unwrap_or(0.0) as usize;
-        let tolerated = number(map.tolerated_failure_percentage, &map.tolerated_failure_percentage_path)?.unwrap_or(0.0);
+        let (items, concurrency, tolerated) = map_bounds(name, map, data)?;
         let total = items.len();
         let failed = std::sync::atomic::AtomicUsize::new(0);
         let exceeded = || failed.load(std::sync::atomic::Ordering::SeqCst) as f64 * 100.0 > tolerated * total as f64;
@@ -300,6 +287,25 @@ impl Executor {
         }
         Ok(Value::Array(outputs.into_iter().flatten().collect()))
     }
+}
+
+/// A Map's items, its `MaxConcurrency` (0: all at once) and its `ToleratedFailurePercentage`, read from `data`.
+fn map_bounds(name: &str, map: &Map, data: &Value) -> Result<(Vec<Value>, usize, f64), CaughtError> {
+    let runtime = |cause: String| CaughtError { error: "States.Runtime".into(), cause: format!("state {name}: {cause}") };
+    let items = read_path(&map.items_path, data, &Value::Null)
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| runtime(format!("{} is not an array", map.items_path)))?;
+    let number = |fixed: Option<f64>, path: &Option<String>| match path {
+        Some(path) => read_path(path, data, &Value::Null)
+            .and_then(Value::as_f64)
+            .map(Some)
+            .ok_or_else(|| runtime(format!("{path} is not a number"))),
+        None => Ok(fixed),
+    };
+    let concurrency = number(map.max_concurrency.map(|n| n as f64), &map.max_concurrency_path)?.unwrap_or(0.0) as usize;
+    let tolerated = number(map.tolerated_failure_percentage, &map.tolerated_failure_percentage_path)?.unwrap_or(0.0);
+    Ok((items, concurrency, tolerated))
 }
 
 /// A failed Task or Map: the catcher's next state (the error put where it says), or the error.

@@ -417,6 +417,7 @@ pub async fn delete(fleets: &dyn FleetStore, org: &str, id: &str) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::request::Validated;
 
     /// A request body as the API parses it.
     fn request(json: serde_json::Value) -> Result<CreateFleetJobRequest, Invalid> {

@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::job::Phase;
 use super::request::{
-    parse_lenient, validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, Lenient,
-    SecurityGroupRequest, VaultPath, VaultRequest,
+    validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, SecurityGroupRequest,
+    Validated, VaultPath, VaultRequest,
 };
 use super::AgentId;
 use super::Timestamp;
@@ -140,14 +140,8 @@ pub struct CreateFleetJobResponse {
     pub fleet_job_id: String,
 }
 
-impl CreateFleetJobRequest {
-    pub fn parse(body: &[u8]) -> Result<Lenient<Self>, Invalid> {
-        let request: Lenient<Self> = parse_lenient(body)?;
-        request.value.validate()?;
-        Ok(request)
-    }
-
-    pub fn validate(&self) -> Result<(), Invalid> {
+impl Validated for CreateFleetJobRequest {
+    fn validate(&self) -> Result<(), Invalid> {
         for account in &self.selector.accounts {
             super::account::validate_account_id(account).map_err(|e| Invalid(format!("selector.accounts: {e}")))?;
         }
@@ -184,7 +178,9 @@ impl CreateFleetJobRequest {
         }
         Ok(())
     }
+}
 
+impl CreateFleetJobRequest {
     /// The job request of one instance.
     pub fn job_request(&self, arn: &InstanceArn) -> CreateJobRequest {
         CreateJobRequest {

@@ -86,16 +86,21 @@ pub struct CreateJobResponse {
     pub job_id: String,
 }
 
-impl CreateJobRequest {
-    /// Parses (leniently, see [`parse_lenient`]) and validates a request body;
-    /// every error names the field at fault.
-    pub fn parse(body: &[u8]) -> Result<Lenient<Self>, Invalid> {
+/// A request body: parsed leniently ([`parse_lenient`]), then checked field by field.
+pub trait Validated: serde::de::DeserializeOwned {
+    /// Every field is valid; the error names the first that is not.
+    fn validate(&self) -> Result<(), Invalid>;
+
+    /// Parses and validates a body; every error names the field at fault.
+    fn parse(body: &[u8]) -> Result<Lenient<Self>, Invalid> {
         let request: Lenient<Self> = parse_lenient(body)?;
         request.value.validate()?;
         Ok(request)
     }
+}
 
-    pub fn validate(&self) -> Result<(), Invalid> {
+impl Validated for CreateJobRequest {
+    fn validate(&self) -> Result<(), Invalid> {
         self.aws.instance_arn.parse::<InstanceArn>().map_err(|e| invalid(format!("aws.instance_arn: {e}")))?;
         validate_security_group(self.aws.default_security_group.as_ref())?;
         validate_name("connection_prefix_name", &self.connection_prefix_name, 64)?;
@@ -104,7 +109,9 @@ impl CreateJobRequest {
         }
         Ok(())
     }
+}
 
+impl CreateJobRequest {
     pub fn has_step(&self, step: JobStep) -> bool {
         self.job_steps.contains(&step)
     }

@@ -38,37 +38,52 @@ struct Envelope<'a> {
     event_payload: &'a Job,
 }
 
+/// A status for a webhook that was never sent.
+fn unsent(message: String) -> WebhookStatus {
+    WebhookStatus { delivered: false, attempts: 0, status_code: None, message }
+}
+
+impl HttpWebhook {
+    /// One signed POST of `body`, timestamped now.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        id: &str,
+        body: &str,
+    ) -> Result<reqwest::Result<reqwest::Response>, NotifyError> {
+        use secrecy::ExposeSecret;
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = sign_webhook(self.settings.secret.expose_secret(), id, timestamp, body)?;
+        Ok(client
+            .post(&self.settings.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.to_string())
+            .send()
+            .await)
+    }
+}
+
 #[async_trait]
 impl Webhook for HttpWebhook {
     /// POSTs the job; retries on 5xx, 429 and transport errors with back-off.
     async fn deliver(&self, job: &Job) -> WebhookStatus {
-        use secrecy::ExposeSecret;
         let settings = &self.settings;
         let body = serde_json::to_string(&Envelope { event_type: JOB_FINISHED, event_payload: job }).expect("a job serialises");
         let id = format!("msg_{}", job.id);
         let client = match reqwest::Client::builder().timeout(settings.timeout).build() {
             Ok(client) => client,
-            Err(error) => return WebhookStatus { delivered: false, attempts: 0, status_code: None, message: error.to_string() },
+            Err(error) => return unsent(error.to_string()),
         };
         let mut wait = settings.backoff;
-        let mut last = WebhookStatus { delivered: false, attempts: 0, status_code: None, message: String::new() };
+        let mut last = unsent(String::new());
         for attempt in 1..=settings.attempts.max(1) {
-            let timestamp = chrono::Utc::now().timestamp();
-            let signature = match sign_webhook(settings.secret.expose_secret(), &id, timestamp, &body) {
-                Ok(signature) => signature,
-                Err(error) => {
-                    return WebhookStatus { delivered: false, attempts: 0, status_code: None, message: error.to_string() }
-                }
+            let sent = match self.post(&client, &id, &body).await {
+                Ok(sent) => sent,
+                Err(error) => return unsent(error.to_string()),
             };
-            let sent = client
-                .post(&settings.url)
-                .header("content-type", "application/json")
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header("webhook-signature", signature)
-                .body(body.clone())
-                .send()
-                .await;
             last.attempts = attempt;
             match sent {
                 Ok(response) if response.status().is_success() => {

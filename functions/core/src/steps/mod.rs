@@ -52,20 +52,19 @@ impl Step {
     /// The Tasks of the fleet state machine.
     pub const FLEET: [Step; 3] = [Step::FleetSelect, Step::FleetStartJob, Step::FleetFinish];
 
-    pub const ALL: [Step; 12] = [
-        Step::Resolve,
-        Step::OpenNetwork,
-        Step::MasterCredentials,
-        Step::InstanceStatus,
-        Step::Provision,
-        Step::CreateConnections,
-        Step::Hook,
-        Step::Finalize,
-        Step::Webhook,
-        Step::FleetSelect,
-        Step::FleetStartJob,
-        Step::FleetFinish,
-    ];
+    /// Every step: the provisioning Tasks, then the fleet's.
+    pub const ALL: [Step; 12] = {
+        let mut all = [Step::Resolve; 12];
+        let mut index = 0;
+        while index < all.len() {
+            all[index] = match index < Self::PROVISION.len() {
+                true => Self::PROVISION[index],
+                false => Self::FLEET[index - Self::PROVISION.len()],
+            };
+            index += 1;
+        }
+        all
+    };
 
     /// The step's name: `DBROLES_STEP`, `events/<name>/`, and `dbroles-<name>` deployed.
     pub fn name(self) -> &'static str {

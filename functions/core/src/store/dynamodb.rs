@@ -110,6 +110,21 @@ fn account_key(org: &str, account_id: &str) -> Item {
 }
 
 impl DynamoStore {
+    /// Writes a job's item over the stored one if that is still running: whether it was.
+    async fn put_over_running_job(&self, item: Item) -> StoreResult<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#phase = :running")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_values(":running", s("running"))
+            .send()
+            .await;
+        applied(result)
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
@@ -382,31 +397,11 @@ impl JobStore for DynamoStore {
     }
 
     async fn update_job(&self, record: &JobRecord) -> StoreResult<bool> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::job_item(record)))
-            .condition_expression("#phase = :running")
-            .expression_attribute_names("#phase", "phase")
-            .expression_attribute_values(":running", s("running"))
-            .send()
-            .await;
-        applied(result)
+        self.put_over_running_job(Self::job_item(record)).await
     }
 
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::finished_item(record, expires_at)))
-            .condition_expression("#phase = :running")
-            .expression_attribute_names("#phase", "phase")
-            .expression_attribute_values(":running", s("running"))
-            .send()
-            .await;
-        applied(result)
+        self.put_over_running_job(Self::finished_item(record, expires_at)).await
     }
 
     async fn release_lock(&self, server: &str, job_id: &str) -> StoreResult<()> {

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::types::Value as Sql;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use super::*;
 
@@ -70,6 +71,53 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
     }
+
+    /// Runs one statement with `values`: how many rows it changed.
+    async fn execute(&self, sql: &'static str, values: Vec<Sql>) -> StoreResult<usize> {
+        self.with(move |conn| conn.execute(sql, params_from_iter(values)).map_err(unavailable)).await
+    }
+
+    /// The record of the one row `sql` selects with `keys`, parsed.
+    async fn record<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        keys: Vec<String>,
+    ) -> StoreResult<Option<T>> {
+        let text = self.text(sql, keys).await?;
+        text.map(|text| from_json(&text)).transpose()
+    }
+
+    /// The text of the one row `sql` selects with `keys`.
+    async fn text(&self, sql: &'static str, keys: Vec<String>) -> StoreResult<Option<String>> {
+        self.with(move |conn| conn.query_row(sql, params_from_iter(keys), |row| row.get(0)).optional().map_err(unavailable)).await
+    }
+
+    /// The records of every row `sql` selects with `keys`, parsed.
+    async fn records<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        sql: String,
+        keys: Vec<String>,
+    ) -> StoreResult<Vec<T>> {
+        self.with(move |conn| {
+            let mut statement = conn.prepare(&sql).map_err(unavailable)?;
+            let rows = statement.query_map(params_from_iter(keys), |row| row.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|row| from_json(&row.map_err(unavailable)?)).collect()
+        })
+        .await
+    }
+
+    /// Removes the one row `sql` deletes with `keys`; `NotFound` if there was none.
+    async fn delete_one(&self, sql: &'static str, keys: Vec<String>) -> StoreResult<()> {
+        match self.execute(sql, keys.into_iter().map(Sql::Text).collect()).await? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An owned SQL value.
+fn sql(value: impl Into<Sql>) -> Sql {
+    value.into()
 }
 
 #[async_trait]
@@ -80,17 +128,9 @@ impl JobStore for SqliteStore {
             let job = &new.record.job;
             let now = Timestamp::now().0.timestamp();
             if let Some(idem) = &new.idempotency {
-                let existing: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT job_id, body_hash FROM idempotency WHERE org = ?1 AND key = ?2 AND expires_at > ?3",
-                        params![job.org_id, idem.key, now],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(unavailable)?;
-                match existing {
-                    Some((job_id, hash)) if hash == idem.body_hash => return Ok(Created::Replayed(job_id)),
-                    Some(_) => return Err(StoreError::IdempotencyMismatch),
+                match replayed(&tx, &job.org_id, idem, now)? {
+                    Some(Some(job_id)) => return Ok(Created::Replayed(job_id)),
+                    Some(None) => return Err(StoreError::IdempotencyMismatch),
                     None => {}
                 }
             }
@@ -138,30 +178,21 @@ impl JobStore for SqliteStore {
     }
 
     async fn get_job(&self, org: &str, id: &str) -> StoreResult<Option<JobRecord>> {
-        let (org, id) = (org.to_string(), id.to_string());
-        self.with(move |conn| {
-            let record: Option<String> = conn
-                .query_row("SELECT record FROM jobs WHERE org = ?1 AND id = ?2", params![org, id], |row| row.get(0))
-                .optional()
-                .map_err(unavailable)?;
-            record.map(|text| from_json(&text)).transpose()
-        })
-        .await
+        self.record("SELECT record FROM jobs WHERE org = ?1 AND id = ?2", vec![org.into(), id.into()]).await
     }
 
     async fn update_job(&self, record: &JobRecord) -> StoreResult<bool> {
-        let record = record.clone();
-        self.with(move |conn| {
-            let job = &record.job;
-            let changed = conn
-                .execute(
-                    "UPDATE jobs SET record = ?3, phase = ?4, db_arn = ?5, db_engine = ?6 WHERE org = ?1 AND id = ?2 AND phase = 'running'",
-                    params![job.org_id, job.id, to_json(&record), job.phase().as_str(), job.db_arn(), job.db_engine()],
-                )
-                .map_err(unavailable)?;
-            Ok(changed == 1)
-        })
-        .await
+        let job = &record.job;
+        let values = vec![
+            sql(job.org_id.clone()),
+            sql(job.id.clone()),
+            sql(to_json(record)),
+            sql(job.phase().as_str().to_string()),
+            sql(job.db_arn().to_string()),
+            sql(job.db_engine().to_string()),
+        ];
+        let sql = "UPDATE jobs SET record = ?3, phase = ?4, db_arn = ?5, db_engine = ?6 WHERE org = ?1 AND id = ?2 AND phase = 'running'";
+        Ok(self.execute(sql, values).await? == 1)
     }
 
     async fn finish_job(&self, record: &JobRecord, expires_at: Timestamp) -> StoreResult<bool> {
@@ -187,17 +218,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn save_finished(&self, record: &JobRecord) -> StoreResult<bool> {
-        let record = record.clone();
-        self.with(move |conn| {
-            let changed = conn
-                .execute(
-                    "UPDATE jobs SET record = ?3 WHERE org = ?1 AND id = ?2 AND phase <> 'running'",
-                    params![record.job.org_id, record.job.id, to_json(&record)],
-                )
-                .map_err(unavailable)?;
-            Ok(changed == 1)
-        })
-        .await
+        let values = vec![sql(record.job.org_id.clone()), sql(record.job.id.clone()), sql(to_json(record))];
+        Ok(self.execute("UPDATE jobs SET record = ?3 WHERE org = ?1 AND id = ?2 AND phase <> 'running'", values).await? == 1)
     }
 
     async fn delete_job(&self, org: &str, id: &str) -> StoreResult<()> {
@@ -308,39 +330,16 @@ impl JobStore for SqliteStore {
     }
 
     async fn mark_provisioned(&self, provisioned: &Provisioned) -> StoreResult<()> {
-        let provisioned = provisioned.clone();
-        self.with(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO provisioned (org, db_arn, record) VALUES (?1, ?2, ?3)",
-                params![provisioned.org, provisioned.db_arn, to_json(&provisioned)],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        let values = vec![sql(provisioned.org.clone()), sql(provisioned.db_arn.clone()), sql(to_json(provisioned))];
+        self.execute("INSERT OR REPLACE INTO provisioned (org, db_arn, record) VALUES (?1, ?2, ?3)", values).await.map(|_| ())
     }
 
     async fn provisioned(&self) -> StoreResult<Vec<Provisioned>> {
-        self.with(|conn| {
-            let mut statement = conn.prepare("SELECT record FROM provisioned ORDER BY org, db_arn").map_err(unavailable)?;
-            let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(unavailable)?;
-            rows.map(|row| from_json(&row.map_err(unavailable)?)).collect()
-        })
-        .await
+        self.records("SELECT record FROM provisioned ORDER BY org, db_arn".into(), Vec::new()).await
     }
 
     async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>> {
-        let (org, db_arn) = (org.to_string(), db_arn.to_string());
-        self.with(move |conn| {
-            let record: Option<String> = conn
-                .query_row("SELECT record FROM provisioned WHERE org = ?1 AND db_arn = ?2", params![org, db_arn], |row| {
-                    row.get(0)
-                })
-                .optional()
-                .map_err(unavailable)?;
-            record.map(|text| from_json(&text)).transpose()
-        })
-        .await
+        self.record("SELECT record FROM provisioned WHERE org = ?1 AND db_arn = ?2", vec![org.into(), db_arn.into()]).await
     }
 
     async fn locks(&self) -> StoreResult<Vec<ServerLock>> {
@@ -383,6 +382,20 @@ fn finish(conn: &Connection, record: &JobRecord, expires_at: Timestamp) -> Store
         )
         .map_err(unavailable)?;
     Ok(changed == 1)
+}
+
+/// An earlier request's job under the same idempotency key: `Some(Some(id))` for
+/// the same body, `Some(None)` for another body, `None` if there was none.
+fn replayed(conn: &Connection, org: &str, idem: &Idempotency, now: i64) -> StoreResult<Option<Option<String>>> {
+    let existing: Option<(String, String)> = conn
+        .query_row(
+            "SELECT job_id, body_hash FROM idempotency WHERE org = ?1 AND key = ?2 AND expires_at > ?3",
+            params![org, idem.key, now],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    Ok(existing.map(|(job_id, hash)| (hash == idem.body_hash).then_some(job_id)))
 }
 
 /// Releases the server's lock if `job_id` holds it.
@@ -462,16 +475,9 @@ impl FleetStore for SqliteStore {
     }
 
     async fn note_not_started(&self, org: &str, id: &str, note: &NotStarted) -> StoreResult<()> {
-        let (org, id, note) = (org.to_string(), id.to_string(), note.clone());
-        self.with(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO fleet_not_started (org, fleet_id, instance_arn, record) VALUES (?1, ?2, ?3, ?4)",
-                params![org, id, note.instance_arn, to_json(&note)],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        let values = vec![sql(org.to_string()), sql(id.to_string()), sql(note.instance_arn.clone()), sql(to_json(note))];
+        let sql = "INSERT OR REPLACE INTO fleet_not_started (org, fleet_id, instance_arn, record) VALUES (?1, ?2, ?3, ?4)";
+        self.execute(sql, values).await.map(|_| ())
     }
 
     async fn delete_fleet(&self, org: &str, id: &str) -> StoreResult<()> {
@@ -543,39 +549,16 @@ impl ResourceStore for SqliteStore {
     }
 
     async fn put_resource(&self, resource: &Resource) -> StoreResult<()> {
-        let resource = resource.clone();
-        self.with(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO resources (org, name, record) VALUES (?1, ?2, ?3)",
-                params![resource.org_id, resource.name, to_json(&resource)],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        let values = vec![sql(resource.org_id.clone()), sql(resource.name.clone()), sql(to_json(resource))];
+        self.execute("INSERT OR REPLACE INTO resources (org, name, record) VALUES (?1, ?2, ?3)", values).await.map(|_| ())
     }
 
     async fn get_resource(&self, org: &str, name: &str) -> StoreResult<Option<Resource>> {
-        let (org, name) = (org.to_string(), name.to_string());
-        self.with(move |conn| {
-            let record: Option<String> = conn
-                .query_row("SELECT record FROM resources WHERE org = ?1 AND name = ?2", params![org, name], |row| row.get(0))
-                .optional()
-                .map_err(unavailable)?;
-            record.map(|text| from_json(&text)).transpose()
-        })
-        .await
+        self.record("SELECT record FROM resources WHERE org = ?1 AND name = ?2", vec![org.into(), name.into()]).await
     }
 
     async fn delete_resource(&self, org: &str, name: &str) -> StoreResult<()> {
-        let (org, name) = (org.to_string(), name.to_string());
-        self.with(move |conn| {
-            match conn.execute("DELETE FROM resources WHERE org = ?1 AND name = ?2", params![org, name]).map_err(unavailable)? {
-                0 => Err(StoreError::NotFound),
-                _ => Ok(()),
-            }
-        })
-        .await
+        self.delete_one("DELETE FROM resources WHERE org = ?1 AND name = ?2", vec![org.into(), name.into()]).await
     }
 
     async fn list_resources(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<Resource>> {
@@ -608,30 +591,12 @@ impl ResourceStore for SqliteStore {
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn put_account(&self, account: &Account) -> StoreResult<()> {
-        let account = account.clone();
-        self.with(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO accounts (org, account, record) VALUES (?1, ?2, ?3)",
-                params![account.org_id, account.account_id, to_json(&account)],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        let values = vec![sql(account.org_id.clone()), sql(account.account_id.clone()), sql(to_json(account))];
+        self.execute("INSERT OR REPLACE INTO accounts (org, account, record) VALUES (?1, ?2, ?3)", values).await.map(|_| ())
     }
 
     async fn get_account(&self, org: &str, account_id: &str) -> StoreResult<Option<Account>> {
-        let (org, account_id) = (org.to_string(), account_id.to_string());
-        self.with(move |conn| {
-            let record: Option<String> = conn
-                .query_row("SELECT record FROM accounts WHERE org = ?1 AND account = ?2", params![org, account_id], |row| {
-                    row.get(0)
-                })
-                .optional()
-                .map_err(unavailable)?;
-            record.map(|text| from_json(&text)).transpose()
-        })
-        .await
+        self.record("SELECT record FROM accounts WHERE org = ?1 AND account = ?2", vec![org.into(), account_id.into()]).await
     }
 
     async fn list_accounts(&self, org: &str) -> StoreResult<Vec<Account>> {
@@ -643,15 +608,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<()> {
-        let (org, account_id) = (org.to_string(), account_id.to_string());
-        self.with(move |conn| {
-            match conn.execute("DELETE FROM accounts WHERE org = ?1 AND account = ?2", params![org, account_id]) {
-                Ok(0) => Err(StoreError::NotFound),
-                Ok(_) => Ok(()),
-                Err(error) => Err(unavailable(error)),
-            }
-        })
-        .await
+        self.delete_one("DELETE FROM accounts WHERE org = ?1 AND account = ?2", vec![org.into(), account_id.into()]).await
     }
 
     async fn claim_server(&self, owner: &ServerOwner) -> StoreResult<ServerOwner> {
@@ -673,52 +630,26 @@ impl AccountStore for SqliteStore {
     }
 
     async fn server_owner(&self, resource_id: &str) -> StoreResult<Option<ServerOwner>> {
-        let resource_id = resource_id.to_string();
-        self.with(move |conn| {
-            let record: Option<String> = conn
-                .query_row("SELECT record FROM server_owners WHERE resource_id = ?1", params![resource_id], |row| row.get(0))
-                .optional()
-                .map_err(unavailable)?;
-            record.map(|text| from_json(&text)).transpose()
-        })
-        .await
+        self.record("SELECT record FROM server_owners WHERE resource_id = ?1", vec![resource_id.into()]).await
     }
 }
 
 impl SqliteStore {
     /// The accounts whose `column` (`org` or `account`) is `value`, by account then organisation.
     async fn accounts_where(&self, column: &'static str, value: &str) -> StoreResult<Vec<Account>> {
-        let value = value.to_string();
-        self.with(move |conn| {
-            let sql = format!("SELECT record FROM accounts WHERE {column} = ?1 ORDER BY account, org");
-            let mut statement = conn.prepare(&sql).map_err(unavailable)?;
-            let rows = statement.query_map(params![value], |row| row.get::<_, String>(0)).map_err(unavailable)?;
-            rows.map(|row| from_json(&row.map_err(unavailable)?)).collect()
-        })
-        .await
+        self.records(format!("SELECT record FROM accounts WHERE {column} = ?1 ORDER BY account, org"), vec![value.into()]).await
     }
 }
 
 #[async_trait]
 impl CredentialStore for SqliteStore {
     async fn put_credential(&self, id: &str, value: &str) -> StoreResult<()> {
-        let (id, value) = (id.to_string(), value.to_string());
-        self.with(move |conn| {
-            conn.execute("INSERT OR REPLACE INTO credentials (id, value) VALUES (?1, ?2)", params![id, value])
-                .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        let values = vec![sql(id.to_string()), sql(value.to_string())];
+        self.execute("INSERT OR REPLACE INTO credentials (id, value) VALUES (?1, ?2)", values).await.map(|_| ())
     }
 
     async fn get_credential(&self, id: &str) -> StoreResult<Option<String>> {
-        let id = id.to_string();
-        self.with(move |conn| {
-            conn.query_row("SELECT value FROM credentials WHERE id = ?1", params![id], |row| row.get(0))
-                .optional()
-                .map_err(unavailable)
-        })
-        .await
+        self.text("SELECT value FROM credentials WHERE id = ?1", vec![id.into()]).await
     }
 }
 
