@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
+use super::refusals::{CancelRefused, DeleteRefused, FleetJobs};
 use super::{ignored_fields, limit, ApiError, Message, Shared};
 use crate::lifecycle::fleet;
 use crate::model::fleet::{CreateFleetJobRequest, CreateFleetJobResponse, FleetJob};
@@ -120,9 +121,7 @@ pub(super) async fn list(
     params(("id" = String, Path, description = "The fleet job id")),
     responses(
         (status = 200, description = "The cancelled fleet job", body = FleetJob),
-        (status = 403, description = "The caller is not an admin", body = Message),
-        (status = 404, description = "No such fleet job", body = Message),
-        (status = 409, description = "The fleet job has already finished", body = Message),
+        CancelRefused<FleetJobs>,
     ),
     security(("bearer" = []))
 )]
@@ -136,9 +135,7 @@ pub(super) async fn cancel(State(app): State<Shared>, Admin(caller): Admin, Path
     params(("id" = String, Path, description = "The fleet job id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "The caller is not an admin", body = Message),
-        (status = 404, description = "No such fleet job", body = Message),
-        (status = 409, description = "The fleet job is running", body = Message),
+        DeleteRefused<FleetJobs>,
     ),
     security(("bearer" = []))
 )]

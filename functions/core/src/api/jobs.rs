@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
+use super::refusals::{CancelRefused, DeleteRefused, Jobs};
 use super::{ignored_fields, limit, ApiError, Message, Shared};
 use crate::lifecycle::jobs;
 use crate::model::job::{Job, Phase};
@@ -194,9 +195,7 @@ pub(super) async fn stats(State(app): State<Shared>, Reader(caller): Reader) -> 
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The cancelled job", body = Job),
-        (status = 403, description = "The caller is not an admin", body = Message),
-        (status = 404, description = "No such job", body = Message),
-        (status = 409, description = "The job has already finished", body = Message),
+        CancelRefused<Jobs>,
     ),
     security(("bearer" = []))
 )]
@@ -210,9 +209,7 @@ pub(super) async fn cancel(State(app): State<Shared>, Admin(caller): Admin, Path
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "The caller is not an admin", body = Message),
-        (status = 404, description = "No such job", body = Message),
-        (status = 409, description = "The job is running", body = Message),
+        DeleteRefused<Jobs>,
     ),
     security(("bearer" = []))
 )]

@@ -29,6 +29,7 @@ mod extract;
 mod fleets;
 mod jobs;
 pub mod openapi;
+mod refusals;
 mod resources;
 
 use std::collections::HashMap;

@@ -398,6 +398,25 @@ fn replayed(conn: &Connection, org: &str, idem: &Idempotency, now: i64) -> Store
     Ok(existing.map(|(job_id, hash)| (hash == idem.body_hash).then_some(job_id)))
 }
 
+/// A page of at most `limit` items from `rows` (each its sort key, and what
+/// `item` makes the item of), read one past the limit: the token names the last
+/// key if there are more.
+fn page<R, T>(
+    org: &str,
+    rows: impl ExactSizeIterator<Item = (String, R)>,
+    limit: usize,
+    mut item: impl FnMut(R) -> StoreResult<T>,
+) -> StoreResult<Page<T>> {
+    let more = rows.len() > limit;
+    let mut items = Vec::new();
+    let mut last = String::new();
+    for (key, row) in rows.take(limit) {
+        items.push(item(row)?);
+        last = key;
+    }
+    Ok(Page { items, next_token: more.then(|| encode_token(org, &last)) })
+}
+
 /// Releases the server's lock if `job_id` holds it.
 fn release(conn: &Connection, server: &str, job_id: &str) -> StoreResult<()> {
     conn.execute("DELETE FROM server_locks WHERE server = ?1 AND job_id = ?2", params![server, job_id]).map_err(unavailable)?;
@@ -515,14 +534,8 @@ impl FleetStore for SqliteStore {
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
-            let more = rows.len() > limit;
-            let mut items = Vec::new();
-            let mut last = String::new();
-            for (id, record, sort) in rows.into_iter().take(limit) {
-                items.push(fleet_with_notes(conn, &org, &id, &record)?);
-                last = sort;
-            }
-            Ok(Page { items, next_token: more.then(|| encode_token(&org, &last)) })
+            let rows = rows.into_iter().map(|(id, record, sort)| (sort, (id, record)));
+            page(&org, rows, limit, |(id, record)| fleet_with_notes(conn, &org, &id, &record))
         })
         .await
     }
@@ -575,14 +588,8 @@ impl ResourceStore for SqliteStore {
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
-            let more = rows.len() > limit;
-            let mut items = Vec::new();
-            let mut last = String::new();
-            for (record, name) in rows.into_iter().take(limit) {
-                items.push(from_json(&record)?);
-                last = name;
-            }
-            Ok(Page { items, next_token: more.then(|| encode_token(&org, &last)) })
+            let rows = rows.into_iter().map(|(record, name)| (name, record));
+            page(&org, rows, limit, |record| from_json(&record))
         })
         .await
     }
