@@ -1,21 +1,36 @@
-//! The steps of the provisioning workflow and of the fleet workflow: one handler
-//! each ([`work`]), run by the step Lambda on AWS (one binary, the step chosen by
-//! its function's configuration) and by the local executor in-process. The
-//! provisioning state machine (`statemachine/provision.asl.json`) passes a small
-//! [`State`] between its steps; the job itself lives in the store, and
-//! [`crate::lifecycle::jobs`] changes it. The fleet state machine (`statemachine/fleet.asl.json`)
-//! passes the fleet job's id, and [`crate::fleet`] changes the fleet job.
+//! The steps of the provisioning workflow and of the fleet workflow, one file
+//! each with the same shape (`run(deps, input) -> output`), picked by [`Step`]
+//! in one place ([`run`]). The step Lambda runs them on AWS (one binary, the
+//! step chosen by its function's configuration) and the in-process executor
+//! locally. The provisioning state machine (`statemachine/provision.asl.json`)
+//! passes a small [`State`] between its steps; the job itself lives in the
+//! store, and [`crate::lifecycle::jobs`] changes it. The fleet state machine
+//! (`statemachine/fleet.asl.json`) passes the fleet job's id, and
+//! [`crate::lifecycle::fleet`] changes the fleet job.
 
+mod create_connections;
 mod error;
-mod work;
+mod finalize;
+mod fleet_finish;
+mod fleet_select;
+mod fleet_start_job;
+mod hook;
+mod instance_status;
+mod job;
+mod master_credentials;
+mod open_network;
+mod provision;
+mod resolve;
+mod webhook;
 
 use serde::{Deserialize, Serialize};
 
+pub use create_connections::DB_ARN_TAG;
 pub use error::{CaughtError, ErrorType, StepError};
-pub use work::{HOOK_OUTPUT_LIMIT, MAX_STATUS_CHECKS};
+pub use hook::HOOK_OUTPUT_LIMIT;
+pub use instance_status::MAX_STATUS_CHECKS;
 
 use crate::deps::Deps;
-use crate::model::fleet::{ChildInput, FleetInput};
 use crate::workflow::ExecutionInput;
 
 /// A Task of the state machine. Its resource is `${<Name>FunctionArn}`.
@@ -175,39 +190,34 @@ pub async fn run(step: Step, deps: &Deps, input: serde_json::Value) -> Result<se
     result
 }
 
+/// Each step is a file with one `run(deps, input)`; this is the one place that
+/// picks it, parsing its input and serialising its output.
 async fn run_step(step: Step, deps: &Deps, input: serde_json::Value) -> Result<serde_json::Value, StepError> {
     match step {
-        Step::FleetSelect => {
-            let input: FleetInput = parse(step, input)?;
-            Ok(to_value(crate::lifecycle::fleet::select(deps, &input).await?))
-        }
-        Step::FleetStartJob => {
-            let input: ChildInput = parse(step, input)?;
-            Ok(to_value(crate::lifecycle::fleet::start_child(deps, &input).await?))
-        }
-        Step::FleetFinish => {
-            let state: FleetState = parse(step, input)?;
-            let input = FleetInput { org_id: state.org_id.clone(), fleet_job_id: state.fleet_job_id.clone() };
-            crate::lifecycle::fleet::finish(deps, &input, state.error.as_ref().map(CaughtError::message)).await?;
-            Ok(to_value(FleetState { error: None, ..state }))
-        }
-        _ => {
-            let state: State = parse(step, input)?;
-            let state = match step {
-                Step::Resolve => work::resolve(deps, state).await?,
-                Step::OpenNetwork => work::open_network(deps, state).await?,
-                Step::MasterCredentials => work::master_credentials(deps, state).await?,
-                Step::InstanceStatus => work::instance_status(deps, state).await?,
-                Step::Provision => work::provision(deps, state).await?,
-                Step::CreateConnections => work::create_connections(deps, state).await?,
-                Step::Hook => work::hook(deps, state).await?,
-                Step::Finalize => work::finalize(deps, state).await?,
-                Step::Webhook => work::webhook(deps, state).await?,
-                Step::FleetSelect | Step::FleetStartJob | Step::FleetFinish => unreachable!("matched above"),
-            };
-            Ok(to_value(state))
-        }
+        Step::Resolve => call(step, input, |state| resolve::run(deps, state)).await,
+        Step::OpenNetwork => call(step, input, |state| open_network::run(deps, state)).await,
+        Step::MasterCredentials => call(step, input, |state| master_credentials::run(deps, state)).await,
+        Step::InstanceStatus => call(step, input, |state| instance_status::run(deps, state)).await,
+        Step::Provision => call(step, input, |state| provision::run(deps, state)).await,
+        Step::CreateConnections => call(step, input, |state| create_connections::run(deps, state)).await,
+        Step::Hook => call(step, input, |state| hook::run(deps, state)).await,
+        Step::Finalize => call(step, input, |state| finalize::run(deps, state)).await,
+        Step::Webhook => call(step, input, |state| webhook::run(deps, state)).await,
+        Step::FleetSelect => call(step, input, |input| fleet_select::run(deps, input)).await,
+        Step::FleetStartJob => call(step, input, |input| fleet_start_job::run(deps, input)).await,
+        Step::FleetFinish => call(step, input, |state| fleet_finish::run(deps, state)).await,
     }
+}
+
+/// Runs `run` on the step's input, parsed; its output serialised.
+async fn call<I, O, F>(step: Step, input: serde_json::Value, run: impl FnOnce(I) -> F) -> Result<serde_json::Value, StepError>
+where
+    I: serde::de::DeserializeOwned,
+    O: Serialize,
+    F: std::future::Future<Output = Result<O, StepError>>,
+{
+    let input = parse(step, input)?;
+    Ok(to_value(run(input).await?))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(step: Step, input: serde_json::Value) -> Result<T, StepError> {
