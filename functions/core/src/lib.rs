@@ -1,18 +1,20 @@
 //! dbroles: provisions least-privilege database roles on RDS and Aurora.
 //!
-//! - [`job`], [`request`], [`resource`]: the contract of the seeds.
-//! - [`jobs`]: a job's life, every state change of a job in one place; [`fleet`]:
-//!   fleet jobs, one request over every instance a selector picks;
-//!   [`accounts`]: which organisation may act on which AWS account.
-//! - Ports and their adapters: [`store`] (`JobStore`, `FleetStore`, `ResourceStore`,
-//!   `AccountStore`, `CredentialStore`: DynamoDB, SQLite), [`inventory`] (RDS, a local file),
-//!   [`secrets`] (Secrets Manager, Vault KV v2, dbroles' own store), [`network`]
-//!   (EC2 security groups), [`notify`] (EventBridge, the hook Lambda, the webhook),
-//!   [`workflow`] (Step Functions, the local executor).
-//! - [`deps`]: the dependency containers; [`config`]: the settings from the environment.
+//! The crate is layered; no module imports one that imports it back
+//! (`scripts/layering.py` checks it):
+//!
+//! - [`model`]: what is stored and shown (the seeds' contract), importing no service, port or adapter.
+//! - [`config`]: the only reader of the environment, into typed sections.
+//! - Ports, each a trait with its types, and their adapters beside it: [`store`]
+//!   (DynamoDB, SQLite), [`inventory`] (RDS, a local file), [`secrets`] (Secrets
+//!   Manager, Vault KV v2, dbroles' own store), [`network`] (EC2 security groups),
+//!   [`notify`] (EventBridge, the hook Lambda, the webhook), [`workflow`] (Step Functions).
+//! - [`deps`]: the containers of ports; [`wiring`]: the one place that builds the adapters.
+//! - [`lifecycle`]: every change of a job, a fleet job and an account registration.
 //! - [`engine`]: the roles and grants on PostgreSQL and MySQL/MariaDB; [`provision`]:
 //!   one instance's roles, with their credentials staged and confirmed.
-//! - [`steps`]: the state machine's Tasks; [`triggers`]: the EventBridge rules.
+//! - [`steps`]: the state machines' Tasks, one file each; [`executor`]: the same
+//!   definitions run in process; [`triggers`]: the EventBridge rules.
 //! - [`api`]: the HTTP API (axum), shared by the Lambda and the local server.
 
 pub mod api;

@@ -1,4 +1,4 @@
-//! The account routes: the AWS accounts an organisation may act on ([`crate::accounts`]).
+//! The account routes: the AWS accounts an organisation may act on ([`crate::lifecycle::accounts`]).
 
 use axum::extract::{Path, State};
 use axum::Json;

@@ -1,4 +1,4 @@
-//! The fleet-job routes: each translates the request for [`crate::fleet`] and its answer back.
+//! The fleet-job routes: each translates the request for [`crate::lifecycle::fleet`] and its answer back.
 
 use std::collections::HashMap;
 

@@ -1,8 +1,9 @@
 //! The in-process executor: the `Workflow` port's local adapter. [`Local`] runs
 //! the provisioning and fleet definitions in this process (the local CLI and
 //! server), with the Amazon States Language executor split into the
-//! [`definition`] types, their [`checks`], and the [`interpreter`], whose Tasks
-//! run the steps through [`InProcess`].
+//! definition types (`definition.rs`), their checks when loaded (`checks.rs`),
+//! and the interpreter (`interpreter.rs`), whose Tasks run the steps through
+//! [`InProcess`].
 
 mod checks;
 mod definition;
