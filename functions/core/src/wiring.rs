@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, CredentialsStore, SecretSource, Settings, VaultSettings, WebhookSettings};
-use crate::deps::Deps;
+use crate::deps::{App, Deps};
 use crate::inventory::rds::RdsInventory;
 use crate::inventory::Inventory;
 use crate::network::ec2::Ec2Network;
@@ -19,6 +19,7 @@ use crate::secrets::kms::KmsSealer;
 use crate::secrets::SecretStore;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
+use crate::workflow::step_functions::StepFunctions;
 
 /// A deployment with no AWS: the embedded store, credentials kept in it, and
 /// nothing to notify (the local CLI and server add a webhook or Vault from [`crate::config::LocalConfig`]).
@@ -100,6 +101,14 @@ pub async fn vault_settings(
         Some(vault) if vault.token.is_some() => Ok(Some(vault.with_token(read(secrets, vault.token.as_ref()).await?)?)),
         _ => Ok(None),
     }
+}
+
+/// The dependencies with the deployed state machines to carry jobs out (the API and the triggers).
+pub fn aws_app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
+    let state_machine_arn = config.state_machine_arn.clone().ok_or("DBROLES_STATE_MACHINE_ARN is not set")?;
+    let fleet_state_machine_arn = config.fleet_state_machine_arn.clone();
+    let workflow = StepFunctions { client: aws_sdk_sfn::Client::new(aws), state_machine_arn, fleet_state_machine_arn };
+    Ok(App::new(deps, Arc::new(workflow)))
 }
 
 /// Where credentials go when a job names no Vault path.

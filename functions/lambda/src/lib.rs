@@ -8,7 +8,6 @@ use dbroles_core::config::{Config, ConfigError, TriggerSettings};
 use dbroles_core::deps::{App, Deps};
 use dbroles_core::steps::{self, Step, StepError};
 use dbroles_core::triggers;
-use dbroles_core::workflow::step_functions::StepFunctions;
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
 
@@ -49,10 +48,7 @@ pub async fn deps() -> Result<(Config, aws_config::SdkConfig, Deps), ConfigError
 
 /// What the API and the triggers reach: the steps' dependencies and the state machine.
 pub fn app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
-    let state_machine_arn = config.state_machine_arn.clone().ok_or("DBROLES_STATE_MACHINE_ARN is not set")?;
-    let fleet_state_machine_arn = config.fleet_state_machine_arn.clone();
-    let workflow = StepFunctions { client: aws_sdk_sfn::Client::new(aws), state_machine_arn, fleet_state_machine_arn };
-    Ok(App::new(deps, Arc::new(workflow)))
+    dbroles_core::wiring::aws_app(config, deps, aws)
 }
 
 /// One step's answer: the new state, or the error `Retry` and `Catch` match on.

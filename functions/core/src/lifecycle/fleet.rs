@@ -69,7 +69,7 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
         policy.path_for(org, &vault.secret_id)?;
     }
     for account in &request.selector.accounts {
-        accounts::access(&app.deps, org, account).await?;
+        accounts::access(&app.deps, org, account.as_str()).await?;
     }
     jobs::within_share(&app.deps, org, request.max_concurrency as usize).await?;
     let id = crate::model::new_id();
@@ -188,7 +188,7 @@ pub async fn select(deps: &Deps, input: &FleetInput) -> Result<Selection, FleetE
     let org = record.org().to_string();
     let accounts = match selector.accounts.is_empty() {
         true => usable_accounts(deps, &org).await?,
-        false => selector.accounts.clone(),
+        false => selector.accounts.iter().map(ToString::to_string).collect(),
     };
     let regions = match selector.regions.is_empty() {
         true => vec![deps.inventory.home_region()],

@@ -10,8 +10,8 @@ use super::request::{
     validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, SecurityGroupRequest,
     Validated, VaultPath, VaultRequest,
 };
-use super::AgentId;
 use super::Timestamp;
+use super::{AccountId, AgentId};
 
 /// The most instances one fleet job takes: the list travels in the execution's
 /// state, which Step Functions bounds at 256 KB.
@@ -27,7 +27,7 @@ pub struct Selector {
     /// The organisation's AWS accounts to look in; empty: every account it may use.
     #[serde(default)]
     #[schema(nullable, example = json!(["123456789012"]), inline, value_type = Option<Vec<AccountId>>)]
-    pub accounts: Vec<String>,
+    pub accounts: Vec<AccountId>,
     /// Empty: the deployment's own region.
     #[serde(default)]
     #[schema(nullable, example = json!(["us-east-1", "eu-west-1"]), inline, value_type = Option<Vec<Region>>)]
@@ -46,12 +46,6 @@ pub struct Selector {
     #[schema(nullable)]
     pub provisioned: bool,
 }
-
-/// A 12-digit AWS account id.
-#[derive(ToSchema)]
-#[schema(pattern = "^[0-9]{12}$", example = "123456789012")]
-#[allow(dead_code)]
-struct AccountId(String);
 
 /// An AWS region such as us-east-1.
 #[derive(ToSchema)]
@@ -142,9 +136,6 @@ pub struct CreateFleetJobResponse {
 
 impl Validated for CreateFleetJobRequest {
     fn validate(&self) -> Result<(), Invalid> {
-        for account in &self.selector.accounts {
-            super::account::validate_account_id(account).map_err(|e| Invalid(format!("selector.accounts: {e}")))?;
-        }
         for region in &self.selector.regions {
             let parts: Vec<&str> = region.split('-').collect();
             let ok = parts.len() >= 3
