@@ -123,7 +123,15 @@ impl Deployment {
         let prefix = unique("f");
         let deps = dbroles_core::wiring::local(store, Arc::new(fleet.inventory.clone()), settings(&prefix));
         let role_arn = format!("arn:aws:iam::{OTHER_ACCOUNT}:role/dbroles");
-        accounts::register(&deps, ORG, "alice", &OTHER_ACCOUNT.parse().unwrap(), RegisterAccount { role_arn }).await.unwrap();
+        accounts::register(
+            accounts::Tenancy::of(&deps),
+            ORG,
+            "alice",
+            &OTHER_ACCOUNT.parse().unwrap(),
+            RegisterAccount { role_arn },
+        )
+        .await
+        .unwrap();
         let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (now, most) = (running.clone(), peak.clone());
         // A job runs from its Resolve to its Finalize.

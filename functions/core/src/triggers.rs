@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::TriggerSettings;
 use crate::deps::App;
-use crate::lifecycle::accounts::{self, AccountError};
+use crate::lifecycle::accounts::{self, AccountError, Tenancy};
 use crate::lifecycle::fleet::{self, FleetError};
 use crate::lifecycle::jobs::{self, JobError};
 use crate::model::fleet::{CreateFleetJobRequest, FleetInput, Selector};
@@ -76,7 +76,7 @@ fn skipped(why: String) -> Outcome {
 /// `dbroles:org` tag names, only if that organisation may act on the instance's account.
 async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> Result<Outcome, TriggerError> {
     let parsed: InstanceArn = arn.parse().map_err(|e| TriggerError::Malformed(format!("the event's SourceArn: {e}")))?;
-    let allowed = accounts::organisations(&app.deps, &parsed.account).await?;
+    let allowed = accounts::organisations(Tenancy::of(&app.deps), &parsed.account).await?;
     let Some((_, reach)) = allowed.first() else {
         return Ok(skipped(format!("{arn}: no organisation may act on account {}", parsed.account)));
     };

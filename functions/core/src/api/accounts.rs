@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::extract::{Admin, Body, Reader};
 use super::{ApiError, Message, Shared};
-use crate::lifecycle::accounts;
+use crate::lifecycle::accounts::{self, Tenancy};
 use crate::model::account::{Account, RegisterAccount};
 use crate::model::request::{parse_json, Invalid};
 use crate::model::AccountId;
@@ -45,7 +45,7 @@ pub(super) async fn put(
 ) -> Answer<Json<Account>> {
     let body: RegisterAccount = parse_json(&body)?;
     let account_id = parse_account_id(&account_id)?;
-    Ok(Json(accounts::register(&app.deps, &caller.org, &caller.sub, &account_id, body).await?))
+    Ok(Json(accounts::register(Tenancy::of(&app.deps), &caller.org, &caller.sub, &account_id, body).await?))
 }
 
 /// The organisation's registered accounts, and its `ExternalId`.

@@ -15,8 +15,8 @@
 //! against the server's immutable resource id. A tag never transfers it.
 
 use crate::deps::Deps;
-use crate::inventory::{Instance, InventoryError};
-use crate::model::account::{external_id, validate_role, Access, Account, RegisterAccount, ServerOwner, ORG_TAG};
+use crate::inventory::{Instance, Inventory, InventoryError};
+use crate::model::account::{external_id, validate_role, Access, Account, AccountPolicy, RegisterAccount, ServerOwner, ORG_TAG};
 use crate::model::request::Invalid;
 use crate::model::{AccountId, Timestamp};
 use crate::store::{AccountStore, StoreError};
@@ -63,15 +63,31 @@ pub enum AccountError {
     Store(#[from] StoreError),
 }
 
+/// What the account checks read: the deployment's own account (the
+/// inventory knows it), the registrations, and the deployment's policy.
+#[derive(Clone, Copy)]
+pub struct Tenancy<'a> {
+    pub inventory: &'a dyn Inventory,
+    pub accounts: &'a dyn AccountStore,
+    pub policy: &'a AccountPolicy,
+}
+
+impl<'a> Tenancy<'a> {
+    /// The ports and policy of `deps` the account checks read.
+    pub fn of(deps: &'a Deps) -> Self {
+        Self { inventory: deps.inventory.as_ref(), accounts: deps.accounts.as_ref(), policy: &deps.settings.accounts }
+    }
+}
+
 /// How `org` reaches `account`, or `NotRegistered` (the API's 403).
-pub async fn access(deps: &Deps, org: &str, account: &str) -> Result<Access, AccountError> {
-    if account == deps.inventory.home_account().await? {
-        return match deps.settings.accounts.allows_home(org) {
+pub async fn access(tenancy: Tenancy<'_>, org: &str, account: &str) -> Result<Access, AccountError> {
+    if account == tenancy.inventory.home_account().await? {
+        return match tenancy.policy.allows_home(org) {
             true => Ok(Access::home(account, org)),
             false => Err(AccountError::NotRegistered { org: org.into(), account: account.into() }),
         };
     }
-    match deps.accounts.get_account(org, account).await? {
+    match tenancy.accounts.get_account(org, account).await? {
         Some(registered) => {
             Ok(Access { account: account.into(), role_arn: Some(registered.role_arn), external_id: external_id(org) })
         }
@@ -81,12 +97,12 @@ pub async fn access(deps: &Deps, org: &str, account: &str) -> Result<Access, Acc
 
 /// Every organisation that may act on `account`, with its access: the organisations
 /// the deployment names for its own account, or those that registered it.
-pub async fn organisations(deps: &Deps, account: &str) -> Result<Vec<(String, Access)>, AccountError> {
-    if account == deps.inventory.home_account().await? {
-        let orgs = &deps.settings.accounts.home_orgs;
+pub async fn organisations(tenancy: Tenancy<'_>, account: &str) -> Result<Vec<(String, Access)>, AccountError> {
+    if account == tenancy.inventory.home_account().await? {
+        let orgs = &tenancy.policy.home_orgs;
         return Ok(orgs.iter().map(|org| (org.clone(), Access::home(account, org))).collect());
     }
-    let registered = deps.accounts.registrations(account).await?;
+    let registered = tenancy.accounts.registrations(account).await?;
     Ok(registered
         .into_iter()
         .map(|a| {
@@ -138,27 +154,27 @@ pub async fn claim(store: &dyn AccountStore, org: &str, instance: &Instance) -> 
 /// Registers (or re-registers) `account_id` for `org`, once dbroles has assumed
 /// the role with the organisation's `ExternalId`. Nothing is stored otherwise.
 pub async fn register(
-    deps: &Deps,
+    tenancy: Tenancy<'_>,
     org: &str,
     by: &str,
     account_id: &AccountId,
     body: RegisterAccount,
 ) -> Result<Account, AccountError> {
     let account_id = account_id.as_str();
-    validate_role(&body.role_arn, account_id, deps.settings.accounts.role_name.as_deref())
+    validate_role(&body.role_arn, account_id, tenancy.policy.role_name.as_deref())
         .map_err(|refused| AccountError::RoleRefused(refused.0))?;
-    if account_id == deps.inventory.home_account().await? {
+    if account_id == tenancy.inventory.home_account().await? {
         return Err(AccountError::HomeAccount { account: account_id.into() });
     }
-    if !deps.settings.accounts.shared_accounts {
-        let registrations = deps.accounts.registrations(account_id).await?;
+    if !tenancy.policy.shared_accounts {
+        let registrations = tenancy.accounts.registrations(account_id).await?;
         if registrations.iter().any(|registered| registered.org_id != org) {
             return Err(AccountError::AccountTaken { account: account_id.into() });
         }
     }
     let external_id = external_id(org);
     let access = Access { account: account_id.into(), role_arn: Some(body.role_arn.clone()), external_id: external_id.clone() };
-    let assumed_arn = deps.inventory.verify(&access).await.map_err(|error| AccountError::Unproven {
+    let assumed_arn = tenancy.inventory.verify(&access).await.map_err(|error| AccountError::Unproven {
         account: account_id.into(),
         role_arn: body.role_arn.clone(),
         external_id: external_id.clone(),
@@ -166,7 +182,7 @@ pub async fn register(
     })?;
     // The role must require the ExternalId: one that lets in any caller who knows its ARN is refused.
     let probe = Access { external_id: format!("{}-probe-{}", external_id, uuid::Uuid::new_v4().simple()), ..access.clone() };
-    match deps.inventory.verify(&probe).await {
+    match tenancy.inventory.verify(&probe).await {
         // A passing failure proves nothing either way (an assume refused surfaces through the credentials provider).
         Err(InventoryError::Unavailable(reason)) if !reason.contains("AccessDenied") => {
             return Err(InventoryError::Unavailable(reason).into())
@@ -189,7 +205,7 @@ pub async fn register(
         registered_at: Timestamp::now(),
         registered_by: by.into(),
     };
-    deps.accounts.put_account(&account).await?;
+    tenancy.accounts.put_account(&account).await?;
     Ok(account)
 }
 

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::deps::{App, Deps};
 use crate::inventory::{InventoryError, Listed};
-use crate::lifecycle::accounts::{self, AccountError};
+use crate::lifecycle::accounts::{self, AccountError, Tenancy};
 use crate::lifecycle::jobs::{self, JobError, Naming};
 use crate::model::account::Access;
 use crate::model::fleet::{
@@ -69,9 +69,16 @@ pub async fn start(app: &App, org: &str, created_by: &str, request: CreateFleetJ
         policy.path_for(org, &vault.secret_id)?;
     }
     for account in &request.selector.accounts {
-        accounts::access(&app.deps, org, account.as_str()).await?;
+        accounts::access(Tenancy::of(&app.deps), org, account.as_str()).await?;
     }
-    jobs::within_share(&app.deps, org, request.max_concurrency as usize).await?;
+    jobs::within_share(
+        app.deps.jobs.as_ref(),
+        app.deps.fleets.as_ref(),
+        &app.deps.settings,
+        org,
+        request.max_concurrency as usize,
+    )
+    .await?;
     let id = crate::model::new_id();
     tracing::Span::current().record("fleet_job_id", id.as_str());
     let mut record = FleetRecord {
@@ -171,10 +178,10 @@ fn tag_matches(listed: &Listed, wanted: &str) -> bool {
 
 /// Every account the organisation may use: the deployment's own if it is named
 /// for it, and those it registered.
-async fn usable_accounts(deps: &Deps, org: &str) -> Result<Vec<String>, FleetError> {
-    let mut usable: Vec<String> = deps.accounts.list_accounts(org).await?.into_iter().map(|a| a.account_id).collect();
-    if deps.settings.accounts.allows_home(org) {
-        usable.push(deps.inventory.home_account().await?);
+async fn usable_accounts(tenancy: Tenancy<'_>, org: &str) -> Result<Vec<String>, FleetError> {
+    let mut usable: Vec<String> = tenancy.accounts.list_accounts(org).await?.into_iter().map(|a| a.account_id).collect();
+    if tenancy.policy.allows_home(org) {
+        usable.push(tenancy.inventory.home_account().await?);
     }
     Ok(usable)
 }
@@ -187,7 +194,7 @@ pub async fn select(deps: &Deps, input: &FleetInput) -> Result<Selection, FleetE
     let selector = &request.selector;
     let org = record.org().to_string();
     let accounts = match selector.accounts.is_empty() {
-        true => usable_accounts(deps, &org).await?,
+        true => usable_accounts(Tenancy::of(deps), &org).await?,
         false => selector.accounts.iter().map(ToString::to_string).collect(),
     };
     let regions = match selector.regions.is_empty() {
@@ -205,7 +212,7 @@ pub async fn select(deps: &Deps, input: &FleetInput) -> Result<Selection, FleetE
         }
     } else {
         for account in &accounts {
-            let access: Access = accounts::access(deps, &org, account).await?;
+            let access: Access = accounts::access(Tenancy::of(deps), &org, account).await?;
             for region in &regions {
                 found.extend(deps.inventory.list(&access, region).await?);
             }

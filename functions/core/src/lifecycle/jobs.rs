@@ -17,14 +17,15 @@
 //! ([`accounts::access`]), and holds its database server (the instance, or its
 //! Aurora cluster) from creation until its execution has ended, whoever else asks.
 
+use crate::config::Settings;
 use crate::deps::{App, Deps};
 use crate::engine;
 use crate::inventory::{Instance, InventoryError};
-use crate::lifecycle::accounts::{self, AccountError};
+use crate::lifecycle::accounts::{self, AccountError, Tenancy};
 use crate::model::job::{Job, JobRecord, JobSpec, JobStatus, Phase, RoleResult};
 use crate::model::request::{CreateJobRequest, Invalid};
 use crate::model::Timestamp;
-use crate::store::{Created, Idempotency, JobQuery, JobStore, NewJob, Provisioned, StoreError};
+use crate::store::{Created, FleetStore, Idempotency, JobQuery, JobStore, NewJob, Provisioned, StoreError};
 use crate::workflow::{ExecutionInput, ExecutionState, WorkflowError};
 
 /// Why a change to a job was refused or failed.
@@ -69,11 +70,17 @@ pub const RETRY_AFTER_SECS: u64 = 30;
 /// organisation can take, not an exact count. The running jobs are read newest
 /// first and no further than one past the share, so a create never counts the
 /// organisation's whole history.
-pub async fn within_share(deps: &Deps, org: &str, adding: usize) -> Result<(), JobError> {
-    let limit = deps.settings.org_concurrency;
+pub async fn within_share(
+    jobs: &dyn JobStore,
+    fleets: &dyn FleetStore,
+    settings: &Settings,
+    org: &str,
+    adding: usize,
+) -> Result<(), JobError> {
+    let limit = settings.org_concurrency;
     let query = JobQuery { phase: Some(Phase::Running), limit: limit + 1, ..JobQuery::default() };
-    let mut running = deps.jobs.list_jobs(org, &query).await?.items.len();
-    let fleets = deps.fleets.list_fleets(org, 100, None).await?;
+    let mut running = jobs.list_jobs(org, &query).await?.items.len();
+    let fleets = fleets.list_fleets(org, 100, None).await?;
     running += fleets
         .items
         .iter()
@@ -180,7 +187,7 @@ pub async fn create(
         policy.path_for(org, &vault.secret_id)?;
     }
     let arn = request.instance_arn();
-    let access = accounts::access(deps, org, &arn.account).await?;
+    let access = accounts::access(Tenancy::of(deps), org, &arn.account).await?;
     let instance = deps.inventory.describe(&arn, &access).await?.ok_or_else(|| JobError::UnknownInstance(arn.to_string()))?;
     if let Some(expected) = naming.as_ref().and_then(|naming| naming.resource_id.as_deref()) {
         if expected != instance.resource_id {
@@ -220,7 +227,7 @@ pub async fn start(
     request: CreateJobRequest,
     idempotency: Option<Idempotency>,
 ) -> Result<String, JobError> {
-    within_share(&app.deps, org, 1).await?;
+    within_share(app.deps.jobs.as_ref(), app.deps.fleets.as_ref(), &app.deps.settings, org, 1).await?;
     let job_id = crate::model::new_id();
     tracing::Span::current().record("job_id", job_id.as_str());
     let naming = Naming { execution: Some(app.workflow.execution_id(&job_id)), job_id, fleet_job_id: None, resource_id: None };
@@ -335,7 +342,7 @@ pub async fn repair(
     store: &dyn JobStore,
     input: &ExecutionInput,
     message: &str,
-    settings: &crate::config::Settings,
+    settings: &Settings,
 ) -> Result<bool, StoreError> {
     let finished = finish_running(store, input, settings, |_| (Phase::Failed, message.to_string())).await?;
     Ok(finished.is_some())
@@ -348,7 +355,7 @@ pub async fn repair(
 async fn finish_running(
     store: &dyn JobStore,
     input: &ExecutionInput,
-    settings: &crate::config::Settings,
+    settings: &Settings,
     outcome: impl FnOnce(&JobRecord) -> (Phase, String),
 ) -> Result<Option<JobRecord>, StoreError> {
     let Some(mut record) = store.get_job(&input.org_id, &input.job_id).await? else { return Ok(None) };
