@@ -63,11 +63,10 @@ pub async fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // The organisation the requests come from may use the local account.
     let accounts =
         dbroles_core::model::account::AccountPolicy { home_orgs: vec![ORG.into()], role_name: None, ..Default::default() };
-    let deps = dbroles_core::wiring::local(
-        store,
-        Arc::new(LocalInventory::new(instances)?),
-        Settings { accounts, ..Settings::default() },
-    );
+    // Every request's job stays running (no workflow carries it out): the
+    // organisation's fair share must hold them all, or creates get 429.
+    let settings = Settings { accounts, org_concurrency: REQUESTS + 1, ..Settings::default() };
+    let deps = dbroles_core::wiring::local(store, Arc::new(LocalInventory::new(instances)?), settings);
     let app = App::new(&deps, Arc::new(NoWorkflow));
     // The router the API Lambda runs, built once as the Lambda builds it.
     let app = api::router(Arc::new(app));
