@@ -37,4 +37,16 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
     let error = wiring::aws(&config, &aws).await.err().expect("a missing secret is an error").to_string();
     assert!(error.starts_with(&format!("DBROLES_WEBHOOK_SECRET_ARN={missing}: ")), "{error}");
     assert!(error.contains("ResourceNotFoundException"), "{error}");
+
+    std::env::set_var("DBROLES_WEBHOOK_SECRET_ARN", &arns[0]);
+
+    // A malformed setting stops the function at start too, naming the variable.
+    std::env::set_var("DBROLES_DEFAULT_AGENT_ID", "not-an-agent");
+    let error = Config::from_env().err().expect("a malformed agent id is an error").to_string();
+    assert!(error.starts_with("DBROLES_DEFAULT_AGENT_ID=not-an-agent: must be a UUID"), "{error}");
+    std::env::remove_var("DBROLES_DEFAULT_AGENT_ID");
+    std::env::set_var("DBROLES_WEBHOOK_SECRET", "whsec_not base64!");
+    let config = Config::from_env().unwrap();
+    let error = wiring::aws(&config, &aws).await.err().expect("a malformed webhook secret is an error").to_string();
+    assert_eq!(error, "DBROLES_WEBHOOK_SECRET: the webhook secret is not whsec_<base64>");
 }

@@ -149,3 +149,25 @@ macro_rules! string_id {
 }
 
 string_id!(AccountId, AgentId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_once_and_are_stored_as_plain_strings() {
+        let account: AccountId = "123456789012".parse().unwrap();
+        assert_eq!(serde_json::to_value(&account).unwrap(), serde_json::json!("123456789012"));
+        for bad in ["12345678901", "12345678901a", "1234567890123", ""] {
+            let error = bad.parse::<AccountId>().unwrap_err().0;
+            assert_eq!(error, format!("'{bad}' is not a 12-digit AWS account id"));
+            assert!(serde_json::from_value::<AccountId>(serde_json::json!(bad)).is_err(), "{bad}");
+        }
+        let agent: AgentId = serde_json::from_value(serde_json::json!("a1b2c3d4-e5f6-7890-abcd-ef1234567890")).unwrap();
+        assert_eq!(agent.as_str(), "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
+        assert_eq!(AgentId::nil().as_str(), "00000000-0000-0000-0000-000000000000");
+        for bad in ["x", "a1b2c3d4e5f678900abcdef1234567890", "{a1b2c3d4-e5f6-7890-abcd-ef1234567890}"] {
+            assert!(bad.parse::<AgentId>().unwrap_err().0.starts_with("must be a UUID"), "{bad}");
+        }
+    }
+}
