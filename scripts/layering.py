@@ -5,7 +5,8 @@
   through others);
 - the environment is read outside `functions/core/src/config.rs` and the CLI's
   argument parsing (`std::env::var`, `config::var`);
-- a function outside tests is longer than 60 lines.
+- a function outside tests is longer than 60 lines;
+- a variable config.rs reads, or template.yaml sets, is missing from config.rs's table.
 
 Imports:
 
@@ -204,6 +205,23 @@ def long_functions(src: Path) -> list[str]:
     return found
 
 
+CONFIG = ROOT / "functions/core/src/config.rs"
+
+
+def untabled_variables() -> list[str]:
+    """The `DBROLES_*` variables read (or set by the template) that config.rs's table does not name."""
+    text = CONFIG.read_text()
+    table = set(re.findall(r"`(DBROLES_[A-Z_]+)`", "\n".join(l for l in text.splitlines() if l.startswith("//! |"))))
+    read = set(re.findall(r'"(DBROLES_[A-Z_]+)"', text))
+    secrets = set(re.findall(r'SecretSource::from_env\("(DBROLES_[A-Z_]+)"\)', text))
+    read |= {f"{name}_ARN" for name in secrets}
+    set_by_template = set(re.findall(r"^\s+(DBROLES_[A-Z_]+):", (ROOT / "template.yaml").read_text(), flags=re.M))
+    mentioned = table | set(re.findall(r"`(DBROLES_[A-Z_]+)`", text))
+    problems = [f"config.rs reads {name}, which its table does not list" for name in sorted(read - table - {n + "_ARN" for n in secrets})]
+    problems += [f"template.yaml sets {name}, which config.rs does not describe" for name in sorted(set_by_template - mentioned)]
+    return problems
+
+
 def main() -> int:
     dirs = [Path(d).resolve() for d in sys.argv[1:]] or [ROOT / c / "src" for c in CRATES]
     failed = False
@@ -220,8 +238,11 @@ def main() -> int:
         for problem in reads + long_functions(src):
             failed = True
             print(problem)
+    for problem in untabled_variables():
+        failed = True
+        print(problem)
     if not failed:
-        print(f"layering: no import cycle, no stray read of the environment, no function over {MAX_LINES} lines in {len(dirs)} crates")
+        print(f"layering: no import cycle, no stray read of the environment, no function over {MAX_LINES} lines in {len(dirs)} crates, every variable in config.rs's table")
     return 1 if failed else 0
 
 
