@@ -148,8 +148,11 @@ pub async fn run(moto: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     };
     let executor = Executor::provision(0.0);
     let tasks = executor.task_states();
-    Local::new(executor, deps.clone()).execute(&record, &progress).await?;
+    let executed = Local::new(executor, deps.clone()).execute(&record, &progress).await;
     let finished = Instant::now();
+    // The job's roles are the local PostgreSQL's: dropped whatever the run did.
+    crate::provisioning::drop_roles("dbroles_cost").await?;
+    executed?;
     let job = deps.jobs.get_job("bench", record.id()).await?.context("the job is gone")?.job;
     anyhow::ensure!(job.phase() == Phase::Completed, "the cost run's job did not complete: {:?}", job.status);
 

@@ -14,6 +14,7 @@ mod fleet;
 mod functions;
 mod handlers;
 mod provisioning;
+mod reference;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ struct Options {
     /// `scripts/package`'s output (`.aws-sam/build`), for the sizes and init times of what would be deployed.
     #[arg(long)]
     packaged: Option<PathBuf>,
+    /// The databases of the instances dbroles is measured on beside the reference pattern.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 50])]
+    reference_databases: Vec<usize>,
     /// A moto server, for the cost of a real job.
     #[arg(long)]
     moto: Option<String>,
@@ -80,6 +84,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<()> {
     }
     handlers::run(&mut rows).await?;
     provisioning::run(settings, options.databases, options.schemas, options.tables, &mut rows).await?;
+    reference::run(settings, &options.reference_databases, options.schemas, options.tables, &mut rows).await?;
     fleet::run(settings, &mut rows).await?;
     if let Some(moto) = &options.moto {
         cost::run(moto, &mut rows).await?;

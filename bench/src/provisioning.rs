@@ -95,14 +95,14 @@ async fn measure(
     ))
 }
 
-async fn pg(db: &str) -> anyhow::Result<tokio_postgres::Client> {
+pub(super) async fn pg(db: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) =
         tokio_postgres::connect(&format!("host=127.0.0.1 port=5432 user=postgres dbname={db}"), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
 }
 
-async fn setup_postgres(databases: usize, schemas: usize, tables: usize) -> anyhow::Result<()> {
+pub(super) async fn setup_postgres(databases: usize, schemas: usize, tables: usize) -> anyhow::Result<()> {
     teardown_postgres(databases).await?;
     let admin = pg("postgres").await?;
     for d in 0..databases {
@@ -119,12 +119,29 @@ async fn setup_postgres(databases: usize, schemas: usize, tables: usize) -> anyh
     Ok(())
 }
 
-async fn teardown_postgres(databases: usize) -> anyhow::Result<()> {
+pub(super) async fn teardown_postgres(databases: usize) -> anyhow::Result<()> {
     let admin = pg("postgres").await?;
     for d in 0..databases {
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS dbroles_bench_{d} WITH (FORCE)")).await?;
     }
-    admin.batch_execute("DROP OWNED BY dbroles_bench_ro, dbroles_bench_rw, dbroles_bench_ddl; DROP ROLE IF EXISTS dbroles_bench_ro, dbroles_bench_rw, dbroles_bench_ddl").await.ok();
+    drop_roles("dbroles_bench").await
+}
+
+/// Drops the roles `<prefix>_ro`, `_rw` and `_ddl` with what they own and were
+/// granted in every database, so the shared server is left as it was.
+pub(super) async fn drop_roles(prefix: &str) -> anyhow::Result<()> {
+    let admin = pg("postgres").await?;
+    let roles: Vec<String> = ["ro", "rw", "ddl"].iter().map(|level| format!("{prefix}_{level}")).collect();
+    let present: i64 = admin.query_one("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", &[&roles]).await?.get(0);
+    if present == 0 {
+        return Ok(());
+    }
+    let databases = admin.query("SELECT datname FROM pg_database WHERE datallowconn", &[]).await?;
+    for row in databases {
+        let database: String = row.get(0);
+        pg(&database).await?.batch_execute(&format!("DROP OWNED BY {}", roles.join(", "))).await.ok();
+    }
+    admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", roles.join(", "))).await?;
     Ok(())
 }
 
