@@ -127,7 +127,7 @@ async fn the_deployed_state_machine_runs_a_job_through_the_deployed_functions() 
     let config =
         Config { state_machine_arn: Some(machine), credentials: store.get().expect("the steps' store").clone(), ..config };
     let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
-    let app = dbroles_lambda::app(&config, &deps, &aws).unwrap();
+    let app = dbroles_core::wiring::aws_app(&config, &deps, &aws).unwrap();
     let request = serde_json::from_value(json!({
         "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         "aws": {"instance_arn": instance.arn},
@@ -248,7 +248,7 @@ async fn the_deployed_fleet_state_machine_lists_200_instances_and_provisions_its
         create(&unique("fleet-"), &rehearsal.fleet_definition).await.expect("moto takes the deployed fleet definition");
     let config = Config { fleet_state_machine_arn: Some(fleet_machine.state_machine_arn), ..config };
     let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
-    let app = dbroles_lambda::app(&config, &deps, &aws).unwrap();
+    let app = dbroles_core::wiring::aws_app(&config, &deps, &aws).unwrap();
 
     // The selector lists every instance: 200, over two pages (its Map is not run: most endpoints are fake).
     let held = dbroles_core::deps::App::new(&deps, Arc::new(Held::default()));

@@ -86,7 +86,7 @@ impl Rig {
         let machine = provision_state_machine(&self.aws).await;
         let config = Config { state_machine_arn: Some(machine), ..self.config.clone() };
         let deps = dbroles_core::wiring::aws(&config, &self.aws).await.unwrap();
-        let app = dbroles_lambda::app(&config, &deps, &self.aws).unwrap();
+        let app = dbroles_core::wiring::aws_app(&config, &deps, &self.aws).unwrap();
         let id = jobs::start(&app, "acme", "alice", self.request(), None).await.unwrap();
         finished(&app, &id).await
     }

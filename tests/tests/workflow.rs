@@ -205,7 +205,7 @@ impl Deployment {
         let arn = instance_for(&backend, &aws, &instance_id, &host).await;
         let queue = finished_events_queue(&aws).await;
         let remote_config = Config { state_machine_arn: Some(provision_state_machine(&aws).await), ..config };
-        let remote = dbroles_lambda::app(&remote_config, &deps, &aws).unwrap();
+        let remote = dbroles_core::wiring::aws_app(&remote_config, &deps, &aws).unwrap();
         let request = json!({
             "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
             "aws": {"instance_arn": arn},

@@ -34,5 +34,5 @@ pub fn router(app: Arc<App>, org_claim: &str) -> axum::Router {
 /// The router's dependencies on the AWS clients of `aws`: the table, RDS and the state machine.
 pub async fn app_on(config: &Config, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
     let deps = dbroles_core::wiring::aws(config, aws).await?;
-    dbroles_lambda::app(config, &deps, aws)
+    dbroles_core::wiring::aws_app(config, &deps, aws)
 }

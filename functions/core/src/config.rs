@@ -262,11 +262,7 @@ impl WebhookConfig {
     /// The settings with the secret `secret` (read from the source), checked to be `whsec_<base64>`.
     pub fn with_secret(&self, secret: Option<String>) -> Result<WebhookSettings, ConfigError> {
         let secret = secret.ok_or("DBROLES_WEBHOOK_SECRET is not set: the webhook's whsec_ secret")?;
-        let key = secret.strip_prefix("whsec_").unwrap_or(&secret);
-        use base64::Engine as _;
-        if base64::engine::general_purpose::STANDARD.decode(key).is_err() {
-            return Err(ConfigError("DBROLES_WEBHOOK_SECRET: the webhook secret is not whsec_<base64>".into()));
-        }
+        webhook_key(&secret).ok_or("DBROLES_WEBHOOK_SECRET: the webhook secret is not whsec_<base64>")?;
         Ok(WebhookSettings {
             url: self.url.clone(),
             secret: SecretString::from(secret),
@@ -275,6 +271,12 @@ impl WebhookConfig {
             timeout: Duration::from_secs(10),
         })
     }
+}
+
+/// The signing key of a Standard Webhooks secret (`whsec_<base64>`, or the base64 alone).
+pub fn webhook_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret)).ok()
 }
 
 /// The Vault of `vault_provider` as the environment names it; its token may still be a secret's ARN.
@@ -490,9 +492,8 @@ pub struct LocalConfig {
 
 impl LocalConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = |name: &str| var(name);
-        let webhook = webhook_config(None)?.map(|webhook| webhook.with_secret(secret("DBROLES_WEBHOOK_SECRET"))).transpose()?;
-        let vault = vault_config(None).map(|vault| vault.with_token(secret("DBROLES_VAULT_TOKEN"))).transpose()?;
+        let webhook = webhook_config(None)?.map(|webhook| webhook.with_secret(var("DBROLES_WEBHOOK_SECRET"))).transpose()?;
+        let vault = vault_config(None).map(|vault| vault.with_token(var("DBROLES_VAULT_TOKEN"))).transpose()?;
         Ok(Self { vault_policy: vault_policy_from_env()?, groups: groups_from_env(), vault, webhook })
     }
 }

@@ -46,11 +46,6 @@ pub async fn deps() -> Result<(Config, aws_config::SdkConfig, Deps), ConfigError
     Ok((config, aws, deps))
 }
 
-/// What the API and the triggers reach: the steps' dependencies and the state machine.
-pub fn app(config: &Config, deps: &Deps, aws: &aws_config::SdkConfig) -> Result<App, ConfigError> {
-    dbroles_core::wiring::aws_app(config, deps, aws)
-}
-
 /// One step's answer: the new state, or the error `Retry` and `Catch` match on.
 /// One step's answer; its log lines carry its job's ids and organisation ([`steps::run`]'s span).
 pub async fn handle_step(step: Step, deps: &Deps, payload: Value) -> Result<Value, Diagnostic> {
@@ -98,7 +93,7 @@ pub async fn handle_trigger(app: &App, settings: &TriggerSettings, payload: Valu
 pub async fn run_triggers() -> Result<(), Error> {
     init_tracing();
     let (config, aws, deps) = deps().await?;
-    let app = Arc::new(app(&config, &deps, &aws)?);
+    let app = Arc::new(dbroles_core::wiring::aws_app(&config, &deps, &aws)?);
     let settings = Arc::new(config.triggers.clone());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (app, settings) = (app.clone(), settings.clone());

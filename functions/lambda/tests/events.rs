@@ -378,7 +378,7 @@ impl Samples {
         }
         seed_running(deps.jobs.as_ref(), DEAD_EXECUTION_JOB, "arn:aws:rds:us-east-1:123456789012:db:audit-db", json!({})).await;
         seed_never_started(deps.jobs.as_ref(), config.state_machine_arn.as_deref().unwrap()).await;
-        let app = dbroles_lambda::app(&config, &deps, &observed).unwrap();
+        let app = dbroles_core::wiring::aws_app(&config, &deps, &observed).unwrap();
         let settings = dbroles_core::config::TriggerSettings::default();
         for file in TRIGGER_SAMPLES {
             recorder.take();

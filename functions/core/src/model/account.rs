@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::request::Invalid;
-use super::{AccountId, Timestamp};
+use super::Timestamp;
 
 /// The tag that names an instance's organisation. In the deployment's own
 /// account an organisation's first job on a server needs it ([`crate::lifecycle::accounts::claim`]), and
@@ -98,10 +98,6 @@ pub fn external_id(org: &str) -> String {
     format!("dbroles-{}", &hex::encode(digest)[..32])
 }
 
-pub fn validate_account_id(account_id: &str) -> Result<(), Invalid> {
-    account_id.parse::<AccountId>().map(|_| ()).map_err(|e| Invalid(format!("account_id: {}", e.0)))
-}
-
 /// `arn:<partition>:iam::<account_id>:role/[path/]<name>`, the name as the deployment allows
 /// (the schema checks the shape; a role elsewhere or of another name is refused).
 pub fn validate_role(role_arn: &str, account_id: &str, allowed: Option<&str>) -> Result<(), Invalid> {
@@ -126,7 +122,7 @@ pub fn validate_role(role_arn: &str, account_id: &str, allowed: Option<&str>) ->
 }
 
 /// `*` matches any run of characters; everything else matches itself.
-pub fn glob(pattern: &str, text: &str) -> bool {
+fn glob(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((head, rest)) => {
@@ -139,6 +135,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AccountId;
 
     #[test]
     fn the_external_id_is_the_organisations_and_stable() {
@@ -162,7 +159,7 @@ mod tests {
         {
             assert!(validate_role(bad, account, None).is_err(), "{bad}");
         }
-        assert!(validate_account_id("12345678901").is_err());
-        assert!(validate_account_id("12345678901a").is_err());
+        assert!("12345678901".parse::<AccountId>().is_err());
+        assert!("12345678901a".parse::<AccountId>().is_err());
     }
 }

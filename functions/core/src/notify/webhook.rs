@@ -9,7 +9,7 @@ use sha2::Sha256;
 use async_trait::async_trait;
 
 use super::{NotifyError, Webhook};
-use crate::config::WebhookSettings;
+use crate::config::{webhook_key, WebhookSettings};
 use crate::model::job::{Job, WebhookStatus};
 
 /// POSTs the finished job over HTTP as [`WebhookSettings`] say.
@@ -20,9 +20,7 @@ pub struct HttpWebhook {
 
 /// The `webhook-signature` header value: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
 pub fn sign_webhook(secret: &str, id: &str, timestamp: i64, body: &str) -> Result<String, NotifyError> {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .map_err(|_| NotifyError("the webhook secret is not whsec_<base64>".into()))?;
+    let key = webhook_key(secret).ok_or_else(|| NotifyError("the webhook secret is not whsec_<base64>".into()))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| NotifyError(e.to_string()))?;
     mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
     Ok(format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())))
