@@ -24,6 +24,7 @@ use dbroles_core::model::fleet::CreateFleetJobRequest;
 use dbroles_core::model::job::Phase;
 use dbroles_core::store::sqlite::SqliteStore;
 
+use super::provisioning::client_connections;
 use super::Row;
 
 const INSTANCES: usize = 16;
@@ -72,17 +73,6 @@ impl Cluster {
             "start",
         ])?;
         Ok(Self { port, data, _dir: dir })
-    }
-
-    /// Client connections open now, the sampler's own aside.
-    async fn connections(client: &tokio_postgres::Client) -> anyhow::Result<usize> {
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await?;
-        Ok(row.get::<_, i64>(0) as usize)
     }
 }
 
@@ -172,7 +162,7 @@ async fn timed_fleet(app: &App, samplers: &[tokio_postgres::Client], concurrency
     let finished = loop {
         let mut open = 0;
         for sampler in samplers {
-            open += Cluster::connections(sampler).await?;
+            open += client_connections(sampler).await?;
         }
         peak = peak.max(open);
         let fleet = fleet::find(app.deps.fleets.as_ref(), app.deps.jobs.as_ref(), ORG, &id).await?;

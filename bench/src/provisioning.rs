@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dbroles_core::config::Settings;
-use dbroles_core::engine::{Family, Target};
+use dbroles_core::engine::{Family, Level, Target};
 use dbroles_core::provision::{provision_roles, Endpoint};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::SecretRef;
@@ -127,18 +127,31 @@ pub(super) async fn teardown_postgres(databases: usize) -> anyhow::Result<()> {
     drop_roles("dbroles_bench").await
 }
 
+/// The databases of the machine's PostgreSQL that roles are granted in: every
+/// one that allows connections but the templates.
+pub(super) async fn databases() -> anyhow::Result<Vec<String>> {
+    let admin = pg("postgres").await?;
+    let rows =
+        admin.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Client connections open on the server `client` is connected to, its own aside.
+pub(super) async fn client_connections(client: &tokio_postgres::Client) -> anyhow::Result<usize> {
+    let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+    Ok(client.query_one(count, &[]).await?.get::<_, i64>(0) as usize)
+}
+
 /// Drops the roles `<prefix>_ro`, `_rw` and `_ddl` with what they own and were
 /// granted in every database, so the shared server is left as it was.
 pub(super) async fn drop_roles(prefix: &str) -> anyhow::Result<()> {
     let admin = pg("postgres").await?;
-    let roles: Vec<String> = ["ro", "rw", "ddl"].iter().map(|level| format!("{prefix}_{level}")).collect();
+    let roles: Vec<String> = Level::ALL.iter().map(|level| level.user(prefix)).collect();
     let present: i64 = admin.query_one("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", &[&roles]).await?.get(0);
     if present == 0 {
         return Ok(());
     }
-    let databases = admin.query("SELECT datname FROM pg_database WHERE datallowconn", &[]).await?;
-    for row in databases {
-        let database: String = row.get(0);
+    for database in databases().await? {
         pg(&database).await?.batch_execute(&format!("DROP OWNED BY {}", roles.join(", "))).await.ok();
     }
     admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", roles.join(", "))).await?;

@@ -21,7 +21,7 @@ use dbroles_core::secrets::SecretRef;
 use dbroles_core::store::sqlite::SqliteStore;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::provisioning::{drop_roles, pg, setup_postgres, teardown_postgres};
+use super::provisioning::{client_connections, databases, drop_roles, pg, setup_postgres, teardown_postgres};
 use super::{millis, Row};
 
 /// Rotations after the first run, each side.
@@ -82,7 +82,7 @@ async fn side_by_side(settings: &Settings) -> anyhow::Result<([Run; 2], [Run; 2]
     for _ in 0..=ROTATIONS {
         ours.push(sampled(dbroles_run(settings, &secrets)).await?);
     }
-    let names = database_names().await?;
+    let names = databases().await?;
     let mut theirs = Vec::new();
     for _ in 0..=ROTATIONS {
         theirs.push(sampled(reference_run(&names)).await?);
@@ -103,10 +103,9 @@ async fn sampled(work: impl std::future::Future<Output = anyhow::Result<Run>>) -
     let sampling = {
         let (peak, done) = (peak.clone(), done.clone());
         tokio::spawn(async move {
-            let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
             while !done.load(Ordering::Relaxed) {
-                if let Ok(row) = sampler.query_one(count, &[]).await {
-                    peak.fetch_max(row.get::<_, i64>(0) as usize, Ordering::Relaxed);
+                if let Ok(open) = client_connections(&sampler).await {
+                    peak.fetch_max(open, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -149,14 +148,6 @@ async fn dbroles_run(settings: &Settings, secrets: &DatabaseSecrets) -> anyhow::
     );
     let report = outcome.report;
     Ok(Run { elapsed, connections: report.connections, peak: 0, statements: report.statements, round_trips: report.round_trips })
-}
-
-/// The databases the pattern provisions: every one that allows connections but the templates.
-async fn database_names() -> anyhow::Result<Vec<String>> {
-    let admin = pg("postgres").await?;
-    let rows =
-        admin.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[]).await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// The pattern: per database and role, a connection of its own and one batch.
