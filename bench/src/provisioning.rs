@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use dbroles_core::config::Settings;
 use dbroles_core::engine::{Family, Level, Target};
-use dbroles_core::provision::{provision_roles, Endpoint};
+use dbroles_core::provision::{provision_roles, Endpoint, Options};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::SecretRef;
 use dbroles_core::store::sqlite::SqliteStore;
@@ -74,7 +74,7 @@ async fn measure(
     let mut last = None;
     for _ in 0..RUNS {
         let started = Instant::now();
-        let outcome = provision_roles(&target, &endpoint, "dbroles_bench", secrets, &secret, true).await?;
+        let outcome = provision_roles(&target, &endpoint, "dbroles_bench", secrets, &secret, Options::adopting(true)).await?;
         times.push(started.elapsed());
         anyhow::ensure!(
             outcome.all_completed(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dbroles_core::config::Settings;
 use dbroles_core::engine::{password, Family, Level, Target};
-use dbroles_core::provision::{provision_roles, Endpoint};
+use dbroles_core::provision::{provision_roles, Endpoint, Options};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::SecretRef;
 use dbroles_core::store::sqlite::SqliteStore;
@@ -139,7 +139,7 @@ async fn dbroles_run(settings: &Settings, secrets: &DatabaseSecrets) -> anyhow::
         host: "127.0.0.1".into(),
     };
     let started = Instant::now();
-    let outcome = provision_roles(&target, &endpoint, "dbroles_bench", secrets, &secret, true).await?;
+    let outcome = provision_roles(&target, &endpoint, "dbroles_bench", secrets, &secret, Options::adopting(true)).await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
         outcome.all_completed(),

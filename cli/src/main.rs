@@ -18,7 +18,7 @@ use dbroles_core::lifecycle::jobs;
 use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::model::fleet::{CreateFleetJobRequest, FleetAwsOptions, Selector, MAX_INSTANCES};
 use dbroles_core::model::job::{Job, Phase};
-use dbroles_core::model::request::{AwsRequest, CreateJobRequest, JobStep};
+use dbroles_core::model::request::{AwsRequest, CreateJobRequest, JobStep, Rotation};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_core::store::sqlite::SqliteStore;
@@ -70,6 +70,11 @@ enum Command {
         /// Take over existing roles of the same names that dbroles did not create.
         #[arg(long)]
         adopt_existing_roles: bool,
+        /// How passwords change: `single` (the level's one login) or `alternating`
+        /// (two logins per level; a run changes the one consumers are not using).
+        /// Default: `DBROLES_ROTATION`, or `single`.
+        #[arg(long)]
+        rotation: Option<Rotation>,
         /// Every instance the organisation may use, as one fleet job (connections
         /// named `<connection prefix><instance id>-<level>`), instead of `--instance`.
         #[arg(long, conflicts_with = "instance")]
@@ -139,6 +144,7 @@ impl Cli {
             vault: env.vault_policy.clone(),
             accounts: AccountPolicy { home_orgs: self.home_orgs.clone(), role_name: None, ..Default::default() },
             groups: env.groups.clone(),
+            rotation: env.rotation,
             ..Settings::default()
         })
     }
@@ -205,11 +211,16 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { all: true, connection_prefix, steps, adopt_existing_roles, max_concurrency, .. } => {
-            run_fleet(&cli, connection_prefix, steps, *adopt_existing_roles, *max_concurrency).await
-        }
-        Command::Run { instance, connection_prefix, steps, adopt_existing_roles, .. } => {
-            run_job(&cli, instance, connection_prefix, steps, *adopt_existing_roles).await
+        Command::Run { all, instance, connection_prefix, steps, adopt_existing_roles, rotation, max_concurrency } => {
+            let aws = FleetAwsOptions {
+                adopt_existing_roles: *adopt_existing_roles,
+                rotation: *rotation,
+                ..FleetAwsOptions::default()
+            };
+            match all {
+                true => run_fleet(&cli, connection_prefix, steps, aws, *max_concurrency).await,
+                false => run_job(&cli, instance, connection_prefix, steps, aws).await,
+            }
         }
         Command::Serve { addr } => {
             let (app, _) = cli.app(Arc::new(|_| {}))?;
@@ -239,15 +250,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `dbroles run`: one job for the organisation `local`, started as the API starts
 /// one, carried out by the local workflow; the finished job on stdout.
-async fn run_job(cli: &Cli, instance: &str, connection_prefix: &str, steps: &[String], adopt: bool) -> anyhow::Result<ExitCode> {
+async fn run_job(
+    cli: &Cli,
+    instance: &str,
+    connection_prefix: &str,
+    steps: &[String],
+    aws: FleetAwsOptions,
+) -> anyhow::Result<ExitCode> {
     let job_steps = job_steps(steps)?;
     let request = CreateJobRequest {
         agent_id: uuid::Uuid::new_v4().into(),
         aws: AwsRequest {
             instance_arn: instance.to_string(),
-            default_security_group: None,
-            allow_master_password_reset: false,
-            adopt_existing_roles: adopt,
+            default_security_group: aws.default_security_group,
+            allow_master_password_reset: aws.allow_master_password_reset,
+            adopt_existing_roles: aws.adopt_existing_roles,
+            rotation: aws.rotation,
         },
         connection_prefix_name: connection_prefix.to_string(),
         job_steps,
@@ -291,7 +309,7 @@ async fn run_fleet(
     cli: &Cli,
     connection_prefix: &str,
     steps: &[String],
-    adopt: bool,
+    aws: FleetAwsOptions,
     max_concurrency: u32,
 ) -> anyhow::Result<ExitCode> {
     let request = CreateFleetJobRequest {
@@ -300,7 +318,7 @@ async fn run_fleet(
         connection_prefix_name: connection_prefix.to_string(),
         job_steps: job_steps(steps)?,
         vault_provider: None,
-        aws: FleetAwsOptions { adopt_existing_roles: adopt, ..FleetAwsOptions::default() },
+        aws,
         max_concurrency,
         tolerated_failure_percentage: 100.0,
     };

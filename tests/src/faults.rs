@@ -127,6 +127,12 @@ impl dbroles_core::secrets::SecretStore for FaultyStore {
     ) -> Result<Option<dbroles_core::secrets::RoleCredentials>, dbroles_core::secrets::SecretError> {
         self.inner.read(secret_id).await
     }
+    async fn previous(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<dbroles_core::secrets::RoleCredentials>, dbroles_core::secrets::SecretError> {
+        self.inner.previous(secret_id).await
+    }
     async fn pending(
         &self,
         secret_id: &str,

@@ -19,12 +19,17 @@ pub async fn mariadb(user: &str, password: &str) -> Result<mysql_async::Conn, my
 /// privileges WITH GRANT OPTION and CREATE USER, no SUPER, FILE or SHUTDOWN.
 /// Its password.
 pub async fn rds_like_master(user: &str) -> &'static str {
-    const PASSWORD: &str = "Rds-Master-Pa55word";
     let mut root = mariadb("root", "").await.expect("root logs in");
+    make_rds_like_master(&mut root, user).await
+}
+
+const RDS_LIKE_PASSWORD: &str = "Rds-Master-Pa55word";
+
+async fn make_rds_like_master(root: &mut mysql_async::Conn, user: &str) -> &'static str {
     mysql_async::prelude::Queryable::query_drop(
-        &mut root,
+        root,
         format!(
-            "CREATE USER '{user}'@'%' IDENTIFIED BY '{PASSWORD}'; \
+            "CREATE USER '{user}'@'%' IDENTIFIED BY '{RDS_LIKE_PASSWORD}'; \
              GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, \
              CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, \
              EVENT, TRIGGER ON *.* TO '{user}'@'%' WITH GRANT OPTION"
@@ -32,7 +37,7 @@ pub async fn rds_like_master(user: &str) -> &'static str {
     )
     .await
     .expect("the RDS-like master");
-    PASSWORD
+    RDS_LIKE_PASSWORD
 }
 
 /// A MariaDB of the test's own, with TLS: a temporary data directory, a free
@@ -110,6 +115,12 @@ impl MariaDbServer {
     pub async fn connect(&self, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
         let opts = mysql_async::OptsBuilder::from_opts(mariadb_opts(user, password)).tcp_port(self.port);
         mysql_async::Conn::new(opts).await
+    }
+
+    /// [`rds_like_master`] on this server; its password.
+    pub async fn rds_like_master(&self, user: &str) -> &'static str {
+        let mut root = self.connect("root", "").await.expect("root logs in");
+        make_rds_like_master(&mut root, user).await
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -26,7 +26,7 @@ fn authorised(headers: &HeaderMap) -> bool {
     headers.get("x-vault-token").and_then(|v| v.to_str().ok()) == Some(VAULT_TOKEN)
 }
 
-/// `POST /v1/:mount/data/*path` (with `options.cas`) and `GET` of the same,
+/// `POST /v1/:mount/data/*path` (with `options.cas`) and `GET` of the same (with `?version=`),
 /// `POST /v1/:mount/metadata/*path`, as Vault's KV v2 documentation describes them.
 pub async fn vault_server() -> (String, Shared) {
     let shared: Shared = Arc::default();
@@ -64,25 +64,30 @@ pub async fn vault_server() -> (String, Shared) {
             _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
         }
     }
-    async fn read(
-        State(vault): State<Shared>,
-        headers: HeaderMap,
-        Path((mount, kind, path)): Path<(String, String, String)>,
-    ) -> (StatusCode, Json<Value>) {
-        let vault = vault.lock().unwrap();
-        if !authorised(&headers) {
-            return (StatusCode::FORBIDDEN, Json(json!({"errors": ["permission denied"]})));
-        }
-        match vault.data.get(&path).and_then(|v| v.last()) {
-            Some(data) if mount == "dbsecrets" && kind == "data" => {
-                (StatusCode::OK, Json(json!({"data": {"data": data, "metadata": {"version": vault.data[&path].len()}}})))
-            }
-            _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
-        }
-    }
     let app = Router::new().route("/v1/{mount}/{kind}/{*path}", post(write).get(read)).with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (address, shared)
+}
+
+/// The latest version, or `?version=n` (1 is the first).
+async fn read(
+    State(vault): State<Shared>,
+    headers: HeaderMap,
+    Path((mount, kind, path)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, usize>>,
+) -> (StatusCode, Json<Value>) {
+    let vault = vault.lock().unwrap();
+    if !authorised(&headers) {
+        return (StatusCode::FORBIDDEN, Json(json!({"errors": ["permission denied"]})));
+    }
+    let versions = vault.data.get(&path);
+    let version = query.get("version").copied().or(versions.map(Vec::len)).unwrap_or(0);
+    match versions.and_then(|versions| versions.get(version.wrapping_sub(1))) {
+        Some(data) if mount == "dbsecrets" && kind == "data" => {
+            (StatusCode::OK, Json(json!({"data": {"data": data, "metadata": {"version": version}}})))
+        }
+        _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
+    }
 }

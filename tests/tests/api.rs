@@ -533,3 +533,44 @@ async fn hostile_vault_folders_and_folders_outside_the_deployments_get_a_400_and
     let (_, page) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs", None, None).await;
     assert_eq!(page["items"], json!([]), "nothing was stored");
 }
+
+#[tokio::test]
+async fn alternating_jobs_name_the_login_consumers_use_and_their_connections_follow_it() {
+    let prefix = dbroles_tests::unique("alt");
+    let h = harness(&prefix);
+    let mut request = body(LOCAL_POSTGRES_ARN);
+    request["aws"]["rotation"] = json!("sometimes");
+    let (status, answer) = create(&h.app, admin("org-1"), &request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer["message"].as_str().unwrap().starts_with("aws.rotation: unknown variant `sometimes`"), "{answer}");
+    // `<prefix>_ddl` fits PostgreSQL's 63 bytes, `<prefix>_ddl_alt` does not.
+    let long = harness(&"p".repeat(56));
+    let mut request = body(LOCAL_POSTGRES_ARN);
+    request["aws"]["rotation"] = json!("alternating");
+    let (status, answer) = create(&long.app, admin("org-1"), &request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains(&format!("{}_ddl_alt", "p".repeat(56))), "{answer}");
+
+    let mut request = body(LOCAL_POSTGRES_ARN);
+    request["aws"]["rotation"] = json!("alternating");
+    request["job_steps"] = json!(["create-connections"]);
+    for login in [format!("{prefix}_ro"), format!("{prefix}_ro_alt")] {
+        let (status, created) = create(&h.app, admin("org-1"), &request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+        let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["status"]["phase"], "completed", "{job}");
+        let ro = &job["status"]["result"][0];
+        assert_eq!((ro["user_role"].as_str(), ro["active_login"].as_str()), (Some(&*format!("{prefix}_ro")), Some(&*login)));
+        assert!(ro["message"].as_str().unwrap().ends_with(&format!("consumers log in as {login}")), "{ro}");
+    }
+    // The connection reads the user from the store, as it does the password.
+    let resource = h.app.deps.resources.get_resource("org-1", "postgres").await.unwrap().expect("the resource");
+    let decode =
+        |value: &str| String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value).unwrap());
+    let user = decode(&resource.roles[0].input.secret["envvar:USER"]).unwrap();
+    let stored_id = user.strip_prefix("_dbroles:").and_then(|id| id.strip_suffix(":USER")).expect("a reference").to_string();
+    let stored = h.app.deps.secrets.read(&stored_id).await.unwrap().expect("the referenced credentials");
+    assert_eq!(stored.user, format!("{prefix}_ro_alt"));
+    let login = dbroles_tests::pg_connect(5432, &stored.user, secrecy::ExposeSecret::expose_secret(&stored.password), "postgres");
+    login.await.expect("the login the connection names logs in");
+}

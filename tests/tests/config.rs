@@ -3,6 +3,7 @@
 //! One test in its own binary: it sets process-wide environment variables.
 
 use dbroles_core::config::Config;
+use dbroles_core::model::request::Rotation;
 use dbroles_core::wiring;
 use dbroles_tests::{aws_config, moto_endpoint, unique};
 use secrecy::ExposeSecret;
@@ -45,6 +46,12 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
     let error = Config::from_env().err().expect("a malformed agent id is an error").to_string();
     assert!(error.starts_with("DBROLES_DEFAULT_AGENT_ID=not-an-agent: must be a UUID"), "{error}");
     std::env::remove_var("DBROLES_DEFAULT_AGENT_ID");
+    std::env::set_var("DBROLES_ROTATION", "sometimes");
+    let error = Config::from_env().err().expect("an unknown rotation is an error").to_string();
+    assert!(error.starts_with("DBROLES_ROTATION=sometimes: 'sometimes' is no rotation strategy"), "{error}");
+    std::env::set_var("DBROLES_ROTATION", "alternating");
+    assert_eq!(Config::from_env().unwrap().settings.rotation, Rotation::Alternating, "RotationStrategy's value");
+    std::env::remove_var("DBROLES_ROTATION");
     std::env::set_var("DBROLES_WEBHOOK_SECRET", "whsec_not base64!");
     let config = Config::from_env().unwrap();
     let error = wiring::aws(&config, &aws).await.err().expect("a malformed webhook secret is an error").to_string();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbroles_core::engine::{Family, Level, Target, TlsConfig, TlsMode};
-use dbroles_core::provision::{provision_roles, Endpoint, Outcome, ProvisionError};
+use dbroles_core::provision::{provision_roles, Endpoint, Options, Outcome, ProvisionError};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_tests::*;
@@ -34,7 +34,7 @@ fn secrets() -> Secrets {
 
 async fn run(target: &Target, prefix: &str, store: &dyn SecretStore, engine: &str) -> Result<Outcome, ProvisionError> {
     let endpoint = Endpoint { host: target.host.clone(), port: target.port, db: String::new(), engine: engine.into() };
-    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), false).await
+    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), Options::adopting(false)).await
 }
 
 /// The password the store holds now for a role.
@@ -351,9 +351,25 @@ async fn mariadb_roles_have_least_privilege_and_rotate_without_dropping_users() 
 
 #[test]
 fn a_prefix_too_long_for_mysql_is_rejected_but_fits_postgres() {
+    use dbroles_core::engine::validate_prefix;
     let prefix = "a".repeat(30);
-    let error = dbroles_core::engine::validate_prefix(&prefix, "mysql").unwrap_err();
+    let error = validate_prefix(&prefix, "mysql", false).unwrap_err();
     assert!(error.0.contains("32 characters"), "{}", error.0);
-    assert!(dbroles_core::engine::validate_prefix(&prefix, "postgres").is_ok());
-    assert!(dbroles_core::engine::validate_prefix("hoop", "oracle-ee").unwrap_err().0.contains("postgres, aurora-postgresql"));
+    assert!(validate_prefix(&prefix, "postgres", false).is_ok());
+    assert!(validate_prefix("hoop", "oracle-ee", false).unwrap_err().0.contains("postgres, aurora-postgresql"));
+}
+
+#[test]
+fn the_alternating_rotation_checks_the_longer_second_login() {
+    use dbroles_core::engine::validate_prefix;
+    // `<prefix>_ddl` is 28 characters, `<prefix>_ddl_alt` 32: both fit MySQL.
+    let fits = "a".repeat(24);
+    assert!(validate_prefix(&fits, "mysql", true).is_ok());
+    let longer = "a".repeat(25);
+    assert!(validate_prefix(&longer, "mysql", false).is_ok(), "only the second login is too long");
+    let error = validate_prefix(&longer, "mysql", true).unwrap_err();
+    assert!(error.0.contains(&format!("{longer}_ddl_alt")) && error.0.contains("32 characters"), "{}", error.0);
+    let error = validate_prefix(&"p".repeat(56), "postgres", true).unwrap_err();
+    assert!(error.0.contains("63 characters"), "{}", error.0);
+    assert!(validate_prefix(&"p".repeat(55), "postgres", true).is_ok());
 }

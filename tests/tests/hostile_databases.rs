@@ -9,7 +9,7 @@
 //! master in a session without dbroles' pinned options, to prove they are live.
 
 use dbroles_core::engine::{Family, Level};
-use dbroles_core::provision::{provision_roles, Endpoint, Outcome};
+use dbroles_core::provision::{provision_roles, Endpoint, Options, Outcome};
 use dbroles_core::secrets::SecretStore;
 use dbroles_tests::postgres::PgVersion;
 use dbroles_tests::*;
@@ -161,7 +161,7 @@ async fn assert_traps_spring(cluster: &PgCluster, password: &str) {
 async fn provision(cluster: &PgCluster, password: &str, store: &dyn SecretStore) -> Outcome {
     let target = target(Family::Postgres, cluster.port, "master", password);
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: cluster.port, db: String::new(), engine: "postgres".into() };
-    provision_roles(&target, &endpoint, "hoop", store, &secret_ref(""), false).await.expect("a run")
+    provision_roles(&target, &endpoint, "hoop", store, &secret_ref(""), Options::adopting(false)).await.expect("a run")
 }
 
 async fn password_of(store: &dyn SecretStore, user: &str) -> String {
@@ -279,7 +279,8 @@ async fn mariadb_names_modes_and_definer_routines_lend_nothing() {
     let (_dir, store) = own_store();
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: server.port, db: String::new(), engine: "mariadb".into() };
     for _ in 0..2 {
-        let outcome = provision_roles(&target, &endpoint, "hoop", store.as_ref(), &secret_ref(""), false).await.unwrap();
+        let outcome =
+            provision_roles(&target, &endpoint, "hoop", store.as_ref(), &secret_ref(""), Options::adopting(false)).await.unwrap();
         assert_completed(&outcome);
     }
     let mut ro = server.connect("hoop_ro", &password_of(store.as_ref(), "hoop_ro").await).await.expect("ro logs in");

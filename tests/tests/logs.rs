@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use dbroles_core::engine::{Family, Level};
 use dbroles_core::model::job::Phase;
-use dbroles_core::provision::{provision_roles, Endpoint};
+use dbroles_core::provision::{provision_roles, Endpoint, Options};
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_tests::*;
 use secrecy::ExposeSecret;
@@ -55,7 +55,8 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     ] {
         let secret = SecretRef { instance_arn: format!("{}-{arn}", secret.instance_arn), ..secret.clone() };
         let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: engine.into() };
-        let outcome = provision_roles(&target, &endpoint, &prefix, store.as_ref(), &secret, false).await.unwrap();
+        let outcome =
+            provision_roles(&target, &endpoint, &prefix, store.as_ref(), &secret, Options::adopting(false)).await.unwrap();
         assert!(outcome.results.iter().all(|r| r.status == Phase::Completed), "{:?}", outcome.results);
         for level in Level::ALL {
             let id = store.secret_id(&SecretRef { user: level.user(&prefix), ..secret.clone() });
@@ -68,7 +69,8 @@ async fn debug_logs_carry_no_password_and_no_verifier() {
     let target = target(Family::MySql, echoing.port, &my_master, my_password);
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: echoing.port, db: String::new(), engine: "mariadb".into() };
     let secret = SecretRef { instance_arn: format!("{}-echo", secret.instance_arn), ..secret.clone() };
-    let outcome = provision_roles(&target, &endpoint, &unique("e"), store.as_ref(), &secret, false).await.unwrap();
+    let outcome =
+        provision_roles(&target, &endpoint, &unique("e"), store.as_ref(), &secret, Options::adopting(false)).await.unwrap();
     let intercepted = echoing.intercepted.lock().unwrap().clone();
     assert_eq!(intercepted.len(), 3, "one password statement per role");
     for query in &intercepted {

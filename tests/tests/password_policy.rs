@@ -5,7 +5,7 @@
 
 use dbroles_core::engine::{Family, Level};
 use dbroles_core::model::job::Phase;
-use dbroles_core::provision::{provision_roles, Endpoint};
+use dbroles_core::provision::{provision_roles, Endpoint, Options};
 use dbroles_core::secrets::SecretStore;
 use dbroles_tests::*;
 use mysql_async::prelude::Queryable;
@@ -36,7 +36,8 @@ async fn mariadb_with_a_password_policy_accepts_the_passwords() {
     let master = format!("{prefix}_master");
     let target = target(Family::MySql, 3306, &master, rds_like_master(&master).await);
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: 3306, db: String::new(), engine: "mariadb".into() };
-    let outcome = provision_roles(&target, &endpoint, &prefix, store.as_ref(), &secret_ref(""), false).await.unwrap();
+    let outcome =
+        provision_roles(&target, &endpoint, &prefix, store.as_ref(), &secret_ref(""), Options::adopting(false)).await.unwrap();
     for result in &outcome.results {
         assert_eq!(result.status, Phase::Completed, "{}: {}", result.user_role, result.message);
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dbroles_core::engine::{Family, Level, Target};
 use dbroles_core::model::job::{Phase, RoleResult};
-use dbroles_core::provision::{provision_roles, Endpoint, Outcome};
+use dbroles_core::provision::{provision_roles, Endpoint, Options, Outcome};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::SecretStore;
 use dbroles_tests::*;
@@ -22,7 +22,9 @@ fn store() -> (tempfile::TempDir, Arc<DatabaseSecrets>) {
 
 async fn run(target: &Target, prefix: &str, store: &dyn SecretStore, adopt: bool) -> Outcome {
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: "postgres".into() };
-    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), adopt).await.expect("the run reaches the server")
+    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), Options::adopting(adopt))
+        .await
+        .expect("the run reaches the server")
 }
 
 /// What a consumer reads from the store: the current password.

@@ -20,6 +20,7 @@ fn credentials(password: &str) -> RoleCredentials {
         password: SecretString::from(password.to_string()),
         db: "customers".into(),
         engine: "postgres".into(),
+        logins: Vec::new(),
     }
 }
 

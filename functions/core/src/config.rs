@@ -15,6 +15,7 @@
 //! | `DBROLES_HOME_ACCOUNT_ORGS` | none | the organisations that may act on the deployment's own account (comma-separated) |
 //! | `DBROLES_CROSS_ACCOUNT_ROLE` | any | the name registered roles must have (`*` wildcards), as the IAM policies allow assuming |
 //! | `DBROLES_SHARED_ACCOUNTS` | `false` | `true` lets several organisations register one account (each server then belongs to the first that acts on it) |
+//! | `DBROLES_ROTATION` | `single` | how runs change passwords when a job does not say (`aws.rotation`): `single` or `alternating` |
 //! | `DBROLES_ORG_CONCURRENCY` | `50` | fair share: the most jobs one organisation may have running at once, fleet jobs' concurrency included |
 //! | `DBROLES_METRICS_NAMESPACE` | `dbroles` | the CloudWatch namespace of the EMF metrics the functions log |
 //! | `DBROLES_GROUPS_CLAIM` | `groups` | the JWT claim listing the caller's groups (Cognito: `cognito:groups`) |
@@ -53,7 +54,7 @@ use secrecy::SecretString;
 use crate::auth::GroupPolicy;
 use crate::engine::{self, TlsConfig};
 use crate::model::account::AccountPolicy;
-use crate::model::request::{Invalid, VaultPath};
+use crate::model::request::{CreateJobRequest, Invalid, Rotation, VaultPath};
 use crate::model::{AgentId, Timestamp};
 
 /// How a deployment provisions: its role prefix, TLS and time limits.
@@ -78,6 +79,8 @@ pub struct Settings {
     /// Fair share: the most jobs one organisation may have running at once,
     /// fleet jobs' concurrency included (429 beyond it).
     pub org_concurrency: usize,
+    /// How runs change passwords when a job does not say.
+    pub rotation: Rotation,
 }
 
 impl Default for Settings {
@@ -95,7 +98,15 @@ impl Default for Settings {
             accounts: AccountPolicy::default(),
             groups: GroupPolicy::default(),
             org_concurrency: 50,
+            rotation: Rotation::Single,
         }
+    }
+}
+
+impl Settings {
+    /// The rotation a job's runs use: its own, or the deployment's.
+    pub fn rotation_of(&self, request: &CreateJobRequest) -> Rotation {
+        request.aws.rotation.unwrap_or(self.rotation)
     }
 }
 
@@ -435,6 +446,7 @@ impl Config {
             },
             groups: groups_from_env(),
             org_concurrency: parsed("DBROLES_ORG_CONCURRENCY", 50)?.max(1),
+            rotation: parsed("DBROLES_ROTATION", Rotation::Single)?,
             ..Settings::default()
         };
         let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);
@@ -488,13 +500,16 @@ pub struct LocalConfig {
     pub groups: GroupPolicy,
     pub vault: Option<VaultSettings>,
     pub webhook: Option<WebhookSettings>,
+    /// `DBROLES_ROTATION`: how runs change passwords when a job does not say.
+    pub rotation: Rotation,
 }
 
 impl LocalConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let webhook = webhook_config(None)?.map(|webhook| webhook.with_secret(var("DBROLES_WEBHOOK_SECRET"))).transpose()?;
         let vault = vault_config(None).map(|vault| vault.with_token(var("DBROLES_VAULT_TOKEN"))).transpose()?;
-        Ok(Self { vault_policy: vault_policy_from_env()?, groups: groups_from_env(), vault, webhook })
+        let rotation = parsed("DBROLES_ROTATION", Rotation::Single)?;
+        Ok(Self { vault_policy: vault_policy_from_env()?, groups: groups_from_env(), vault, webhook, rotation })
     }
 }
 

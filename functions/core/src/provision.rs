@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::engine::{self, Family, Grants, Level, Report, RoleSpec, Survey, Target};
 use crate::inventory::{Instance, Inventory, InventoryError};
 use crate::model::job::{CredentialsInfo, Phase, RoleResult};
-use crate::model::request::Invalid;
+use crate::model::request::{Invalid, Rotation};
 use crate::model::Timestamp;
 use crate::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
 
@@ -46,12 +46,29 @@ impl Outcome {
     }
 }
 
+/// What a run may do besides the defaults: take over roles dbroles did not
+/// create, and how it changes passwords.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub adopt: bool,
+    pub rotation: Rotation,
+}
+
+impl Options {
+    /// The single rotation, taking roles over (`adopt`) or not.
+    pub fn adopting(adopt: bool) -> Self {
+        Self { adopt, ..Self::default() }
+    }
+}
+
 /// What happened to one role, in the order it happens.
 enum Step {
     /// Left as it was: an existing role dbroles does not manage, or one the master may not fix.
     Refused(String),
     /// Its new password was staged and is being set.
     Staged(Staged),
+    /// No new password: a run cut short had rotated it, and this run promoted that (alternating).
+    Kept,
     Failed(String),
     /// Its new password logs in and is the consumer-visible one.
     Promoted,
@@ -62,7 +79,9 @@ enum Step {
 /// 1. the survey: databases and existing roles, nothing changed;
 /// 2. a staged password newer than the current one (a run cut short) is tried, and promoted if it logs in;
 /// 3. existing roles dbroles did not create are refused, unless `adopt` says to take them over;
-/// 4. the new passwords are staged (consumers still read the old ones);
+/// 4. the new passwords are staged (consumers still read the old ones), each on
+///    the level's role, or under the alternating rotation on the login consumers
+///    are not using;
 /// 5. the roles are created or altered with the new passwords;
 /// 6. each new password logs in, and is promoted at once (retried);
 /// 7. the grants: a failure is reported per database, and the credentials stay consistent.
@@ -72,96 +91,162 @@ pub async fn provision_roles(
     prefix: &str,
     secrets: &dyn SecretStore,
     secret_ref: &SecretRef,
-    adopt: bool,
+    options: Options,
 ) -> Result<Outcome, ProvisionError> {
-    let roles: Vec<RoleSpec> = Level::ALL.iter().map(|level| RoleSpec::new(prefix, *level)).collect();
+    let mut roles: Vec<RoleSpec> = Level::ALL
+        .iter()
+        .map(|level| RoleSpec::new(prefix, *level))
+        .map(|role| if options.rotation.is_alternating() { role.alternating(prefix) } else { role })
+        .collect();
     let refs: Vec<SecretRef> = roles.iter().map(|role| SecretRef { user: role.user.clone(), ..secret_ref.clone() }).collect();
     let session = engine::Session::new(target);
     let survey = session.survey(&roles).await?;
-    for (role, secret) in roles.iter().zip(&refs) {
-        recover(&session, secrets, &secrets.secret_id(secret), &role.user).await.map_err(ProvisionError::SecretStore)?;
-    }
     let mut steps = Vec::new();
-    for (role, secret) in roles.iter().zip(&refs) {
-        steps.push(match refusal(&survey, secrets, secret, &role.user, adopt).await.map_err(ProvisionError::SecretStore)? {
-            Some(reason) => Step::Refused(reason),
-            None => Step::Staged(secrets.stage(secret, &credentials(role, endpoint)).await.map_err(ProvisionError::SecretStore)?),
-        });
+    let mut active = Vec::new();
+    for (role, secret) in roles.iter_mut().zip(&refs) {
+        let (step, stored) = prepare(&session, &survey, secrets, secret, endpoint, role, options.adopt).await?;
+        active.push(stored.map(|stored| stored.user).filter(|user| role.logins().any(|login| login == user)));
+        steps.push(step);
     }
-    let accepted: Vec<RoleSpec> =
-        roles.iter().zip(&steps).filter(|(_, step)| matches!(step, Step::Staged(_))).map(|(role, _)| role.clone()).collect();
+    let accepted: Vec<RoleSpec> = roles
+        .iter()
+        .zip(&steps)
+        .filter(|(_, step)| matches!(step, Step::Staged(_) | Step::Kept))
+        .map(|(role, _)| role.clone())
+        .collect();
     let mut set = session.set_passwords(&accepted, &survey).await?.into_iter();
     for (role, step) in roles.iter().zip(steps.iter_mut()) {
-        if let Step::Staged(staged) = step {
-            *step = match set.next().expect("one result per accepted role") {
-                Err(error) => Step::Failed(error.message),
-                Ok(()) => promote(&session, secrets, role, staged).await,
+        if matches!(step, Step::Staged(_) | Step::Kept) {
+            *step = match (set.next().expect("one result per accepted role"), &*step) {
+                (Err(error), _) => Step::Failed(error.message),
+                (Ok(()), Step::Staged(staged)) => promote(&session, secrets, role, staged).await,
+                (Ok(()), _) => Step::Kept,
             };
         }
     }
-    let promoted: Vec<RoleSpec> =
-        roles.iter().zip(&steps).filter(|(_, step)| matches!(step, Step::Promoted)).map(|(role, _)| role.clone()).collect();
-    let mut grants = session.grant(&promoted, &survey).await.into_iter();
+    let granted = |step: &Step| matches!(step, Step::Promoted | Step::Kept);
+    let ready: Vec<RoleSpec> = roles.iter().zip(&steps).filter(|(_, step)| granted(step)).map(|(role, _)| role.clone()).collect();
+    let mut grants = session.grant(&ready, &survey).await.into_iter();
     let results = roles
         .iter()
         .zip(steps)
-        .zip(&refs)
-        .map(|((role, step), secret)| {
-            let grants = matches!(step, Step::Promoted).then(|| grants.next().expect("one result per promoted role"));
-            result(role, step, grants, survey.databases.len(), secrets.info(secret))
+        .zip(refs.iter().zip(active))
+        .map(|((role, step), (secret, active))| {
+            let grants = granted(&step).then(|| grants.next().expect("one result per granted role"));
+            let active = match (&step, &role.login) {
+                (Step::Promoted, Some(login)) => Some(login.clone()),
+                _ => active,
+            };
+            let active = role.alternate.as_ref().and(active);
+            result(role, step, grants, survey.databases.len(), secrets.info(secret), active)
         })
         .collect();
     Ok(Outcome { results, report: session.report(&survey) })
 }
 
-fn credentials(role: &RoleSpec, endpoint: &Endpoint) -> RoleCredentials {
+/// One role before any change: a staged password promoted if a run cut short
+/// left one that logs in, a refusal if it is not dbroles', or the login whose
+/// new password is staged. Also the credentials stored now.
+async fn prepare(
+    session: &engine::Session,
+    survey: &Survey,
+    secrets: &dyn SecretStore,
+    secret: &SecretRef,
+    endpoint: &Endpoint,
+    role: &mut RoleSpec,
+    adopt: bool,
+) -> Result<(Step, Option<RoleCredentials>), ProvisionError> {
+    let secret_id = secrets.secret_id(secret);
+    let recovered = recover(session, secrets, &secret_id, role).await.map_err(ProvisionError::SecretStore)?;
+    let stored = secrets.read(&secret_id).await.map_err(ProvisionError::SecretStore)?;
+    if let Some(reason) = refusal(survey, stored.as_ref(), role, adopt) {
+        return Ok((Step::Refused(reason), stored));
+    }
+    role.login = next_login(role, stored.as_ref(), survey, recovered);
+    let Some(login) = role.login.clone() else { return Ok((Step::Kept, stored)) };
+    let staged = secrets.stage(secret, &credentials(role, &login, endpoint, stored.as_ref())).await;
+    Ok((Step::Staged(staged.map_err(ProvisionError::SecretStore)?), stored))
+}
+
+/// The login whose password this run sets. Under the single rotation the level's
+/// role. Under the alternating one the login the stored credentials do not name,
+/// so those keep working; none if a run cut short had already rotated it (and
+/// this run promoted that), which would otherwise change the login consumers hold.
+fn next_login(role: &RoleSpec, stored: Option<&RoleCredentials>, survey: &Survey, recovered: bool) -> Option<String> {
+    let Some(alternate) = &role.alternate else { return Some(role.user.clone()) };
+    if recovered {
+        return None;
+    }
+    let active = stored.map(|stored| stored.user.as_str()).filter(|user| survey.existing(user).is_some());
+    Some(if active == Some(role.user.as_str()) { alternate.clone() } else { role.user.clone() })
+}
+
+fn credentials(role: &RoleSpec, login: &str, endpoint: &Endpoint, stored: Option<&RoleCredentials>) -> RoleCredentials {
+    // Every login of the level is recorded as dbroles', also after a return to the single rotation.
+    let logins = match &role.alternate {
+        Some(_) => role.logins().map(str::to_string).collect(),
+        None => stored.map(|stored| stored.logins.clone()).unwrap_or_default(),
+    };
     RoleCredentials {
         host: endpoint.host.clone(),
         port: endpoint.port,
-        user: role.user.clone(),
+        user: login.to_string(),
         password: role.password.clone(),
         db: endpoint.db.clone(),
         engine: endpoint.engine.clone(),
+        logins,
     }
 }
 
 /// A staged password newer than the current one is promoted if it logs in: the
 /// database has it, and consumers must read it. One that does not log in is left.
-async fn recover(session: &engine::Session, secrets: &dyn SecretStore, secret_id: &str, user: &str) -> Result<(), SecretError> {
-    let Some((staged, credentials)) = secrets.pending(secret_id).await? else { return Ok(()) };
-    if session.check_login(user, &credentials.password).await.is_ok() {
-        tracing::info!(user, "promoting the password a run cut short had set");
-        confirm(secrets, &staged).await?;
+/// It is tried only on one of the level's own logins. Whether one was promoted.
+async fn recover(
+    session: &engine::Session,
+    secrets: &dyn SecretStore,
+    secret_id: &str,
+    role: &RoleSpec,
+) -> Result<bool, SecretError> {
+    let Some((staged, credentials)) = secrets.pending(secret_id).await? else { return Ok(false) };
+    let login = role.logins().find(|login| *login == credentials.user).unwrap_or(&role.user);
+    if session.check_login(login, &credentials.password).await.is_err() {
+        return Ok(false);
     }
-    Ok(())
+    tracing::info!(user = login, "promoting the password a run cut short had set");
+    confirm(secrets, &staged).await?;
+    Ok(true)
 }
 
 /// Why an existing role is left alone: dbroles did not create it (and `adopt` is
-/// off). A role is dbroles' if the engine marked it (a comment on PostgreSQL) or
-/// its credentials are stored (MySQL and MariaDB cannot mark a user; roles made
-/// before marks existed).
-async fn refusal(
-    survey: &Survey,
-    secrets: &dyn SecretStore,
-    secret: &SecretRef,
-    user: &str,
-    adopt: bool,
-) -> Result<Option<String>, SecretError> {
-    let Some(existing) = survey.existing(user) else { return Ok(None) };
-    let managed = existing.managed == Some(true) || secrets.read(&secrets.secret_id(secret)).await?.is_some();
-    Ok((!managed && !adopt).then(|| {
-        format!("{user} exists and dbroles did not create it: send aws.adopt_existing_roles: true to take it over (its password and privileges will change)")
-    }))
+/// off). A login is dbroles' if the engine marked it (a comment on PostgreSQL) or
+/// the level's stored credentials name it (MySQL and MariaDB cannot mark a user;
+/// roles made before marks existed).
+fn refusal(survey: &Survey, stored: Option<&RoleCredentials>, role: &RoleSpec, adopt: bool) -> Option<String> {
+    let ours = |login: &str| stored.is_some_and(|stored| login == role.user || stored.names(login));
+    let foreign = role
+        .logins()
+        .find(|login| survey.existing(login).is_some_and(|existing| existing.managed != Some(true) && !ours(login)))?;
+    (!adopt).then(|| {
+        format!("{foreign} exists and dbroles did not create it: send aws.adopt_existing_roles: true to take it over (its password and privileges will change)")
+    })
 }
 
 /// The new password logs in, then it is promoted (a few attempts): the
-/// consumer-visible password works. If it cannot be promoted, the previous
-/// password is put back, so what consumers read still logs in.
+/// consumer-visible password works. If it cannot be promoted, what consumers
+/// read must still log in: under the alternating rotation it does (its login's
+/// password did not change); otherwise the previous password is put back.
 async fn promote(session: &engine::Session, secrets: &dyn SecretStore, role: &RoleSpec, staged: &Staged) -> Step {
-    if let Err(error) = session.check_login(&role.user, &role.password).await {
-        return Step::Failed(format!("the new password did not log in: {}", error.message));
+    let login = role.login.as_deref().unwrap_or(&role.user);
+    if let Err(error) = session.check_login(login, &role.password).await {
+        return Step::Failed(format!("the new password of {login} did not log in: {}", error.message));
     }
     let Err(error) = confirm(secrets, staged).await else { return Step::Promoted };
+    if role.alternate.is_some() {
+        return Step::Failed(format!(
+            "the new password of {login} works but promoting it failed ({error}): consumers keep the login the store names, \
+             whose password did not change; the next run promotes the new one"
+        ));
+    }
     let restored = match secrets.read(&staged.secret_id).await {
         Ok(Some(previous)) => restore(session, role, previous.password).await,
         Ok(None) => "there was no previous password; the next run promotes the new one".to_string(),
@@ -202,23 +287,43 @@ async fn confirm(secrets: &dyn SecretStore, staged: &Staged) -> Result<(), Secre
 /// Attempts at promoting a password that logs in.
 const CONFIRM_ATTEMPTS: u32 = 3;
 
-fn result(role: &RoleSpec, step: Step, grants: Option<Grants>, databases: usize, info: CredentialsInfo) -> RoleResult {
-    let (status, message) = match (step, grants) {
+fn result(
+    role: &RoleSpec,
+    step: Step,
+    grants: Option<Grants>,
+    databases: usize,
+    info: CredentialsInfo,
+    active_login: Option<String>,
+) -> RoleResult {
+    let (status, mut message) = match (step, grants) {
         (Step::Refused(message) | Step::Failed(message), _) => (Phase::Failed, message),
         (_, Some(grants)) if !grants.failed.is_empty() => {
             let failures: Vec<&str> = grants.failed.iter().map(|e| e.message.as_str()).collect();
             (Phase::Failed, format!("the new password works and is stored; grants failed: {}", failures.join("; ")))
         }
-        (_, grants) => {
+        (step, grants) => {
             let skipped = grants.map(|g| g.skipped).unwrap_or_default();
             let mut message = format!("role {} provisioned in {databases} database(s)", role.user);
+            if matches!(step, Step::Kept) {
+                message += "; the password a run cut short had set is promoted, and no other changed";
+            }
             if !skipped.is_empty() {
                 message += &format!("; the master could not grant: {}", skipped.join(", "));
             }
             (Phase::Completed, message)
         }
     };
-    RoleResult { completed_at: Timestamp::now(), credentials_info: Some(info), message, status, user_role: role.user.clone() }
+    if let Some(login) = &active_login {
+        message += &format!("; consumers log in as {login}");
+    }
+    RoleResult {
+        completed_at: Timestamp::now(),
+        credentials_info: Some(info),
+        message,
+        status,
+        user_role: role.user.clone(),
+        active_login,
+    }
 }
 
 /// Provisions the roles on `instance` for a job of `org`: each role's result, or why none could be.
@@ -226,13 +331,14 @@ pub async fn provision_instance(
     instance: &Instance,
     org: &str,
     job_id: &str,
-    adopt: bool,
+    options: Options,
     inventory: &dyn Inventory,
     secrets: &dyn SecretStore,
     settings: &Settings,
 ) -> Result<Vec<RoleResult>, ProvisionError> {
     let family = Family::of(&instance.engine).ok_or_else(|| ProvisionError::UnsupportedEngine(instance.engine.clone()))?;
-    engine::validate_prefix(&settings.role_prefix, &instance.engine).map_err(ProvisionError::InvalidPrefix)?;
+    engine::validate_prefix(&settings.role_prefix, &instance.engine, options.rotation.is_alternating())
+        .map_err(ProvisionError::InvalidPrefix)?;
     let master = inventory.master_credentials(instance).await?;
     let mut target = Target {
         family,
@@ -254,7 +360,7 @@ pub async fn provision_instance(
     }
     let secret_ref = SecretRef::for_instance(instance, org, job_id);
     let endpoint = endpoint_of(instance, family);
-    let outcome = provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref, adopt).await?;
+    let outcome = provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref, options).await?;
     Ok(outcome.results)
 }
 

@@ -50,8 +50,9 @@ impl Family {
         }
     }
 
-    /// The longest user name the engine accepts: PostgreSQL's NAMEDATALEN - 1; MySQL 5.7+
-    /// and MariaDB's portable limit of 32 (MySQL before 5.7 allowed 16).
+    /// The longest user name the engine accepts: PostgreSQL's NAMEDATALEN - 1
+    /// (bytes); MySQL's 32 characters since 5.7.8, which MariaDB (80 and more)
+    /// is held to as well, so a user name moves between the two.
     pub fn max_user_len(self) -> usize {
         match self {
             Family::Postgres => 63,
@@ -65,14 +66,15 @@ pub fn unsupported(engine: &str) -> String {
     format!("the engine '{engine}' is not supported; supported engines: {}", SUPPORTED_ENGINES.join(", "))
 }
 
-/// Checks that `<prefix>_ddl` (the longest name) fits the engine.
-pub fn validate_prefix(prefix: &str, engine: &str) -> Result<Family, Invalid> {
+/// Checks that the longest name the prefix makes fits the engine: `<prefix>_ddl`,
+/// or `<prefix>_ddl_alt` when each level has two logins (`alternating`).
+pub fn validate_prefix(prefix: &str, engine: &str, alternating: bool) -> Result<Family, Invalid> {
     let family = Family::of(engine).ok_or_else(|| Invalid(unsupported(engine)))?;
-    let longest = Level::Ddl.user(prefix);
-    if longest.len() > family.max_user_len() {
+    let limit = family.max_user_len();
+    let longest = if alternating { Level::Ddl.alternate(prefix) } else { Level::Ddl.user(prefix) };
+    if longest.len() > limit {
         return Err(Invalid(format!(
-            "the role prefix '{prefix}' makes the user '{longest}', longer than the {} characters {engine} allows",
-            family.max_user_len()
+            "the role prefix '{prefix}' makes the user '{longest}', longer than the {limit} characters {engine} allows"
         )));
     }
     Ok(family)
@@ -113,8 +115,14 @@ impl Level {
         Self::ALL.into_iter().find(|level| level.suffix() == text)
     }
 
+    /// The level's role: it holds the level's privileges, and logs in.
     pub fn user(self, prefix: &str) -> String {
         format!("{prefix}_{}", self.suffix())
+    }
+
+    /// The level's second login under the alternating strategy.
+    pub fn alternate(self, prefix: &str) -> String {
+        format!("{prefix}_{}_alt", self.suffix())
     }
 }
 
@@ -139,17 +147,50 @@ impl Target {
     }
 }
 
-/// A role and the password it is to have.
+/// A level's role, its logins, and the password a run sets on one of them.
+///
+/// With one login (the single strategy) the role logs in itself. With two
+/// (alternating), a second login belongs to the role: on PostgreSQL a member
+/// that inherits it and whose sessions run as it, on MySQL/MariaDB a user with
+/// the same grants. A run sets a password on one login only, so the other's
+/// keeps working.
 #[derive(Clone, Debug)]
 pub struct RoleSpec {
     pub level: Level,
+    /// The level's role: it holds the grants, and logs in.
     pub user: String,
+    /// The login that gets `password`; `None` leaves every password as it is.
+    pub login: Option<String>,
     pub password: SecretString,
+    /// The level's second login, under the alternating strategy.
+    pub alternate: Option<String>,
 }
 
 impl RoleSpec {
+    /// The level's role, getting a new password.
     pub fn new(prefix: &str, level: Level) -> Self {
-        Self { level, user: level.user(prefix), password: password::generate() }
+        let user = level.user(prefix);
+        Self { level, login: Some(user.clone()), user, password: password::generate(), alternate: None }
+    }
+
+    /// The same level with a second login.
+    pub fn alternating(self, prefix: &str) -> Self {
+        Self { alternate: Some(self.level.alternate(prefix)), ..self }
+    }
+
+    /// The level's logins: its role, and the second login if it has one.
+    pub fn logins(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.user.as_str()).chain(self.alternate.as_deref())
+    }
+
+    /// Whether this run sets `login`'s password.
+    pub fn sets(&self, login: &str) -> bool {
+        self.login.as_deref() == Some(login)
+    }
+
+    /// The logins that exist once the run has set its password: those found, and the one it creates.
+    pub fn present<'a>(&'a self, survey: &'a Survey) -> impl Iterator<Item = &'a str> {
+        self.logins().filter(|login| self.sets(login) || survey.existing(login).is_some())
     }
 }
 
@@ -182,6 +223,9 @@ pub struct Existing {
     pub managed: Option<bool>,
     /// What its level does not allow: attributes, memberships, global privileges.
     pub escalations: Vec<Escalation>,
+    /// The databases it owns objects in (PostgreSQL): for a second login, what
+    /// it made after leaving its level's role, which each run gives the role.
+    pub owns_in: Vec<String>,
 }
 
 /// Something a role has beyond its level, which every run removes.

@@ -1,7 +1,9 @@
 //! MySQL and MariaDB (`mysql`, `mariadb`, `aurora-mysql`).
 //!
 //! Users are created with `CREATE USER IF NOT EXISTS` and their password set with
-//! `ALTER USER`, never dropped, so open sessions survive a rotation. Global
+//! `ALTER USER`, never dropped, so open sessions survive a rotation. A level's
+//! second login (the alternating strategy) is a user with the same grants,
+//! granted again on every run. Global
 //! privileges other than USAGE are revoked first. Grants are per database on every
 //! non-system schema, never `ON *.*`. The master needs what RDS gives it: the
 //! application privileges WITH GRANT OPTION and CREATE USER, no SUPER or FILE.
@@ -144,9 +146,10 @@ pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Count
         .filter(|name| !SYSTEM_SCHEMAS.contains(&name.to_ascii_lowercase().as_str()))
         .collect();
     let mut existing = Vec::new();
-    for role in roles {
+    let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
+    for login in &logins {
         let found: Option<String> = conn
-            .exec_first("SELECT user FROM mysql.user WHERE user = ? AND host = '%'", (&role.user,))
+            .exec_first("SELECT user FROM mysql.user WHERE user = ? AND host = '%'", (login,))
             .await
             .map_err(failed("reading users"))?;
         if found.is_none() {
@@ -155,7 +158,7 @@ pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Count
         let privileges: Vec<(String, String)> = conn
             .exec(
                 "SELECT privilege_type, is_grantable FROM information_schema.user_privileges WHERE grantee = ?",
-                (account(&role.user),),
+                (account(login),),
             )
             .await
             .map_err(failed("reading global privileges"))?;
@@ -165,9 +168,9 @@ pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Count
         if grantable {
             escalations.push(Escalation::Global("GRANT OPTION".into()));
         }
-        existing.push(Existing { user: role.user.clone(), managed: None, escalations });
+        existing.push(Existing { user: login.to_string(), managed: None, escalations, owns_in: Vec::new() });
     }
-    counters.sent(1 + 2 * roles.len());
+    counters.sent(1 + 2 * logins.len());
     let _ = conn.disconnect().await; // safe: nothing was changed
     Ok(Survey { databases, existing, ..Survey::default() })
 }
@@ -176,24 +179,33 @@ pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &
     let mut conn = master(target, counters).await?;
     let mut results = Vec::new();
     for role in roles {
-        let password = quote_literal(role.password.expose_secret());
-        // Global privileges go first: if the master may not revoke one, the password stays as it was.
-        let mut sql: Vec<String> = survey
-            .existing(&role.user)
-            .into_iter()
-            .flat_map(|existing| &existing.escalations)
-            .map(|escalation| match escalation {
-                Escalation::Global(privilege) => format!("REVOKE {privilege} ON *.* FROM {}", account(&role.user)),
-                other => unreachable!("MySQL has no {other}"),
-            })
-            .collect();
-        sql.push(format!("CREATE USER IF NOT EXISTS {} IDENTIFIED BY {password}", account(&role.user)));
-        sql.push(format!("ALTER USER {} IDENTIFIED BY {password}", account(&role.user)));
-        let result = run(&mut conn, target, &sql, counters).await;
+        let sql: Vec<String> = role.present(survey).flat_map(|login| login_statements(role, login, survey)).collect();
+        // No password to set and nothing to revoke: nothing to send.
+        let result = if sql.is_empty() { Ok(()) } else { run(&mut conn, target, &sql, counters).await };
         results.push(result.map_err(|e| e.scrubbed(&[role.password.expose_secret()]).context(&role.user)));
     }
     let _ = conn.disconnect().await; // safe: the work is committed; a failed goodbye changes nothing
     Ok(results)
+}
+
+/// One login of a level: what its level does not allow revoked, then the password if the run sets it.
+fn login_statements(role: &RoleSpec, login: &str, survey: &Survey) -> Vec<String> {
+    // Global privileges go first: if the master may not revoke one, the password stays as it was.
+    let mut sql: Vec<String> = survey
+        .existing(login)
+        .into_iter()
+        .flat_map(|existing| &existing.escalations)
+        .map(|escalation| match escalation {
+            Escalation::Global(privilege) => format!("REVOKE {privilege} ON *.* FROM {}", account(login)),
+            other => unreachable!("MySQL has no {other}"),
+        })
+        .collect();
+    if role.sets(login) {
+        let password = quote_literal(role.password.expose_secret());
+        sql.push(format!("CREATE USER IF NOT EXISTS {} IDENTIFIED BY {password}", account(login)));
+        sql.push(format!("ALTER USER {} IDENTIFIED BY {password}", account(login)));
+    }
+    sql
 }
 
 pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
@@ -208,17 +220,23 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
     };
     let mut grants = Vec::new();
     for role in roles {
-        let statement =
-            |db: &String| format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(&role.user));
-        let mut sql: Vec<String> = match database_wide_execute(&mut conn, &role.user, counters).await {
-            Ok(revokes) => revokes,
-            Err(error) => {
-                grants.push(Grants { failed: vec![error.context("reading privileges")], skipped: survey.skipped.clone() });
-                continue;
+        // Both logins of a level get the same grants, every run: none is missing one the other has.
+        let mut sql = Vec::new();
+        let mut unread = None;
+        for login in role.present(survey) {
+            match database_wide_execute(&mut conn, login, counters).await {
+                Ok(revokes) => sql.extend(revokes),
+                Err(error) => unread = Some(error.context("reading privileges")),
             }
-        };
-        sql.extend(survey.databases.iter().map(statement));
-        sql.extend(routine_grants(role.level, &role.user, &routines));
+            let statement =
+                |db: &String| format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(login));
+            sql.extend(survey.databases.iter().map(statement));
+            sql.extend(routine_grants(role.level, login, &routines));
+        }
+        if let Some(error) = unread {
+            grants.push(Grants { failed: vec![error], skipped: survey.skipped.clone() });
+            continue;
+        }
         let mut failed = Vec::new();
         // One round trip per role; if it fails, each statement on its own, to name those that fail.
         if run(&mut conn, target, &sql, counters).await.is_err() {

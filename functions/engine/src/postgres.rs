@@ -148,7 +148,7 @@ pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Count
 }
 
 async fn existing_roles(client: &Client, target: &Target, roles: &[RoleSpec]) -> Result<Vec<Existing>, EngineError> {
-    let names: Vec<&str> = roles.iter().map(|role| role.user.as_str()).collect();
+    let names: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
     let rows = client
         .query(
             "SELECT r.rolname::pg_catalog.text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls, \
@@ -156,7 +156,11 @@ async fn existing_roles(client: &Client, target: &Target, roles: &[RoleSpec]) ->
              coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''), \
              ARRAY(SELECT g.rolname::pg_catalog.text FROM pg_catalog.pg_auth_members m \
                    JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
-                   WHERE m.member OPERATOR(pg_catalog.=) r.oid) \
+                   WHERE m.member OPERATOR(pg_catalog.=) r.oid), \
+             ARRAY(SELECT DISTINCT d.datname::pg_catalog.text FROM pg_catalog.pg_shdepend s \
+                   JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.dbid \
+                   WHERE s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass \
+                   AND s.refobjid OPERATOR(pg_catalog.=) r.oid AND s.deptype OPERATOR(pg_catalog.=) 'o') \
              FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) ANY($1)",
             &[&names],
         )
@@ -165,22 +169,28 @@ async fn existing_roles(client: &Client, target: &Target, roles: &[RoleSpec]) ->
     Ok(rows
         .iter()
         .map(|row| {
+            let user: String = row.get(0);
+            // A second login's membership of its level's role is the level's own design.
+            let level = roles.iter().find(|role| role.alternate.as_deref() == Some(user.as_str())).map(|role| &role.user);
             let attributes = ["SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS", "VALID UNTIL"];
             let mut escalations: Vec<Escalation> =
                 (1..=6).filter(|i| row.get::<_, bool>(i)).map(|i| Escalation::Attribute(attributes[i - 1])).collect();
-            escalations.extend(row.get::<_, Vec<String>>(8).into_iter().map(Escalation::MemberOf));
-            Existing { user: row.get(0), managed: Some(row.get::<_, String>(7) == MANAGED_COMMENT), escalations }
+            let memberships = row.get::<_, Vec<String>>(8).into_iter().filter(|group| Some(group) != level);
+            escalations.extend(memberships.map(Escalation::MemberOf));
+            let managed = Some(row.get::<_, String>(7) == MANAGED_COMMENT);
+            Existing { user, managed, escalations, owns_in: row.get(9) }
         })
         .collect())
 }
 
-/// The statements that give a role its password (as its SCRAM `verifier`) and nothing beyond its level.
-fn role_statements(role: &RoleSpec, verifier: &str, existing: Option<&Existing>) -> Vec<String> {
-    let user = quote_ident(&role.user);
-    let verifier = quote_literal(verifier);
+/// The statements that give a login its `verifier` (a SCRAM password; `None`
+/// keeps the one it has) and nothing beyond its level.
+fn role_statements(login: &str, verifier: Option<&str>, existing: Option<&Existing>) -> Vec<String> {
+    let user = quote_ident(login);
+    let password = verifier.map(|verifier| format!(" PASSWORD {}", quote_literal(verifier))).unwrap_or_default();
     let Some(existing) = existing else {
         return vec![
-            format!("CREATE ROLE {user} WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD {verifier}"),
+            format!("CREATE ROLE {user} WITH LOGIN NOCREATEDB NOCREATEROLE{password}"),
             format!("COMMENT ON ROLE {user} IS {}", quote_literal(MANAGED_COMMENT)),
         ];
     };
@@ -194,13 +204,41 @@ fn role_statements(role: &RoleSpec, verifier: &str, existing: Option<&Existing>)
             _ => {}
         }
     }
-    let mut sql = vec![format!("ALTER ROLE {user} WITH {} PASSWORD {verifier} VALID UNTIL 'infinity'", attributes.join(" "))];
+    let mut sql = vec![format!("ALTER ROLE {user} WITH {}{password} VALID UNTIL 'infinity'", attributes.join(" "))];
     for escalation in &existing.escalations {
         if let Escalation::MemberOf(group) = escalation {
             sql.push(format!("REVOKE {} FROM {user}", quote_ident(group)));
         }
     }
     sql.push(format!("COMMENT ON ROLE {user} IS {}", quote_literal(MANAGED_COMMENT)));
+    sql
+}
+
+/// A level's statements: each login it has or gets, its second login made a
+/// member of the role whose sessions run as it, and the memberships the master
+/// needs (`ALTER DEFAULT PRIVILEGES FOR ROLE <ddl>`, `REASSIGN OWNED`).
+fn level_statements(role: &RoleSpec, verifier: &str, survey: &Survey) -> Vec<String> {
+    let mut sql = Vec::new();
+    for login in role.present(survey) {
+        let existing = survey.existing(login);
+        sql.extend(role_statements(login, role.sets(login).then_some(verifier), existing));
+        if login == role.user {
+            continue;
+        }
+        let (user, login_) = (quote_ident(&role.user), quote_ident(login));
+        sql.push(format!("GRANT {user} TO {login_}"));
+        sql.push(format!("ALTER ROLE {login_} SET role = {}", quote_literal(&role.user)));
+        // What it made outside its level's role goes to the role: the master needs both roles' rights.
+        if existing.is_some_and(|existing| !existing.owns_in.is_empty()) {
+            sql.push(format!("GRANT {login_} TO CURRENT_USER"));
+            if role.level != Level::Ddl {
+                sql.push(format!("GRANT {user} TO CURRENT_USER"));
+            }
+        }
+    }
+    if role.level == Level::Ddl {
+        sql.push(format!("GRANT {} TO CURRENT_USER", quote_ident(&role.user)));
+    }
     sql
 }
 
@@ -234,20 +272,18 @@ async fn set_passwords_once(
     client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
     let mut results = Vec::new();
     for role in roles {
-        let existing = survey.existing(&role.user);
-        let refused = existing.into_iter().flat_map(|e| &e.escalations).find(|e| e.needs_superuser());
-        if let Some(escalation) = refused.filter(|_| !survey.master_is_superuser) {
-            let message = format!("{} has {escalation}, which only a superuser may remove: it is left as it is", role.user);
+        let refused = role.logins().find_map(|login| {
+            let existing = survey.existing(login)?;
+            existing.escalations.iter().find(|e| e.needs_superuser()).map(|escalation| (login, escalation))
+        });
+        if let Some((login, escalation)) = refused.filter(|_| !survey.master_is_superuser) {
+            let message = format!("{login} has {escalation}, which only a superuser may remove: it is left as it is");
             results.push(Err(DbError::permanent(message)));
             continue;
         }
         let verifier = postgres_protocol::password::scram_sha_256(role.password.expose_secret().as_bytes());
         let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
-        sql.extend(role_statements(role, &verifier, existing));
-        // `ALTER DEFAULT PRIVILEGES FOR ROLE <ddl>` needs membership of it (RDS masters are no superusers).
-        if role.level == Level::Ddl {
-            sql.push(format!("GRANT {} TO CURRENT_USER", quote_ident(&role.user)));
-        }
+        sql.extend(level_statements(role, &verifier, survey));
         sql.push("RELEASE SAVEPOINT dbroles_role".into());
         let result = run_in_savepoint(client, &sql, counters).await.map_err(|(e, retry)| (e.scrubbed(&[&verifier]), retry))?;
         results.push(result.map_err(|e| e.scrubbed(&[&verifier])));
@@ -430,6 +466,16 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
     grants
 }
 
+/// What a level's second login owns in `db` goes to the level's role: the login's
+/// sessions run as the role, and what it made after `SET ROLE NONE` must not stay its own.
+fn reassignments(db: &str, role: &RoleSpec, survey: &Survey) -> Vec<String> {
+    let owner = role.alternate.as_deref().and_then(|login| survey.existing(login));
+    match owner.filter(|existing| existing.owns_in.iter().any(|name| name == db)) {
+        Some(existing) => vec![format!("REASSIGN OWNED BY {} TO {}", quote_ident(&existing.user), quote_ident(&role.user))],
+        None => Vec::new(),
+    }
+}
+
 /// One database: one connection, one transaction, a savepoint per role.
 async fn grant_database(target: &Target, db: &str, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
     let all_failed = |error: DbError| roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect();
@@ -473,6 +519,7 @@ async fn grant_database_once(
     let mut results = Vec::new();
     for role in roles {
         let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
+        sql.extend(reassignments(db, role, survey));
         sql.extend(grant_statements(db, &found, role, &target.master_user, ddl));
         sql.push("RELEASE SAVEPOINT dbroles_role".into());
         let result = run_in_savepoint(client, &sql, counters).await?;

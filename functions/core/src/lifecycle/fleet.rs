@@ -444,6 +444,7 @@ mod tests {
             (serde_json::json!({"selector": {}, "agent_id": agent, "max_concurrency": 0}), "max_concurrency"),
             (serde_json::json!({"selector": {}, "agent_id": agent, "tolerated_failure_percentage": 101}), "tolerated_failure"),
             (serde_json::json!({"selector": {}, "agent_id": "x"}), "agent_id"),
+            (serde_json::json!({"selector": {}, "agent_id": agent, "aws": {"rotation": "double"}}), "aws.rotation"),
         ] {
             let error = request(body).unwrap_err().0;
             assert!(error.starts_with(field), "{field}: {error}");
@@ -453,10 +454,13 @@ mod tests {
     #[test]
     fn each_instance_gets_its_own_connection_names_and_a_stable_job_id() {
         let agent = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
-        let fleet = request(serde_json::json!({"selector": {}, "agent_id": agent, "connection_prefix_name": "prod-"})).unwrap();
+        let aws = serde_json::json!({"rotation": "alternating"});
+        let body = serde_json::json!({"selector": {}, "agent_id": agent, "connection_prefix_name": "prod-", "aws": aws});
+        let fleet = request(body).unwrap();
         let arn: InstanceArn = "arn:aws:rds:us-east-1:123456789012:db:orders".parse().unwrap();
         let job = fleet.job_request(&arn);
         assert_eq!(job.connection_prefix_name, "prod-orders-");
+        assert_eq!(job.aws.rotation, Some(crate::model::request::Rotation::Alternating), "each instance's job rotates so");
         job.validate().unwrap();
         assert_eq!(child_id("F1", arn.as_str()), child_id("F1", arn.as_str()));
         assert_ne!(child_id("F1", arn.as_str()), child_id("F2", arn.as_str()));

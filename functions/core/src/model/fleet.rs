@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::job::Phase;
 use super::request::{
-    validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, SecurityGroupRequest,
-    Validated, VaultPath, VaultRequest,
+    validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, Rotation,
+    SecurityGroupRequest, Validated, VaultPath, VaultRequest,
 };
 use super::Timestamp;
 use super::{AccountId, AgentId};
@@ -83,6 +83,9 @@ pub struct FleetAwsOptions {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[schema(nullable)]
     pub adopt_existing_roles: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
+    pub rotation: Option<Rotation>,
 }
 
 /// `POST /dbroles/fleet-jobs`.
@@ -181,6 +184,7 @@ impl CreateFleetJobRequest {
                 default_security_group: self.aws.default_security_group.clone(),
                 allow_master_password_reset: self.aws.allow_master_password_reset,
                 adopt_existing_roles: self.aws.adopt_existing_roles,
+                rotation: self.aws.rotation,
             },
             connection_prefix_name: format!("{}{}-", self.connection_prefix_name, arn.id),
             job_steps: self.job_steps.clone(),

@@ -89,6 +89,10 @@ pub struct RoleResult {
     pub message: String,
     pub status: Phase,
     pub user_role: String,
+    /// Added by dbroles, under the alternating rotation: the login the stored
+    /// credentials name now (`user_role` or `<user_role>_alt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_login: Option<String>,
 }
 
 /// `openapi.DBRoleJobStatus`.

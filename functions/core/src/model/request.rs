@@ -54,6 +54,52 @@ pub struct AwsRequest {
     /// removed). Without it such a role is refused, and left as it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_existing_roles: bool,
+    /// Added by dbroles: how a run changes each level's password. Absent: the
+    /// deployment's default (`RotationStrategy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
+    pub rotation: Option<Rotation>,
+}
+
+/// How a run changes each level's password (added by dbroles).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// One login per level (`<prefix>_ro`), whose password each run changes: a
+    /// consumer still holding the old password is refused until it reads the new one.
+    #[default]
+    Single,
+    /// Two logins per level (`<prefix>_ro` and `<prefix>_ro_alt`) with the same
+    /// privileges: each run changes the password of the one consumers are not
+    /// using, so what they read before a run logs in until the run after it.
+    Alternating,
+}
+
+impl Rotation {
+    pub fn is_alternating(self) -> bool {
+        self == Rotation::Alternating
+    }
+}
+
+impl fmt::Display for Rotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rotation::Single => "single",
+            Rotation::Alternating => "alternating",
+        })
+    }
+}
+
+impl FromStr for Rotation {
+    type Err = Invalid;
+
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        match text {
+            "single" => Ok(Rotation::Single),
+            "alternating" => Ok(Rotation::Alternating),
+            other => Err(invalid(format!("'{other}' is no rotation strategy: expected single or alternating"))),
+        }
+    }
 }
 
 /// `openapi.DBRoleJobVaultProvider`.

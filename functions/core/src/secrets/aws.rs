@@ -77,6 +77,17 @@ impl AwsSecrets {
     }
 }
 
+impl AwsSecrets {
+    /// The version with `stage`, if the secret and the version exist.
+    async fn read_stage(&self, secret_id: &str, stage: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        match self.client.get_secret_value().secret_id(secret_id).version_stage(stage).send().await {
+            Ok(out) => RoleCredentials::from_secret_json(out.secret_string().unwrap_or_default()).map(Some),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
+            Err(error) => Err(classify(&format!("reading {secret_id}"), error)),
+        }
+    }
+}
+
 /// The tag that marks the secrets dbroles created.
 pub const MANAGED_TAG: &str = "dbroles:managed";
 
@@ -157,10 +168,11 @@ impl SecretStore for AwsSecrets {
 
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
         // Naming the stage is what AWS does by default; moto needs it said.
-        match self.client.get_secret_value().secret_id(secret_id).version_stage("AWSCURRENT").send().await {
-            Ok(out) => RoleCredentials::from_secret_json(out.secret_string().unwrap_or_default()).map(Some),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
-            Err(error) => Err(classify(&format!("reading {secret_id}"), error)),
-        }
+        self.read_stage(secret_id, "AWSCURRENT").await
+    }
+
+    /// `AWSPREVIOUS`, which Secrets Manager moves to the old version when `confirm` moves `AWSCURRENT`.
+    async fn previous(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        self.read_stage(secret_id, "AWSPREVIOUS").await
     }
 }

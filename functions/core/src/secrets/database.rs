@@ -49,6 +49,10 @@ fn pending(secret_id: &str) -> String {
     format!("pending/{secret_id}")
 }
 
+fn previous(secret_id: &str) -> String {
+    format!("previous/{secret_id}")
+}
+
 fn failed(error: crate::store::StoreError) -> SecretError {
     match error {
         crate::store::StoreError::Unavailable(_) => SecretError::Unavailable(error.to_string()),
@@ -78,7 +82,17 @@ impl SecretStore for DatabaseSecrets {
             .get(&pending(&staged.secret_id))
             .await?
             .ok_or_else(|| SecretError::Failed(format!("no staged credential for {}", staged.secret_id)))?;
+        match self.get(&staged.secret_id).await? {
+            Some(current) if current == value => return Ok(()),
+            Some(current) => self.put(&previous(&staged.secret_id), &current).await?,
+            None => {}
+        }
         self.put(&staged.secret_id, &value).await
+    }
+
+    async fn previous(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        let value = self.get(&previous(secret_id)).await?;
+        value.map(|text| RoleCredentials::from_secret_json(&text)).transpose()
     }
 
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {

@@ -27,9 +27,13 @@ pub struct RoleCredentials {
     pub password: SecretString,
     pub db: String,
     pub engine: String,
+    /// Under the alternating rotation, every login of the level (both are
+    /// dbroles', also the one `user` does not name now): MySQL and MariaDB have
+    /// no other place to mark a user as dbroles'.
+    pub logins: Vec<String>,
 }
 
-/// A secret's JSON as stored: the seed's keys, and the engine.
+/// A secret's JSON as stored: the seed's keys, the engine, and the level's logins.
 #[derive(Serialize, Deserialize)]
 struct SecretJson {
     #[serde(rename = "HOST")]
@@ -44,6 +48,9 @@ struct SecretJson {
     db: String,
     #[serde(rename = "ENGINE", default)]
     engine: String,
+    /// Comma-separated; absent under the single rotation.
+    #[serde(rename = "LOGINS", default, skip_serializing_if = "String::is_empty")]
+    logins: String,
 }
 
 impl RoleCredentials {
@@ -56,6 +63,7 @@ impl RoleCredentials {
             password: self.password.expose_secret().to_string(),
             db: self.db.clone(),
             engine: self.engine.clone(),
+            logins: self.logins.join(","),
         };
         SecretString::from(serde_json::to_string(&stored).expect("credentials serialise"))
     }
@@ -70,7 +78,13 @@ impl RoleCredentials {
             password: SecretString::from(stored.password),
             db: stored.db,
             engine: stored.engine,
+            logins: stored.logins.split(',').filter(|login| !login.is_empty()).map(str::to_string).collect(),
         })
+    }
+
+    /// Whether these credentials name `login` as one of the level's, now or as its other login.
+    pub fn names(&self, login: &str) -> bool {
+        self.user == login || self.logins.iter().any(|name| name == login)
     }
 }
 
@@ -142,6 +156,12 @@ pub trait SecretStore: Send + Sync {
     async fn confirm(&self, staged: &Staged) -> Result<(), SecretError>;
     /// The current credentials (for the operator's `dbroles credentials`).
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError>;
+    /// The credentials current before the last confirmation: a consumer's fallback
+    /// (under the alternating rotation they log in until the next run). A store
+    /// that keeps no history has none.
+    async fn previous(&self, _secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        Ok(None)
+    }
     /// Staged credentials newer than the current ones: a run cut short between
     /// staging and confirming. The next run tries them, and confirms them if they log in.
     async fn pending(&self, _secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {

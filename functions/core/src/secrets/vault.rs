@@ -66,11 +66,21 @@ impl VaultSecrets {
 
     /// The data at a KV v2 path, and its version; `None` if there is none.
     async fn get(&self, path: &str) -> Result<Option<(RoleCredentials, u64)>, SecretError> {
-        let response = check(&format!("reading {path}"), self.request(reqwest::Method::GET, path).send().await).await?;
+        self.get_version(path, None).await
+    }
+
+    /// The data of a version of a KV v2 path (the latest without one); `None` if there is none, or it was deleted.
+    async fn get_version(&self, path: &str, version: Option<u64>) -> Result<Option<(RoleCredentials, u64)>, SecretError> {
+        let query = version.map(|version| format!("?version={version}")).unwrap_or_default();
+        let request = self.request(reqwest::Method::GET, &format!("{path}{query}"));
+        let response = check(&format!("reading {path}"), request.send().await).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let body: serde_json::Value = response.json().await.map_err(|e| SecretError::Failed(e.to_string()))?;
+        if body["data"]["data"].is_null() {
+            return Ok(None);
+        }
         let version = body["data"]["metadata"]["version"].as_u64().unwrap_or(0);
         Ok(Some((RoleCredentials::from_secret_json(&body["data"]["data"].to_string())?, version)))
     }
@@ -160,5 +170,14 @@ impl SecretStore for VaultSecrets {
 
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
         Ok(self.get(secret_id).await?.map(|(credentials, _)| credentials))
+    }
+
+    /// The version before the latest: only `confirm` writes the consumers' path.
+    async fn previous(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
+        let Some((_, latest)) = self.get(secret_id).await? else { return Ok(None) };
+        if latest < 2 {
+            return Ok(None);
+        }
+        Ok(self.get_version(secret_id, Some(latest - 1)).await?.map(|(credentials, _)| credentials))
     }
 }

@@ -87,7 +87,9 @@ pub const DB_ARN_TAG: &str = "hoop.dev/aws-connect.dbarn";
 /// into the store (`_aws:<secret>:<key>`, `_vaultkv2:...`). For the `database`
 /// provider the values, but the password only as a reference
 /// (`_dbroles:<secret>:PASSWORD`): the resource item is not sealed as the
-/// credentials are, and the API function may read it, so no password is copied there.
+/// credentials are, and the API function may read it, so no password is copied
+/// there. Under the alternating rotation the user is a reference too
+/// (`_dbroles:<secret>:USER`), since each run changes it.
 async fn connection_secret(secrets: &dyn SecretStore, secret_ref: &SecretRef) -> Result<BTreeMap<String, String>, StepError> {
     use base64::Engine as _;
     let encode = |value: &str| base64::engine::general_purpose::STANDARD.encode(value);
@@ -103,7 +105,12 @@ async fn connection_secret(secrets: &dyn SecretStore, secret_ref: &SecretRef) ->
             })?;
             let port = credentials.port.to_string();
             let password = reference("_dbroles", "PASSWORD");
-            let values = [encode(&credentials.host), encode(&port), encode(&credentials.user), password, encode(&credentials.db)];
+            // Under the alternating rotation the login changes with the password: both are read at connect time.
+            let user = match credentials.logins.is_empty() {
+                true => encode(&credentials.user),
+                false => reference("_dbroles", "USER"),
+            };
+            let values = [encode(&credentials.host), encode(&port), user, password, encode(&credentials.db)];
             Ok(CONNECTION_KEYS.iter().zip(values).map(|((name, _), value)| (name.to_string(), value)).collect())
         }
     }

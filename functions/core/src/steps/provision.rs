@@ -5,17 +5,18 @@ use super::{State, StepError};
 use crate::deps::Deps;
 use crate::lifecycle::jobs;
 use crate::model::job::{JobStatus, Phase};
+use crate::provision::{provision_instance, Options};
 
 /// Creates or updates the roles and stores their credentials.
 pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     let mut record = load(deps, &state).await?;
     let secrets = secret_store(deps, &record)?;
     let instance = instance(deps, &record).await?;
-    let adopt = record.request.aws.adopt_existing_roles;
+    let options =
+        Options { adopt: record.request.aws.adopt_existing_roles, rotation: deps.settings.rotation_of(&record.request) };
     let (inventory, settings) = (deps.inventory.as_ref(), &deps.settings);
     let results =
-        crate::provision::provision_instance(&instance, record.org(), record.id(), adopt, inventory, secrets.as_ref(), settings)
-            .await?;
+        provision_instance(&instance, record.org(), record.id(), options, inventory, secrets.as_ref(), settings).await?;
     let (_, message) = jobs::outcome(&results);
     // Still running: the phase is Finalize's to set.
     record.job.status = Some(JobStatus { message, phase: Phase::Running, result: results });

@@ -14,7 +14,8 @@ pub(super) async fn run(deps: &Deps, mut state: State) -> Result<State, StepErro
     if Family::of(&instance.engine).is_none() {
         return Err(StepError::new(ErrorType::UnsupportedEngine, engine::unsupported(&instance.engine)));
     }
-    engine::validate_prefix(&deps.settings.role_prefix, &instance.engine)
+    let alternating = deps.settings.rotation_of(&record.request).is_alternating();
+    engine::validate_prefix(&deps.settings.role_prefix, &instance.engine, alternating)
         .map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
     let account = record.request.instance_arn().account;
     let mut spec = jobs::spec_of(&instance, &account);
