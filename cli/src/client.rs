@@ -74,6 +74,9 @@ pub enum JobsCommand {
         agent_id: String,
         #[arg(long)]
         adopt_existing_roles: bool,
+        /// `single` or `alternating` (two logins per level); the deployment's default if not given.
+        #[arg(long)]
+        rotation: Option<String>,
         /// Follow the job until it ends: exit 0 if it completed, 1 if it failed, 3 if cancelled.
         #[arg(long)]
         watch: bool,
@@ -230,10 +233,10 @@ pub async fn jobs(remote: &Remote, command: &JobsCommand) -> anyhow::Result<Exit
     use reqwest::Method;
     let client = Client::new(remote)?;
     let result = match command {
-        JobsCommand::Create { instance, connection_prefix, steps: extra, agent_id, adopt_existing_roles, watch } => {
+        JobsCommand::Create { instance, connection_prefix, steps: extra, agent_id, adopt_existing_roles, rotation, watch } => {
             let body = json!({
                 "agent_id": agent_id,
-                "aws": {"instance_arn": instance, "adopt_existing_roles": adopt_existing_roles},
+                "aws": {"instance_arn": instance, "adopt_existing_roles": adopt_existing_roles, "rotation": rotation},
                 "connection_prefix_name": connection_prefix,
                 "job_steps": steps(extra),
             });

@@ -166,3 +166,27 @@ fn a_restarted_server_fails_the_job_its_killed_predecessor_left_running() {
     let again = restarted.client(&["jobs", "create", "--instance", SILENT]);
     assert_eq!(code(&again), 0, "{}", String::from_utf8_lossy(&again.stderr));
 }
+
+/// `--rotation alternating`: each job names the login consumers now use, on the
+/// API through the client and locally through `dbroles run`.
+#[test]
+fn the_client_and_run_rotate_alternating_logins() {
+    let server = Server::start();
+    let ro = format!("{}_ro", server.prefix);
+    for login in [ro.clone(), format!("{ro}_alt")] {
+        let done = server.client(&["jobs", "create", "--instance", PG, "--rotation", "alternating", "--watch"]);
+        assert_eq!(code(&done), 0, "{}", String::from_utf8_lossy(&done.stderr));
+        assert_eq!(json(&done)["status"]["result"][0]["active_login"], Value::String(login));
+    }
+    let refused = server.client(&["jobs", "create", "--instance", PG, "--rotation", "weekly"]);
+    assert_eq!(code(&refused), 2);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("aws.rotation: unknown variant `weekly`"));
+    let dir = server.dir.as_ref().unwrap();
+    let run = Command::new(BIN)
+        .args(["run", "--instance", PG, "--rotation", "alternating"])
+        .args(common(dir, &server.prefix))
+        .output()
+        .expect("dbroles run runs");
+    assert_eq!(code(&run), 0, "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(json(&run)["status"]["result"][0]["active_login"], Value::String(ro), "back to the level's role");
+}
