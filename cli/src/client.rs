@@ -77,6 +77,9 @@ pub enum JobsCommand {
         /// `single` or `alternating` (two logins per level); the deployment's default if not given.
         #[arg(long)]
         rotation: Option<String>,
+        /// `run` (the default) or `revoke`: retire the roles, their credentials and connections.
+        #[arg(long)]
+        mode: Option<String>,
         /// Follow the job until it ends: exit 0 if it completed, 1 if it failed, 3 if cancelled.
         #[arg(long)]
         watch: bool,
@@ -233,8 +236,18 @@ pub async fn jobs(remote: &Remote, command: &JobsCommand) -> anyhow::Result<Exit
     use reqwest::Method;
     let client = Client::new(remote)?;
     let result = match command {
-        JobsCommand::Create { instance, connection_prefix, steps: extra, agent_id, adopt_existing_roles, rotation, watch } => {
+        JobsCommand::Create {
+            instance,
+            connection_prefix,
+            steps: extra,
+            agent_id,
+            adopt_existing_roles,
+            rotation,
+            mode,
+            watch,
+        } => {
             let body = json!({
+                "mode": mode,
                 "agent_id": agent_id,
                 "aws": {"instance_arn": instance, "adopt_existing_roles": adopt_existing_roles, "rotation": rotation},
                 "connection_prefix_name": connection_prefix,

@@ -18,7 +18,7 @@ use dbroles_core::lifecycle::jobs;
 use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::model::fleet::{CreateFleetJobRequest, FleetAwsOptions, Selector, MAX_INSTANCES};
 use dbroles_core::model::job::{Job, Phase};
-use dbroles_core::model::request::{AwsRequest, CreateJobRequest, JobStep, Rotation};
+use dbroles_core::model::request::{AwsRequest, CreateJobRequest, JobStep, Mode, Rotation};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_core::store::sqlite::SqliteStore;
@@ -75,6 +75,9 @@ enum Command {
         /// Default: `DBROLES_ROTATION`, or `single`.
         #[arg(long)]
         rotation: Option<Rotation>,
+        /// `run` provisions; `revoke` retires the roles, their stored credentials and connections.
+        #[arg(long, default_value = "run")]
+        mode: Mode,
         /// Every instance the organisation may use, as one fleet job (connections
         /// named `<connection prefix><instance id>-<level>`), instead of `--instance`.
         #[arg(long, conflicts_with = "instance")]
@@ -211,15 +214,15 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { all, instance, connection_prefix, steps, adopt_existing_roles, rotation, max_concurrency } => {
+        Command::Run { all, instance, connection_prefix, steps, adopt_existing_roles, rotation, mode, max_concurrency } => {
             let aws = FleetAwsOptions {
                 adopt_existing_roles: *adopt_existing_roles,
                 rotation: *rotation,
                 ..FleetAwsOptions::default()
             };
             match all {
-                true => run_fleet(&cli, connection_prefix, steps, aws, *max_concurrency).await,
-                false => run_job(&cli, instance, connection_prefix, steps, aws).await,
+                true => run_fleet(&cli, connection_prefix, steps, aws, *mode, *max_concurrency).await,
+                false => run_job(&cli, instance, connection_prefix, steps, aws, *mode).await,
             }
         }
         Command::Serve { addr } => {
@@ -256,6 +259,7 @@ async fn run_job(
     connection_prefix: &str,
     steps: &[String],
     aws: FleetAwsOptions,
+    mode: Mode,
 ) -> anyhow::Result<ExitCode> {
     let job_steps = job_steps(steps)?;
     let request = CreateJobRequest {
@@ -270,6 +274,7 @@ async fn run_job(
         connection_prefix_name: connection_prefix.to_string(),
         job_steps,
         vault_provider: None,
+        mode,
     };
     request.validate()?;
     let (app, workflow) = cli.app(Arc::new(report))?;
@@ -310,6 +315,7 @@ async fn run_fleet(
     connection_prefix: &str,
     steps: &[String],
     aws: FleetAwsOptions,
+    mode: Mode,
     max_concurrency: u32,
 ) -> anyhow::Result<ExitCode> {
     let request = CreateFleetJobRequest {
@@ -321,6 +327,7 @@ async fn run_fleet(
         aws,
         max_concurrency,
         tolerated_failure_percentage: 100.0,
+        mode,
     };
     request.validate()?;
     let (app, workflow) = cli.app(Arc::new(report))?;

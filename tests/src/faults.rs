@@ -127,6 +127,9 @@ impl dbroles_core::secrets::SecretStore for FaultyStore {
     ) -> Result<Option<dbroles_core::secrets::RoleCredentials>, dbroles_core::secrets::SecretError> {
         self.inner.read(secret_id).await
     }
+    async fn delete(&self, secret_id: &str) -> Result<(), dbroles_core::secrets::SecretError> {
+        self.inner.delete(secret_id).await
+    }
     async fn previous(
         &self,
         secret_id: &str,

@@ -23,6 +23,7 @@ pub mod mariadb;
 pub mod moto;
 pub mod net;
 pub mod postgres;
+pub mod rds_like;
 pub mod vault;
 pub mod web;
 
@@ -42,6 +43,7 @@ pub use moto::{
 };
 pub use net::{EchoingMariaDb, FlakyPort};
 pub use postgres::{pg_connect, PgCluster, PG_BIN, RDS_MASTER_PASSWORD, SUPERUSER_PASSWORD};
+pub use rds_like::RdsLike;
 pub use vault::{vault_server, Vault, VAULT_TOKEN};
 pub use web::{call_api, call_json, webhook_receiver, Received};
 

@@ -117,10 +117,22 @@ impl MariaDbServer {
         mysql_async::Conn::new(opts).await
     }
 
-    /// [`rds_like_master`] on this server; its password.
+    /// [`rds_like_master`] on this server, and RDS's `mysql.rds_kill(id)`, by
+    /// which a master without SUPER ends another user's session; its password.
     pub async fn rds_like_master(&self, user: &str) -> &'static str {
         let mut root = self.connect("root", "").await.expect("root logs in");
-        make_rds_like_master(&mut root, user).await
+        let password = make_rds_like_master(&mut root, user).await;
+        mysql_async::prelude::Queryable::query_drop(
+            &mut root,
+            format!(
+                "CREATE PROCEDURE IF NOT EXISTS mysql.rds_kill(IN thread BIGINT UNSIGNED) SQL SECURITY DEFINER \
+                 BEGIN KILL CONNECTION thread; END; \
+                 GRANT EXECUTE ON PROCEDURE mysql.rds_kill TO '{user}'@'%'"
+            ),
+        )
+        .await
+        .expect("RDS's rds_kill");
+        password
     }
 }
 

@@ -91,7 +91,7 @@ impl Server {
 
 async fn run(target: &Target, prefix: &str, store: &dyn SecretStore, rotation: Rotation) -> Result<Outcome, ProvisionError> {
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: target.port, db: String::new(), engine: "any".into() };
-    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), Options { adopt: false, rotation }).await
+    provision_roles(target, &endpoint, prefix, store, &secret_ref(""), Options { rotation, ..Options::default() }).await
 }
 
 /// What consumers of each level read from the store now.

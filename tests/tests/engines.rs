@@ -258,6 +258,9 @@ async fn a_secret_store_failure_changes_nothing_in_the_database() {
         async fn confirm(&self, _: &dbroles_core::secrets::Staged) -> Result<(), dbroles_core::secrets::SecretError> {
             unreachable!("nothing is staged")
         }
+        async fn delete(&self, _: &str) -> Result<(), dbroles_core::secrets::SecretError> {
+            unreachable!("nothing is retired")
+        }
         async fn read(
             &self,
             _: &str,

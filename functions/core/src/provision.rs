@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::engine::{self, Family, Grants, Level, Report, RoleSpec, Survey, Target};
 use crate::inventory::{Instance, Inventory, InventoryError};
 use crate::model::job::{CredentialsInfo, Phase, RoleResult};
-use crate::model::request::{Invalid, Rotation};
+use crate::model::request::{Invalid, Mode, Rotation};
 use crate::model::Timestamp;
 use crate::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
 
@@ -52,6 +52,7 @@ impl Outcome {
 pub struct Options {
     pub adopt: bool,
     pub rotation: Rotation,
+    pub mode: Mode,
 }
 
 impl Options {
@@ -142,6 +143,79 @@ pub async fn provision_roles(
         })
         .collect();
     Ok(Outcome { results, report: session.report(&survey) })
+}
+
+/// Retires the three roles on one server, both logins of each level whatever
+/// the rotation: each login ends (no new login, its sessions ended), what it
+/// owns goes to the master, it is dropped, and only then are its stored
+/// credentials deleted. A role dbroles did not create is refused, unless `adopt`.
+pub async fn revoke_roles(
+    target: &Target,
+    prefix: &str,
+    secrets: &dyn SecretStore,
+    secret_ref: &SecretRef,
+    adopt: bool,
+) -> Result<Outcome, ProvisionError> {
+    let roles: Vec<RoleSpec> = Level::ALL.iter().map(|level| RoleSpec::new(prefix, *level).alternating(prefix)).collect();
+    let refs: Vec<SecretRef> = roles.iter().map(|role| SecretRef { user: role.user.clone(), ..secret_ref.clone() }).collect();
+    let session = engine::Session::new(target);
+    let survey = session.survey(&roles).await?;
+    let mut refusals = Vec::new();
+    for (role, secret) in roles.iter().zip(&refs) {
+        let stored = secrets.read(&secrets.secret_id(secret)).await.map_err(ProvisionError::SecretStore)?;
+        refusals.push(refusal(&survey, stored.as_ref(), role, adopt));
+    }
+    let accepted: Vec<RoleSpec> =
+        roles.iter().zip(&refusals).filter(|(_, refused)| refused.is_none()).map(|(role, _)| role.clone()).collect();
+    let mut retirements = session.revoke(&accepted, &survey).await.into_iter();
+    let mut results = Vec::new();
+    for ((role, secret), refused) in roles.iter().zip(&refs).zip(refusals) {
+        let (status, message) = match refused {
+            Some(reason) => (Phase::Failed, reason),
+            None => {
+                let retirement = retirements.next().expect("one retirement per accepted role");
+                retired(role, &survey, retirement, secrets, &secrets.secret_id(secret)).await
+            }
+        };
+        results.push(RoleResult {
+            completed_at: Timestamp::now(),
+            credentials_info: Some(secrets.info(secret)),
+            message,
+            status,
+            user_role: role.user.clone(),
+            active_login: None,
+        });
+    }
+    Ok(Outcome { results, report: session.report(&survey) })
+}
+
+/// A role's retirement as its result says it; its stored credentials deleted once nothing of it is left.
+async fn retired(
+    role: &RoleSpec,
+    survey: &Survey,
+    retirement: engine::Retirement,
+    secrets: &dyn SecretStore,
+    secret_id: &str,
+) -> (Phase, String) {
+    let logins: Vec<&str> = role.found(survey).collect();
+    if !retirement.remains.is_empty() {
+        let message = format!("role {} is not retired; what remains: {}", role.user, retirement.remains.join("; "));
+        return (Phase::Failed, message);
+    }
+    let mut message = match logins.is_empty() {
+        true => format!("role {} does not exist: nothing to retire", role.user),
+        false => format!(
+            "role {} retired ({} dropped, {} session(s) ended, what it owned now belongs to the master)",
+            role.user,
+            logins.join(" and "),
+            retirement.sessions_ended
+        ),
+    };
+    match secrets.delete(secret_id).await {
+        Ok(()) => message += "; its stored credentials are deleted",
+        Err(error) => return (Phase::Failed, format!("{message}; its stored credentials could not be deleted: {error}")),
+    }
+    (Phase::Completed, message)
 }
 
 /// One role before any change: a staged password promoted if a run cut short
@@ -337,8 +411,8 @@ pub async fn provision_instance(
     settings: &Settings,
 ) -> Result<Vec<RoleResult>, ProvisionError> {
     let family = Family::of(&instance.engine).ok_or_else(|| ProvisionError::UnsupportedEngine(instance.engine.clone()))?;
-    engine::validate_prefix(&settings.role_prefix, &instance.engine, options.rotation.is_alternating())
-        .map_err(ProvisionError::InvalidPrefix)?;
+    let alternating = options.rotation.is_alternating() && options.mode == Mode::Run;
+    engine::validate_prefix(&settings.role_prefix, &instance.engine, alternating).map_err(ProvisionError::InvalidPrefix)?;
     let master = inventory.master_credentials(instance).await?;
     let mut target = Target {
         family,
@@ -360,7 +434,11 @@ pub async fn provision_instance(
     }
     let secret_ref = SecretRef::for_instance(instance, org, job_id);
     let endpoint = endpoint_of(instance, family);
-    let outcome = provision_roles(&target, &endpoint, &settings.role_prefix, secrets, &secret_ref, options).await?;
+    let prefix = &settings.role_prefix;
+    let outcome = match options.mode {
+        Mode::Run => provision_roles(&target, &endpoint, prefix, secrets, &secret_ref, options).await?,
+        Mode::Revoke => revoke_roles(&target, prefix, secrets, &secret_ref, options.adopt).await?,
+    };
     Ok(outcome.results)
 }
 

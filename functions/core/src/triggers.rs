@@ -15,7 +15,7 @@ use crate::lifecycle::fleet::{self, FleetError};
 use crate::lifecycle::jobs::{self, JobError};
 use crate::model::fleet::{CreateFleetJobRequest, FleetInput, Selector};
 use crate::model::request::Validated;
-use crate::model::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep};
+use crate::model::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep, Mode};
 use crate::model::AgentId;
 use crate::store::StoreError;
 use crate::workflow::ExecutionInput;
@@ -109,6 +109,7 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
         connection_prefix_name: tag("dbroles:connection-prefix").unwrap_or_else(|| format!("{}-", instance.identifier)),
         job_steps,
         vault_provider: None,
+        mode: Mode::Run,
     };
     request.validate().map_err(|e| malformed(e.0))?;
     let org = tag("dbroles:org").unwrap_or_else(|| settings.default_org.clone());
@@ -140,6 +141,7 @@ async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
             aws: Default::default(),
             max_concurrency: ROTATION_CONCURRENCY,
             tolerated_failure_percentage: 100.0,
+            mode: Mode::Run,
         };
         match fleet::start(app, &org, "eventbridge:rotation", request).await {
             Ok(fleet_job_id) => outcome.started.push(fleet_job_id),

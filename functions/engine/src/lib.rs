@@ -188,6 +188,11 @@ impl RoleSpec {
         self.login.as_deref() == Some(login)
     }
 
+    /// The logins that exist before the run.
+    pub fn found<'a>(&'a self, survey: &'a Survey) -> impl Iterator<Item = &'a str> {
+        self.logins().filter(|login| survey.existing(login).is_some())
+    }
+
     /// The logins that exist once the run has set its password: those found, and the one it creates.
     pub fn present<'a>(&'a self, survey: &'a Survey) -> impl Iterator<Item = &'a str> {
         self.logins().filter(|login| self.sets(login) || survey.existing(login).is_some())
@@ -261,6 +266,15 @@ impl std::fmt::Display for Escalation {
 pub struct Grants {
     pub failed: Vec<DbError>,
     pub skipped: Vec<String>,
+}
+
+/// What retiring one level's logins did, and what is left of them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Retirement {
+    /// Sessions of its logins that were ended.
+    pub sessions_ended: usize,
+    /// What keeps it from being gone (empty: every login is dropped).
+    pub remains: Vec<String>,
 }
 
 /// What a run did, for the benchmark.
@@ -356,6 +370,16 @@ impl Session {
         match self.target.family {
             Family::Postgres => postgres::grant(&self.target, roles, survey, &self.counters).await,
             Family::MySql => mysql::grant(&self.target, roles, survey, &self.counters).await,
+        }
+    }
+
+    /// Retires each level's logins that exist: no new login, its sessions ended,
+    /// what it owns given to the master, what it holds revoked, then dropped.
+    /// One result per role.
+    pub async fn revoke(&self, roles: &[RoleSpec], survey: &Survey) -> Vec<Retirement> {
+        match self.target.family {
+            Family::Postgres => postgres::revoke(&self.target, roles, survey, &self.counters).await,
+            Family::MySql => mysql::revoke(&self.target, roles, survey, &self.counters).await,
         }
     }
 

@@ -9,7 +9,8 @@
 //! application privileges WITH GRANT OPTION and CREATE USER, no SUPER or FILE.
 //! MariaDB has no place to mark a user; the secret store's credentials are the mark.
 //!
-//! The statements work on MariaDB 10.3+ and MySQL 5.7+/8. Where they differ:
+//! The statements work on MariaDB 10.4+ (`ACCOUNT LOCK`, which retiring a role
+//! needs, came in 10.4; RDS offers none older) and MySQL 5.7+/8. Where they differ:
 //! MySQL 8 has no portable way to send a pre-hashed password (its default
 //! plugin, `caching_sha2_password`, takes only plaintext, and the
 //! `mysql_native_password` hash form is gone in 8.4), so the password travels
@@ -22,7 +23,8 @@ use mysql_async::{Conn, OptsBuilder, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, RoleSpec, Survey, Target, TlsMode,
+    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Survey, Target,
+    TlsMode,
 };
 
 /// Schemas that are never granted.
@@ -281,6 +283,88 @@ async fn database_wide_execute(conn: &mut Conn, user: &str, counters: &Counters)
         .await
         .map_err(|e| DbError::from_mysql(&e))?;
     Ok(databases.iter().map(|db| format!("REVOKE EXECUTE ON {}.* FROM {}", quote_ident(db), account(user))).collect())
+}
+
+/// Retires the roles' logins: each account locked (no new login), its sessions
+/// ended (`mysql.rds_kill` on RDS, where the master has no SUPER; `KILL`
+/// elsewhere), then dropped, unless it is the DEFINER of a view, routine,
+/// trigger or event. MariaDB would drop it and orphan them (a view then fails
+/// with error 1449), MySQL 8.0.22+ refuses: such a login stays locked, and the
+/// objects are named for an administrator to give another definer.
+pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Retirement> {
+    let mut conn = match master(target, counters).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            let why = error.to_string();
+            return roles.iter().map(|_| Retirement { remains: vec![why.clone()], ..Retirement::default() }).collect();
+        }
+    };
+    let mut retirements = Vec::new();
+    for role in roles {
+        let mut retirement = Retirement::default();
+        for login in role.found(survey) {
+            if let Err(error) = retire(&mut conn, target, login, &mut retirement, counters).await {
+                retirement.remains.push(format!("{login} ({})", error.message));
+            }
+        }
+        retirements.push(retirement);
+    }
+    let _ = conn.disconnect().await; // safe: each statement is committed; a failed goodbye changes nothing
+    retirements
+}
+
+async fn retire(
+    conn: &mut Conn,
+    target: &Target,
+    login: &str,
+    retirement: &mut Retirement,
+    counters: &Counters,
+) -> Result<(), DbError> {
+    let mysql = |e: mysql_async::Error| DbError::from_mysql(&e);
+    run(conn, target, &[format!("ALTER USER {} ACCOUNT LOCK", account(login))], counters).await?;
+    counters.sent(1);
+    let sessions: Vec<u64> =
+        conn.exec("SELECT id FROM information_schema.processlist WHERE user = ?", (login,)).await.map_err(mysql)?;
+    for id in sessions {
+        counters.sent(1);
+        let killed = match conn.exec_drop("CALL mysql.rds_kill(?)", (id,)).await {
+            // ER_SP_DOES_NOT_EXIST: not RDS; a master with SUPER or CONNECTION ADMIN may KILL.
+            Err(mysql_async::Error::Server(error)) if error.code == 1305 => {
+                conn.query_drop(format!("KILL CONNECTION {id}")).await
+            }
+            other => other,
+        };
+        match killed {
+            Ok(()) => retirement.sessions_ended += 1,
+            // ER_NO_SUCH_THREAD: it ended on its own.
+            Err(mysql_async::Error::Server(error)) if error.code == 1094 => {}
+            Err(error) => retirement.remains.push(format!("session {id} of {login} ({})", mysql(error).message)),
+        }
+    }
+    let definer = format!("{login}@%");
+    counters.sent(1);
+    let defined: Vec<(String, String, String)> = conn
+        .exec(
+            "SELECT 'view', table_schema, table_name FROM information_schema.views WHERE definer = ? \
+             UNION ALL SELECT lower(routine_type), routine_schema, routine_name FROM information_schema.routines WHERE definer = ? \
+             UNION ALL SELECT 'trigger', trigger_schema, trigger_name FROM information_schema.triggers WHERE definer = ? \
+             UNION ALL SELECT 'event', event_schema, event_name FROM information_schema.events WHERE definer = ?",
+            (&definer, &definer, &definer, &definer),
+        )
+        .await
+        .map_err(mysql)?;
+    if !defined.is_empty() {
+        let objects: Vec<String> = defined.iter().map(|(kind, db, name)| format!("{kind} {db}.{name}")).collect();
+        retirement.remains.push(format!(
+            "{login} is the DEFINER of {}: it stays locked, not dropped, so they are not orphaned; give them another definer, then revoke again",
+            objects.join(", ")
+        ));
+        return Ok(());
+    }
+    if retirement.remains.is_empty() {
+        run(conn, target, &[format!("DROP USER {}", account(login))], counters).await?;
+    }
+    Ok(())
 }
 
 pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {

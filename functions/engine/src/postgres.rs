@@ -22,7 +22,9 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, RoleSpec, Survey, Target};
+use super::{
+    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Survey, Target,
+};
 
 /// Databases that are never provisioned.
 const SKIPPED_DATABASES: [&str; 3] = ["template0", "template1", "rdsadmin"];
@@ -528,6 +530,106 @@ async fn grant_database_once(
     counters.sent(1);
     client.batch_execute("COMMIT").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
     Ok(results)
+}
+
+/// Retires the roles' logins, in an order that loses nothing: NOLOGIN and the
+/// master made a member (`REASSIGN OWNED` and `DROP OWNED` need the role's
+/// rights; on 16+ the ADMIN option a CREATEROLE master has on the roles it made
+/// allows the grant), their sessions ended (`pg_signal_backend`, which RDS gives
+/// `rds_superuser`), then in each database the master enters what they own given
+/// to the master and what they were granted revoked, and last `DROP ROLE`.
+pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Retirement> {
+    let mut retirements: Vec<Retirement> = roles.iter().map(|_| Retirement::default()).collect();
+    let client = match master(target, "postgres", counters).await {
+        Ok(client) => client,
+        Err(error) => return remains_everywhere(roles, error.to_string()),
+    };
+    for (role, retirement) in roles.iter().zip(&mut retirements) {
+        for login in role.found(survey) {
+            let user = quote_ident(login);
+            counters.sent(2);
+            if let Err(error) = client.batch_execute(&format!("ALTER ROLE {user} NOLOGIN; GRANT {user} TO CURRENT_USER")).await {
+                retirement.remains.push(format!("{login} (the master may not act for it: {})", describe(&error).message));
+            }
+        }
+    }
+    end_sessions(&client, roles, survey, &mut retirements, counters).await;
+    for db in &survey.databases {
+        disown(target, db, roles, survey, &mut retirements, counters).await;
+    }
+    for (role, retirement) in roles.iter().zip(&mut retirements).filter(|(_, retirement)| retirement.remains.is_empty()) {
+        for login in role.found(survey) {
+            counters.sent(1);
+            if let Err(error) = client.batch_execute(&format!("DROP ROLE {}", quote_ident(login))).await {
+                retirement.remains.push(format!("{login} ({})", describe(&error).message));
+            }
+        }
+    }
+    retirements
+}
+
+fn remains_everywhere(roles: &[RoleSpec], why: String) -> Vec<Retirement> {
+    roles.iter().map(|_| Retirement { remains: vec![why.clone()], ..Retirement::default() }).collect()
+}
+
+/// Ends every session of the roles' logins (also those that logged in before NOLOGIN).
+async fn end_sessions(client: &Client, roles: &[RoleSpec], survey: &Survey, retirements: &mut [Retirement], counters: &Counters) {
+    let logins: Vec<&str> = roles.iter().flat_map(|role| role.found(survey)).collect();
+    counters.sent(1);
+    let ended = client
+        .query(
+            "SELECT usename::pg_catalog.text, pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+             WHERE usename OPERATOR(pg_catalog.=) ANY($1) AND pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()",
+            &[&logins],
+        )
+        .await;
+    let rows = match ended {
+        Ok(rows) => rows,
+        Err(error) => {
+            let why = format!("its sessions could not be ended: {}", describe(&error).message);
+            retirements.iter_mut().for_each(|retirement| retirement.remains.push(why.clone()));
+            return;
+        }
+    };
+    for row in rows {
+        let (login, ended): (String, bool) = (row.get(0), row.get(1));
+        let Some(at) = roles.iter().position(|role| role.logins().any(|name| name == login)) else { continue };
+        match ended {
+            true => retirements[at].sessions_ended += 1,
+            false => retirements[at].remains.push(format!("a session of {login} (the master may not end it)")),
+        }
+    }
+}
+
+/// In one database: what the roles' logins own goes to the master (a table `ddl`
+/// made keeps its rows), and what they were granted, default privileges included, is revoked.
+async fn disown(
+    target: &Target,
+    db: &str,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    retirements: &mut [Retirement],
+    counters: &Counters,
+) {
+    let client = match connect(target, &target.master_user, &target.master_password, db).await {
+        Ok(client) => client,
+        Err(error) => {
+            retirements.iter_mut().for_each(|retirement| retirement.remains.push(format!("database {db}: {}", error.message)));
+            return;
+        }
+    };
+    counters.connection();
+    for (role, retirement) in roles.iter().zip(retirements.iter_mut()).filter(|(_, retirement)| retirement.remains.is_empty()) {
+        let logins: Vec<String> = role.found(survey).map(quote_ident).collect();
+        if logins.is_empty() {
+            continue;
+        }
+        let sql = format!("REASSIGN OWNED BY {0} TO CURRENT_USER; DROP OWNED BY {0}", logins.join(", "));
+        counters.sent(2);
+        if let Err(error) = client.batch_execute(&sql).await {
+            retirement.remains.push(format!("database {db}: {}", describe(&error).message));
+        }
+    }
 }
 
 pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {

@@ -195,7 +195,7 @@ pub async fn create(
         }
     }
     accounts::claim(deps.accounts.as_ref(), org, &instance).await?;
-    let alternating = deps.settings.rotation_of(&request).is_alternating();
+    let alternating = deps.settings.rotation_of(&request).is_alternating() && request.mode.is_run();
     engine::validate_prefix(&deps.settings.role_prefix, &instance.engine, alternating)?;
     let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
     if let Some(naming) = naming {

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::job::Phase;
 use super::request::{
-    validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, Rotation,
+    validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, Mode, Rotation,
     SecurityGroupRequest, Validated, VaultPath, VaultRequest,
 };
 use super::Timestamp;
@@ -115,6 +115,9 @@ pub struct CreateFleetJobRequest {
     #[serde(default = "default_tolerance")]
     #[schema(nullable, minimum = 0, maximum = 100, default = 100)]
     pub tolerated_failure_percentage: f64,
+    /// Each instance's job: `run` (the default) or `revoke`.
+    #[serde(default, skip_serializing_if = "Mode::is_run")]
+    pub mode: Mode,
 }
 
 fn default_concurrency() -> u32 {
@@ -189,6 +192,7 @@ impl CreateFleetJobRequest {
             connection_prefix_name: format!("{}{}-", self.connection_prefix_name, arn.id),
             job_steps: self.job_steps.clone(),
             vault_provider: self.vault_provider.clone(),
+            mode: self.mode,
         }
     }
 }

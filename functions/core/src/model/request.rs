@@ -61,6 +61,45 @@ pub struct AwsRequest {
     pub rotation: Option<Rotation>,
 }
 
+/// What a job does with the roles (added by dbroles).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Create or update the roles, rotate their passwords and grant their levels.
+    #[default]
+    Run,
+    /// Retire the roles: logins ended, what they own given to the master, the
+    /// roles dropped, their stored credentials and connections removed.
+    Revoke,
+}
+
+impl Mode {
+    pub fn is_run(&self) -> bool {
+        *self == Mode::Run
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Run => "run",
+            Mode::Revoke => "revoke",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Invalid;
+
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        match text {
+            "run" => Ok(Mode::Run),
+            "revoke" => Ok(Mode::Revoke),
+            other => Err(invalid(format!("'{other}' is no mode: expected run or revoke"))),
+        }
+    }
+}
+
 /// How a run changes each level's password (added by dbroles).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +163,9 @@ pub struct CreateJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable)]
     pub vault_provider: Option<VaultRequest>,
+    /// Added by dbroles: `run` (the default) provisions, `revoke` retires the roles.
+    #[serde(default, skip_serializing_if = "Mode::is_run")]
+    pub mode: Mode,
 }
 
 /// `openapi.CreateDBRoleJobResponse`.

@@ -49,31 +49,40 @@ impl AwsSecrets {
             .set_tags(Some(tags.to_vec()))
             .send()
             .await;
+        let scheduled = |e: &aws_sdk_secretsmanager::operation::create_secret::CreateSecretError| {
+            e.is_invalid_request_exception() && e.message().is_some_and(|m| m.contains("scheduled for deletion"))
+        };
         match created {
             Ok(_) => Ok(()),
+            // A role retired and provisioned again within the recovery window: its secret comes back.
+            Err(error) if error.as_service_error().is_some_and(scheduled) => self.adopt(name, &tags[2..]).await,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
-                let described = self
-                    .client
-                    .describe_secret()
-                    .secret_id(name)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&format!("reading {name}"), e))?;
-                let ours = described.tags().iter().any(|t| t.key() == Some(MANAGED_TAG) && t.value() == Some("true"));
-                if !ours {
-                    return Err(SecretError::NotOurs(format!("the secret {name}")));
-                }
-                self.client
-                    .tag_resource()
-                    .secret_id(name)
-                    .set_tags(Some(tags[2..].to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| classify(&format!("tagging {name}"), e))?;
-                Ok(())
+                self.adopt(name, &tags[2..]).await
             }
             Err(error) => Err(classify(&format!("creating {name}"), error)),
         }
+    }
+
+    /// Takes up a secret of the name that exists: only if dbroles created it, restored
+    /// if it was deleted within its recovery window, and tagged with the job.
+    async fn adopt(&self, name: &str, tags: &[Tag]) -> Result<(), SecretError> {
+        let described =
+            self.client.describe_secret().secret_id(name).send().await.map_err(|e| classify(&format!("reading {name}"), e))?;
+        let ours = described.tags().iter().any(|t| t.key() == Some(MANAGED_TAG) && t.value() == Some("true"));
+        if !ours {
+            return Err(SecretError::NotOurs(format!("the secret {name}")));
+        }
+        if described.deleted_date().is_some() {
+            self.client.restore_secret().secret_id(name).send().await.map_err(|e| classify(&format!("restoring {name}"), e))?;
+        }
+        self.client
+            .tag_resource()
+            .secret_id(name)
+            .set_tags(Some(tags.to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify(&format!("tagging {name}"), e))?;
+        Ok(())
     }
 }
 
@@ -87,6 +96,9 @@ impl AwsSecrets {
         }
     }
 }
+
+/// The days a deleted secret can be restored: Secrets Manager's shortest window.
+pub const RECOVERY_DAYS: i64 = 7;
 
 /// The tag that marks the secrets dbroles created.
 pub const MANAGED_TAG: &str = "dbroles:managed";
@@ -169,6 +181,16 @@ impl SecretStore for AwsSecrets {
     async fn read(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
         // Naming the stage is what AWS does by default; moto needs it said.
         self.read_stage(secret_id, "AWSCURRENT").await
+    }
+
+    /// Scheduled for deletion after Secrets Manager's shortest recovery window (7
+    /// days): a job on the same server within it restores the secret ([`AwsSecrets::ensure`]).
+    async fn delete(&self, secret_id: &str) -> Result<(), SecretError> {
+        match self.client.delete_secret().secret_id(secret_id).recovery_window_in_days(RECOVERY_DAYS).send().await {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
+            Err(error) => Err(classify(&format!("deleting {secret_id}"), error)),
+        }
     }
 
     /// `AWSPREVIOUS`, which Secrets Manager moves to the old version when `confirm` moves `AWSCURRENT`.

@@ -90,6 +90,13 @@ impl SecretStore for DatabaseSecrets {
         self.put(&staged.secret_id, &value).await
     }
 
+    async fn delete(&self, secret_id: &str) -> Result<(), SecretError> {
+        for id in [pending(secret_id), previous(secret_id), secret_id.to_string()] {
+            self.store.delete_credential(&id).await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
     async fn previous(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
         let value = self.get(&previous(secret_id)).await?;
         value.map(|text| RoleCredentials::from_secret_json(&text)).transpose()

@@ -162,6 +162,8 @@ pub trait SecretStore: Send + Sync {
     async fn previous(&self, _secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
         Ok(None)
     }
+    /// Removes a role's credentials, current, staged and previous, when the role is retired.
+    async fn delete(&self, secret_id: &str) -> Result<(), SecretError>;
     /// Staged credentials newer than the current ones: a run cut short between
     /// staging and confirming. The next run tries them, and confirms them if they log in.
     async fn pending(&self, _secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {

@@ -172,6 +172,15 @@ impl SecretStore for VaultSecrets {
         Ok(self.get(secret_id).await?.map(|(credentials, _)| credentials))
     }
 
+    /// Every version and the metadata, of the consumers' path and the staged one.
+    async fn delete(&self, secret_id: &str) -> Result<(), SecretError> {
+        for path in [Self::staged_path(secret_id), secret_id.to_string()] {
+            let metadata = Self::metadata_path(&path);
+            check(&format!("deleting {path}"), self.request(reqwest::Method::DELETE, &metadata).send().await).await?;
+        }
+        Ok(())
+    }
+
     /// The version before the latest: only `confirm` writes the consumers' path.
     async fn previous(&self, secret_id: &str) -> Result<Option<RoleCredentials>, SecretError> {
         let Some((_, latest)) = self.get(secret_id).await? else { return Ok(None) };

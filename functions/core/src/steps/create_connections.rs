@@ -69,7 +69,7 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
 }
 
 /// A resource create-connections made for this instance: every connection dbroles-managed and tagged with it.
-fn made_by_dbroles_for(resource: &Resource, arn: &str) -> bool {
+pub(super) fn made_by_dbroles_for(resource: &Resource, arn: &str) -> bool {
     !resource.roles.is_empty()
         && resource.roles.iter().all(|role| {
             role.input.managed_by == "dbroles" && role.input.connection_tags.get(DB_ARN_TAG).map(String::as_str) == Some(arn)

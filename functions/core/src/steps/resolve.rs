@@ -14,7 +14,7 @@ pub(super) async fn run(deps: &Deps, mut state: State) -> Result<State, StepErro
     if Family::of(&instance.engine).is_none() {
         return Err(StepError::new(ErrorType::UnsupportedEngine, engine::unsupported(&instance.engine)));
     }
-    let alternating = deps.settings.rotation_of(&record.request).is_alternating();
+    let alternating = deps.settings.rotation_of(&record.request).is_alternating() && record.request.mode.is_run();
     engine::validate_prefix(&deps.settings.role_prefix, &instance.engine, alternating)
         .map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
     let account = record.request.instance_arn().account;
@@ -23,7 +23,8 @@ pub(super) async fn run(deps: &Deps, mut state: State) -> Result<State, StepErro
     record.job.spec = Some(spec);
     save(deps, &record).await?;
     state.open_network = record.request.aws.default_security_group.is_some();
-    state.create_connections = record.request.has_step(JobStep::CreateConnections);
+    // A revoke removes connections instead (the provision step).
+    state.create_connections = record.request.has_step(JobStep::CreateConnections) && record.request.mode.is_run();
     state.send_webhook = record.request.has_step(JobStep::SendWebhook);
     state.master_ready = false;
     state.status_checks = 0;

@@ -952,4 +952,10 @@ impl CredentialStore for DynamoStore {
         let item = self.get_item(format!("CRED#{id}"), "CRED".into()).await?;
         Ok(item.as_ref().and_then(|item| get_s(item, "value")).map(str::to_string))
     }
+
+    async fn delete_credential(&self, id: &str) -> StoreResult<()> {
+        let key = Self::key(format!("CRED#{id}"), "CRED".into());
+        self.client.delete_item().table_name(&self.table).set_key(Some(key)).send().await.map_err(sdk_failed)?;
+        Ok(())
+    }
 }

@@ -221,6 +221,8 @@ pub trait AccountStore: Send + Sync {
 pub trait CredentialStore: Send + Sync {
     async fn put_credential(&self, id: &str, value: &str) -> StoreResult<()>;
     async fn get_credential(&self, id: &str) -> StoreResult<Option<String>>;
+    /// Removes it; none there is no error.
+    async fn delete_credential(&self, id: &str) -> StoreResult<()>;
 }
 
 /// The sort key of a job in its organisation's listing: creation time, then id.

@@ -658,6 +658,10 @@ impl CredentialStore for SqliteStore {
     async fn get_credential(&self, id: &str) -> StoreResult<Option<String>> {
         self.text("SELECT value FROM credentials WHERE id = ?1", vec![id.into()]).await
     }
+
+    async fn delete_credential(&self, id: &str) -> StoreResult<()> {
+        self.execute("DELETE FROM credentials WHERE id = ?1", vec![sql(id.to_string())]).await.map(|_| ())
+    }
 }
 
 /// The store's directory 0700, and the database with its WAL files 0600 (SQLite
