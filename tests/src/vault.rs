@@ -27,7 +27,7 @@ fn authorised(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /v1/:mount/data/*path` (with `options.cas`) and `GET` of the same (with `?version=`),
-/// `POST /v1/:mount/metadata/*path`, as Vault's KV v2 documentation describes them.
+/// `POST` and `DELETE /v1/:mount/metadata/*path`, as Vault's KV v2 documentation describes them.
 pub async fn vault_server() -> (String, Shared) {
     let shared: Shared = Arc::default();
     async fn write(
@@ -64,7 +64,7 @@ pub async fn vault_server() -> (String, Shared) {
             _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
         }
     }
-    let app = Router::new().route("/v1/{mount}/{kind}/{*path}", post(write).get(read)).with_state(shared.clone());
+    let app = Router::new().route("/v1/{mount}/{kind}/{*path}", post(write).get(read).delete(delete)).with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -90,4 +90,23 @@ async fn read(
         }
         _ => (StatusCode::NOT_FOUND, Json(json!({"errors": []}))),
     }
+}
+
+/// `DELETE /v1/:mount/metadata/*path`: every version and the metadata.
+async fn delete(
+    State(vault): State<Shared>,
+    headers: HeaderMap,
+    Path((mount, kind, path)): Path<(String, String, String)>,
+) -> StatusCode {
+    let mut vault = vault.lock().unwrap();
+    vault.requests.push(("DELETE".into(), format!("{mount}/{kind}/{path}"), None, Value::Null));
+    if !authorised(&headers) {
+        return StatusCode::FORBIDDEN;
+    }
+    if mount != "dbsecrets" || kind != "metadata" {
+        return StatusCode::NOT_FOUND;
+    }
+    vault.data.remove(&path);
+    vault.metadata.remove(&path);
+    StatusCode::NO_CONTENT
 }

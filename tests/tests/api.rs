@@ -574,3 +574,41 @@ async fn alternating_jobs_name_the_login_consumers_use_and_their_connections_fol
     let login = dbroles_tests::pg_connect(5432, &stored.user, secrecy::ExposeSecret::expose_secret(&stored.password), "postgres");
     login.await.expect("the login the connection names logs in");
 }
+
+#[tokio::test]
+async fn a_revoke_job_retires_the_roles_their_credentials_and_their_connections() {
+    let prefix = dbroles_tests::unique("rv");
+    let h = harness(&prefix);
+    let mut request = body(LOCAL_POSTGRES_ARN);
+    request["mode"] = json!("retire");
+    let (status, answer) = create(&h.app, admin("org-1"), &request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer["message"].as_str().unwrap().starts_with("mode: unknown variant `retire`"), "{answer}");
+
+    request["mode"] = json!("run");
+    request["job_steps"] = json!(["create-connections"]);
+    let (_, created) = create(&h.app, admin("org-1"), &request).await;
+    let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+    assert!(h.app.deps.resources.get_resource("org-1", "postgres").await.unwrap().is_some(), "connections were made");
+    // The own store's id: `<org>/<server ARN>/<role>`.
+    let ro = format!("org-1/{LOCAL_POSTGRES_ARN}/{prefix}_ro");
+    assert!(h.app.deps.secrets.read(&ro).await.unwrap().is_some(), "credentials were stored");
+
+    request["mode"] = json!("revoke");
+    let (status, created) = create(&h.app, admin("org-1"), &request).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+    for result in job["status"]["result"].as_array().unwrap() {
+        let message = result["message"].as_str().unwrap();
+        assert!(message.contains("retired") && message.contains("stored credentials are deleted"), "{message}");
+        assert!(message.ends_with("its connection in the resource postgres is removed"), "{message}");
+    }
+    assert!(h.app.deps.resources.get_resource("org-1", "postgres").await.unwrap().is_none(), "no connection is left");
+    assert!(h.app.deps.secrets.read(&ro).await.unwrap().is_none(), "no stored credentials");
+    let su = dbroles_tests::pg_connect(5432, "postgres", "", "postgres").await.unwrap();
+    let pattern = format!("{prefix}\\_%");
+    let left = su.query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", &[&pattern]).await.unwrap();
+    assert!(left.is_empty(), "no role is left");
+}

@@ -223,3 +223,39 @@ async fn on_aws_the_own_store_keeps_credentials_encrypted_with_kms() {
     let error = keyless.stage(&secret, &credentials("never-Stored-1")).await.unwrap_err();
     assert!(error.to_string().contains("DBROLES_CREDENTIALS_KEY is not set"), "{error}");
 }
+
+/// A retired role's credentials go from every store, the staged and previous
+/// versions with them; Secrets Manager keeps the secret for its recovery window,
+/// and a later job on the same server restores it instead of failing to create it.
+#[tokio::test]
+async fn a_retired_roles_credentials_are_deleted_from_every_store() {
+    let config = aws_config(&moto_endpoint()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let (address, _vault) = vault_server().await;
+    let (_dir, own) = own_store();
+    let stores: Vec<Box<dyn SecretStore>> = vec![
+        Box::new(AwsSecrets::new(client.clone(), "dbroles")),
+        Box::new(VaultSecrets::new(&address, SecretString::from(VAULT_TOKEN), None, "dbsecrets/data/")),
+        Box::new(own.as_ref().clone()),
+    ];
+    for store in &stores {
+        let secret = secret_ref(&unique("db-"));
+        for password in ["first-Password-1", "second-Password-2"] {
+            let staged = store.stage(&secret, &credentials(password)).await.unwrap();
+            store.confirm(&staged).await.unwrap();
+        }
+        store.stage(&secret, &credentials("staged-Password-3")).await.unwrap();
+        let id = store.secret_id(&secret);
+        assert!(store.previous(&id).await.unwrap().is_some(), "{:?}: the previous credentials are kept", store.provider());
+        store.delete(&id).await.unwrap();
+        let provider = store.provider();
+        assert!(store.read(&id).await.unwrap().is_none(), "{provider:?}: no current credentials");
+        assert!(store.previous(&id).await.unwrap().is_none(), "{provider:?}: no previous credentials");
+        assert!(store.pending(&id).await.unwrap().is_none(), "{provider:?}: no staged credentials");
+        store.delete(&id).await.expect("deleting what is gone is no error");
+
+        let again = store.stage(&secret, &credentials("again-Password-4")).await.expect("provisioned again");
+        store.confirm(&again).await.unwrap();
+        assert_eq!(store.read(&id).await.unwrap().unwrap().password.expose_secret(), "again-Password-4");
+    }
+}

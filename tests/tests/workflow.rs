@@ -124,9 +124,13 @@ impl Backend {
     }
 
     async fn log_in(&self, user: &str, password: &str) {
+        assert!(self.logs_in(user, password).await, "{user} logs in");
+    }
+
+    async fn logs_in(&self, user: &str, password: &str) -> bool {
         match self {
-            Backend::Postgres(cluster) => drop(cluster.client(user, password, "postgres").await.expect("the role logs in")),
-            Backend::MariaDb(_) => drop(mariadb(user, password).await.expect("the role logs in")),
+            Backend::Postgres(cluster) => cluster.client(user, password, "postgres").await.is_ok(),
+            Backend::MariaDb(_) => mariadb(user, password).await.is_ok(),
         }
     }
 }
@@ -157,6 +161,7 @@ async fn end_to_end(backend: Backend) {
     deployment.the_webhook_and_the_hook_saw_the_job_and_no_secret(&id, &job);
     deployment.the_finished_event_reached_the_bus(&id).await;
     deployment.the_local_executor_gives_the_same_job(&job).await;
+    deployment.a_revoke_on_step_functions_leaves_no_role_secret_or_connection().await;
 }
 
 /// The deployment the end-to-end test runs on: moto executing the state machine
@@ -312,6 +317,30 @@ impl Deployment {
         assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
         let local_job = wait_delivered(&local, created["job_id"].as_str().unwrap()).await;
         assert_eq!(comparable(&local_job), comparable(job));
+    }
+}
+
+impl Deployment {
+    async fn a_revoke_on_step_functions_leaves_no_role_secret_or_connection(&self) {
+        let store = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&self.aws), "dbroles");
+        let secret = |level: &str| format!("dbroles/123456789012/us-east-1/{}/{}_{level}", self.instance_id, self.prefix);
+        let mut held = Vec::new();
+        for level in ["ro", "rw", "ddl"] {
+            held.push(store.read(&secret(level)).await.unwrap().expect("the role's secret is stored"));
+        }
+        let mut request = self.request.clone();
+        request["mode"] = json!("revoke");
+        let (status, created) = call(&self.remote, "POST", "/dbroles/jobs", Some(request)).await;
+        assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+        let job = wait_delivered(&self.remote, created["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["status"]["phase"], "completed", "{job}");
+        for (level, credentials) in ["ro", "rw", "ddl"].into_iter().zip(held) {
+            assert!(store.read(&secret(level)).await.unwrap().is_none(), "{level}: the secret is deleted");
+            let password = credentials.password.expose_secret();
+            assert!(!self.backend.logs_in(&credentials.user, password).await, "{level}: the role is gone");
+        }
+        let resource = self.deps.resources.get_resource("acme", &self.instance_id).await.unwrap();
+        assert!(resource.is_none(), "the connections are removed");
     }
 }
 

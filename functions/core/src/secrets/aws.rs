@@ -50,7 +50,7 @@ impl AwsSecrets {
             .send()
             .await;
         let scheduled = |e: &aws_sdk_secretsmanager::operation::create_secret::CreateSecretError| {
-            e.is_invalid_request_exception() && e.message().is_some_and(|m| m.contains("scheduled for deletion"))
+            e.is_invalid_request_exception() && e.message().is_some_and(|m| m.contains("deletion"))
         };
         match created {
             Ok(_) => Ok(()),
@@ -92,9 +92,18 @@ impl AwsSecrets {
         match self.client.get_secret_value().secret_id(secret_id).version_stage(stage).send().await {
             Ok(out) => RoleCredentials::from_secret_json(out.secret_string().unwrap_or_default()).map(Some),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
+            // Deleted (a retired role) and still in its recovery window: nothing to read.
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_invalid_request_exception()) && deleted(&error) => {
+                Ok(None)
+            }
             Err(error) => Err(classify(&format!("reading {secret_id}"), error)),
         }
     }
+}
+
+/// Secrets Manager refused because the secret is scheduled for deletion.
+fn deleted<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    error.message().is_some_and(|message| message.contains("deletion") || message.contains("deleted"))
 }
 
 /// The days a deleted secret can be restored: Secrets Manager's shortest window.
@@ -156,6 +165,7 @@ impl SecretStore for AwsSecrets {
 
     async fn pending(&self, secret_id: &str) -> Result<Option<(Staged, RoleCredentials)>, SecretError> {
         let described = match self.client.describe_secret().secret_id(secret_id).send().await {
+            Ok(described) if described.deleted_date().is_some() => return Ok(None),
             Ok(described) => described,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => return Ok(None),
             Err(error) => return Err(classify(&format!("reading {secret_id}"), error)),
@@ -189,6 +199,8 @@ impl SecretStore for AwsSecrets {
         match self.client.delete_secret().secret_id(secret_id).recovery_window_in_days(RECOVERY_DAYS).send().await {
             Ok(_) => Ok(()),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
+            // Deleted already, by an earlier revoke.
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_invalid_request_exception()) && deleted(&error) => Ok(()),
             Err(error) => Err(classify(&format!("deleting {secret_id}"), error)),
         }
     }
