@@ -48,7 +48,10 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
     std::env::remove_var("DBROLES_DEFAULT_AGENT_ID");
     std::env::set_var("DBROLES_ROTATION", "sometimes");
     let error = Config::from_env().err().expect("an unknown rotation is an error").to_string();
-    assert!(error.starts_with("DBROLES_ROTATION=sometimes: 'sometimes' is no rotation strategy"), "{error}");
+    assert!(
+        error.starts_with("DBROLES_ROTATION=sometimes: unknown variant `sometimes`, expected `single` or `alternating`"),
+        "{error}"
+    );
     std::env::set_var("DBROLES_ROTATION", "alternating");
     assert_eq!(Config::from_env().unwrap().settings.rotation, Rotation::Alternating, "RotationStrategy's value");
     std::env::remove_var("DBROLES_ROTATION");

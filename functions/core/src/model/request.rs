@@ -61,6 +61,12 @@ pub struct AwsRequest {
     pub rotation: Option<Rotation>,
 }
 
+/// A request's enum from its name in the JSON (`alternating`, `revoke`), as a
+/// setting or a flag gives it; the error lists the names it may be.
+fn by_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Invalid> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|error| invalid(error.to_string()))
+}
+
 /// What a job does with the roles (added by dbroles).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -79,24 +85,11 @@ impl Mode {
     }
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Run => "run",
-            Mode::Revoke => "revoke",
-        })
-    }
-}
-
 impl FromStr for Mode {
     type Err = Invalid;
 
     fn from_str(text: &str) -> Result<Self, Invalid> {
-        match text {
-            "run" => Ok(Mode::Run),
-            "revoke" => Ok(Mode::Revoke),
-            other => Err(invalid(format!("'{other}' is no mode: expected run or revoke"))),
-        }
+        by_name(text)
     }
 }
 
@@ -120,24 +113,11 @@ impl Rotation {
     }
 }
 
-impl fmt::Display for Rotation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Rotation::Single => "single",
-            Rotation::Alternating => "alternating",
-        })
-    }
-}
-
 impl FromStr for Rotation {
     type Err = Invalid;
 
     fn from_str(text: &str) -> Result<Self, Invalid> {
-        match text {
-            "single" => Ok(Rotation::Single),
-            "alternating" => Ok(Rotation::Alternating),
-            other => Err(invalid(format!("'{other}' is no rotation strategy: expected single or alternating"))),
-        }
+        by_name(text)
     }
 }
 
