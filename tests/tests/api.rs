@@ -594,6 +594,8 @@ async fn a_revoke_job_retires_the_roles_their_credentials_and_their_connections(
     // The own store's id: `<org>/<server ARN>/<role>`.
     let ro = format!("org-1/{LOCAL_POSTGRES_ARN}/{prefix}_ro");
     assert!(h.app.deps.secrets.read(&ro).await.unwrap().is_some(), "credentials were stored");
+    let provisioned = || h.app.deps.jobs.get_provisioned("org-1", LOCAL_POSTGRES_ARN);
+    assert!(provisioned().await.unwrap().is_some(), "the rotation schedule knows the instance");
 
     request["mode"] = json!("revoke");
     let (status, created) = create(&h.app, admin("org-1"), &request).await;
@@ -607,6 +609,7 @@ async fn a_revoke_job_retires_the_roles_their_credentials_and_their_connections(
     }
     assert!(h.app.deps.resources.get_resource("org-1", "postgres").await.unwrap().is_none(), "no connection is left");
     assert!(h.app.deps.secrets.read(&ro).await.unwrap().is_none(), "no stored credentials");
+    assert!(provisioned().await.unwrap().is_none(), "the rotation schedule no longer provisions it");
     let su = dbroles_tests::pg_connect(5432, "postgres", "", "postgres").await.unwrap();
     let pattern = format!("{prefix}\\_%");
     let left = su.query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", &[&pattern]).await.unwrap();

@@ -328,6 +328,7 @@ impl Deployment {
         for level in ["ro", "rw", "ddl"] {
             held.push(store.read(&secret(level)).await.unwrap().expect("the role's secret is stored"));
         }
+        assert!(self.deps.jobs.get_provisioned("acme", &self.arn).await.unwrap().is_some(), "rotated on schedule");
         let mut request = self.request.clone();
         request["mode"] = json!("revoke");
         let (status, created) = call(&self.remote, "POST", "/dbroles/jobs", Some(request)).await;
@@ -341,6 +342,7 @@ impl Deployment {
         }
         let resource = self.deps.resources.get_resource("acme", &self.instance_id).await.unwrap();
         assert!(resource.is_none(), "the connections are removed");
+        assert!(self.deps.jobs.get_provisioned("acme", &self.arn).await.unwrap().is_none(), "no longer rotated on schedule");
     }
 }
 

@@ -23,7 +23,7 @@ use crate::engine;
 use crate::inventory::{Instance, InventoryError};
 use crate::lifecycle::accounts::{self, AccountError, Tenancy};
 use crate::model::job::{Job, JobRecord, JobSpec, JobStatus, Phase, RoleResult};
-use crate::model::request::{CreateJobRequest, Invalid};
+use crate::model::request::{CreateJobRequest, Invalid, Mode};
 use crate::model::Timestamp;
 use crate::store::{Created, FleetStore, Idempotency, JobQuery, JobStore, NewJob, Provisioned, StoreError};
 use crate::workflow::{ExecutionInput, ExecutionState, WorkflowError};
@@ -318,13 +318,17 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
     let Some(record) = finished.await? else { return Ok(()) };
     crate::metrics::job_finished(&record.job);
     if record.job.phase() == Phase::Completed {
-        let provisioned = Provisioned {
-            org: record.org().into(),
-            db_arn: record.job.db_arn().into(),
-            request: record.request.clone(),
-            resource_id: record.resource_id.clone(),
-        };
-        deps.jobs.mark_provisioned(&provisioned).await?;
+        let (org, db_arn) = (record.org(), record.job.db_arn());
+        match record.request.mode {
+            Mode::Run => {
+                let request = record.request.clone();
+                let provisioned =
+                    Provisioned { org: org.into(), db_arn: db_arn.into(), request, resource_id: record.resource_id.clone() };
+                deps.jobs.mark_provisioned(&provisioned).await?;
+            }
+            // Its roles are gone: the rotation schedule no longer provisions it.
+            Mode::Revoke => deps.jobs.forget_provisioned(org, db_arn).await?,
+        }
     }
     if let Some(events) = &deps.events {
         // The job is finished either way; a lost announcement is logged, not retried into a second finish.

@@ -595,6 +595,12 @@ impl JobStore for DynamoStore {
         Ok(all)
     }
 
+    async fn forget_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<()> {
+        let key = Self::key("PROVISIONED".into(), format!("{org}#{db_arn}"));
+        self.client.delete_item().table_name(&self.table).set_key(Some(key)).send().await.map_err(sdk_failed)?;
+        Ok(())
+    }
+
     async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>> {
         let item = self.get_item("PROVISIONED".into(), format!("{org}#{db_arn}")).await?;
         item.as_ref().and_then(|item| get_s(item, "record")).map(from_json).transpose()

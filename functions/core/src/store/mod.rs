@@ -163,6 +163,8 @@ pub trait JobStore: Send + Sync {
     /// Remembers a provisioned instance (the rotation schedule's list).
     async fn mark_provisioned(&self, provisioned: &Provisioned) -> StoreResult<()>;
     async fn provisioned(&self) -> StoreResult<Vec<Provisioned>>;
+    /// Forgets a provisioned instance (its roles were retired); none there is no error.
+    async fn forget_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<()>;
     /// One organisation's provisioned instance, if dbroles provisioned it.
     async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>>;
     /// Every database server's lock, whoever holds it: the sweeper's round.

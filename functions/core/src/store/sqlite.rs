@@ -338,6 +338,11 @@ impl JobStore for SqliteStore {
         self.records("SELECT record FROM provisioned ORDER BY org, db_arn".into(), Vec::new()).await
     }
 
+    async fn forget_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<()> {
+        let keys = vec![sql(org.to_string()), sql(db_arn.to_string())];
+        self.execute("DELETE FROM provisioned WHERE org = ?1 AND db_arn = ?2", keys).await.map(|_| ())
+    }
+
     async fn get_provisioned(&self, org: &str, db_arn: &str) -> StoreResult<Option<Provisioned>> {
         self.record("SELECT record FROM provisioned WHERE org = ?1 AND db_arn = ?2", vec![org.into(), db_arn.into()]).await
     }
