@@ -19,6 +19,7 @@ use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::model::fleet::{CreateFleetJobRequest, FleetAwsOptions, Selector, MAX_INSTANCES};
 use dbroles_core::model::job::{Job, Phase};
 use dbroles_core::model::request::{AwsRequest, CreateJobRequest, JobStep, Mode, Rotation};
+use dbroles_core::model::scope::{Patterns, Scope};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
 use dbroles_core::store::sqlite::SqliteStore;
@@ -78,6 +79,8 @@ enum Command {
         /// `run` provisions; `revoke` retires the roles, their stored credentials and connections.
         #[arg(long, default_value = "run")]
         mode: Mode,
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// Every instance the organisation may use, as one fleet job (connections
         /// named `<connection prefix><instance id>-<level>`), instead of `--instance`.
         #[arg(long, conflicts_with = "instance")]
@@ -214,15 +217,26 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { all, instance, connection_prefix, steps, adopt_existing_roles, rotation, mode, max_concurrency } => {
+        Command::Run {
+            all,
+            instance,
+            connection_prefix,
+            steps,
+            adopt_existing_roles,
+            rotation,
+            mode,
+            scope,
+            max_concurrency,
+        } => {
             let aws = FleetAwsOptions {
                 adopt_existing_roles: *adopt_existing_roles,
                 rotation: *rotation,
                 ..FleetAwsOptions::default()
             };
+            let choices = Choices { aws, mode: *mode, scope: scope.scope() };
             match all {
-                true => run_fleet(&cli, connection_prefix, steps, aws, *mode, *max_concurrency).await,
-                false => run_job(&cli, instance, connection_prefix, steps, aws, *mode).await,
+                true => run_fleet(&cli, connection_prefix, steps, choices, *max_concurrency).await,
+                false => run_job(&cli, instance, connection_prefix, steps, choices).await,
             }
         }
         Command::Serve { addr } => {
@@ -258,10 +272,9 @@ async fn run_job(
     instance: &str,
     connection_prefix: &str,
     steps: &[String],
-    aws: FleetAwsOptions,
-    mode: Mode,
+    choices: Choices,
 ) -> anyhow::Result<ExitCode> {
-    let job_steps = job_steps(steps)?;
+    let (aws, job_steps) = (choices.aws, job_steps(steps)?);
     let request = CreateJobRequest {
         agent_id: uuid::Uuid::new_v4().into(),
         aws: AwsRequest {
@@ -274,7 +287,8 @@ async fn run_job(
         connection_prefix_name: connection_prefix.to_string(),
         job_steps,
         vault_provider: None,
-        mode,
+        mode: choices.mode,
+        scope: choices.scope,
     };
     request.validate()?;
     let (app, workflow) = cli.app(Arc::new(report))?;
@@ -286,6 +300,46 @@ async fn run_job(
     print_outcome(&done);
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(if done.phase() == Phase::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What `dbroles run` asks of each job besides its instance.
+struct Choices {
+    aws: FleetAwsOptions,
+    mode: Mode,
+    scope: Scope,
+}
+
+/// `scope`'s flags: globs (`*`) separated by commas.
+#[derive(clap::Args)]
+struct ScopeArgs {
+    /// Grant only in these databases (default: every one); a run withdraws what the roles hold in the others.
+    #[arg(long, value_delimiter = ',')]
+    databases: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    exclude_databases: Vec<String>,
+    /// PostgreSQL: grant only in these schemas (default: every one).
+    #[arg(long, value_delimiter = ',')]
+    schemas: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    exclude_schemas: Vec<String>,
+    /// Only these levels: ro, rw, ddl (default: all three).
+    #[arg(long, value_delimiter = ',', value_parser = level)]
+    levels: Vec<Level>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Scope {
+        let patterns = |include: &[String], exclude: &[String]| Patterns { include: include.to_vec(), exclude: exclude.to_vec() };
+        Scope {
+            databases: patterns(&self.databases, &self.exclude_databases),
+            schemas: patterns(&self.schemas, &self.exclude_schemas),
+            levels: self.levels.clone(),
+        }
+    }
+}
+
+fn level(text: &str) -> Result<Level, String> {
+    Level::parse(text).ok_or_else(|| format!("'{text}' is no level: expected ro, rw or ddl"))
 }
 
 /// What the sweep schedule does on AWS, at every start: a job the previous process
@@ -314,8 +368,7 @@ async fn run_fleet(
     cli: &Cli,
     connection_prefix: &str,
     steps: &[String],
-    aws: FleetAwsOptions,
-    mode: Mode,
+    choices: Choices,
     max_concurrency: u32,
 ) -> anyhow::Result<ExitCode> {
     let request = CreateFleetJobRequest {
@@ -324,10 +377,11 @@ async fn run_fleet(
         connection_prefix_name: connection_prefix.to_string(),
         job_steps: job_steps(steps)?,
         vault_provider: None,
-        aws,
+        aws: choices.aws,
         max_concurrency,
         tolerated_failure_percentage: 100.0,
-        mode,
+        mode: choices.mode,
+        scope: choices.scope,
     };
     request.validate()?;
     let (app, workflow) = cli.app(Arc::new(report))?;

@@ -52,6 +52,21 @@ pub struct MariaDbServer {
     _dir: tempfile::TempDir,
 }
 
+/// A new data directory under `root`, and a temporary directory of its own:
+/// servers bootstrapped at once in /tmp can trip over each other's files.
+fn install(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (data, tmp) = (root.join("data"), root.join("tmp"));
+    std::fs::create_dir(&tmp).unwrap();
+    let installed = std::process::Command::new("mariadb-install-db")
+        .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
+        .output()
+        .expect("mariadb-install-db runs");
+    assert!(installed.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&installed.stderr));
+    (data, tmp)
+}
+
 impl MariaDbServer {
     pub async fn start_for(names: &[&str]) -> Self {
         use std::process::{Command, Stdio};
@@ -62,13 +77,7 @@ impl MariaDbServer {
         for (file, pem) in [("ca.pem", &ca), ("other-ca.pem", &other_ca), ("cert.pem", &cert), ("key.pem", &key)] {
             std::fs::write(root.join(file), pem).unwrap();
         }
-        let data = root.join("data");
-        let installed = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
-            .arg(format!("--datadir={}", data.display()))
-            .output()
-            .expect("mariadb-install-db runs");
-        assert!(installed.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&installed.stderr));
+        let (data, tmp) = install(root);
         let path = |file: &str| root.join(file).display().to_string();
         // Another process may take the port between `free_port` and the bind:
         // the server then exits, and starts again on another port.
@@ -77,6 +86,7 @@ impl MariaDbServer {
             let mut server = Command::new("/usr/sbin/mariadbd")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args([format!("--port={port}"), "--bind-address=127.0.0.1".into(), "--user=root".into()])
                 .args([format!("--socket={}", path("mysqld.sock")), format!("--pid-file={}", path("mysqld.pid"))])
                 .args([

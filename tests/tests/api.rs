@@ -615,3 +615,23 @@ async fn a_revoke_job_retires_the_roles_their_credentials_and_their_connections(
     let left = su.query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", &[&pattern]).await.unwrap();
     assert!(left.is_empty(), "no role is left");
 }
+
+#[tokio::test]
+async fn a_scope_is_checked_field_by_field_and_mysql_has_no_schemas() {
+    let h = harness(&dbroles_tests::unique("sc"));
+    let cases = [
+        (json!({"levels": ["ro", "admin"]}), LOCAL_POSTGRES_ARN, "scope.levels[1]: unknown variant `admin`"),
+        (json!({"levels": ["ro", "ro"]}), LOCAL_POSTGRES_ARN, "scope.levels: each level at most once"),
+        (json!({"databases": {"include": [""]}}), LOCAL_POSTGRES_ARN, "scope.databases.include: '' must be 1 to 128"),
+        (json!({"schemas": {"exclude": ["audit"]}}), LOCAL_MARIADB_ARN, "scope.schemas: MySQL and MariaDB have no schemas"),
+    ];
+    for (scope, arn, expected) in cases {
+        let mut request = body(arn);
+        request["scope"] = scope;
+        let (status, answer) = create(&h.app, admin("org-1"), &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer["message"].as_str().unwrap().starts_with(expected), "{expected}: {answer}");
+    }
+    let (_, page) = call(&h.app, reader("org-1"), "GET", "/dbroles/jobs", None, None).await;
+    assert_eq!(page["items"], json!([]), "nothing was stored");
+}

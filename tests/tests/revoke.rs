@@ -25,7 +25,7 @@ async fn provision(target: &Target, prefix: &str, store: &dyn SecretStore) {
 }
 
 async fn revoke(target: &Target, prefix: &str, store: &dyn SecretStore) -> Outcome {
-    revoke_roles(target, prefix, store, &secret_ref(""), false).await.expect("the revoke reaches the server")
+    revoke_roles(target, prefix, store, &secret_ref(""), &Level::ALL, false).await.expect("the revoke reaches the server")
 }
 
 async fn stored(store: &dyn SecretStore, prefix: &str, level: Level) -> Option<RoleCredentials> {

@@ -7,6 +7,7 @@ use crate::engine::{self, Family, Grants, Level, Report, RoleSpec, Survey, Targe
 use crate::inventory::{Instance, Inventory, InventoryError};
 use crate::model::job::{CredentialsInfo, Phase, RoleResult};
 use crate::model::request::{Invalid, Mode, Rotation};
+use crate::model::scope::{Scope, EVERYTHING};
 use crate::model::Timestamp;
 use crate::secrets::{RoleCredentials, SecretError, SecretRef, SecretStore, Staged};
 
@@ -48,15 +49,22 @@ impl Outcome {
 
 /// What a run may do besides the defaults: take over roles dbroles did not
 /// create, and how it changes passwords.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Options {
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a> {
     pub adopt: bool,
     pub rotation: Rotation,
     pub mode: Mode,
+    pub scope: &'a Scope,
 }
 
-impl Options {
-    /// The single rotation, taking roles over (`adopt`) or not.
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self { adopt: false, rotation: Rotation::Single, mode: Mode::Run, scope: &EVERYTHING }
+    }
+}
+
+impl Options<'_> {
+    /// The single rotation over everything, taking roles over (`adopt`) or not.
     pub fn adopting(adopt: bool) -> Self {
         Self { adopt, ..Self::default() }
     }
@@ -92,15 +100,17 @@ pub async fn provision_roles(
     prefix: &str,
     secrets: &dyn SecretStore,
     secret_ref: &SecretRef,
-    options: Options,
+    options: Options<'_>,
 ) -> Result<Outcome, ProvisionError> {
-    let mut roles: Vec<RoleSpec> = Level::ALL
-        .iter()
-        .map(|level| RoleSpec::new(prefix, *level))
+    let mut roles: Vec<RoleSpec> = options
+        .scope
+        .levels()
+        .into_iter()
+        .map(|level| RoleSpec::new(prefix, level))
         .map(|role| if options.rotation.is_alternating() { role.alternating(prefix) } else { role })
         .collect();
     let refs: Vec<SecretRef> = roles.iter().map(|role| SecretRef { user: role.user.clone(), ..secret_ref.clone() }).collect();
-    let session = engine::Session::new(target);
+    let session = engine::Session::scoped(target, options.scope.engine());
     let survey = session.survey(&roles).await?;
     let mut steps = Vec::new();
     let mut active = Vec::new();
@@ -154,9 +164,10 @@ pub async fn revoke_roles(
     prefix: &str,
     secrets: &dyn SecretStore,
     secret_ref: &SecretRef,
+    levels: &[Level],
     adopt: bool,
 ) -> Result<Outcome, ProvisionError> {
-    let roles: Vec<RoleSpec> = Level::ALL.iter().map(|level| RoleSpec::new(prefix, *level).alternating(prefix)).collect();
+    let roles: Vec<RoleSpec> = levels.iter().map(|level| RoleSpec::new(prefix, *level).alternating(prefix)).collect();
     let refs: Vec<SecretRef> = roles.iter().map(|role| SecretRef { user: role.user.clone(), ..secret_ref.clone() }).collect();
     let session = engine::Session::new(target);
     let survey = session.survey(&roles).await?;
@@ -405,7 +416,7 @@ pub async fn provision_instance(
     instance: &Instance,
     org: &str,
     job_id: &str,
-    options: Options,
+    options: Options<'_>,
     inventory: &dyn Inventory,
     secrets: &dyn SecretStore,
     settings: &Settings,
@@ -437,7 +448,7 @@ pub async fn provision_instance(
     let prefix = &settings.role_prefix;
     let outcome = match options.mode {
         Mode::Run => provision_roles(&target, &endpoint, prefix, secrets, &secret_ref, options).await?,
-        Mode::Revoke => revoke_roles(&target, prefix, secrets, &secret_ref, options.adopt).await?,
+        Mode::Revoke => revoke_roles(&target, prefix, secrets, &secret_ref, &options.scope.levels(), options.adopt).await?,
     };
     Ok(outcome.results)
 }

@@ -16,6 +16,7 @@ use crate::lifecycle::jobs::{self, JobError};
 use crate::model::fleet::{CreateFleetJobRequest, FleetInput, Selector};
 use crate::model::request::Validated;
 use crate::model::request::{AwsRequest, CreateJobRequest, InstanceArn, JobStep, Mode};
+use crate::model::scope::Scope;
 use crate::model::AgentId;
 use crate::store::StoreError;
 use crate::workflow::ExecutionInput;
@@ -110,6 +111,7 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
         job_steps,
         vault_provider: None,
         mode: Mode::Run,
+        scope: Scope::default(),
     };
     request.validate().map_err(|e| malformed(e.0))?;
     let org = tag("dbroles:org").unwrap_or_else(|| settings.default_org.clone());
@@ -142,6 +144,8 @@ async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
             max_concurrency: ROTATION_CONCURRENCY,
             tolerated_failure_percentage: 100.0,
             mode: Mode::Run,
+            // Each instance's job replays its last request, scope included.
+            scope: Scope::default(),
         };
         match fleet::start(app, &org, "eventbridge:rotation", request).await {
             Ok(fleet_job_id) => outcome.started.push(fleet_job_id),

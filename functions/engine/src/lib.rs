@@ -15,6 +15,7 @@ mod error;
 pub mod mysql;
 pub mod password;
 pub mod postgres;
+pub mod scope;
 pub mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 pub use error::DbError;
+pub use scope::{glob, Globs, Scope};
 
 /// Input that cannot be accepted; the message names the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -202,8 +204,10 @@ impl RoleSpec {
 /// What a run found before it changed anything.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Survey {
-    /// The databases to grant in.
+    /// The databases to grant in (those of the scope).
     pub databases: Vec<String>,
+    /// Databases outside the scope the master may enter: what the roles hold there is withdrawn.
+    pub outside: Vec<String>,
     /// Databases left out, and why (the master may not enter them, say).
     pub skipped: Vec<String>,
     /// The roles that exist already.
@@ -340,19 +344,26 @@ impl Counters {
 /// promoted between the second and the third, as soon as the passwords log in.
 pub struct Session {
     target: Target,
+    scope: Scope,
     counters: Arc<Counters>,
 }
 
 impl Session {
+    /// A run over every database and schema.
     pub fn new(target: &Target) -> Self {
-        Self { target: target.clone(), counters: Arc::default() }
+        Self::scoped(target, Scope::default())
+    }
+
+    /// A run that grants within `scope`, and withdraws outside it.
+    pub fn scoped(target: &Target, scope: Scope) -> Self {
+        Self { target: target.clone(), scope, counters: Arc::default() }
     }
 
     /// The databases, the roles that exist, and what the master may do; changes nothing.
     pub async fn survey(&self, roles: &[RoleSpec]) -> Result<Survey, EngineError> {
         match self.target.family {
-            Family::Postgres => postgres::survey(&self.target, roles, &self.counters).await,
-            Family::MySql => mysql::survey(&self.target, roles, &self.counters).await,
+            Family::Postgres => postgres::survey(&self.target, &self.scope, roles, &self.counters).await,
+            Family::MySql => mysql::survey(&self.target, &self.scope, roles, &self.counters).await,
         }
     }
 
@@ -365,10 +376,11 @@ impl Session {
         }
     }
 
-    /// Grants each role its level in every database of the survey: one result per role.
+    /// Grants each role its level in every database of the survey, and withdraws
+    /// what it holds outside the scope: one result per role.
     pub async fn grant(&self, roles: &[RoleSpec], survey: &Survey) -> Vec<Grants> {
         match self.target.family {
-            Family::Postgres => postgres::grant(&self.target, roles, survey, &self.counters).await,
+            Family::Postgres => postgres::grant(&self.target, &self.scope, roles, survey, &self.counters).await,
             Family::MySql => mysql::grant(&self.target, roles, survey, &self.counters).await,
         }
     }

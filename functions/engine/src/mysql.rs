@@ -23,8 +23,8 @@ use mysql_async::{Conn, OptsBuilder, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Survey, Target,
-    TlsMode,
+    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Scope, Survey,
+    Target, TlsMode,
 };
 
 /// Schemas that are never granted.
@@ -134,19 +134,24 @@ async fn master(target: &Target, counters: &Counters) -> Result<Conn, EngineErro
     Ok(conn)
 }
 
-pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Counters) -> Result<Survey, EngineError> {
+pub(crate) async fn survey(
+    target: &Target,
+    scope: &Scope,
+    roles: &[RoleSpec],
+    counters: &Counters,
+) -> Result<Survey, EngineError> {
     let mut conn = master(target, counters).await?;
     let failed = |what: &str| {
         let context = format!("{what} on {}", target.describe());
         move |e: mysql_async::Error| EngineError::Failed(DbError::from_mysql(&e).context(&context))
     };
-    let databases: Vec<String> = conn
+    let (databases, outside): (Vec<String>, Vec<String>) = conn
         .query::<String, _>("SELECT schema_name FROM information_schema.schemata ORDER BY schema_name")
         .await
         .map_err(failed("listing databases"))?
         .into_iter()
         .filter(|name| !SYSTEM_SCHEMAS.contains(&name.to_ascii_lowercase().as_str()))
-        .collect();
+        .partition(|name| scope.databases.covers(name));
     let mut existing = Vec::new();
     let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
     for login in &logins {
@@ -174,7 +179,7 @@ pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Count
     }
     counters.sent(1 + 2 * logins.len());
     let _ = conn.disconnect().await; // safe: nothing was changed
-    Ok(Survey { databases, existing, ..Survey::default() })
+    Ok(Survey { databases, outside, existing, ..Survey::default() })
 }
 
 pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> PerRole {
@@ -230,6 +235,10 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
                 Ok(revokes) => sql.extend(revokes),
                 Err(error) => unread = Some(error.context("reading privileges")),
             }
+            match outside_grants(&mut conn, login, survey, counters).await {
+                Ok(revokes) => sql.extend(revokes),
+                Err(error) => unread = Some(error.context("reading privileges")),
+            }
             let statement =
                 |db: &String| format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(login));
             sql.extend(survey.databases.iter().map(statement));
@@ -269,6 +278,47 @@ async fn invoker_routines(conn: &mut Conn, survey: &Survey, counters: &Counters)
         .filter(|(database, _, _)| survey.databases.contains(database))
         .map(|(database, name, kind)| Routine { database, name, kind })
         .collect())
+}
+
+/// REVOKEs of what a login holds in the databases outside the scope: its grants
+/// on them (named as the grant tables name them, `_` escaped) and on their routines.
+async fn outside_grants(conn: &mut Conn, login: &str, survey: &Survey, counters: &Counters) -> Result<Vec<String>, DbError> {
+    if survey.outside.is_empty() {
+        return Ok(Vec::new());
+    }
+    let outside = |escaped: &str| {
+        let name = escaped.replace("\\_", "_").replace("\\%", "%").replace("\\\\", "\\");
+        survey.outside.contains(&name)
+    };
+    counters.sent(2);
+    // Each privilege by name: `REVOKE ALL` needs every privilege there is, which an RDS master lacks.
+    let privileges: Vec<(String, String)> = conn
+        .exec(
+            "SELECT table_schema, privilege_type FROM information_schema.schema_privileges WHERE grantee = ? ORDER BY 1, 2",
+            (account(login),),
+        )
+        .await
+        .map_err(|e| DbError::from_mysql(&e))?;
+    let mut databases: Vec<(String, Vec<String>)> = Vec::new();
+    for (db, privilege) in privileges {
+        match databases.last_mut() {
+            Some((last, held)) if *last == db => held.push(privilege),
+            _ => databases.push((db, vec![privilege])),
+        }
+    }
+    let routines: Vec<(String, String, String)> = conn
+        .exec("SELECT db, routine_name, routine_type FROM mysql.procs_priv WHERE user = ? AND host = '%'", (login,))
+        .await
+        .map_err(|e| DbError::from_mysql(&e))?;
+    let mut sql: Vec<String> = databases
+        .iter()
+        .filter(|(db, _)| outside(db))
+        .map(|(db, held)| format!("REVOKE {} ON {}.* FROM {}", held.join(", "), quote_ident(db), account(login)))
+        .collect();
+    sql.extend(routines.iter().filter(|(db, _, _)| survey.outside.contains(db)).map(|(db, name, kind)| {
+        format!("REVOKE EXECUTE ON {kind} {}.{} FROM {}", quote_ident(db), quote_ident(name), account(login))
+    }));
+    Ok(sql)
 }
 
 /// REVOKEs of a database-wide EXECUTE (which earlier dbroles granted `rw` and `ddl`).

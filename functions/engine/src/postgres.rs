@@ -23,7 +23,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::{
-    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Survey, Target,
+    limited, Counters, DbError, EngineError, Escalation, Existing, Globs, Grants, Level, PerRole, Retirement, RoleSpec, Scope,
+    Survey, Target,
 };
 
 /// Databases that are never provisioned.
@@ -112,7 +113,12 @@ fn failed(target: &Target, what: &str) -> impl Fn(tokio_postgres::Error) -> Engi
     move |error| EngineError::Failed(describe(&error).context(&context))
 }
 
-pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Counters) -> Result<Survey, EngineError> {
+pub(crate) async fn survey(
+    target: &Target,
+    scope: &Scope,
+    roles: &[RoleSpec],
+    counters: &Counters,
+) -> Result<Survey, EngineError> {
     let client = master(target, "postgres", counters).await?;
     let master_is_superuser: bool = client
         .query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user", &[])
@@ -132,15 +138,21 @@ pub(crate) async fn survey(target: &Target, roles: &[RoleSpec], counters: &Count
         .map_err(failed(target, "listing databases"))?;
     for row in databases.iter().filter(|row| !SKIPPED_DATABASES.contains(&row.get::<_, &str>(0))) {
         let (name, enters, grants, public): (String, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        match (enters, grants || public) {
-            (false, _) => survey.skipped.push(format!("database {name} (the master may not connect to it)")),
-            (true, false) => survey.skipped.push(format!("database {name} (the master may not grant CONNECT on it)")),
-            (true, true) => {
+        let inside = scope.databases.covers(&name);
+        match (enters, grants || public, inside) {
+            (false, _, true) => survey.skipped.push(format!("database {name} (the master may not connect to it)")),
+            (true, false, true) => survey.skipped.push(format!("database {name} (the master may not grant CONNECT on it)")),
+            // Outside the scope, what the master cannot enter it cannot have granted.
+            (false, _, false) => {}
+            (true, _, _) => {
                 // Where everyone may connect and the master may not grant it, there is nothing to grant.
                 if grants {
                     survey.grant_connect.push(name.clone());
                 }
-                survey.databases.push(name);
+                match inside {
+                    true => survey.databases.push(name),
+                    false => survey.outside.push(name),
+                }
             }
         }
     }
@@ -336,7 +348,8 @@ pub struct Grantable {
     pub functions: Vec<String>,
 }
 
-async fn grantable(client: &Client, connect: bool) -> Result<Grantable, tokio_postgres::Error> {
+/// What the master may grant in one database: in the schemas `inside` covers, and in the others.
+async fn grantable(client: &Client, connect: bool, inside: &Globs) -> Result<(Grantable, Grantable), tokio_postgres::Error> {
     // Every function, operator, type and table is named in `pg_catalog`, as a
     // second line of defence behind the pinned `search_path` ([`session_options`]).
     let schemas = client
@@ -356,7 +369,16 @@ async fn grantable(client: &Client, connect: bool) -> Result<Grantable, tokio_po
         .iter()
         .map(|row| Schema { name: row.get(0), usage: row.get(1), create: row.get(2), foreign: row.get(3) })
         .collect::<Vec<_>>();
+    let (covered, uncovered) = schemas.into_iter().partition(|schema| inside.covers(&schema.name));
+    Ok((objects(client, connect, covered).await?, objects(client, connect, uncovered).await?))
+}
+
+/// The tables, sequences and functions the master may grant in `schemas`.
+async fn objects(client: &Client, connect: bool, schemas: Vec<Schema>) -> Result<Grantable, tokio_postgres::Error> {
     let usable: Vec<&str> = schemas.iter().filter(|s| s.usage).map(|s| s.name.as_str()).collect();
+    if usable.is_empty() {
+        return Ok(Grantable { connect, schemas, tables: Vec::new(), sequences: Vec::new(), functions: Vec::new() });
+    }
     // The relations the master may grant on: those of roles whose rights it holds
     // (its own), named schema-qualified and quoted whatever the path.
     let relations = client
@@ -450,13 +472,58 @@ pub fn grant_statements(db: &str, grantable: &Grantable, role: &RoleSpec, master
     sql
 }
 
-pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
+/// What a role holds in `g` (schemas outside the scope, or a whole database
+/// outside it, CONNECT included), revoked: only what the master may grant, as
+/// [`grant_statements`] grants it.
+pub fn withdraw_statements(
+    db: &str,
+    g: &Grantable,
+    role: &RoleSpec,
+    master: &str,
+    ddl: Option<&str>,
+    whole: bool,
+) -> Vec<String> {
+    let grantee = quote_ident(&role.user);
+    let mut sql = Vec::new();
+    if !g.tables.is_empty() {
+        sql.push(format!("REVOKE ALL ON TABLE {} FROM {grantee}", g.tables.join(", ")));
+    }
+    if !g.sequences.is_empty() {
+        sql.push(format!("REVOKE ALL ON SEQUENCE {} FROM {grantee}", g.sequences.join(", ")));
+    }
+    sql.extend(g.functions.iter().map(|function| format!("REVOKE ALL ON FUNCTION {function} FROM {grantee}")));
+    let owners: Vec<&str> = std::iter::once(master).chain(ddl).filter(|owner| *owner != role.user).collect();
+    for schema in g.schemas.iter().filter(|schema| schema.usage) {
+        let s = quote_ident(&schema.name);
+        sql.push(format!("REVOKE ALL ON SCHEMA {s} FROM {grantee}"));
+        for owner in &owners {
+            let prefix = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {s} REVOKE ALL", quote_ident(owner));
+            sql.push(format!("{prefix} ON TABLES FROM {grantee}"));
+            sql.push(format!("{prefix} ON SEQUENCES FROM {grantee}"));
+        }
+    }
+    if whole && g.connect {
+        sql.push(format!("REVOKE CONNECT ON DATABASE {} FROM {grantee}", quote_ident(db)));
+    }
+    sql
+}
+
+pub(crate) async fn grant(
+    target: &Target,
+    scope: &Scope,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    counters: &Counters,
+) -> Vec<Grants> {
+    // Outside the scope no schema is covered: everything is withdrawn.
+    let nothing = Globs { include: Vec::new(), exclude: vec!["*".into()] };
+    let databases = survey.databases.iter().map(|db| (db, &scope.schemas)).chain(survey.outside.iter().map(|db| (db, &nothing)));
     // The futures are collected first, so no closure is held across an await and
     // the whole future stays `Send` for any lifetime (a spawned task can await it).
-    let pending: Vec<_> = survey.databases.iter().map(|db| grant_database(target, db, roles, survey, counters)).collect();
+    let pending: Vec<_> = databases.map(|(db, schemas)| grant_database(target, db, schemas, roles, survey, counters)).collect();
     let per_database: Vec<Vec<Grants>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
     let mut grants: Vec<Grants> = roles.iter().map(|_| Grants::default()).collect();
-    for (db, results) in survey.databases.iter().zip(per_database) {
+    for (db, results) in survey.databases.iter().chain(&survey.outside).zip(per_database) {
         for (role, result) in grants.iter_mut().zip(results) {
             role.failed.extend(result.failed.into_iter().map(|e| e.context(format!("database {db}"))));
             role.skipped.extend(result.skipped);
@@ -479,7 +546,14 @@ fn reassignments(db: &str, role: &RoleSpec, survey: &Survey) -> Vec<String> {
 }
 
 /// One database: one connection, one transaction, a savepoint per role.
-async fn grant_database(target: &Target, db: &str, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
+async fn grant_database(
+    target: &Target,
+    db: &str,
+    schemas: &Globs,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    counters: &Counters,
+) -> Vec<Grants> {
     let all_failed = |error: DbError| roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect();
     let client = match connect(target, &target.master_user, &target.master_password, db).await {
         Ok(client) => client,
@@ -488,7 +562,7 @@ async fn grant_database(target: &Target, db: &str, roles: &[RoleSpec], survey: &
     counters.connection();
     let mut last = Vec::new();
     for attempt in 0..ATTEMPTS {
-        match grant_database_once(&client, target, db, roles, survey, counters).await {
+        match grant_database_once(&client, target, db, schemas, roles, survey, counters).await {
             Ok(results) => return results,
             Err((error, retry)) => {
                 let _ = client.batch_execute("ROLLBACK").await; // safe: only ends a failed transaction
@@ -507,14 +581,17 @@ async fn grant_database_once(
     client: &Client,
     target: &Target,
     db: &str,
+    schemas: &Globs,
     roles: &[RoleSpec],
     survey: &Survey,
     counters: &Counters,
 ) -> Result<Vec<Grants>, (DbError, bool)> {
     let connect = survey.grant_connect.iter().any(|name| name == db);
-    let found =
-        grantable(client, connect).await.map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?;
-    counters.sent(3);
+    let (found, outside) = grantable(client, connect, schemas)
+        .await
+        .map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?;
+    counters.sent(5);
+    let whole = !survey.databases.iter().any(|name| name == db);
     let ddl = roles.iter().find(|role| role.level == Level::Ddl).map(|role| role.user.as_str());
     counters.sent(1);
     client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
@@ -522,10 +599,14 @@ async fn grant_database_once(
     for role in roles {
         let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
         sql.extend(reassignments(db, role, survey));
-        sql.extend(grant_statements(db, &found, role, &target.master_user, ddl));
+        if !whole {
+            sql.extend(grant_statements(db, &found, role, &target.master_user, ddl));
+        }
+        sql.extend(withdraw_statements(db, &outside, role, &target.master_user, ddl, whole));
         sql.push("RELEASE SAVEPOINT dbroles_role".into());
         let result = run_in_savepoint(client, &sql, counters).await?;
-        results.push(Grants { failed: result.err().into_iter().collect(), skipped: not_granted(db, &found, role.level) });
+        let skipped = if whole { Vec::new() } else { not_granted(db, &found, role.level) };
+        results.push(Grants { failed: result.err().into_iter().collect(), skipped });
     }
     counters.sent(1);
     client.batch_execute("COMMIT").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;

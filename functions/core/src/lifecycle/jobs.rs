@@ -196,7 +196,11 @@ pub async fn create(
     }
     accounts::claim(deps.accounts.as_ref(), org, &instance).await?;
     let alternating = deps.settings.rotation_of(&request).is_alternating() && request.mode.is_run();
-    engine::validate_prefix(&deps.settings.role_prefix, &instance.engine, alternating)?;
+    let family = engine::validate_prefix(&deps.settings.role_prefix, &instance.engine, alternating)?;
+    if family == engine::Family::MySql && !request.scope.schemas.is_everything() {
+        let message = "scope.schemas: MySQL and MariaDB have no schemas within a database; scope them with scope.databases";
+        return Err(Invalid(message.into()).into());
+    }
     let mut record = new_record(org, created_by, request, spec_of(&instance, &arn.account));
     if let Some(naming) = naming {
         record.job.id = naming.job_id;

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::request::Invalid;
 use super::Timestamp;
+use dbroles_engine::glob;
 
 /// The tag that names an instance's organisation. In the deployment's own
 /// account an organisation's first job on a server needs it ([`crate::lifecycle::accounts::claim`]), and
@@ -118,17 +119,6 @@ pub fn validate_role(role_arn: &str, account_id: &str, allowed: Option<&str>) ->
             Err(Invalid(format!("role_arn: this deployment may assume only roles named {pattern}, not {name}")))
         }
         _ => Ok(()),
-    }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(text) = text.strip_prefix(head) else { return false };
-            (0..=text.len()).filter(|&i| text.is_char_boundary(i)).any(|i| glob(rest, &text[i..]))
-        }
     }
 }
 

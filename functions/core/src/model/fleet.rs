@@ -10,6 +10,7 @@ use super::request::{
     validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, Mode, Rotation,
     SecurityGroupRequest, Validated, VaultPath, VaultRequest,
 };
+use super::scope::Scope;
 use super::Timestamp;
 use super::{AccountId, AgentId};
 
@@ -118,6 +119,9 @@ pub struct CreateFleetJobRequest {
     /// Each instance's job: `run` (the default) or `revoke`.
     #[serde(default, skip_serializing_if = "Mode::is_run")]
     pub mode: Mode,
+    /// Each instance's job's levels, databases and schemas; absent: all.
+    #[serde(default, skip_serializing_if = "Scope::is_everything")]
+    pub scope: Scope,
 }
 
 fn default_concurrency() -> u32 {
@@ -167,6 +171,7 @@ impl Validated for CreateFleetJobRequest {
             VaultPath::parse(&vault.secret_id)?;
         }
         validate_security_group(self.aws.default_security_group.as_ref())?;
+        self.scope.validate()?;
         if !(1..=1000).contains(&self.max_concurrency) {
             return Err(Invalid("max_concurrency: must be 1 to 1000".into()));
         }
@@ -193,6 +198,7 @@ impl CreateFleetJobRequest {
             job_steps: self.job_steps.clone(),
             vault_provider: self.vault_provider.clone(),
             mode: self.mode,
+            scope: self.scope.clone(),
         }
     }
 }

@@ -15,5 +15,6 @@ mod ids;
 pub mod job;
 pub mod request;
 pub mod resource;
+pub mod scope;
 
 pub use ids::{new_id, AccountId, AgentId, Timestamp};

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::scope::Scope;
 use super::AgentId;
 
 /// A request that cannot be accepted; the message names the field (the engine's type, so its checks need no conversion).
@@ -146,6 +147,9 @@ pub struct CreateJobRequest {
     /// Added by dbroles: `run` (the default) provisions, `revoke` retires the roles.
     #[serde(default, skip_serializing_if = "Mode::is_run")]
     pub mode: Mode,
+    /// Added by dbroles: the levels, databases and schemas the job covers; absent: all.
+    #[serde(default, skip_serializing_if = "Scope::is_everything")]
+    pub scope: Scope,
 }
 
 /// `openapi.CreateDBRoleJobResponse`.
@@ -175,7 +179,7 @@ impl Validated for CreateJobRequest {
         if let Some(vault) = &self.vault_provider {
             VaultPath::parse(&vault.secret_id)?;
         }
-        Ok(())
+        self.scope.validate()
     }
 }
 

@@ -18,8 +18,12 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     let secrets = secret_store(deps, &record)?;
     let instance = instance(deps, &record).await?;
     let request = &record.request;
-    let options =
-        Options { adopt: request.aws.adopt_existing_roles, rotation: deps.settings.rotation_of(request), mode: request.mode };
+    let options = Options {
+        adopt: request.aws.adopt_existing_roles,
+        rotation: deps.settings.rotation_of(request),
+        mode: request.mode,
+        scope: &request.scope,
+    };
     let (inventory, settings) = (deps.inventory.as_ref(), &deps.settings);
     let mut results =
         provision_instance(&instance, record.org(), record.id(), options, inventory, secrets.as_ref(), settings).await?;
