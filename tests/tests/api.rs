@@ -621,7 +621,6 @@ async fn a_scope_is_checked_field_by_field_and_mysql_has_no_schemas() {
     let h = harness(&dbroles_tests::unique("sc"));
     let cases = [
         (json!({"levels": ["ro", "admin"]}), LOCAL_POSTGRES_ARN, "scope.levels[1]: unknown variant `admin`"),
-        (json!({"levels": ["ro", "ro"]}), LOCAL_POSTGRES_ARN, "scope.levels: each level at most once"),
         (json!({"databases": {"include": [""]}}), LOCAL_POSTGRES_ARN, "scope.databases.include: '' must be 1 to 128"),
         (json!({"schemas": {"exclude": ["audit"]}}), LOCAL_MARIADB_ARN, "scope.schemas: MySQL and MariaDB have no schemas"),
     ];

@@ -10,11 +10,27 @@ use crate::engine::{self, Invalid, Level};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Patterns {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(example = json!(["app*"]))]
+    #[schema(inline, value_type = Vec<Glob>, max_items = 50, example = json!(["app*"]))]
     pub include: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(example = json!(["*_archive"]))]
+    #[schema(inline, value_type = Vec<Glob>, max_items = 50, example = json!(["*_archive"]))]
     pub exclude: Vec<String>,
+}
+
+/// A pattern, as the OpenAPI document describes it: 1 to 128 characters, no control character.
+#[derive(ToSchema)]
+#[schema(pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]{1,128}$", example = "app*")]
+#[allow(dead_code)]
+struct Glob(String);
+
+/// A level, as the OpenAPI document describes it.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum LevelName {
+    Ro,
+    Rw,
+    Ddl,
 }
 
 impl Patterns {
@@ -31,7 +47,7 @@ impl Patterns {
             if patterns.len() > MAX_PATTERNS {
                 return Err(Invalid(format!("{field}.{list}: at most {MAX_PATTERNS} patterns")));
             }
-            let bad = patterns.iter().find(|p| p.is_empty() || p.len() > 128 || p.chars().any(char::is_control));
+            let bad = patterns.iter().find(|p| p.is_empty() || p.chars().count() > 128 || p.chars().any(char::is_control));
             if let Some(pattern) = bad {
                 return Err(Invalid(format!(
                     "{field}.{list}: '{}' must be 1 to 128 printable characters",
@@ -56,10 +72,10 @@ pub struct Scope {
     /// PostgreSQL's schemas (MySQL and MariaDB have none within a database).
     #[serde(default, skip_serializing_if = "Patterns::is_everything")]
     pub schemas: Patterns,
-    /// A subset of `ro`, `rw` and `ddl`; none: all three. A run provisions only
+    /// A subset of `ro`, `rw` and `ddl` (a level named twice counts once); none: all three. A run provisions only
     /// these; a revoke retires only these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<String>, example = json!(["ro"]))]
+    #[schema(inline, value_type = Vec<LevelName>, example = json!(["ro"]))]
     pub levels: Vec<Level>,
 }
 
@@ -87,10 +103,6 @@ impl Scope {
 
     pub fn validate(&self) -> Result<(), Invalid> {
         self.databases.validate("scope.databases")?;
-        self.schemas.validate("scope.schemas")?;
-        if self.levels.iter().enumerate().any(|(i, level)| self.levels[..i].contains(level)) {
-            return Err(Invalid("scope.levels: each level at most once".into()));
-        }
-        Ok(())
+        self.schemas.validate("scope.schemas")
     }
 }
