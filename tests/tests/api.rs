@@ -597,12 +597,27 @@ async fn a_revoke_job_retires_the_roles_their_credentials_and_their_connections(
     let provisioned = || h.app.deps.jobs.get_provisioned("org-1", LOCAL_POSTGRES_ARN);
     assert!(provisioned().await.unwrap().is_some(), "the rotation schedule knows the instance");
 
+    // A revoke retires only the levels of its scope.
     request["mode"] = json!("revoke");
+    request["scope"] = json!({"levels": ["ro"]});
+    let (_, created) = create(&h.app, admin("org-1"), &request).await;
+    let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["result"].as_array().unwrap().len(), 1, "{job}");
+    assert!(h.app.deps.secrets.read(&ro).await.unwrap().is_none(), "ro is retired");
+    let rw = format!("org-1/{LOCAL_POSTGRES_ARN}/{prefix}_rw");
+    assert!(h.app.deps.secrets.read(&rw).await.unwrap().is_some(), "rw is left as it was");
+    let resource = h.app.deps.resources.get_resource("org-1", "postgres").await.unwrap().expect("the others' connections");
+    let names: Vec<&str> = resource.roles.iter().map(|role| role.input.name.as_str()).collect();
+    assert_eq!(names, ["prod-postgres-rw", "prod-postgres-ddl"], "ro's connection went with it");
+
+    request["scope"] = json!({});
     let (status, created) = create(&h.app, admin("org-1"), &request).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"]["phase"], "completed", "{job}");
-    for result in job["status"]["result"].as_array().unwrap() {
+    let results = job["status"]["result"].as_array().unwrap();
+    assert!(results[0]["message"].as_str().unwrap().contains("does not exist: nothing to retire"), "ro went before: {job}");
+    for result in &results[1..] {
         let message = result["message"].as_str().unwrap();
         assert!(message.contains("retired") && message.contains("stored credentials are deleted"), "{message}");
         assert!(message.ends_with("its connection in the resource postgres is removed"), "{message}");

@@ -6,9 +6,10 @@ use super::create_connections::made_by_dbroles_for;
 use super::job::{instance, load, save, secret_store};
 use super::{State, StepError};
 use crate::deps::Deps;
+use crate::engine::Level;
 use crate::inventory::Instance;
 use crate::lifecycle::jobs;
-use crate::model::job::{JobStatus, Phase, RoleResult};
+use crate::model::job::{JobRecord, JobStatus, Phase, RoleResult};
 use crate::model::request::Mode;
 use crate::provision::{provision_instance, Options};
 
@@ -28,7 +29,7 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     let mut results =
         provision_instance(&instance, record.org(), record.id(), options, inventory, secrets.as_ref(), settings).await?;
     if options.mode == Mode::Revoke {
-        remove_connections(deps, record.org(), &instance, &mut results).await?;
+        remove_connections(deps, &record, &instance, &mut results).await?;
     }
     let (_, message) = jobs::outcome(&results);
     // Still running: the phase is Finalize's to set.
@@ -37,20 +38,42 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     Ok(state)
 }
 
-/// Once every role is retired, the resource create-connections made for the
-/// instance goes too; one it did not make is left, and the results say so.
-async fn remove_connections(deps: &Deps, org: &str, instance: &Instance, results: &mut [RoleResult]) -> Result<(), StepError> {
-    if results.iter().any(|result| result.status != Phase::Completed) {
+/// The connections create-connections made for the retired levels go too (the
+/// whole resource once none is left); a resource dbroles did not make is left,
+/// and the results say so.
+async fn remove_connections(
+    deps: &Deps,
+    record: &JobRecord,
+    instance: &Instance,
+    results: &mut [RoleResult],
+) -> Result<(), StepError> {
+    let Some(mut resource) = deps.resources.get_resource(record.org(), &instance.identifier).await? else { return Ok(()) };
+    if !made_by_dbroles_for(&resource, &instance.arn) {
+        let note = format!("; the resource {} is not dbroles' and is left as it is", resource.name);
+        results.iter_mut().for_each(|result| result.message += &note);
         return Ok(());
     }
-    let Some(resource) = deps.resources.get_resource(org, &instance.identifier).await? else { return Ok(()) };
-    let note = match made_by_dbroles_for(&resource, &instance.arn) {
-        true => {
-            deps.resources.delete_resource(org, &resource.name).await?;
-            format!("; its connection in the resource {} is removed", resource.name)
-        }
-        false => format!("; the resource {} is not dbroles' and is left as it is", resource.name),
+    // Each retired role's connection, by the name create-connections gave it.
+    let prefix = &deps.settings.role_prefix;
+    let connection = |result: &RoleResult| {
+        let level = Level::ALL.into_iter().find(|level| level.user(prefix) == result.user_role)?;
+        Some(format!("{}{}", record.request.connection_prefix_name, level.suffix()))
     };
-    results.iter_mut().for_each(|result| result.message += &note);
+    let retired: Vec<String> = results.iter().filter(|result| result.status == Phase::Completed).filter_map(connection).collect();
+    let removed: Vec<String> =
+        resource.roles.iter().map(|role| role.input.name.clone()).filter(|name| retired.contains(name)).collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    resource.roles.retain(|role| !removed.contains(&role.input.name));
+    match resource.roles.is_empty() {
+        true => deps.resources.delete_resource(record.org(), &resource.name).await?,
+        false => deps.resources.put_resource(&resource).await?,
+    }
+    for result in results.iter_mut() {
+        if connection(result).is_some_and(|name| removed.contains(&name)) {
+            result.message += &format!("; its connection in the resource {} is removed", resource.name);
+        }
+    }
     Ok(())
 }
