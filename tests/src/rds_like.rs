@@ -55,22 +55,20 @@ impl RdsLike {
         self.run_as(&credentials.user, credentials.password.expose_secret(), "SELECT 1").await.is_ok()
     }
 
-    /// Makes the database `late` with a table `t` (one row), as its master would after a run.
-    pub async fn add_database(&self, target: &Target) {
+    /// Makes the database `name` with a table `t` (one row), as its master would after a run.
+    pub async fn add_database(&self, target: &Target, name: &str) {
         let password = target.master_password.expose_secret();
         match self {
             RdsLike::Postgres(cluster) => {
                 let master = cluster.client("master", password, "postgres").await.unwrap();
-                master.batch_execute("CREATE DATABASE late").await.unwrap();
-                let late = cluster.client("master", password, "late").await.unwrap();
-                late.batch_execute("CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1)").await.unwrap();
+                master.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+                let created = cluster.client("master", password, name).await.unwrap();
+                created.batch_execute("CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1)").await.unwrap();
             }
             RdsLike::MariaDb(server) => {
                 let mut master = server.connect("master", password).await.unwrap();
-                master
-                    .query_drop("CREATE DATABASE late; CREATE TABLE late.t (id int); INSERT INTO late.t VALUES (1)")
-                    .await
-                    .unwrap();
+                let sql = format!("CREATE DATABASE {name}; CREATE TABLE {name}.t (id int); INSERT INTO {name}.t VALUES (1)");
+                master.query_drop(sql).await.unwrap();
             }
         }
     }

@@ -131,7 +131,7 @@ async fn two_logins_hold_one_level(server: RdsLike, target: Target) {
         server.run_as(&ddl.user, ddl.password.expose_secret(), sql).await.unwrap();
         assert_eq!(server.owner("stray").await, ddl.user);
     }
-    server.add_database(&target).await;
+    server.add_database(&target, "late").await;
 
     run(&target, &prefix, store.as_ref(), Rotation::Alternating).await;
     if let RdsLike::Postgres(_) = server {

@@ -9,7 +9,6 @@ use dbroles_core::provision::{provision_roles, Endpoint, Options, Outcome};
 use dbroles_core::secrets::{RoleCredentials, SecretStore};
 use dbroles_tests::postgres::PgVersion;
 use dbroles_tests::*;
-use mysql_async::prelude::Queryable;
 use secrecy::ExposeSecret;
 
 async fn run(target: &Target, prefix: &str, store: &dyn SecretStore, scope: &Scope) -> Outcome {
@@ -31,25 +30,12 @@ fn excluding(databases: &[&str], schemas: &[&str]) -> Scope {
 
 /// The master makes the database `archive` (a table `t`) and, on PostgreSQL, the schema `app.reports` (a table `r`).
 async fn more_to_scope(server: &RdsLike, target: &Target) {
-    let password = target.master_password.expose_secret();
-    match server {
-        RdsLike::Postgres(cluster) => {
-            let master = cluster.client("master", password, "postgres").await.unwrap();
-            master.batch_execute("CREATE DATABASE archive").await.unwrap();
-            let archive = cluster.client("master", password, "archive").await.unwrap();
-            archive.batch_execute("CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1)").await.unwrap();
-            let app = cluster.client("master", password, "app").await.unwrap();
-            app.batch_execute("CREATE SCHEMA reports; CREATE TABLE reports.r (id int); INSERT INTO reports.r VALUES (1)")
-                .await
-                .unwrap();
-        }
-        RdsLike::MariaDb(mariadb) => {
-            let mut master = mariadb.connect("master", password).await.unwrap();
-            master
-                .query_drop("CREATE DATABASE archive; CREATE TABLE archive.t (id int); INSERT INTO archive.t VALUES (1)")
-                .await
-                .unwrap();
-        }
+    server.add_database(target, "archive").await;
+    if let RdsLike::Postgres(cluster) = server {
+        let app = cluster.client("master", target.master_password.expose_secret(), "app").await.unwrap();
+        app.batch_execute("CREATE SCHEMA reports; CREATE TABLE reports.r (id int); INSERT INTO reports.r VALUES (1)")
+            .await
+            .unwrap();
     }
 }
 
