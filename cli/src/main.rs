@@ -18,7 +18,7 @@ use dbroles_core::lifecycle::jobs;
 use dbroles_core::model::account::AccountPolicy;
 use dbroles_core::model::fleet::{CreateFleetJobRequest, FleetAwsOptions, Selector, MAX_INSTANCES};
 use dbroles_core::model::job::{Job, Phase};
-use dbroles_core::model::request::{AwsRequest, CreateJobRequest, JobStep, Mode, Rotation};
+use dbroles_core::model::request::{CreateJobRequest, JobStep, Mode, Rotation};
 use dbroles_core::model::scope::{Patterns, Scope};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::{SecretRef, SecretStore};
@@ -274,16 +274,10 @@ async fn run_job(
     steps: &[String],
     choices: Choices,
 ) -> anyhow::Result<ExitCode> {
-    let (aws, job_steps) = (choices.aws, job_steps(steps)?);
+    let job_steps = job_steps(steps)?;
     let request = CreateJobRequest {
         agent_id: uuid::Uuid::new_v4().into(),
-        aws: AwsRequest {
-            instance_arn: instance.to_string(),
-            default_security_group: aws.default_security_group,
-            allow_master_password_reset: aws.allow_master_password_reset,
-            adopt_existing_roles: aws.adopt_existing_roles,
-            rotation: aws.rotation,
-        },
+        aws: choices.aws.request_for(instance.to_string()),
         connection_prefix_name: connection_prefix.to_string(),
         job_steps,
         vault_provider: None,

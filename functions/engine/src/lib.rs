@@ -272,6 +272,13 @@ pub struct Grants {
     pub skipped: Vec<String>,
 }
 
+impl Grants {
+    /// Every role's, when one failure stopped them all.
+    pub(crate) fn failed_for_each(roles: &[RoleSpec], error: DbError) -> Vec<Grants> {
+        roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect()
+    }
+}
+
 /// What retiring one level's logins did, and what is left of them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Retirement {
@@ -279,6 +286,13 @@ pub struct Retirement {
     pub sessions_ended: usize,
     /// What keeps it from being gone (empty: every login is dropped).
     pub remains: Vec<String>,
+}
+
+impl Retirement {
+    /// Every role's, when one failure stopped them all: nothing was retired.
+    pub(crate) fn stopped_for_each(roles: &[RoleSpec], why: String) -> Vec<Retirement> {
+        roles.iter().map(|_| Retirement { remains: vec![why.clone()], ..Retirement::default() }).collect()
+    }
 }
 
 /// What a run did, for the benchmark.

@@ -216,7 +216,7 @@ fn login_statements(role: &RoleSpec, login: &str, survey: &Survey) -> Vec<String
 }
 
 pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
-    let failed_all = |error: DbError| roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect();
+    let failed_all = |error: DbError| Grants::failed_for_each(roles, error);
     let mut conn = match master(target, counters).await {
         Ok(conn) => conn,
         Err(error) => return failed_all(DbError { message: error.to_string(), transient: error.is_transient() }),
@@ -231,11 +231,7 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
         let mut sql = Vec::new();
         let mut unread = None;
         for login in role.present(survey) {
-            match database_wide_execute(&mut conn, login, counters).await {
-                Ok(revokes) => sql.extend(revokes),
-                Err(error) => unread = Some(error.context("reading privileges")),
-            }
-            match outside_grants(&mut conn, login, survey, counters).await {
+            match revokes(&mut conn, login, survey, counters).await {
                 Ok(revokes) => sql.extend(revokes),
                 Err(error) => unread = Some(error.context("reading privileges")),
             }
@@ -280,18 +276,18 @@ async fn invoker_routines(conn: &mut Conn, survey: &Survey, counters: &Counters)
         .collect())
 }
 
-/// REVOKEs of what a login holds in the databases outside the scope: its grants
-/// on them (named as the grant tables name them, `_` escaped) and on their routines.
-async fn outside_grants(conn: &mut Conn, login: &str, survey: &Survey, counters: &Counters) -> Result<Vec<String>, DbError> {
-    if survey.outside.is_empty() {
-        return Ok(Vec::new());
-    }
+/// REVOKEs of what a login holds that its level does not allow, from one read
+/// of its database grants: everything it holds in a database outside the scope
+/// (each privilege by name: `REVOKE ALL` needs every privilege there is, which
+/// an RDS master lacks), and its routine grants there; elsewhere a database-wide
+/// EXECUTE (which earlier dbroles granted `rw` and `ddl`). Databases are named as
+/// the grant tables name them, `_` and `%` escaped.
+async fn revokes(conn: &mut Conn, login: &str, survey: &Survey, counters: &Counters) -> Result<Vec<String>, DbError> {
     let outside = |escaped: &str| {
         let name = escaped.replace("\\_", "_").replace("\\%", "%").replace("\\\\", "\\");
         survey.outside.contains(&name)
     };
-    counters.sent(2);
-    // Each privilege by name: `REVOKE ALL` needs every privilege there is, which an RDS master lacks.
+    counters.sent(1);
     let privileges: Vec<(String, String)> = conn
         .exec(
             "SELECT table_schema, privilege_type FROM information_schema.schema_privileges WHERE grantee = ? ORDER BY 1, 2",
@@ -306,33 +302,27 @@ async fn outside_grants(conn: &mut Conn, login: &str, survey: &Survey, counters:
             _ => databases.push((db, vec![privilege])),
         }
     }
+    let mut sql = Vec::new();
+    for (db, held) in &databases {
+        let revoked = match outside(db) {
+            true => held.join(", "),
+            false if held.iter().any(|privilege| privilege == "EXECUTE") => "EXECUTE".to_string(),
+            false => continue,
+        };
+        sql.push(format!("REVOKE {revoked} ON {}.* FROM {}", quote_ident(db), account(login)));
+    }
+    if survey.outside.is_empty() {
+        return Ok(sql);
+    }
+    counters.sent(1);
     let routines: Vec<(String, String, String)> = conn
         .exec("SELECT db, routine_name, routine_type FROM mysql.procs_priv WHERE user = ? AND host = '%'", (login,))
         .await
         .map_err(|e| DbError::from_mysql(&e))?;
-    let mut sql: Vec<String> = databases
-        .iter()
-        .filter(|(db, _)| outside(db))
-        .map(|(db, held)| format!("REVOKE {} ON {}.* FROM {}", held.join(", "), quote_ident(db), account(login)))
-        .collect();
     sql.extend(routines.iter().filter(|(db, _, _)| survey.outside.contains(db)).map(|(db, name, kind)| {
         format!("REVOKE EXECUTE ON {kind} {}.{} FROM {}", quote_ident(db), quote_ident(name), account(login))
     }));
     Ok(sql)
-}
-
-/// REVOKEs of a database-wide EXECUTE (which earlier dbroles granted `rw` and `ddl`).
-async fn database_wide_execute(conn: &mut Conn, user: &str, counters: &Counters) -> Result<Vec<String>, DbError> {
-    counters.sent(1);
-    let databases: Vec<String> = conn
-        .exec(
-            "SELECT DISTINCT table_schema FROM information_schema.schema_privileges \
-             WHERE grantee = ? AND privilege_type = 'EXECUTE'",
-            (account(user),),
-        )
-        .await
-        .map_err(|e| DbError::from_mysql(&e))?;
-    Ok(databases.iter().map(|db| format!("REVOKE EXECUTE ON {}.* FROM {}", quote_ident(db), account(user))).collect())
 }
 
 /// Retires the roles' logins: each account locked (no new login), its sessions
@@ -344,10 +334,7 @@ async fn database_wide_execute(conn: &mut Conn, user: &str, counters: &Counters)
 pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Retirement> {
     let mut conn = match master(target, counters).await {
         Ok(conn) => conn,
-        Err(error) => {
-            let why = error.to_string();
-            return roles.iter().map(|_| Retirement { remains: vec![why.clone()], ..Retirement::default() }).collect();
-        }
+        Err(error) => return Retirement::stopped_for_each(roles, error.to_string()),
     };
     let mut retirements = Vec::new();
     for role in roles {

@@ -554,7 +554,7 @@ async fn grant_database(
     survey: &Survey,
     counters: &Counters,
 ) -> Vec<Grants> {
-    let all_failed = |error: DbError| roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect();
+    let all_failed = |error: DbError| Grants::failed_for_each(roles, error);
     let client = match connect(target, &target.master_user, &target.master_password, db).await {
         Ok(client) => client,
         Err(error) => return all_failed(error),
@@ -623,7 +623,7 @@ pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey,
     let mut retirements: Vec<Retirement> = roles.iter().map(|_| Retirement::default()).collect();
     let client = match master(target, "postgres", counters).await {
         Ok(client) => client,
-        Err(error) => return remains_everywhere(roles, error.to_string()),
+        Err(error) => return Retirement::stopped_for_each(roles, error.to_string()),
     };
     for (role, retirement) in roles.iter().zip(&mut retirements) {
         for login in role.found(survey) {
@@ -647,10 +647,6 @@ pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey,
         }
     }
     retirements
-}
-
-fn remains_everywhere(roles: &[RoleSpec], why: String) -> Vec<Retirement> {
-    roles.iter().map(|_| Retirement { remains: vec![why.clone()], ..Retirement::default() }).collect()
 }
 
 /// Ends every session of the roles' logins (also those that logged in before NOLOGIN).

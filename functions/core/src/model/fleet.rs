@@ -89,6 +89,19 @@ pub struct FleetAwsOptions {
     pub rotation: Option<Rotation>,
 }
 
+impl FleetAwsOptions {
+    /// The `aws` of one instance's job request.
+    pub fn request_for(&self, instance_arn: String) -> AwsRequest {
+        AwsRequest {
+            instance_arn,
+            default_security_group: self.default_security_group.clone(),
+            allow_master_password_reset: self.allow_master_password_reset,
+            adopt_existing_roles: self.adopt_existing_roles,
+            rotation: self.rotation,
+        }
+    }
+}
+
 /// `POST /dbroles/fleet-jobs`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateFleetJobRequest {
@@ -187,13 +200,7 @@ impl CreateFleetJobRequest {
     pub fn job_request(&self, arn: &InstanceArn) -> CreateJobRequest {
         CreateJobRequest {
             agent_id: self.agent_id.clone(),
-            aws: AwsRequest {
-                instance_arn: arn.to_string(),
-                default_security_group: self.aws.default_security_group.clone(),
-                allow_master_password_reset: self.aws.allow_master_password_reset,
-                adopt_existing_roles: self.aws.adopt_existing_roles,
-                rotation: self.aws.rotation,
-            },
+            aws: self.aws.request_for(arn.to_string()),
             connection_prefix_name: format!("{}{}-", self.connection_prefix_name, arn.id),
             job_steps: self.job_steps.clone(),
             vault_provider: self.vault_provider.clone(),

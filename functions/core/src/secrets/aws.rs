@@ -49,13 +49,10 @@ impl AwsSecrets {
             .set_tags(Some(tags.to_vec()))
             .send()
             .await;
-        let scheduled = |e: &aws_sdk_secretsmanager::operation::create_secret::CreateSecretError| {
-            e.is_invalid_request_exception() && e.message().is_some_and(|m| m.contains("deletion"))
-        };
         match created {
             Ok(_) => Ok(()),
             // A role retired and provisioned again within the recovery window: its secret comes back.
-            Err(error) if error.as_service_error().is_some_and(scheduled) => self.adopt(name, &tags[2..]).await,
+            Err(error) if deleted(&error) => self.adopt(name, &tags[2..]).await,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
                 self.adopt(name, &tags[2..]).await
             }
@@ -93,17 +90,17 @@ impl AwsSecrets {
             Ok(out) => RoleCredentials::from_secret_json(out.secret_string().unwrap_or_default()).map(Some),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
             // Deleted (a retired role) and still in its recovery window: nothing to read.
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_invalid_request_exception()) && deleted(&error) => {
-                Ok(None)
-            }
+            Err(error) if deleted(&error) => Ok(None),
             Err(error) => Err(classify(&format!("reading {secret_id}"), error)),
         }
     }
 }
 
-/// Secrets Manager refused because the secret is scheduled for deletion.
+/// Secrets Manager refused because the secret is scheduled for deletion (an
+/// `InvalidRequestException` whose message says so, whatever the operation).
 fn deleted<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    error.message().is_some_and(|message| message.contains("deletion") || message.contains("deleted"))
+    error.code() == Some("InvalidRequestException")
+        && error.message().is_some_and(|message| message.contains("deletion") || message.contains("deleted"))
 }
 
 /// The days a deleted secret can be restored: Secrets Manager's shortest window.
@@ -200,7 +197,7 @@ impl SecretStore for AwsSecrets {
             Ok(_) => Ok(()),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
             // Deleted already, by an earlier revoke.
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_invalid_request_exception()) && deleted(&error) => Ok(()),
+            Err(error) if deleted(&error) => Ok(()),
             Err(error) => Err(classify(&format!("deleting {secret_id}"), error)),
         }
     }

@@ -6,7 +6,7 @@ use super::job::{instance, load, secret_store};
 use super::{ErrorType, State, StepError};
 use crate::deps::Deps;
 use crate::engine::{self, Family, Level};
-use crate::model::job::{Phase, SecretsProvider};
+use crate::model::job::{JobRecord, Phase, RoleResult, SecretsProvider};
 use crate::model::resource::{Resource, ResourceInput, RoleInput};
 use crate::secrets::{SecretRef, SecretStore};
 
@@ -24,14 +24,12 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     let results = record.job.status.as_ref().map(|s| s.result.clone()).unwrap_or_default();
     let mut roles = Vec::new();
     for result in results.iter().filter(|r| r.status == Phase::Completed) {
-        let Some(level) = Level::ALL.into_iter().find(|l| l.user(&deps.settings.role_prefix) == result.user_role) else {
-            continue;
-        };
+        let Some(name) = connection_name(deps, &record, result) else { continue };
         let secret_ref =
             SecretRef { user: result.user_role.clone(), ..SecretRef::for_instance(&instance, record.org(), record.id()) };
         let secret = connection_secret(secrets.as_ref(), &secret_ref).await?;
         roles.push(RoleInput {
-            name: format!("{}{}", record.request.connection_prefix_name, level.suffix()),
+            name,
             kind: "database".into(),
             subtype: Some(subtype.into()),
             agent_id: Some(record.request.agent_id.to_string()),
@@ -66,6 +64,13 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     }
     deps.resources.put_resource(&input.into_resource(record.org(), previous.as_ref())).await?;
     Ok(state)
+}
+
+/// The connection of a role's result: `<connection_prefix_name><level>`, for a
+/// role of the deployment's prefix.
+pub(super) fn connection_name(deps: &Deps, record: &JobRecord, result: &RoleResult) -> Option<String> {
+    let level = Level::ALL.into_iter().find(|level| level.user(&deps.settings.role_prefix) == result.user_role)?;
+    Some(format!("{}{}", record.request.connection_prefix_name, level.suffix()))
 }
 
 /// A resource create-connections made for this instance: every connection dbroles-managed and tagged with it.

@@ -2,11 +2,10 @@
 //! their credentials, or in mode `revoke` retires them and removes their
 //! credentials and connections.
 
-use super::create_connections::made_by_dbroles_for;
+use super::create_connections::{connection_name, made_by_dbroles_for};
 use super::job::{instance, load, save, secret_store};
 use super::{State, StepError};
 use crate::deps::Deps;
-use crate::engine::Level;
 use crate::inventory::Instance;
 use crate::lifecycle::jobs;
 use crate::model::job::{JobRecord, JobStatus, Phase, RoleResult};
@@ -54,11 +53,7 @@ async fn remove_connections(
         return Ok(());
     }
     // Each retired role's connection, by the name create-connections gave it.
-    let prefix = &deps.settings.role_prefix;
-    let connection = |result: &RoleResult| {
-        let level = Level::ALL.into_iter().find(|level| level.user(prefix) == result.user_role)?;
-        Some(format!("{}{}", record.request.connection_prefix_name, level.suffix()))
-    };
+    let connection = |result: &RoleResult| connection_name(deps, record, result);
     let retired: Vec<String> = results.iter().filter(|result| result.status == Phase::Completed).filter_map(connection).collect();
     let removed: Vec<String> =
         resource.roles.iter().map(|role| role.input.name.clone()).filter(|name| retired.contains(name)).collect();
