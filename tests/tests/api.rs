@@ -603,6 +603,7 @@ async fn a_revoke_job_retires_the_roles_their_credentials_and_their_connections(
     let (_, created) = create(&h.app, admin("org-1"), &request).await;
     let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"]["result"].as_array().unwrap().len(), 1, "{job}");
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
     assert!(h.app.deps.secrets.read(&ro).await.unwrap().is_none(), "ro is retired");
     let rw = format!("org-1/{LOCAL_POSTGRES_ARN}/{prefix}_rw");
     assert!(h.app.deps.secrets.read(&rw).await.unwrap().is_some(), "rw is left as it was");

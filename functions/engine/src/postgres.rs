@@ -629,7 +629,7 @@ pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey,
         for login in role.found(survey) {
             let user = quote_ident(login);
             counters.sent(2);
-            if let Err(error) = client.batch_execute(&format!("ALTER ROLE {user} NOLOGIN; GRANT {user} TO CURRENT_USER")).await {
+            if let Err(error) = execute(&client, &format!("ALTER ROLE {user} NOLOGIN; GRANT {user} TO CURRENT_USER")).await {
                 retirement.remains.push(format!("{login} (the master may not act for it: {})", describe(&error).message));
             }
         }
@@ -641,7 +641,7 @@ pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey,
     for (role, retirement) in roles.iter().zip(&mut retirements).filter(|(_, retirement)| retirement.remains.is_empty()) {
         for login in role.found(survey) {
             counters.sent(1);
-            if let Err(error) = client.batch_execute(&format!("DROP ROLE {}", quote_ident(login))).await {
+            if let Err(error) = execute(&client, &format!("DROP ROLE {}", quote_ident(login))).await {
                 retirement.remains.push(format!("{login} ({})", describe(&error).message));
             }
         }
@@ -703,10 +703,24 @@ async fn disown(
         }
         let sql = format!("REASSIGN OWNED BY {0} TO CURRENT_USER; DROP OWNED BY {0}", logins.join(", "));
         counters.sent(2);
-        if let Err(error) = client.batch_execute(&sql).await {
+        if let Err(error) = execute(&client, &sql).await {
             retirement.remains.push(format!("database {db}: {}", describe(&error).message));
         }
     }
+}
+
+/// Runs statements that may be run again, again when they hit a concurrent
+/// catalog update (another session changing roles or grants), as the grants are.
+async fn execute(client: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+    for attempt in 1..ATTEMPTS {
+        match client.batch_execute(sql).await {
+            Err(error) if is_concurrent_update(&error) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+            done => return done,
+        }
+    }
+    client.batch_execute(sql).await
 }
 
 pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {
