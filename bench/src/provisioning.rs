@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::Context;
 use dbroles_core::config::Settings;
 use dbroles_core::engine::{Family, Level, Target};
-use dbroles_core::provision::{provision_roles, Endpoint, Options};
+use dbroles_core::model::request::Mode;
+use dbroles_core::provision::{plan_roles, provision_roles, Endpoint, Options};
 use dbroles_core::secrets::database::DatabaseSecrets;
 use dbroles_core::secrets::SecretRef;
 use dbroles_core::store::sqlite::SqliteStore;
@@ -32,16 +33,23 @@ pub async fn run(
     setup_postgres(databases, schemas, tables).await.context("generating the PostgreSQL instance")?;
     let pg = measure(settings, &secrets, Family::Postgres, 5432, "postgres", "postgres").await;
     teardown_postgres(databases).await?;
-    rows.push(Row::new(format!("provision PostgreSQL, {shape} (median of {RUNS})"), pg?, "< 1 s"));
+    let (run, plan) = pg?;
+    rows.push(Row::new(format!("provision PostgreSQL, {shape} (median of {RUNS})"), run, "< 1 s"));
+    rows.push(Row::new(format!("plan PostgreSQL, {shape}, after the runs (median of {RUNS})"), plan, ""));
 
     // MySQL has no schemas inside a database: the same tables, spread over the databases.
     setup_mariadb(databases, schemas * tables).await.context("generating the MariaDB instance")?;
     let my = measure(settings, &secrets, Family::MySql, 3306, "root", "mariadb").await;
     teardown_mariadb(databases).await?;
-    rows.push(Row::new(format!("provision MariaDB, {databases} db x {} tables (median of {RUNS})", schemas * tables), my?, ""));
+    let (run, plan) = my?;
+    let shape = format!("{databases} db x {} tables", schemas * tables);
+    rows.push(Row::new(format!("provision MariaDB, {shape} (median of {RUNS})"), run, ""));
+    rows.push(Row::new(format!("plan MariaDB, {shape}, after the runs (median of {RUNS})"), plan, ""));
     Ok(())
 }
 
+/// The runs' median, then the median of plans right after them (which must find
+/// nothing to change), and the ratio of the two from the same run.
 async fn measure(
     settings: &Settings,
     secrets: &DatabaseSecrets,
@@ -49,7 +57,7 @@ async fn measure(
     port: u16,
     user: &str,
     engine: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     let target = Target {
         family,
         host: "127.0.0.1".into(),
@@ -85,14 +93,33 @@ async fn measure(
     }
     times.sort();
     let report = last.context("no run")?;
-    Ok(format!(
+    let run = format!(
         "{} ({} databases; connections {}, statements {}, round trips {})",
         millis(times[RUNS / 2]),
         report.databases.len(),
         report.connections,
         report.statements,
         report.round_trips
-    ))
+    );
+    let plans = plan_times(&target, secrets, &secret).await?;
+    let ratio = plans.as_secs_f64() / times[RUNS / 2].as_secs_f64();
+    Ok((run, format!("{} ({ratio:.2}x a run's time, in sync)", millis(plans))))
+}
+
+/// The median time of a plan, each of which must find the roles in sync.
+async fn plan_times(target: &Target, secrets: &DatabaseSecrets, secret: &SecretRef) -> anyhow::Result<std::time::Duration> {
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let options = Options { mode: Mode::Plan, ..Options::adopting(true) };
+        let outcome = plan_roles(target, "dbroles_bench", secrets, secret, options).await?;
+        times.push(started.elapsed());
+        let drifted: Vec<&Vec<String>> =
+            outcome.results.iter().filter_map(|r| r.changes.as_ref()).filter(|c| !c.is_empty()).collect();
+        anyhow::ensure!(outcome.all_completed() && drifted.is_empty(), "a plan after the runs found changes: {drifted:?}");
+    }
+    times.sort();
+    Ok(times[RUNS / 2])
 }
 
 pub(super) async fn pg(db: &str) -> anyhow::Result<tokio_postgres::Client> {

@@ -77,7 +77,8 @@ pub enum JobsCommand {
         /// `single` or `alternating` (two logins per level); the deployment's default if not given.
         #[arg(long)]
         rotation: Option<String>,
-        /// `run` (the default) or `revoke`: retire the roles, their credentials and connections.
+        /// `run` (the default), `plan` (list what a run would change, change nothing) or
+        /// `revoke` (retire the roles, their credentials and connections).
         #[arg(long)]
         mode: Option<String>,
         /// Follow the job until it ends: exit 0 if it completed, 1 if it failed, 3 if cancelled.

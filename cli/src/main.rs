@@ -76,7 +76,8 @@ enum Command {
         /// Default: `DBROLES_ROTATION`, or `single`.
         #[arg(long)]
         rotation: Option<Rotation>,
-        /// `run` provisions; `revoke` retires the roles, their stored credentials and connections.
+        /// `run` provisions; `plan` lists what a run would change and changes
+        /// nothing; `revoke` retires the roles, their stored credentials and connections.
         #[arg(long, default_value = "run")]
         mode: Mode,
         #[command(flatten)]
@@ -415,6 +416,12 @@ fn print_outcome(job: &Job) {
     let Some(status) = &job.status else { return };
     for result in &status.result {
         eprintln!("dbroles:   {} {}: {}", result.user_role, result.status.as_str(), result.message);
+        for change in result.changes.iter().flatten() {
+            eprintln!("dbroles:     {change}");
+        }
+        for kept in &result.not_revocable {
+            eprintln!("dbroles:     not revocable: {kept}");
+        }
     }
     eprintln!("dbroles: {}: {}", status.phase.as_str(), status.message);
 }

@@ -73,6 +73,22 @@ impl RdsLike {
         }
     }
 
+    /// The roles (users) whose names start with `<prefix>_`, as the server's administrator sees them.
+    pub async fn roles_of(&self, prefix: &str) -> Vec<String> {
+        let pattern = format!("{prefix}\\_%");
+        match self {
+            RdsLike::Postgres(cluster) => {
+                let su = cluster.superuser("postgres").await;
+                let rows = su.query("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1", &[&pattern]).await.unwrap();
+                rows.iter().map(|row| row.get(0)).collect()
+            }
+            RdsLike::MariaDb(server) => {
+                let mut root = server.connect("root", "").await.unwrap();
+                root.exec("SELECT user FROM mysql.user WHERE user LIKE ?", (pattern,)).await.unwrap()
+            }
+        }
+    }
+
     /// The owner of `public.<table>` in `app` (PostgreSQL).
     pub async fn owner(&self, table: &str) -> String {
         let RdsLike::Postgres(cluster) = self else { unreachable!("MariaDB tables have no owner") };

@@ -633,6 +633,53 @@ async fn a_revoke_job_retires_the_roles_their_credentials_and_their_connections(
 }
 
 #[tokio::test]
+async fn a_plan_job_lists_what_a_run_would_change_and_changes_nothing() {
+    let prefix = dbroles_tests::unique("pj");
+    let h = harness(&prefix);
+    let mut request = body(LOCAL_POSTGRES_ARN);
+    request["job_steps"] = json!(["create-connections"]);
+    request["mode"] = json!("plan");
+    let (status, created) = create(&h.app, admin("org-1"), &request).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+    let message = job["status"]["message"].as_str().unwrap();
+    assert_eq!(message, format!("drifted: a run would change {prefix}_ro, {prefix}_rw, {prefix}_ddl"));
+    let ro = &job["status"]["result"][0];
+    let changes: Vec<&str> = ro["changes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(changes.contains(&&*format!("create role {prefix}_ro")), "{changes:?}");
+    assert!(changes.contains(&"password: no stored credentials"), "{changes:?}");
+    assert!(changes.iter().any(|c| c.starts_with("grant CONNECT on database postgres")), "{changes:?}");
+    // Nothing changed: no role, no credentials, no connection, no rotation.
+    let su = dbroles_tests::pg_connect(5432, "postgres", "", "postgres").await.unwrap();
+    let pattern = format!("{prefix}\\_%");
+    assert!(su.query("SELECT 1 FROM pg_roles WHERE rolname LIKE $1", &[&pattern]).await.unwrap().is_empty(), "no role");
+    let ro_secret = format!("org-1/{LOCAL_POSTGRES_ARN}/{prefix}_ro");
+    assert!(h.app.deps.secrets.read(&ro_secret).await.unwrap().is_none(), "nothing stored");
+    assert!(h.app.deps.resources.get_resource("org-1", "postgres").await.unwrap().is_none(), "no connection");
+    assert!(h.app.deps.jobs.get_provisioned("org-1", LOCAL_POSTGRES_ARN).await.unwrap().is_none(), "not provisioned");
+
+    // After a run, a plan finds nothing to change.
+    request["mode"] = json!("run");
+    let (_, created) = create(&h.app, admin("org-1"), &request).await;
+    let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+    request["mode"] = json!("plan");
+    let (_, created) = create(&h.app, admin("org-1"), &request).await;
+    let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["message"], "in sync: a run would change nothing", "{job}");
+    for result in job["status"]["result"].as_array().unwrap() {
+        assert_eq!(result["changes"], json!([]), "{result}");
+    }
+
+    // Retire what the run made (the shared server is left as it was found).
+    request["mode"] = json!("revoke");
+    let (_, created) = create(&h.app, admin("org-1"), &request).await;
+    let job = wait_finished(&h.app, "org-1", created["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"]["phase"], "completed", "{job}");
+}
+
+#[tokio::test]
 async fn a_scope_is_checked_field_by_field_and_mysql_has_no_schemas() {
     let h = harness(&dbroles_tests::unique("sc"));
     let cases = [

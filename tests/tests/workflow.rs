@@ -161,6 +161,7 @@ async fn end_to_end(backend: Backend) {
     deployment.the_webhook_and_the_hook_saw_the_job_and_no_secret(&id, &job);
     deployment.the_finished_event_reached_the_bus(&id).await;
     deployment.the_local_executor_gives_the_same_job(&job).await;
+    deployment.a_plan_on_step_functions_finds_a_hand_made_grant_and_announces_it().await;
     deployment.a_revoke_on_step_functions_leaves_no_role_secret_or_connection().await;
 }
 
@@ -321,6 +322,68 @@ impl Deployment {
 }
 
 impl Deployment {
+    /// A job in `mode` on Step Functions, finished.
+    async fn finished_on_step_functions(&self, mode: &str) -> Value {
+        let mut request = self.request.clone();
+        request["mode"] = json!(mode);
+        let (status, created) = call(&self.remote, "POST", "/dbroles/jobs", Some(request)).await;
+        assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+        let job = wait_delivered(&self.remote, created["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["status"]["phase"], "completed", "{job}");
+        job
+    }
+
+    /// The master grants `_ro` more than its level, as someone might by hand.
+    async fn grant_by_hand(&self) -> String {
+        let (master, password) = self.backend.master();
+        let ro = format!("{}_ro", self.prefix);
+        match &self.backend {
+            Backend::Postgres(cluster) => {
+                let app = cluster.client(master, password, "app").await.unwrap();
+                app.batch_execute(&format!("GRANT INSERT ON public.items TO {ro}")).await.unwrap();
+                "revoke INSERT on table app.public.items (not in level ro)".to_string()
+            }
+            Backend::MariaDb(_) => {
+                let mut conn = mariadb(master, password).await.unwrap();
+                mysql_async::prelude::Queryable::query_drop(&mut conn, format!("GRANT INSERT ON test.* TO '{ro}'@'%'"))
+                    .await
+                    .unwrap();
+                "revoke INSERT on database test (not in level ro)".to_string()
+            }
+        }
+    }
+
+    async fn a_plan_on_step_functions_finds_a_hand_made_grant_and_announces_it(&self) {
+        let job = self.finished_on_step_functions("plan").await;
+        assert_eq!(job["status"]["message"], "in sync: a run would change nothing", "{job}");
+        assert_eq!(job["hook_status"], Value::Null, "a plan runs no hook");
+        let expected = self.grant_by_hand().await;
+        let job = self.finished_on_step_functions("plan").await;
+        assert_eq!(job["status"]["message"], format!("drifted: a run would change {}_ro", self.prefix), "{job}");
+        assert_eq!(job["status"]["result"][0]["changes"], json!([expected]));
+        let event = self.event_for(job["id"].as_str().unwrap(), "DB Roles Drift Detected").await;
+        assert_eq!(event["resources"], json!([self.arn]));
+        assert_eq!(event["detail"]["status"]["result"][0]["changes"], json!([expected]));
+        self.finished_on_step_functions("run").await;
+        let job = self.finished_on_step_functions("plan").await;
+        assert_eq!(job["status"]["message"], "in sync: a run would change nothing", "the run revoked it: {job}");
+    }
+
+    /// The event of `detail_type` about job `id` that reached the queue.
+    async fn event_for(&self, id: &str, detail_type: &str) -> Value {
+        let sqs = aws_sdk_sqs::Client::new(&self.aws);
+        for _ in 0..20 {
+            let received = sqs.receive_message().queue_url(&self.queue).max_number_of_messages(10).send().await.unwrap();
+            for message in received.messages() {
+                let event: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+                if event["detail-type"] == detail_type && event["detail"]["id"] == id {
+                    return event;
+                }
+            }
+        }
+        panic!("no {detail_type} event for job {id}");
+    }
+
     async fn a_revoke_on_step_functions_leaves_no_role_secret_or_connection(&self) {
         let store = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&self.aws), "dbroles");
         let secret = |level: &str| format!("dbroles/123456789012/us-east-1/{}/{}_{level}", self.instance_id, self.prefix);
@@ -412,7 +475,9 @@ async fn finished_events_queue(aws: &aws_config::SdkConfig) -> String {
     events
         .put_rule()
         .name(&rule)
-        .event_pattern(json!({"source": ["dbroles"], "detail-type": ["DB Role Job Finished"]}).to_string())
+        .event_pattern(
+            json!({"source": ["dbroles"], "detail-type": ["DB Role Job Finished", "DB Roles Drift Detected"]}).to_string(),
+        )
         .send()
         .await
         .unwrap();

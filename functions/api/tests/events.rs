@@ -24,6 +24,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("create-job-invalid-agent-id.json", 400, "agent_id: must be a UUID"),
     ("create-job-truncated-json.json", 400, "EOF"),
     ("create-job-bad-rotation.json", 400, "aws.rotation: unknown variant `weekly`, expected `single` or `alternating`"),
+    ("create-job-bad-mode.json", 400, "mode: unknown variant `dry-run`, expected one of `run`, `revoke`, `plan`"),
     ("create-job-bad-scope.json", 400, "scope.levels[1]: unknown variant `admin`, expected one of `ro`, `rw`, `ddl`"),
     ("create-job-unknown-instance.json", 404, "aws.instance_arn: no instance or cluster"),
     ("create-job-no-token.json", 401, "missing bearer token"),

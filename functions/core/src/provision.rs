@@ -102,13 +102,7 @@ pub async fn provision_roles(
     secret_ref: &SecretRef,
     options: Options<'_>,
 ) -> Result<Outcome, ProvisionError> {
-    let mut roles: Vec<RoleSpec> = options
-        .scope
-        .levels()
-        .into_iter()
-        .map(|level| RoleSpec::new(prefix, level))
-        .map(|role| if options.rotation.is_alternating() { role.alternating(prefix) } else { role })
-        .collect();
+    let mut roles: Vec<RoleSpec> = specs(prefix, options).collect();
     let refs: Vec<SecretRef> = roles.iter().map(|role| SecretRef { user: role.user.clone(), ..secret_ref.clone() }).collect();
     let session = engine::Session::scoped(target, options.scope.engine());
     let survey = session.survey(&roles).await?;
@@ -195,9 +189,99 @@ pub async fn revoke_roles(
             status,
             user_role: role.user.clone(),
             active_login: None,
+            changes: None,
+            not_revocable: Vec::new(),
         });
     }
     Ok(Outcome { results, report: session.report(&survey) })
+}
+
+/// Plans a run on one server: each role's `changes`, what a run would do, read
+/// as a run reads it (the survey, each database's privileges, the stored
+/// credentials tried), and what the master may not revoke. Nothing is written to
+/// the database or the stores.
+pub async fn plan_roles(
+    target: &Target,
+    prefix: &str,
+    secrets: &dyn SecretStore,
+    secret_ref: &SecretRef,
+    options: Options<'_>,
+) -> Result<Outcome, ProvisionError> {
+    let roles: Vec<RoleSpec> = specs(prefix, options).map(|role| RoleSpec { login: None, ..role }).collect();
+    let session = engine::Session::scoped(target, options.scope.engine());
+    let survey = session.survey(&roles).await?;
+    let drifts = session.plan(&roles, &survey).await;
+    let mut results = Vec::new();
+    for (role, mut drift) in roles.iter().zip(drifts) {
+        let secret = SecretRef { user: role.user.clone(), ..secret_ref.clone() };
+        let stored = secrets.read(&secrets.secret_id(&secret)).await.map_err(ProvisionError::SecretStore)?;
+        let (status, message) = match refusal(&survey, stored.as_ref(), role, options.adopt) {
+            Some(reason) => (Phase::Failed, format!("a run would refuse it: {reason}")),
+            None => {
+                if let Some(change) = password_change(&session, &survey, stored.as_ref()).await {
+                    drift.changes.push(change);
+                }
+                planned(role, &drift)
+            }
+        };
+        let mut changes = drift.changes;
+        if changes.len() > PLAN_LINES {
+            let more = changes.len() - PLAN_LINES;
+            changes.truncate(PLAN_LINES);
+            changes.push(format!("... and {more} more"));
+        }
+        results.push(RoleResult {
+            completed_at: Timestamp::now(),
+            credentials_info: Some(secrets.info(&secret)),
+            message,
+            status,
+            user_role: role.user.clone(),
+            active_login: None,
+            changes: Some(changes),
+            not_revocable: drift.not_revocable,
+        });
+    }
+    Ok(Outcome { results, report: session.report(&survey) })
+}
+
+/// The most changes a role's plan lists; a line says how many more there are.
+const PLAN_LINES: usize = 200;
+
+/// The levels of the scope, as a run of these options makes them.
+fn specs<'a>(prefix: &'a str, options: Options<'a>) -> impl Iterator<Item = RoleSpec> + 'a {
+    options.scope.levels().into_iter().map(move |level| {
+        let role = RoleSpec::new(prefix, level);
+        if options.rotation.is_alternating() {
+            role.alternating(prefix)
+        } else {
+            role
+        }
+    })
+}
+
+/// The password a run would set: none if the stored credentials log in.
+async fn password_change(session: &engine::Session, survey: &Survey, stored: Option<&RoleCredentials>) -> Option<String> {
+    let Some(stored) = stored else { return Some("password: no stored credentials".into()) };
+    let exists = survey.existing(&stored.user).is_some();
+    match exists && session.check_login(&stored.user, &stored.password).await.is_ok() {
+        true => None,
+        false => Some(format!("password: the stored credentials of {} do not log in", stored.user)),
+    }
+}
+
+/// A role's plan as its result says it.
+fn planned(role: &RoleSpec, drift: &engine::Drift) -> (Phase, String) {
+    if !drift.failed.is_empty() {
+        return (Phase::Failed, format!("role {} could not be planned in full: {}", role.user, drift.failed.join("; ")));
+    }
+    let mut message = match drift.changes.len() {
+        0 => format!("role {} is in sync: a run would change nothing", role.user),
+        n => format!("role {} has drifted: a run would make {n} change(s)", role.user),
+    };
+    if !drift.not_revocable.is_empty() {
+        message += &format!("; {} privilege(s) beyond its level the master may not revoke", drift.not_revocable.len());
+    }
+    (Phase::Completed, message)
 }
 
 /// A role's retirement as its result says it; its stored credentials deleted once nothing of it is left.
@@ -380,6 +464,7 @@ fn result(
     info: CredentialsInfo,
     active_login: Option<String>,
 ) -> RoleResult {
+    let not_revocable = grants.as_ref().map(|grants| grants.not_revocable.clone()).unwrap_or_default();
     let (status, mut message) = match (step, grants) {
         (Step::Refused(message) | Step::Failed(message), _) => (Phase::Failed, message),
         (_, Some(grants)) if !grants.failed.is_empty() => {
@@ -401,6 +486,10 @@ fn result(
     if let Some(login) = &active_login {
         message += &format!("; consumers log in as {login}");
     }
+    if !not_revocable.is_empty() {
+        message +=
+            &format!("; {} privilege(s) beyond its level the master may not revoke (see not_revocable)", not_revocable.len());
+    }
     RoleResult {
         completed_at: Timestamp::now(),
         credentials_info: Some(info),
@@ -408,6 +497,8 @@ fn result(
         status,
         user_role: role.user.clone(),
         active_login,
+        changes: None,
+        not_revocable,
     }
 }
 
@@ -422,7 +513,7 @@ pub async fn provision_instance(
     settings: &Settings,
 ) -> Result<Vec<RoleResult>, ProvisionError> {
     let family = Family::of(&instance.engine).ok_or_else(|| ProvisionError::UnsupportedEngine(instance.engine.clone()))?;
-    let alternating = options.rotation.is_alternating() && options.mode == Mode::Run;
+    let alternating = options.rotation.is_alternating() && options.mode.follows_rotation();
     engine::validate_prefix(&settings.role_prefix, &instance.engine, alternating).map_err(ProvisionError::InvalidPrefix)?;
     let master = inventory.master_credentials(instance).await?;
     let mut target = Target {
@@ -449,6 +540,7 @@ pub async fn provision_instance(
     let outcome = match options.mode {
         Mode::Run => provision_roles(&target, &endpoint, prefix, secrets, &secret_ref, options).await?,
         Mode::Revoke => revoke_roles(&target, prefix, secrets, &secret_ref, &options.scope.levels(), options.adopt).await?,
+        Mode::Plan => plan_roles(&target, prefix, secrets, &secret_ref, options).await?,
     };
     Ok(outcome.results)
 }

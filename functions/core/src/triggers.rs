@@ -1,6 +1,6 @@
 //! Jobs that start on their own, from EventBridge: an RDS instance or cluster
-//! created with the provisioning tag, the rotation schedule (one fleet job per
-//! organisation), and the repair of jobs and fleet jobs whose Step Functions
+//! created with the provisioning tag, the rotation and drift schedules (one
+//! fleet job per organisation), and the repair of jobs and fleet jobs whose Step Functions
 //! execution ended without finishing them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,8 +60,9 @@ pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Res
             }
             instance_created(app, settings, text("/detail/SourceArn")).await
         }
-        ("aws.events", "Scheduled Event") => rotate(app).await,
+        ("aws.events", "Scheduled Event") => every_provisioned(app, Mode::Run).await,
         (SWEEP_SOURCE, SWEEP_DETAIL_TYPE) => sweep(app).await,
+        (SWEEP_SOURCE, DRIFT_CHECK_DETAIL_TYPE) => every_provisioned(app, Mode::Plan).await,
         ("aws.states", "Step Functions Execution Status Change") => execution_ended(app, event).await,
         (source, kind) => Err(TriggerError::Unknown { event_source: source.into(), detail_type: kind.into() }),
     }
@@ -123,9 +124,10 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
 }
 
 /// Starts one fleet job per organisation over the instances dbroles has
-/// provisioned for it: new passwords for every role, each instance's job as its
-/// last one asked, at most [`ROTATION_CONCURRENCY`] at once.
-async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
+/// provisioned for it, each instance's job as its last one asked, at most
+/// [`ROTATION_CONCURRENCY`] at once: the rotation (mode `run`: new passwords for
+/// every role), or the drift check (mode `plan`: each drifted instance announced).
+async fn every_provisioned(app: &App, mode: Mode) -> Result<Outcome, TriggerError> {
     // Each organisation's provisioned instances' regions, from one listing.
     let mut regions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for provisioned in app.deps.jobs.provisioned().await? {
@@ -143,11 +145,12 @@ async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
             aws: Default::default(),
             max_concurrency: ROTATION_CONCURRENCY,
             tolerated_failure_percentage: 100.0,
-            mode: Mode::Run,
+            mode,
             // Each instance's job replays its last request, scope included.
             scope: Scope::default(),
         };
-        match fleet::start(app, &org, "eventbridge:rotation", request).await {
+        let created_by = if mode == Mode::Plan { "eventbridge:drift-check" } else { "eventbridge:rotation" };
+        match fleet::start(app, &org, created_by, request).await {
             Ok(fleet_job_id) => outcome.started.push(fleet_job_id),
             Err(error) => outcome.skipped.push(format!("organisation {org}: {error}")),
         }
@@ -159,6 +162,8 @@ async fn rotate(app: &App) -> Result<Outcome, TriggerError> {
 /// whose execution never started or vanished without the status-change event.
 pub const SWEEP_SOURCE: &str = "dbroles";
 pub const SWEEP_DETAIL_TYPE: &str = "Sweep";
+/// The drift schedule's event (`DriftSchedule`): a plan over every provisioned instance.
+pub const DRIFT_CHECK_DETAIL_TYPE: &str = "Drift Check";
 
 async fn sweep(app: &App) -> Result<Outcome, TriggerError> {
     let swept = jobs::sweep(app, "found by the sweep schedule", jobs::start_grace()).await?;

@@ -11,6 +11,7 @@
 //! | [`password`] | generated passwords |
 //! | this file | levels, targets, a run's [`Session`], and what a run reports |
 
+mod drift;
 mod error;
 pub mod mysql;
 pub mod password;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+pub use drift::Drift;
 pub use error::DbError;
 pub use scope::{glob, Globs, Scope};
 
@@ -270,12 +272,14 @@ impl std::fmt::Display for Escalation {
 pub struct Grants {
     pub failed: Vec<DbError>,
     pub skipped: Vec<String>,
+    /// What it holds beyond its level that the master may not revoke (see [`Drift::not_revocable`]).
+    pub not_revocable: Vec<String>,
 }
 
 impl Grants {
     /// Every role's, when one failure stopped them all.
     pub(crate) fn failed_for_each(roles: &[RoleSpec], error: DbError) -> Vec<Grants> {
-        roles.iter().map(|_| Grants { failed: vec![error.clone()], skipped: Vec::new() }).collect()
+        roles.iter().map(|_| Grants { failed: vec![error.clone()], ..Grants::default() }).collect()
     }
 }
 
@@ -396,6 +400,15 @@ impl Session {
         match self.target.family {
             Family::Postgres => postgres::grant(&self.target, &self.scope, roles, survey, &self.counters).await,
             Family::MySql => mysql::grant(&self.target, roles, survey, &self.counters).await,
+        }
+    }
+
+    /// What a run would change on each role, and what the master may not change:
+    /// one result per role. Changes nothing.
+    pub async fn plan(&self, roles: &[RoleSpec], survey: &Survey) -> Vec<Drift> {
+        match self.target.family {
+            Family::Postgres => postgres::plan(&self.target, &self.scope, roles, survey, &self.counters).await,
+            Family::MySql => mysql::plan(&self.target, roles, survey, &self.counters).await,
         }
     }
 

@@ -22,6 +22,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::drift::{self, Change, Drift, Findings};
 use super::{
     limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Scope, Survey,
     Target, TlsMode,
@@ -43,8 +44,12 @@ pub fn quote_ident(name: &str) -> String {
 
 /// A database name in a `GRANT ... ON db.*`: there `_` and `%` are wildcards and must be escaped.
 pub fn quote_grant_db(name: &str) -> String {
-    let escaped = name.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%");
-    quote_ident(&escaped)
+    quote_ident(&grant_db(name))
+}
+
+/// A database name as the grant tables keep it: `_` and `%` escaped.
+fn grant_db(name: &str) -> String {
+    name.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
 }
 
 pub fn quote_literal(text: &str) -> String {
@@ -231,8 +236,8 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
         let mut sql = Vec::new();
         let mut unread = None;
         for login in role.present(survey) {
-            match revokes(&mut conn, login, survey, counters).await {
-                Ok(revokes) => sql.extend(revokes),
+            match held(&mut conn, login, counters).await {
+                Ok(held) => sql.extend(difference(role, login, survey, &routines, &held).revokes),
                 Err(error) => unread = Some(error.context("reading privileges")),
             }
             let statement =
@@ -241,7 +246,7 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
             sql.extend(routine_grants(role.level, login, &routines));
         }
         if let Some(error) = unread {
-            grants.push(Grants { failed: vec![error], skipped: survey.skipped.clone() });
+            grants.push(Grants { failed: vec![error], skipped: survey.skipped.clone(), ..Grants::default() });
             continue;
         }
         let mut failed = Vec::new();
@@ -253,10 +258,35 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
                 }
             }
         }
-        grants.push(Grants { failed, skipped: survey.skipped.clone() });
+        grants.push(Grants { failed, skipped: survey.skipped.clone(), ..Grants::default() });
     }
     let _ = conn.disconnect().await; // safe: the work is committed; a failed goodbye changes nothing
     grants
+}
+
+/// What a run would change on each role, from the same reads a run makes. Changes nothing.
+pub(crate) async fn plan(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Drift> {
+    let mut found: Vec<Findings> = roles.iter().map(|role| drift::role_changes(role, survey)).collect();
+    let failed_all = |found: &mut Vec<Findings>, why: String| found.iter_mut().for_each(|f| f.failed.push(why.clone()));
+    match master(target, counters).await {
+        Err(error) => failed_all(&mut found, error.to_string()),
+        Ok(mut conn) => match invoker_routines(&mut conn, survey, counters).await {
+            Err(error) => failed_all(&mut found, error.context("listing routines").message),
+            Ok(routines) => {
+                for (role, found) in roles.iter().zip(&mut found) {
+                    // A login the run creates holds nothing yet: all of its level is to grant.
+                    for login in role.logins().filter(|login| *login == role.user || survey.existing(login).is_some()) {
+                        match held(&mut conn, login, counters).await {
+                            Ok(held) => found.add(difference(role, login, survey, &routines, &held).findings),
+                            Err(error) => found.failed.push(error.context(format!("reading the privileges of {login}")).message),
+                        }
+                    }
+                }
+                let _ = conn.disconnect().await; // safe: nothing was changed
+            }
+        },
+    }
+    found.into_iter().map(Findings::into_drift).collect()
 }
 
 /// The `SQL SECURITY INVOKER` routines of the survey's databases.
@@ -276,53 +306,160 @@ async fn invoker_routines(conn: &mut Conn, survey: &Survey, counters: &Counters)
         .collect())
 }
 
-/// REVOKEs of what a login holds that its level does not allow, from one read
-/// of its database grants: everything it holds in a database outside the scope
-/// (each privilege by name: `REVOKE ALL` needs every privilege there is, which
-/// an RDS master lacks), and its routine grants there; elsewhere a database-wide
-/// EXECUTE (which earlier dbroles granted `rw` and `ddl`). Databases are named as
-/// the grant tables name them, `_` and `%` escaped.
-async fn revokes(conn: &mut Conn, login: &str, survey: &Survey, counters: &Counters) -> Result<Vec<String>, DbError> {
-    let outside = |escaped: &str| {
-        let name = escaped.replace("\\_", "_").replace("\\%", "%").replace("\\\\", "\\");
-        survey.outside.contains(&name)
-    };
-    counters.sent(1);
-    let privileges: Vec<(String, String)> = conn
-        .exec(
-            "SELECT table_schema, privilege_type FROM information_schema.schema_privileges WHERE grantee = ? ORDER BY 1, 2",
-            (account(login),),
-        )
-        .await
-        .map_err(|e| DbError::from_mysql(&e))?;
-    let mut databases: Vec<(String, Vec<String>)> = Vec::new();
-    for (db, privilege) in privileges {
-        match databases.last_mut() {
-            Some((last, held)) if *last == db => held.push(privilege),
-            _ => databases.push((db, vec![privilege])),
+/// What a privilege is held on, as the grant tables name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum On {
+    /// A database, or a pattern of databases (`_` and `%` escaped where they are not wildcards).
+    Database(String),
+    Table {
+        db: String,
+        table: String,
+    },
+    Column {
+        db: String,
+        table: String,
+        column: String,
+    },
+    Routine {
+        db: String,
+        kind: String,
+        name: String,
+    },
+}
+
+impl On {
+    /// The database's name, wildcards unescaped (a pattern stays a pattern).
+    fn database(&self) -> String {
+        match self {
+            On::Database(escaped) => escaped.replace("\\_", "_").replace("\\%", "%").replace("\\\\", "\\"),
+            On::Table { db, .. } | On::Column { db, .. } | On::Routine { db, .. } => db.clone(),
         }
     }
-    let mut sql = Vec::new();
-    for (db, held) in &databases {
-        let revoked = match outside(db) {
-            true => held.join(", "),
-            false if held.iter().any(|privilege| privilege == "EXECUTE") => "EXECUTE".to_string(),
-            false => continue,
-        };
-        sql.push(format!("REVOKE {revoked} ON {}.* FROM {}", quote_ident(db), account(login)));
+
+    fn describe(&self) -> String {
+        match self {
+            On::Database(_) => format!("database {}", self.database()),
+            On::Table { db, table } => format!("table {db}.{table}"),
+            On::Column { db, table, column } => format!("column {column} of table {db}.{table}"),
+            On::Routine { db, kind, name } => format!("{} {db}.{name}", kind.to_lowercase()),
+        }
     }
-    if survey.outside.is_empty() {
-        return Ok(sql);
+
+    /// The `ON` of a `REVOKE`, with the column list where there is one.
+    fn sql(&self, privilege: &str) -> String {
+        match self {
+            On::Database(escaped) => format!("{privilege} ON {}.*", quote_ident(escaped)),
+            On::Table { db, table } => format!("{privilege} ON {}.{}", quote_ident(db), quote_ident(table)),
+            On::Column { db, table, column } => {
+                format!("{privilege} ({}) ON {}.{}", quote_ident(column), quote_ident(db), quote_ident(table))
+            }
+            On::Routine { db, kind, name } => format!("{privilege} ON {kind} {}.{}", quote_ident(db), quote_ident(name)),
+        }
     }
-    counters.sent(1);
-    let routines: Vec<(String, String, String)> = conn
-        .exec("SELECT db, routine_name, routine_type FROM mysql.procs_priv WHERE user = ? AND host = '%'", (login,))
+}
+
+/// One privilege a login holds.
+struct Held {
+    on: On,
+    privilege: String,
+    grant_option: bool,
+}
+
+/// What a login holds below the global level: on databases, tables, columns and routines.
+async fn held(conn: &mut Conn, login: &str, counters: &Counters) -> Result<Vec<Held>, DbError> {
+    let mysql = |e: mysql_async::Error| DbError::from_mysql(&e);
+    let grantee = account(login);
+    counters.sent(2);
+    let rows: Vec<(String, String, String, String, String, String)> = conn
+        .exec(
+            "SELECT 'database', table_schema, '', '', privilege_type, is_grantable FROM information_schema.schema_privileges \
+             WHERE grantee = ? \
+             UNION ALL SELECT 'table', table_schema, table_name, '', privilege_type, is_grantable \
+             FROM information_schema.table_privileges WHERE grantee = ? \
+             UNION ALL SELECT 'column', table_schema, table_name, column_name, privilege_type, is_grantable \
+             FROM information_schema.column_privileges WHERE grantee = ?",
+            (&grantee, &grantee, &grantee),
+        )
         .await
-        .map_err(|e| DbError::from_mysql(&e))?;
-    sql.extend(routines.iter().filter(|(db, _, _)| survey.outside.contains(db)).map(|(db, name, kind)| {
-        format!("REVOKE EXECUTE ON {kind} {}.{} FROM {}", quote_ident(db), quote_ident(name), account(login))
-    }));
-    Ok(sql)
+        .map_err(mysql)?;
+    let mut held: Vec<Held> = rows
+        .into_iter()
+        .map(|(kind, db, table, column, privilege, grantable)| {
+            let on = match kind.as_str() {
+                "database" => On::Database(db),
+                "table" => On::Table { db, table },
+                _ => On::Column { db, table, column },
+            };
+            Held { on, privilege, grant_option: grantable == "YES" }
+        })
+        .collect();
+    let routines: Vec<(String, String, String, String)> = conn
+        .exec("SELECT db, routine_name, routine_type, proc_priv FROM mysql.procs_priv WHERE user = ? AND host = '%'", (login,))
+        .await
+        .map_err(mysql)?;
+    for (db, name, kind, privileges) in routines {
+        let on = On::Routine { db, kind, name };
+        let grant_option = privileges.split(',').any(|p| p == "Grant");
+        let each = privileges.split(',').filter(|p| !p.is_empty() && *p != "Grant").map(|p| p.to_uppercase());
+        held.extend(each.map(|privilege| Held { on: on.clone(), privilege, grant_option }));
+    }
+    Ok(held)
+}
+
+/// One login's difference: what a plan lists, and the REVOKEs a run sends.
+struct Difference {
+    findings: Findings,
+    revokes: Vec<String>,
+}
+
+/// What `login` holds beyond its level, and what of its level it lacks: each
+/// privilege of the level on every database of the scope, EXECUTE on each of
+/// their `SQL SECURITY INVOKER` routines (`rw`, `ddl`). Nothing outside the
+/// scope, no grant option, no routine of another kind.
+fn difference(role: &RoleSpec, login: &str, survey: &Survey, routines: &[Routine], held: &[Held]) -> Difference {
+    let level: Vec<&str> = privileges(role.level).split(", ").collect();
+    let to = if login == role.user { String::new() } else { format!(" to {login}") };
+    let in_scope = |on: &On| survey.databases.contains(&on.database());
+    let invoker = |on: &On| match on {
+        On::Routine { db, kind, name } => {
+            routines.iter().any(|r| r.database == *db && r.name == *name && r.kind == *kind) && role.level != Level::Ro
+        }
+        _ => false,
+    };
+    let mut findings = Findings::default();
+    let mut revokes = Vec::new();
+    for h in held {
+        let allowed = match &h.on {
+            On::Routine { .. } => h.privilege == "EXECUTE" && invoker(&h.on),
+            _ => level.contains(&h.privilege.as_str()),
+        };
+        let why = match (in_scope(&h.on), allowed) {
+            (false, _) => "outside the scope".to_string(),
+            (true, false) => format!("not in level {}", role.level.suffix()),
+            (true, true) => continue,
+        };
+        findings.changes.push(Change::revoke(&h.privilege, &format!("{}{to}", h.on.describe()), &why));
+        revokes.push(format!("REVOKE {} FROM {}", h.on.sql(&h.privilege), account(login)));
+    }
+    for h in held.iter().filter(|h| h.grant_option) {
+        let why = "a grant option is never part of a level";
+        findings.changes.push(Change::revoke("GRANT OPTION", &format!("{}{to}", h.on.describe()), why));
+        revokes.push(format!("REVOKE {} FROM {}", h.on.sql("GRANT OPTION"), account(login)));
+    }
+    revokes.dedup();
+    let has = |on: &On, privilege: &str| held.iter().any(|h| h.on == *on && h.privilege == privilege);
+    for db in &survey.databases {
+        let on = On::Database(grant_db(db));
+        let missing = level.iter().filter(|p| !has(&on, p));
+        findings.changes.extend(missing.map(|p| Change::grant(p, &format!("database {db}{to}"))));
+    }
+    for routine in routines.iter().filter(|_| role.level != Level::Ro) {
+        let on = On::Routine { db: routine.database.clone(), kind: routine.kind.clone(), name: routine.name.clone() };
+        if !has(&on, "EXECUTE") {
+            findings.changes.push(Change::grant("EXECUTE", &format!("{}{to}", on.describe())));
+        }
+    }
+    Difference { findings, revokes }
 }
 
 /// Retires the roles' logins: each account locked (no new login), its sessions

@@ -16,12 +16,15 @@
 //!   is reported. `rw` gets EXECUTE only on functions of no extension; `ddl` gets
 //!   no TRIGGER on tables it does not own, so it cannot make another role run its code.
 
+mod acl;
+
 use futures::stream::{self, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::drift::{self, Change, Drift, Findings};
 use super::{
     limited, Counters, DbError, EngineError, Escalation, Existing, Globs, Grants, Level, PerRole, Retirement, RoleSpec, Scope,
     Survey, Target,
@@ -348,8 +351,8 @@ pub struct Grantable {
     pub functions: Vec<String>,
 }
 
-/// What the master may grant in one database: in the schemas `inside` covers, and in the others.
-async fn grantable(client: &Client, connect: bool, inside: &Globs) -> Result<(Grantable, Grantable), tokio_postgres::Error> {
+/// What the master may grant in one database, in the schemas `inside` covers.
+async fn grantable(client: &Client, connect: bool, inside: &Globs) -> Result<Grantable, tokio_postgres::Error> {
     // Every function, operator, type and table is named in `pg_catalog`, as a
     // second line of defence behind the pinned `search_path` ([`session_options`]).
     let schemas = client
@@ -369,8 +372,8 @@ async fn grantable(client: &Client, connect: bool, inside: &Globs) -> Result<(Gr
         .iter()
         .map(|row| Schema { name: row.get(0), usage: row.get(1), create: row.get(2), foreign: row.get(3) })
         .collect::<Vec<_>>();
-    let (covered, uncovered) = schemas.into_iter().partition(|schema| inside.covers(&schema.name));
-    Ok((objects(client, connect, covered).await?, objects(client, connect, uncovered).await?))
+    let covered = schemas.into_iter().filter(|schema| inside.covers(&schema.name)).collect();
+    objects(client, connect, covered).await
 }
 
 /// The tables, sequences and functions the master may grant in `schemas`.
@@ -437,12 +440,8 @@ fn not_granted(db: &str, grantable: &Grantable, level: Level) -> Vec<String> {
 /// The grants of one role in one database, for the schemas and functions the master may grant.
 pub fn grant_statements(db: &str, grantable: &Grantable, role: &RoleSpec, master: &str, ddl: Option<&str>) -> Vec<String> {
     let grantee = quote_ident(&role.user);
-    let (tables, sequences) = match role.level {
-        Level::Ro => ("SELECT", "SELECT"),
-        Level::Rw => ("SELECT, INSERT, UPDATE, DELETE", "USAGE, SELECT, UPDATE"),
-        // No TRIGGER: a trigger on another role's table would run ddl's code as that role.
-        Level::Ddl => ("SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES", "USAGE, SELECT, UPDATE"),
-    };
+    let (tables, sequences) = acl::level_privileges(role.level);
+    let (tables, sequences) = (tables.join(", "), sequences.join(", "));
     let mut sql = Vec::new();
     if grantable.connect {
         sql.push(format!("GRANT CONNECT ON DATABASE {} TO {grantee}", quote_ident(db)));
@@ -472,42 +471,6 @@ pub fn grant_statements(db: &str, grantable: &Grantable, role: &RoleSpec, master
     sql
 }
 
-/// What a role holds in `g` (schemas outside the scope, or a whole database
-/// outside it, CONNECT included), revoked: only what the master may grant, as
-/// [`grant_statements`] grants it.
-pub fn withdraw_statements(
-    db: &str,
-    g: &Grantable,
-    role: &RoleSpec,
-    master: &str,
-    ddl: Option<&str>,
-    whole: bool,
-) -> Vec<String> {
-    let grantee = quote_ident(&role.user);
-    let mut sql = Vec::new();
-    if !g.tables.is_empty() {
-        sql.push(format!("REVOKE ALL ON TABLE {} FROM {grantee}", g.tables.join(", ")));
-    }
-    if !g.sequences.is_empty() {
-        sql.push(format!("REVOKE ALL ON SEQUENCE {} FROM {grantee}", g.sequences.join(", ")));
-    }
-    sql.extend(g.functions.iter().map(|function| format!("REVOKE ALL ON FUNCTION {function} FROM {grantee}")));
-    let owners: Vec<&str> = std::iter::once(master).chain(ddl).filter(|owner| *owner != role.user).collect();
-    for schema in g.schemas.iter().filter(|schema| schema.usage) {
-        let s = quote_ident(&schema.name);
-        sql.push(format!("REVOKE ALL ON SCHEMA {s} FROM {grantee}"));
-        for owner in &owners {
-            let prefix = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {s} REVOKE ALL", quote_ident(owner));
-            sql.push(format!("{prefix} ON TABLES FROM {grantee}"));
-            sql.push(format!("{prefix} ON SEQUENCES FROM {grantee}"));
-        }
-    }
-    if whole && g.connect {
-        sql.push(format!("REVOKE CONNECT ON DATABASE {} FROM {grantee}", quote_ident(db)));
-    }
-    sql
-}
-
 pub(crate) async fn grant(
     target: &Target,
     scope: &Scope,
@@ -527,6 +490,7 @@ pub(crate) async fn grant(
         for (role, result) in grants.iter_mut().zip(results) {
             role.failed.extend(result.failed.into_iter().map(|e| e.context(format!("database {db}"))));
             role.skipped.extend(result.skipped);
+            role.not_revocable.extend(result.not_revocable);
         }
     }
     for role in &mut grants {
@@ -586,31 +550,104 @@ async fn grant_database_once(
     survey: &Survey,
     counters: &Counters,
 ) -> Result<Vec<Grants>, (DbError, bool)> {
-    let connect = survey.grant_connect.iter().any(|name| name == db);
-    let (found, outside) = grantable(client, connect, schemas)
+    let (found, held) = read_database(client, db, schemas, roles, survey, counters)
         .await
-        .map_err(|e| (describe(&e).context("listing schemas"), is_concurrent_update(&e)))?;
-    counters.sent(5);
-    let whole = !survey.databases.iter().any(|name| name == db);
-    let ddl = roles.iter().find(|role| role.level == Level::Ddl).map(|role| role.user.as_str());
+        .map_err(|e| (describe(&e).context("reading privileges"), is_concurrent_update(&e)))?;
+    let place = place(target, db, schemas, roles, survey);
     counters.sent(1);
     client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
     let mut results = Vec::new();
     for role in roles {
+        let difference = acl::difference(&place, &found, role, &held);
         let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
         sql.extend(reassignments(db, role, survey));
-        if !whole {
-            sql.extend(grant_statements(db, &found, role, &target.master_user, ddl));
+        if !place.whole {
+            sql.extend(grant_statements(db, &found, role, place.master, place.ddl));
         }
-        sql.extend(withdraw_statements(db, &outside, role, &target.master_user, ddl, whole));
+        sql.extend(difference.revokes);
         sql.push("RELEASE SAVEPOINT dbroles_role".into());
         let result = run_in_savepoint(client, &sql, counters).await?;
-        let skipped = if whole { Vec::new() } else { not_granted(db, &found, role.level) };
-        results.push(Grants { failed: result.err().into_iter().collect(), skipped });
+        let skipped = if place.whole { Vec::new() } else { not_granted(db, &found, role.level) };
+        let failed = result.err().into_iter().collect();
+        results.push(Grants { failed, skipped, not_revocable: difference.not_revocable });
     }
     counters.sent(1);
     client.batch_execute("COMMIT").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
     Ok(results)
+}
+
+/// Where the roles stand in `db`: inside the scope (its schemas `schemas`) or wholly outside it.
+fn place<'a>(target: &'a Target, db: &'a str, schemas: &'a Globs, roles: &'a [RoleSpec], survey: &Survey) -> acl::Place<'a> {
+    let whole = !survey.databases.iter().any(|name| name == db);
+    let ddl = roles.iter().find(|role| role.level == Level::Ddl).map(|role| role.user.as_str());
+    acl::Place { db, schemas, whole, master: &target.master_user, ddl }
+}
+
+/// What the master may grant in `db`'s schemas of the scope, and what the roles' logins hold there.
+async fn read_database(
+    client: &Client,
+    db: &str,
+    schemas: &Globs,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    counters: &Counters,
+) -> Result<(Grantable, Vec<acl::Held>), tokio_postgres::Error> {
+    let connect = survey.grant_connect.iter().any(|name| name == db);
+    let found = grantable(client, connect, schemas).await?;
+    let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
+    let held = acl::held(client, &logins).await?;
+    counters.sent(4);
+    Ok((found, held))
+}
+
+/// What a run would change on each role, and what the master may not: the
+/// roles themselves, then every database of the scope and outside it. Changes nothing.
+pub(crate) async fn plan(target: &Target, scope: &Scope, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Drift> {
+    let nothing = Globs { include: Vec::new(), exclude: vec!["*".into()] };
+    let databases = survey.databases.iter().map(|db| (db, &scope.schemas)).chain(survey.outside.iter().map(|db| (db, &nothing)));
+    let pending: Vec<_> = databases.map(|(db, schemas)| plan_database(target, db, schemas, roles, survey, counters)).collect();
+    let per_database: Vec<Vec<Findings>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
+    let mut found: Vec<Findings> = roles.iter().map(|role| drift::role_changes(role, survey)).collect();
+    for results in per_database {
+        found.iter_mut().zip(results).for_each(|(found, more)| found.add(more));
+    }
+    found.into_iter().map(Findings::into_drift).collect()
+}
+
+async fn plan_database(
+    target: &Target,
+    db: &str,
+    schemas: &Globs,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    counters: &Counters,
+) -> Vec<Findings> {
+    let unread = |why: String| {
+        let failed = || vec![format!("database {db} could not be read: {why}")];
+        roles.iter().map(|_| Findings { failed: failed(), ..Findings::default() }).collect()
+    };
+    let client = match connect(target, &target.master_user, &target.master_password, db).await {
+        Ok(client) => client,
+        Err(error) => return unread(error.message),
+    };
+    counters.connection();
+    let (found, held) = match read_database(&client, db, schemas, roles, survey, counters).await {
+        Ok(read) => read,
+        Err(error) => return unread(describe(&error).message),
+    };
+    let place = place(target, db, schemas, roles, survey);
+    roles
+        .iter()
+        .map(|role| {
+            let difference = acl::difference(&place, &found, role, &held);
+            let reassigned = reassignments(db, role, survey).into_iter().map(|_| {
+                let login = role.alternate.as_deref().unwrap_or_default();
+                Change::whole(false, format!("reassign what {login} owns in {db} to {}", role.user))
+            });
+            let changes = reassigned.chain(difference.changes).collect();
+            Findings { changes, not_revocable: difference.not_revocable, failed: Vec::new() }
+        })
+        .collect()
 }
 
 /// Retires the roles' logins, in an order that loses nothing: NOLOGIN and the

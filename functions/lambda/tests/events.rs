@@ -18,7 +18,7 @@ use dbroles_core::deps::{App, Deps};
 use dbroles_core::engine::TlsConfig;
 use dbroles_core::lifecycle::jobs;
 use dbroles_core::model::job::{Job, Phase};
-use dbroles_core::model::request::CreateJobRequest;
+use dbroles_core::model::request::{CreateJobRequest, Mode};
 use dbroles_core::notify::{Hook, HookOutcome};
 use dbroles_core::steps::Step;
 use dbroles_core::store::dynamodb::DynamoStore;
@@ -64,6 +64,7 @@ const TRIGGER_SAMPLES: &[&str] = &[
     "events/rotation-schedule.json",
     "events/execution-failed.json",
     "events/sweep-schedule.json",
+    "events/drift-check.json",
 ];
 
 fn events_dir() -> PathBuf {
@@ -407,6 +408,14 @@ impl Samples {
                     let out = handle_step(Step::FleetStartJob, deps, child).await.unwrap();
                     let record = deps.jobs.get_job("acme", out["job_id"].as_str().unwrap()).await.unwrap().unwrap();
                     assert_eq!(&record.request, request, "a rotation repeats the request that provisioned the instance");
+                }
+                "events/drift-check.json" => {
+                    assert_eq!(started.len(), 1, "one fleet plan for the one organisation: {out}");
+                    let fleet = deps.fleets.get_fleet("acme", &started[0]).await.unwrap().expect("the drift check's fleet job");
+                    let fleet_request = &fleet.fleet.request;
+                    assert!(fleet_request.selector.provisioned, "it plans the provisioned instances");
+                    assert_eq!((fleet_request.mode, fleet.fleet.created_by.as_str()), (Mode::Plan, "eventbridge:drift-check"));
+                    assert!(fleet.execution.is_some(), "its execution started");
                 }
                 "events/sweep-schedule.json" => {
                     assert_eq!(out["repaired"], json!([NEVER_STARTED_JOB]), "only the job old enough: {out}");

@@ -29,7 +29,7 @@ use crate::model::fleet::{
     Selection, MAX_INSTANCES,
 };
 use crate::model::job::{Job, Phase};
-use crate::model::request::{CreateJobRequest, InstanceArn, Invalid};
+use crate::model::request::{CreateJobRequest, InstanceArn, Invalid, Mode};
 use crate::model::Timestamp;
 use crate::store::{FleetStore, JobQuery, JobStore, Page, StoreError};
 use crate::workflow::{execution_arn, WorkflowError};
@@ -166,7 +166,36 @@ async fn counts(jobs: &dyn JobStore, record: &FleetRecord) -> Result<FleetCounts
     let failed = failed + not_started.iter().filter(|n| !n.skipped).count() as u64;
     let total = record.selected.as_ref().map_or(0, |selected| selected.len() as u64);
     let pending = total.saturating_sub(running + completed + failed + skipped);
-    Ok(FleetCounts { total, pending, running, completed, failed, skipped })
+    let mut counts = FleetCounts { total, pending, running, completed, failed, skipped, ..FleetCounts::default() };
+    if record.fleet.request.mode == Mode::Plan {
+        let (in_sync, drifted) = plans(jobs, record).await?;
+        (counts.in_sync, counts.drifted) = (Some(in_sync), Some(drifted));
+    }
+    Ok(counts)
+}
+
+/// A fleet plan's completed jobs: how many found their instance in sync, and how many drifted.
+async fn plans(jobs: &dyn JobStore, record: &FleetRecord) -> Result<(u64, u64), StoreError> {
+    let (mut in_sync, mut drifted) = (0, 0);
+    let mut next_token = None;
+    loop {
+        let query = JobQuery {
+            fleet_job_id: Some(record.id().to_string()),
+            phase: Some(Phase::Completed),
+            limit: 100,
+            next_token,
+            ..JobQuery::default()
+        };
+        let page = jobs.list_jobs(record.org(), &query).await?;
+        for message in page.items.iter().filter_map(|job| job.status.as_ref()).map(|status| status.message.as_str()) {
+            in_sync += u64::from(message.starts_with(jobs::IN_SYNC));
+            drifted += u64::from(message.starts_with(jobs::DRIFTED));
+        }
+        match page.next_token {
+            Some(token) => next_token = Some(token),
+            None => return Ok((in_sync, drifted)),
+        }
+    }
 }
 
 fn tag_matches(listed: &Listed, wanted: &str) -> bool {
@@ -275,10 +304,12 @@ pub async fn start_child(deps: &Deps, input: &ChildInput) -> Result<ChildOutcome
         Err(error) => return Err(error),
     };
     let arn: InstanceArn = input.instance_arn.parse().map_err(|e| Invalid(format!("instance_arn: {e}")))?;
-    let (request, resource_id) = match record.fleet.request.selector.provisioned {
+    let (mut request, resource_id) = match record.fleet.request.selector.provisioned {
         true => provisioned_request(deps, record.org(), &input.instance_arn).await?,
         false => (record.fleet.request.job_request(&arn), None),
     };
+    // A provisioned instance's last request, in the fleet's mode (a drift check plans it).
+    request.mode = record.fleet.request.mode;
     let job_id = child_id(record.id(), &input.instance_arn);
     // On AWS the item starts the provisioning machine's execution named after the job:
     // the job names it from the start, so a cancel stops it.
@@ -321,6 +352,9 @@ pub async fn finish(deps: &Deps, input: &FleetInput, error: Option<String>) -> R
         "{} instances: {} completed, {} failed, {} skipped",
         counts.total, counts.completed, counts.failed, counts.skipped
     );
+    if let (Some(in_sync), Some(drifted)) = (counts.in_sync, counts.drifted) {
+        message += &format!(" ({in_sync} in sync, {drifted} drifted)");
+    }
     if counts.pending + counts.running > 0 {
         message += &format!(", {} not provisioned", counts.pending + counts.running);
     }

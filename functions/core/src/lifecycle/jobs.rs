@@ -136,15 +136,37 @@ pub fn new_record(org: &str, created_by: &str, request: CreateJobRequest, spec: 
 }
 
 /// The job's final phase and message from its role results.
-pub fn outcome(results: &[RoleResult]) -> (Phase, String) {
+pub fn outcome(mode: Mode, results: &[RoleResult]) -> (Phase, String) {
     let failed: Vec<&str> = results.iter().filter(|r| r.status != Phase::Completed).map(|r| r.user_role.as_str()).collect();
     if results.is_empty() {
         (Phase::Failed, "no role was provisioned".to_string())
-    } else if failed.is_empty() {
-        (Phase::Completed, "All user roles have been successfully provisioned".to_string())
+    } else if !failed.is_empty() {
+        let what = if mode == Mode::Plan { "planning" } else { "provisioning" };
+        (Phase::Failed, format!("{what} failed for {}", failed.join(", ")))
+    } else if mode == Mode::Plan {
+        let drifted: Vec<&str> = results.iter().filter(|r| drifted(r)).map(|r| r.user_role.as_str()).collect();
+        match drifted.is_empty() {
+            true => (Phase::Completed, format!("{IN_SYNC}: a run would change nothing")),
+            false => (Phase::Completed, format!("{DRIFTED}: a run would change {}", drifted.join(", "))),
+        }
     } else {
-        (Phase::Failed, format!("provisioning failed for {}", failed.join(", ")))
+        (Phase::Completed, "All user roles have been successfully provisioned".to_string())
     }
+}
+
+/// How a plan's message begins when a run would change nothing, and when it would.
+pub const IN_SYNC: &str = "in sync";
+pub const DRIFTED: &str = "drifted";
+
+/// A completed plan that found drift.
+fn drift_found(record: &JobRecord) -> bool {
+    let status = record.job.status.as_ref();
+    record.request.mode == Mode::Plan && status.is_some_and(|s| s.phase == Phase::Completed && s.message.starts_with(DRIFTED))
+}
+
+/// A role a run would change, or that holds what the master may not revoke.
+fn drifted(result: &RoleResult) -> bool {
+    result.changes.as_ref().is_some_and(|changes| !changes.is_empty()) || !result.not_revocable.is_empty()
 }
 
 /// What [`create`] stored: a new job, or the one an earlier request with the same idempotency key created.
@@ -195,7 +217,7 @@ pub async fn create(
         }
     }
     accounts::claim(deps.accounts.as_ref(), org, &instance).await?;
-    let alternating = deps.settings.rotation_of(&request).is_alternating() && request.mode.is_run();
+    let alternating = deps.settings.rotation_of(&request).is_alternating() && request.mode.follows_rotation();
     let family = engine::validate_prefix(&deps.settings.role_prefix, &instance.engine, alternating)?;
     if family == engine::Family::MySql && !request.scope.schemas.is_everything() {
         let message = "scope.schemas: MySQL and MariaDB have no schemas within a database; scope them with scope.databases";
@@ -317,7 +339,7 @@ pub async fn save_progress(store: &dyn JobStore, record: &JobRecord) -> Result<(
 pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>) -> Result<(), StoreError> {
     let finished = finish_running(deps.jobs.as_ref(), input, &deps.settings, |record| match error {
         Some(message) => (Phase::Failed, message),
-        None => outcome(record.job.status.as_ref().map_or(&[][..], |status| &status.result)),
+        None => outcome(record.request.mode, record.job.status.as_ref().map_or(&[][..], |status| &status.result)),
     });
     let Some(record) = finished.await? else { return Ok(()) };
     crate::metrics::job_finished(&record.job);
@@ -332,12 +354,18 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
             }
             // Its roles are gone: the rotation schedule no longer provisions it.
             Mode::Revoke => deps.jobs.forget_provisioned(org, db_arn).await?,
+            Mode::Plan => {}
         }
     }
     if let Some(events) = &deps.events {
         // The job is finished either way; a lost announcement is logged, not retried into a second finish.
         if let Err(error) = events.job_finished(&record.job).await {
             tracing::warn!(job_id = record.id(), %error, "the job-finished event was not delivered");
+        }
+        if drift_found(&record) {
+            if let Err(error) = events.drift_detected(&record.job).await {
+                tracing::warn!(job_id = record.id(), %error, "the drift-detected event was not delivered");
+            }
         }
     }
     Ok(())

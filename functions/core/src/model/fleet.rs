@@ -222,6 +222,12 @@ pub struct FleetCounts {
     pub failed: u64,
     /// Held by another running job when their turn came, so not started.
     pub skipped: u64,
+    /// A plan's completed instances a run would not change (fleet jobs in mode `plan` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync: Option<u64>,
+    /// A plan's completed instances a run would change (fleet jobs in mode `plan` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted: Option<u64>,
 }
 
 /// An instance the fleet job started no job for, and why.

@@ -93,6 +93,15 @@ pub struct RoleResult {
     /// credentials name now (`user_role` or `<user_role>_alt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_login: Option<String>,
+    /// Added by dbroles, in mode `plan`: what a run would change on the role,
+    /// revocations first (`revoke INSERT on table app.public.t (not in level ro)`,
+    /// `grant SELECT on table app.public.items`, `create role p_ro`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<String>>,
+    /// Added by dbroles: what the role holds beyond its level that the master
+    /// may not revoke, and who granted it. Listed by a plan and by a run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_revocable: Vec<String>,
 }
 
 /// `openapi.DBRoleJobStatus`.

@@ -78,11 +78,25 @@ pub enum Mode {
     /// Retire the roles: logins ended, what they own given to the master, the
     /// roles dropped, their stored credentials and connections removed.
     Revoke,
+    /// Change nothing: each role's result lists what a run would change
+    /// (`changes`) and what the master may not revoke (`not_revocable`).
+    Plan,
 }
 
 impl Mode {
     pub fn is_run(&self) -> bool {
         *self == Mode::Run
+    }
+
+    /// The mode works on the logins a run makes, under the deployment's rotation
+    /// (a revoke retires both logins of each level whatever it is).
+    pub fn follows_rotation(self) -> bool {
+        self != Mode::Revoke
+    }
+
+    /// The mode may change the instance (its master password, its security group).
+    pub fn changes_instance(self) -> bool {
+        self != Mode::Plan
     }
 }
 

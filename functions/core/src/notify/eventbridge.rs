@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{Events, NotifyError, EVENT_SOURCE, FLEET_FINISHED, JOB_FINISHED};
+use super::{Events, NotifyError, DRIFT_DETECTED, EVENT_SOURCE, FLEET_FINISHED, JOB_FINISHED};
 use crate::model::fleet::FleetJob;
 use crate::model::job::Job;
 
@@ -39,5 +39,11 @@ impl Events for EventBridgeEvents {
     async fn fleet_finished(&self, fleet: &FleetJob) -> Result<(), NotifyError> {
         let detail = serde_json::to_string(fleet).map_err(|e| NotifyError(e.to_string()))?;
         self.put(FLEET_FINISHED, Vec::new(), detail).await
+    }
+
+    /// The plan job, whose results list each role's changes.
+    async fn drift_detected(&self, job: &Job) -> Result<(), NotifyError> {
+        let detail = serde_json::to_string(job).map_err(|e| NotifyError(e.to_string()))?;
+        self.put(DRIFT_DETECTED, vec![job.db_arn().to_string()], detail).await
     }
 }

@@ -1,4 +1,5 @@
-//! Telling others a job finished: the ports [`Events`] (`DB Role Job Finished`),
+//! Telling others a job finished: the ports [`Events`] (`DB Role Job Finished`,
+//! and `DB Roles Drift Detected` after a plan that found drift),
 //! [`Hook`] (the deployment's hook) and [`Webhook`] (the finished job POSTed),
 //! and their types. Their adapters sit beside: [`eventbridge`] (EventBridge),
 //! [`lambda`] (the hook as a Lambda function), [`webhook`] (Standard Webhooks over HTTP).
@@ -16,11 +17,16 @@ pub const EVENT_SOURCE: &str = "dbroles";
 pub const JOB_FINISHED: &str = "DB Role Job Finished";
 /// The detail-type of the event a finished fleet job sends (once, whatever its size).
 pub const FLEET_FINISHED: &str = "DB Role Fleet Job Finished";
+/// The detail-type of the event a plan that found drift sends, one per instance.
+pub const DRIFT_DETECTED: &str = "DB Roles Drift Detected";
 
 #[async_trait]
 pub trait Events: Send + Sync {
     async fn job_finished(&self, job: &Job) -> Result<(), NotifyError>;
     async fn fleet_finished(&self, fleet: &FleetJob) -> Result<(), NotifyError>;
+    /// A finished plan found that a run would change the instance's roles (its
+    /// results list the changes).
+    async fn drift_detected(&self, job: &Job) -> Result<(), NotifyError>;
 }
 
 /// An announcement that did not get through.

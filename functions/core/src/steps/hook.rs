@@ -6,14 +6,19 @@ use super::job::{load, save};
 use super::{State, StepError};
 use crate::deps::Deps;
 use crate::model::job::HookStatus;
+use crate::model::request::Mode;
 
 /// The most of a hook's output a job keeps.
 pub const HOOK_OUTPUT_LIMIT: usize = 4096;
 
 /// Runs the deployment's hook with the job (no secrets) and records its outcome.
+/// A plan runs no hook: nothing changed for it to act on.
 pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     let Some(hook) = &deps.hook else { return Ok(state) };
     let mut record = load(deps, &state).await?;
+    if record.request.mode == Mode::Plan {
+        return Ok(state);
+    }
     let started = Instant::now();
     let outcome = hook.run(&record.job).await;
     let mut output = outcome.output;

@@ -19,7 +19,10 @@ pub(super) async fn run(deps: &Deps, mut state: State) -> Result<State, StepErro
     }
     match deps.inventory.master_credentials(&instance).await {
         Ok(_) => state.master_ready = true,
-        Err(InventoryError::NoMasterSecret(_)) if record.request.aws.allow_master_password_reset => {
+        // A plan changes nothing, the master password included.
+        Err(InventoryError::NoMasterSecret(_))
+            if record.request.aws.allow_master_password_reset && record.request.mode.changes_instance() =>
+        {
             may_change(&record, &instance, "aws.allow_master_password_reset")?;
             deps.inventory.reset_master_password(&instance).await?;
             state.master_ready = false;

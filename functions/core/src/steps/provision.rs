@@ -30,7 +30,7 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     if options.mode == Mode::Revoke {
         remove_connections(deps, &record, &instance, &mut results).await?;
     }
-    let (_, message) = jobs::outcome(&results);
+    let (_, message) = jobs::outcome(options.mode, &results);
     // Still running: the phase is Finalize's to set.
     record.job.status = Some(JobStatus { message, phase: Phase::Running, result: results });
     save(deps, &record).await?;

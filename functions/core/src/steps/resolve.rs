@@ -14,7 +14,7 @@ pub(super) async fn run(deps: &Deps, mut state: State) -> Result<State, StepErro
     if Family::of(&instance.engine).is_none() {
         return Err(StepError::new(ErrorType::UnsupportedEngine, engine::unsupported(&instance.engine)));
     }
-    let alternating = deps.settings.rotation_of(&record.request).is_alternating() && record.request.mode.is_run();
+    let alternating = deps.settings.rotation_of(&record.request).is_alternating() && record.request.mode.follows_rotation();
     engine::validate_prefix(&deps.settings.role_prefix, &instance.engine, alternating)
         .map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
     let account = record.request.instance_arn().account;
@@ -22,7 +22,8 @@ pub(super) async fn run(deps: &Deps, mut state: State) -> Result<State, StepErro
     spec.account_arn = deps.inventory.caller_arn(access(&record)?).await?;
     record.job.spec = Some(spec);
     save(deps, &record).await?;
-    state.open_network = record.request.aws.default_security_group.is_some();
+    // A plan changes nothing: no security group is opened (its reads may then not reach the instance).
+    state.open_network = record.request.aws.default_security_group.is_some() && record.request.mode.changes_instance();
     // A revoke removes connections instead (the provision step).
     state.create_connections = record.request.has_step(JobStep::CreateConnections) && record.request.mode.is_run();
     state.send_webhook = record.request.has_step(JobStep::SendWebhook);
