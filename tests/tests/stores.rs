@@ -306,8 +306,14 @@ async fn fifty_creates_for_one_instance_give_one_job(s: &Stores) {
 
 async fn provisioned_instances_are_remembered_once(s: &Stores) {
     let job = record("org-a", "db1", "postgres");
-    let provisioned =
-        Provisioned { org: "org-a".into(), db_arn: arn("db1"), request: job.request.clone(), resource_id: Some("db-1".into()) };
+    let provisioned = Provisioned {
+        org: "org-a".into(),
+        db_arn: arn("db1"),
+        request: job.request.clone(),
+        resource_id: Some("db-1".into()),
+        server_arn: Some(arn("db1")),
+        endpoint_host: Some("db1.example.com".into()),
+    };
     s.jobs.mark_provisioned(&provisioned).await.unwrap();
     s.jobs.mark_provisioned(&provisioned).await.unwrap();
     assert_eq!(s.jobs.provisioned().await.unwrap(), vec![provisioned.clone()]);

@@ -592,7 +592,14 @@ async fn a_recreated_instance_is_not_rotated_with_the_old_ones_records() {
     };
     let (_dir, app, _) = held_deployment(vec![instance], 50);
     let request: dbroles_core::model::request::CreateJobRequest = serde_json::from_value(request(&arn, json!({}))).unwrap();
-    let provisioned = Provisioned { org: A.into(), db_arn: arn.clone(), request, resource_id: Some("db-OLDONE".into()) };
+    let provisioned = Provisioned {
+        org: A.into(),
+        db_arn: arn.clone(),
+        request,
+        resource_id: Some("db-OLDONE".into()),
+        server_arn: None,
+        endpoint_host: None,
+    };
     app.deps.jobs.mark_provisioned(&provisioned).await.unwrap();
     let fleet =
         json!({"selector": {"provisioned": true}, "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "max_concurrency": 1});

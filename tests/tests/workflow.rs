@@ -123,6 +123,32 @@ impl Backend {
         }
     }
 
+    /// A database with a table of the master's, which a run grants in.
+    fn some_database(&self) -> &'static str {
+        match self {
+            Backend::Postgres(_) => "app",
+            Backend::MariaDb(_) => "test",
+        }
+    }
+
+    /// Whether `role` holds any privilege in database `db`, as the server's administrator sees it.
+    async fn holds_in(&self, role: &str, db: &str) -> bool {
+        match self {
+            Backend::Postgres(cluster) => {
+                let su = cluster.superuser(db).await;
+                let sql = "SELECT pg_catalog.has_table_privilege($1, 'public.items', 'SELECT')";
+                su.query_one(sql, &[&role]).await.unwrap().get(0)
+            }
+            Backend::MariaDb(_) => {
+                let mut root = mariadb("root", "").await.unwrap();
+                let grantee = format!("'{role}'@'%'");
+                let sql = "SELECT count(*) FROM information_schema.schema_privileges WHERE grantee = ? AND table_schema = ?";
+                let held: Option<i64> = mysql_async::prelude::Queryable::exec_first(&mut root, sql, (grantee, db)).await.unwrap();
+                held.unwrap_or(0) > 0
+            }
+        }
+    }
+
     async fn log_in(&self, user: &str, password: &str) {
         assert!(self.logs_in(user, password).await, "{user} logs in");
     }
@@ -162,6 +188,7 @@ async fn end_to_end(backend: Backend) {
     deployment.the_finished_event_reached_the_bus(&id).await;
     deployment.the_local_executor_gives_the_same_job(&job).await;
     deployment.a_plan_on_step_functions_finds_a_hand_made_grant_and_announces_it().await;
+    deployment.a_scoped_run_on_step_functions_covers_only_its_scope().await;
     deployment.a_revoke_on_step_functions_leaves_no_role_secret_or_connection().await;
 }
 
@@ -367,6 +394,22 @@ impl Deployment {
         self.finished_on_step_functions("run").await;
         let job = self.finished_on_step_functions("plan").await;
         assert_eq!(job["status"]["message"], "in sync: a run would change nothing", "the run revoked it: {job}");
+    }
+
+    /// `levels: ["ro"]` provisions only `_ro`; a database the scope excludes loses what `_ro` held there.
+    async fn a_scoped_run_on_step_functions_covers_only_its_scope(&self) {
+        let (excluded, ro) = (self.backend.some_database(), format!("{}_ro", self.prefix));
+        assert!(self.backend.holds_in(&ro, excluded).await, "the full run granted {ro} in {excluded}");
+        let mut request = self.request.clone();
+        request["scope"] = json!({"levels": ["ro"], "databases": {"exclude": [excluded]}});
+        let (status, created) = call(&self.remote, "POST", "/dbroles/jobs", Some(request)).await;
+        assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
+        let job = wait_delivered(&self.remote, created["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["status"]["phase"], "completed", "{job}");
+        let roles: Vec<&str> =
+            job["status"]["result"].as_array().unwrap().iter().map(|r| r["user_role"].as_str().unwrap()).collect();
+        assert_eq!(roles, [ro.as_str()], "only the level of the scope");
+        assert!(!self.backend.holds_in(&ro, excluded).await, "{ro} holds nothing in {excluded}, which the scope excludes");
     }
 
     /// The event of `detail_type` about job `id` that reached the queue.

@@ -1,6 +1,7 @@
 //! Jobs that start on their own, from EventBridge: an RDS instance or cluster
 //! created with the provisioning tag, the rotation and drift schedules (one
-//! fleet job per organisation), and the repair of jobs and fleet jobs whose Step Functions
+//! fleet job per organisation), servers that were deleted (their credentials
+//! and connections removed), and the repair of jobs and fleet jobs whose Step Functions
 //! execution ended without finishing them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use crate::config::TriggerSettings;
 use crate::deps::App;
 use crate::lifecycle::accounts::{self, AccountError, Tenancy};
 use crate::lifecycle::fleet::{self, FleetError};
+use crate::lifecycle::gone::{self, Gone};
 use crate::lifecycle::jobs::{self, JobError};
 use crate::model::fleet::{CreateFleetJobRequest, FleetInput, Selector};
 use crate::model::request::Validated;
@@ -53,6 +55,9 @@ const CLUSTER_CREATED: &str = "RDS-EVENT-0170";
 pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Result<Outcome, TriggerError> {
     let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
     match (text("/source"), text("/detail-type")) {
+        ("aws.rds", "RDS DB Instance Event" | "RDS DB Cluster Event") if is_deletion(event) => {
+            Ok(gone(gone::deleted(app, text("/detail/SourceArn")).await?))
+        }
         ("aws.rds", "RDS DB Instance Event" | "RDS DB Cluster Event") => {
             let id = text("/detail/EventID");
             if id != INSTANCE_CREATED && id != CLUSTER_CREATED {
@@ -63,9 +68,31 @@ pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Res
         ("aws.events", "Scheduled Event") => every_provisioned(app, Mode::Run).await,
         (SWEEP_SOURCE, SWEEP_DETAIL_TYPE) => sweep(app).await,
         (SWEEP_SOURCE, DRIFT_CHECK_DETAIL_TYPE) => every_provisioned(app, Mode::Plan).await,
+        (SWEEP_SOURCE, GONE_SWEEP_DETAIL_TYPE) => Ok(gone(gone::sweep(app).await?)),
         ("aws.states", "Step Functions Execution Status Change") => execution_ended(app, event).await,
         (source, kind) => Err(TriggerError::Unknown { event_source: source.into(), detail_type: kind.into() }),
     }
+}
+
+/// An RDS event in the `deletion` category (an instance's, or an Aurora cluster's).
+fn is_deletion(event: &Value) -> bool {
+    let categories = event.pointer("/detail/EventCategories").and_then(Value::as_array);
+    categories.is_some_and(|categories| categories.iter().any(|category| category == "deletion"))
+}
+
+/// What the checks of servers that may be gone did: each retired one's job
+/// (under `repaired`), and why the others were left.
+fn gone(checked: Vec<(String, Gone)>) -> Outcome {
+    let mut outcome = Outcome::default();
+    for (arn, gone) in checked {
+        match gone {
+            Gone::Retired { job_id } => outcome.repaired.push(job_id),
+            Gone::StillThere => outcome.skipped.push(format!("{arn} still exists")),
+            Gone::Busy => outcome.skipped.push(format!("{arn}: a job still runs on it; the next sweep retires it")),
+            Gone::Unchecked(why) => outcome.skipped.push(format!("{arn}: {why}")),
+        }
+    }
+    outcome
 }
 
 /// A skipped event, logged with why.
@@ -164,6 +191,8 @@ pub const SWEEP_SOURCE: &str = "dbroles";
 pub const SWEEP_DETAIL_TYPE: &str = "Sweep";
 /// The drift schedule's event (`DriftSchedule`): a plan over every provisioned instance.
 pub const DRIFT_CHECK_DETAIL_TYPE: &str = "Drift Check";
+/// The daily sweep's event: every provisioned server checked, and those gone retired.
+pub const GONE_SWEEP_DETAIL_TYPE: &str = "Gone Sweep";
 
 async fn sweep(app: &App) -> Result<Outcome, TriggerError> {
     let swept = jobs::sweep(app, "found by the sweep schedule", jobs::start_grace()).await?;

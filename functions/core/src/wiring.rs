@@ -146,3 +146,30 @@ async fn read(secrets: &aws_sdk_secretsmanager::Client, source: Option<&SecretSo
     let value = out.secret_string().ok_or_else(|| ConfigError(format!("{variable}={arn}: the secret has no string")))?;
     Ok(Some(value.trim().to_string()))
 }
+
+/// Why a job's request names a store this deployment cannot give it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NoStore {
+    #[error("vault_provider: this deployment has no Vault configured (DBROLES_VAULT_ADDR)")]
+    NoVault,
+    #[error(transparent)]
+    Invalid(#[from] crate::model::request::Invalid),
+}
+
+/// The store for a job's credentials: the Vault folder its request names (in
+/// the organisation's folder the deployment allows), or the deployment's default.
+pub fn secret_store_for(
+    deps: &Deps,
+    org: &str,
+    request: &crate::model::request::CreateJobRequest,
+) -> Result<Arc<dyn SecretStore>, NoStore> {
+    let Some(vault) = &request.vault_provider else { return Ok(deps.secrets.clone()) };
+    let (Some(settings), Some(policy)) = (&deps.vault, &deps.settings.vault) else { return Err(NoStore::NoVault) };
+    let path = policy.path_for(org, &vault.secret_id)?;
+    Ok(Arc::new(crate::secrets::vault::VaultSecrets::new(
+        &settings.address,
+        settings.token.clone(),
+        settings.namespace.clone(),
+        &path,
+    )))
+}

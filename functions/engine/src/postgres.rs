@@ -478,9 +478,8 @@ pub(crate) async fn grant(
     survey: &Survey,
     counters: &Counters,
 ) -> Vec<Grants> {
-    // Outside the scope no schema is covered: everything is withdrawn.
-    let nothing = Globs { include: Vec::new(), exclude: vec!["*".into()] };
-    let databases = survey.databases.iter().map(|db| (db, &scope.schemas)).chain(survey.outside.iter().map(|db| (db, &nothing)));
+    let nothing = Globs::nothing();
+    let databases = visited(scope, survey, &nothing);
     // The futures are collected first, so no closure is held across an await and
     // the whole future stays `Send` for any lifetime (a spawned task can await it).
     let pending: Vec<_> = databases.map(|(db, schemas)| grant_database(target, db, schemas, roles, survey, counters)).collect();
@@ -497,6 +496,13 @@ pub(crate) async fn grant(
         role.skipped.splice(0..0, survey.skipped.iter().cloned());
     }
     grants
+}
+
+/// Every database a run visits, with the schemas it covers there: the scope's,
+/// and outside the scope `nothing`, so everything the roles hold there is revoked.
+fn visited<'a>(scope: &'a Scope, survey: &'a Survey, nothing: &'a Globs) -> impl Iterator<Item = (&'a String, &'a Globs)> {
+    let inside = survey.databases.iter().map(|db| (db, &scope.schemas));
+    inside.chain(survey.outside.iter().map(move |db| (db, nothing)))
 }
 
 /// What a level's second login owns in `db` goes to the level's role: the login's
@@ -593,9 +599,9 @@ async fn read_database(
     counters: &Counters,
 ) -> Result<(Grantable, Vec<acl::Held>), tokio_postgres::Error> {
     let connect = survey.grant_connect.iter().any(|name| name == db);
-    let found = grantable(client, connect, schemas).await?;
     let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
-    let held = acl::held(client, &logins).await?;
+    // Both at once: tokio-postgres pipelines the queries of one client.
+    let (found, held) = futures::try_join!(grantable(client, connect, schemas), acl::held(client, &logins))?;
     counters.sent(4);
     Ok((found, held))
 }
@@ -603,9 +609,10 @@ async fn read_database(
 /// What a run would change on each role, and what the master may not: the
 /// roles themselves, then every database of the scope and outside it. Changes nothing.
 pub(crate) async fn plan(target: &Target, scope: &Scope, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Drift> {
-    let nothing = Globs { include: Vec::new(), exclude: vec!["*".into()] };
-    let databases = survey.databases.iter().map(|db| (db, &scope.schemas)).chain(survey.outside.iter().map(|db| (db, &nothing)));
-    let pending: Vec<_> = databases.map(|(db, schemas)| plan_database(target, db, schemas, roles, survey, counters)).collect();
+    let nothing = Globs::nothing();
+    let pending: Vec<_> = visited(scope, survey, &nothing)
+        .map(|(db, schemas)| plan_database(target, db, schemas, roles, survey, counters))
+        .collect();
     let per_database: Vec<Vec<Findings>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
     let mut found: Vec<Findings> = roles.iter().map(|role| drift::role_changes(role, survey)).collect();
     for results in per_database {

@@ -25,6 +25,11 @@ impl Globs {
             && !self.exclude.iter().any(|pattern| glob(pattern, name))
     }
 
+    /// Covers no name.
+    pub fn nothing() -> Self {
+        Self { include: Vec::new(), exclude: vec!["*".into()] }
+    }
+
     pub fn is_everything(&self) -> bool {
         self.include.is_empty() && self.exclude.is_empty()
     }

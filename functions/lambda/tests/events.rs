@@ -65,6 +65,7 @@ const TRIGGER_SAMPLES: &[&str] = &[
     "events/execution-failed.json",
     "events/sweep-schedule.json",
     "events/drift-check.json",
+    "events/rds-instance-deleted.json",
 ];
 
 fn events_dir() -> PathBuf {
@@ -416,6 +417,10 @@ impl Samples {
                     assert!(fleet_request.selector.provisioned, "it plans the provisioned instances");
                     assert_eq!((fleet_request.mode, fleet.fleet.created_by.as_str()), (Mode::Plan, "eventbridge:drift-check"));
                     assert!(fleet.execution.is_some(), "its execution started");
+                }
+                "events/rds-instance-deleted.json" => {
+                    // reports-db was never provisioned (and still exists): nothing of it is kept, nothing removed.
+                    assert_eq!((&out["repaired"], &out["skipped"]), (&json!([]), &json!([])), "{out}");
                 }
                 "events/sweep-schedule.json" => {
                     assert_eq!(out["repaired"], json!([NEVER_STARTED_JOB]), "only the job old enough: {out}");

@@ -132,6 +132,7 @@ pub fn new_record(org: &str, created_by: &str, request: CreateJobRequest, spec: 
         lock: String::new(),
         access: None,
         resource_id: None,
+        endpoint_host: None,
     }
 }
 
@@ -141,7 +142,11 @@ pub fn outcome(mode: Mode, results: &[RoleResult]) -> (Phase, String) {
     if results.is_empty() {
         (Phase::Failed, "no role was provisioned".to_string())
     } else if !failed.is_empty() {
-        let what = if mode == Mode::Plan { "planning" } else { "provisioning" };
+        let what = match mode {
+            Mode::Run => "provisioning",
+            Mode::Plan => "planning",
+            Mode::Revoke => "retiring",
+        };
         (Phase::Failed, format!("{what} failed for {}", failed.join(", ")))
     } else if mode == Mode::Plan {
         let drifted: Vec<&str> = results.iter().filter(|r| drifted(r)).map(|r| r.user_role.as_str()).collect();
@@ -149,6 +154,8 @@ pub fn outcome(mode: Mode, results: &[RoleResult]) -> (Phase, String) {
             true => (Phase::Completed, format!("{IN_SYNC}: a run would change nothing")),
             false => (Phase::Completed, format!("{DRIFTED}: a run would change {}", drifted.join(", "))),
         }
+    } else if mode == Mode::Revoke {
+        (Phase::Completed, "All user roles have been retired".to_string())
     } else {
         (Phase::Completed, "All user roles have been successfully provisioned".to_string())
     }
@@ -348,8 +355,14 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
         match record.request.mode {
             Mode::Run => {
                 let request = record.request.clone();
-                let provisioned =
-                    Provisioned { org: org.into(), db_arn: db_arn.into(), request, resource_id: record.resource_id.clone() };
+                let provisioned = Provisioned {
+                    org: org.into(),
+                    db_arn: db_arn.into(),
+                    request,
+                    resource_id: record.resource_id.clone(),
+                    server_arn: Some(record.lock_key().to_string()),
+                    endpoint_host: record.endpoint_host.clone(),
+                };
                 deps.jobs.mark_provisioned(&provisioned).await?;
             }
             // Its roles are gone: the rotation schedule no longer provisions it.

@@ -4,8 +4,10 @@
 //!
 //! - [`jobs`]: a job from its creation to its end, repair and sweep;
 //! - [`fleet`]: fleet jobs, one request over every instance a selector picks;
-//! - [`accounts`]: which organisation may act on which AWS account and server.
+//! - [`accounts`]: which organisation may act on which AWS account and server;
+//! - [`gone`]: what dbroles kept for a server that was deleted, removed.
 
 pub mod accounts;
 pub mod fleet;
+pub mod gone;
 pub mod jobs;

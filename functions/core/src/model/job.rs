@@ -186,6 +186,10 @@ pub struct JobRecord {
     /// another under the same ARN (deleted and created again) stops.
     #[serde(default)]
     pub resource_id: Option<String>,
+    /// The instance's endpoint host, once the job found it: credentials kept in
+    /// Vault are keyed by it.
+    #[serde(default)]
+    pub endpoint_host: Option<String>,
 }
 
 impl JobRecord {

@@ -236,7 +236,18 @@ fn validate_uuid(field: &str, value: &str) -> Result<(), Invalid> {
     }
 }
 
+/// The tag hoop.dev gives a connection to the instance it reaches.
+pub const DB_ARN_TAG: &str = "hoop.dev/aws-connect.dbarn";
+
 impl Resource {
+    /// create-connections made it for the instance `arn`: every connection dbroles-managed and tagged with it.
+    pub fn made_by_dbroles_for(&self, arn: &str) -> bool {
+        !self.roles.is_empty()
+            && self.roles.iter().all(|role| {
+                role.input.managed_by == "dbroles" && role.input.connection_tags.get(DB_ARN_TAG).map(String::as_str) == Some(arn)
+            })
+    }
+
     /// What responses show: everything but the secrets.
     pub fn view(&self) -> ResourceView {
         let roles = self

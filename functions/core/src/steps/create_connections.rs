@@ -7,7 +7,7 @@ use super::{ErrorType, State, StepError};
 use crate::deps::Deps;
 use crate::engine::{self, Family, Level};
 use crate::model::job::{JobRecord, Phase, RoleResult, SecretsProvider};
-use crate::model::resource::{Resource, ResourceInput, RoleInput};
+use crate::model::resource::{ResourceInput, RoleInput, DB_ARN_TAG};
 use crate::secrets::{SecretRef, SecretStore};
 
 /// Registers a resource for the instance with one connection per provisioned role.
@@ -53,7 +53,7 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
     };
     input.validate().map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
     let previous = deps.resources.get_resource(record.org(), &instance.identifier).await?;
-    if let Some(previous) = previous.as_ref().filter(|previous| !made_by_dbroles_for(previous, &instance.arn)) {
+    if let Some(previous) = previous.as_ref().filter(|previous| !previous.made_by_dbroles_for(&instance.arn)) {
         return Err(StepError::new(
             ErrorType::ProvisioningFailed,
             format!(
@@ -73,20 +73,9 @@ pub(super) fn connection_name(deps: &Deps, record: &JobRecord, result: &RoleResu
     Some(format!("{}{}", record.request.connection_prefix_name, level.suffix()))
 }
 
-/// A resource create-connections made for this instance: every connection dbroles-managed and tagged with it.
-pub(super) fn made_by_dbroles_for(resource: &Resource, arn: &str) -> bool {
-    !resource.roles.is_empty()
-        && resource.roles.iter().all(|role| {
-            role.input.managed_by == "dbroles" && role.input.connection_tags.get(DB_ARN_TAG).map(String::as_str) == Some(arn)
-        })
-}
-
 /// The connection variables hoop.dev's agents read, each with the stored key it comes from.
 const CONNECTION_KEYS: [(&str, &str); 5] =
     [("envvar:HOST", "HOST"), ("envvar:PORT", "PORT"), ("envvar:USER", "USER"), ("envvar:PASS", "PASSWORD"), ("envvar:DB", "DB")];
-
-/// The tag hoop.dev gives a connection to the instance it reaches.
-pub const DB_ARN_TAG: &str = "hoop.dev/aws-connect.dbarn";
 
 /// A connection's secret as hoop.dev's agents read it, every value base64: references
 /// into the store (`_aws:<secret>:<key>`, `_vaultkv2:...`). For the `database`

@@ -10,8 +10,8 @@ use crate::inventory::Instance;
 use crate::lifecycle::jobs;
 use crate::model::account::{Access, ORG_TAG};
 use crate::model::job::JobRecord;
-use crate::secrets::vault::VaultSecrets;
 use crate::secrets::SecretStore;
+use crate::wiring::NoStore;
 
 pub(super) async fn load(deps: &Deps, state: &State) -> Result<JobRecord, StepError> {
     Ok(jobs::load_running(deps.jobs.as_ref(), &state.input()).await?)
@@ -49,16 +49,10 @@ pub(super) async fn instance(deps: &Deps, record: &JobRecord) -> Result<Instance
 /// The store for this job's credentials: the Vault folder it names (in the
 /// organisation's folder the deployment allows), or the deployment's default.
 pub(super) fn secret_store(deps: &Deps, record: &JobRecord) -> Result<Arc<dyn SecretStore>, StepError> {
-    let Some(vault) = &record.request.vault_provider else { return Ok(deps.secrets.clone()) };
-    let (Some(settings), Some(policy)) = (&deps.vault, &deps.settings.vault) else {
-        return Err(StepError::new(
-            ErrorType::NotSupported,
-            "vault_provider: this deployment has no Vault configured (DBROLES_VAULT_ADDR)",
-        ));
-    };
-    let path =
-        policy.path_for(record.org(), &vault.secret_id).map_err(|invalid| StepError::new(ErrorType::InvalidInput, invalid.0))?;
-    Ok(Arc::new(VaultSecrets::new(&settings.address, settings.token.clone(), settings.namespace.clone(), &path)))
+    crate::wiring::secret_store_for(deps, record.org(), &record.request).map_err(|error| {
+        let kind = if error == NoStore::NoVault { ErrorType::NotSupported } else { ErrorType::InvalidInput };
+        StepError::new(kind, error.to_string())
+    })
 }
 
 /// Changes to an instance of the deployment's own account need it tagged for the job's organisation.

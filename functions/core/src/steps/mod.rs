@@ -25,7 +25,7 @@ mod webhook;
 
 use serde::{Deserialize, Serialize};
 
-pub use create_connections::DB_ARN_TAG;
+pub use crate::model::resource::DB_ARN_TAG;
 pub use error::{CaughtError, ErrorType, StepError};
 pub use hook::HOOK_OUTPUT_LIMIT;
 pub use instance_status::MAX_STATUS_CHECKS;

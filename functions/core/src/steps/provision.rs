@@ -2,7 +2,7 @@
 //! their credentials, or in mode `revoke` retires them and removes their
 //! credentials and connections.
 
-use super::create_connections::{connection_name, made_by_dbroles_for};
+use super::create_connections::connection_name;
 use super::job::{instance, load, save, secret_store};
 use super::{State, StepError};
 use crate::deps::Deps;
@@ -47,7 +47,7 @@ async fn remove_connections(
     results: &mut [RoleResult],
 ) -> Result<(), StepError> {
     let Some(mut resource) = deps.resources.get_resource(record.org(), &instance.identifier).await? else { return Ok(()) };
-    if !made_by_dbroles_for(&resource, &instance.arn) {
+    if !resource.made_by_dbroles_for(&instance.arn) {
         let note = format!("; the resource {} is not dbroles' and is left as it is", resource.name);
         results.iter_mut().for_each(|result| result.message += &note);
         return Ok(());

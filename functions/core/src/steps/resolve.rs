@@ -21,6 +21,7 @@ pub(super) async fn run(deps: &Deps, mut state: State) -> Result<State, StepErro
     let mut spec = jobs::spec_of(&instance, &account);
     spec.account_arn = deps.inventory.caller_arn(access(&record)?).await?;
     record.job.spec = Some(spec);
+    record.endpoint_host = Some(instance.endpoint_host.clone());
     save(deps, &record).await?;
     // A plan changes nothing: no security group is opened (its reads may then not reach the instance).
     state.open_network = record.request.aws.default_security_group.is_some() && record.request.mode.changes_instance();

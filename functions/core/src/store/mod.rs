@@ -128,6 +128,13 @@ pub struct Provisioned {
     /// again under the same ARN is not rotated with these records.
     #[serde(default)]
     pub resource_id: Option<String>,
+    /// The server the roles are on (the Aurora cluster of an instance) and its
+    /// endpoint's host: where their credentials are kept, for removing them once
+    /// the server is gone. Absent on records of older versions.
+    #[serde(default)]
+    pub server_arn: Option<String>,
+    #[serde(default)]
+    pub endpoint_host: Option<String>,
 }
 
 /// A job store keeps one lock per database server ([`JobRecord::lock_key`]),
