@@ -151,12 +151,17 @@ impl Deployment {
     }
 
     async fn post(&self, max_concurrency: u32) -> String {
+        self.post_in("run", max_concurrency).await
+    }
+
+    async fn post_in(&self, mode: &str, max_concurrency: u32) -> String {
         let body = json!({
             "selector": {},
             "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
             "connection_prefix_name": "fleet-",
             "job_steps": ["create-connections"],
             "max_concurrency": max_concurrency,
+            "mode": mode,
         });
         let (status, created) = call_json(&self.app, admin(), "POST", "/dbroles/fleet-jobs", Some(body)).await;
         assert_eq!(status, http::StatusCode::ACCEPTED, "{created}");
@@ -230,7 +235,31 @@ async fn a_fleet_job_provisions_every_instance_of_two_accounts_at_most_eight_at_
         call_json(&deployment.app, admin(), "GET", &format!("/dbroles/jobs?fleet_job_id={id}&phase=failed"), None).await;
     assert_eq!(children["total_count"], 1, "{children}");
 
+    a_fleet_plan_counts_instances_in_sync_and_drifted(&fleet, &deployment).await;
     a_cancel_stops_new_jobs_and_leaves_no_lock(&fleet, &deployment).await;
+}
+
+async fn a_fleet_plan_counts_instances_in_sync_and_drifted(fleet: &Fleet, deployment: &Deployment) {
+    let total = fleet.instances() as u64;
+    let plan = || async {
+        let id = deployment.post_in("plan", 8).await;
+        deployment.wait(&id, |fleet| fleet["status"]["phase"] != "running").await
+    };
+    let finished = plan().await;
+    let counts = &finished["status"]["counts"];
+    assert_eq!((counts["in_sync"].as_u64(), counts["drifted"].as_u64()), (Some(total - 1), Some(0)), "{finished}");
+
+    // A grant made by hand on one instance: that one has drifted, and its job names the change.
+    let (drifted, cluster) = &fleet.postgres[0];
+    let grant = format!("GRANT INSERT ON public.items TO {}_ro", deployment.prefix);
+    cluster.superuser("app").await.batch_execute(&grant).await.unwrap();
+    let finished = plan().await;
+    let counts = &finished["status"]["counts"];
+    assert_eq!((counts["in_sync"].as_u64(), counts["drifted"].as_u64()), (Some(total - 2), Some(1)), "{finished}");
+    let message = finished["status"]["message"].as_str().unwrap();
+    assert!(message.ends_with(&format!("({} in sync, 1 drifted)", total - 2)), "{message}");
+    let job = finished["jobs"].as_array().unwrap().iter().find(|job| job["spec"]["db_arn"] == drifted.as_str()).unwrap();
+    assert_eq!(job["status"]["result"][0]["changes"], json!(["revoke INSERT on table app.public.items (not in level ro)"]));
 }
 
 async fn a_cancel_stops_new_jobs_and_leaves_no_lock(fleet: &Fleet, deployment: &Deployment) {

@@ -97,7 +97,7 @@ async fn run(conn: &mut Conn, target: &Target, sql: &[String], counters: &Counte
 /// The privileges of each level on a database. No level gets EXECUTE on a whole
 /// database: a routine declared `SQL SECURITY DEFINER` runs with its definer's
 /// rights (the master's, or an administrator's), so `rw` and `ddl` are granted
-/// EXECUTE routine by routine, on `SQL SECURITY INVOKER` routines only ([`routine_grants`]).
+/// EXECUTE routine by routine, on `SQL SECURITY INVOKER` routines only ([`difference`]).
 pub fn privileges(level: Level) -> &'static str {
     match level {
         Level::Ro => "SELECT, SHOW VIEW",
@@ -113,22 +113,6 @@ pub struct Routine {
     pub name: String,
     /// `FUNCTION` or `PROCEDURE`.
     pub kind: String,
-}
-
-/// EXECUTE on each `SQL SECURITY INVOKER` routine, named (`ro` gets none).
-pub fn routine_grants(level: Level, user: &str, routines: &[Routine]) -> Vec<String> {
-    if level == Level::Ro {
-        return Vec::new();
-    }
-    let kinds = ["FUNCTION", "PROCEDURE"];
-    routines
-        .iter()
-        .filter(|routine| kinds.contains(&routine.kind.as_str()))
-        .map(|routine| {
-            let name = format!("{}.{}", quote_ident(&routine.database), quote_ident(&routine.name));
-            format!("GRANT EXECUTE ON {} {name} TO {}", routine.kind, account(user))
-        })
-        .collect()
 }
 
 async fn master(target: &Target, counters: &Counters) -> Result<Conn, EngineError> {
@@ -237,13 +221,14 @@ pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, 
         let mut unread = None;
         for login in role.present(survey) {
             match held(&mut conn, login, counters).await {
-                Ok(held) => sql.extend(difference(role, login, survey, &routines, &held).revokes),
+                // Only the difference: on a server where nothing changed, nothing.
+                Ok(held) => {
+                    let difference = difference(role, login, survey, &routines, &held);
+                    sql.extend(difference.revokes);
+                    sql.extend(difference.grants);
+                }
                 Err(error) => unread = Some(error.context("reading privileges")),
             }
-            let statement =
-                |db: &String| format!("GRANT {} ON {}.* TO {}", privileges(role.level), quote_grant_db(db), account(login));
-            sql.extend(survey.databases.iter().map(statement));
-            sql.extend(routine_grants(role.level, login, &routines));
         }
         if let Some(error) = unread {
             grants.push(Grants { failed: vec![error], skipped: survey.skipped.clone(), ..Grants::default() });
@@ -406,10 +391,11 @@ async fn held(conn: &mut Conn, login: &str, counters: &Counters) -> Result<Vec<H
     Ok(held)
 }
 
-/// One login's difference: what a plan lists, and the REVOKEs a run sends.
+/// One login's difference: what a plan lists, and the REVOKEs and GRANTs a run sends.
 struct Difference {
     findings: Findings,
     revokes: Vec<String>,
+    grants: Vec<String>,
 }
 
 /// What `login` holds beyond its level, and what of its level it lacks: each
@@ -448,18 +434,23 @@ fn difference(role: &RoleSpec, login: &str, survey: &Survey, routines: &[Routine
     }
     revokes.dedup();
     let has = |on: &On, privilege: &str| held.iter().any(|h| h.on == *on && h.privilege == privilege);
+    let mut grants = Vec::new();
     for db in &survey.databases {
         let on = On::Database(grant_db(db));
-        let missing = level.iter().filter(|p| !has(&on, p));
-        findings.changes.extend(missing.map(|p| Change::grant(p, &format!("database {db}{to}"))));
+        let missing: Vec<&str> = level.iter().copied().filter(|p| !has(&on, p)).collect();
+        if !missing.is_empty() {
+            grants.push(format!("GRANT {} ON {}.* TO {}", missing.join(", "), quote_grant_db(db), account(login)));
+        }
+        findings.changes.extend(missing.iter().map(|p| Change::grant(p, &format!("database {db}{to}"))));
     }
     for routine in routines.iter().filter(|_| role.level != Level::Ro) {
         let on = On::Routine { db: routine.database.clone(), kind: routine.kind.clone(), name: routine.name.clone() };
         if !has(&on, "EXECUTE") {
+            grants.push(format!("GRANT {} TO {}", on.sql("EXECUTE"), account(login)));
             findings.changes.push(Change::grant("EXECUTE", &format!("{}{to}", on.describe())));
         }
     }
-    Difference { findings, revokes }
+    Difference { findings, revokes, grants }
 }
 
 /// Retires the roles' logins: each account locked (no new login), its sessions

@@ -137,6 +137,8 @@ pub(super) async fn held(client: &Client, logins: &[&str]) -> Result<Vec<Held>, 
 #[derive(Debug, Default)]
 pub(super) struct Difference {
     pub changes: Vec<Change>,
+    /// What the level lacks, granted: nothing on a server where nothing changed.
+    pub grants: Vec<String>,
     pub revokes: Vec<String>,
     pub not_revocable: Vec<String>,
 }
@@ -177,35 +179,73 @@ pub(super) fn difference(place: &Place, found: &Grantable, role: &RoleSpec, held
         }
     }
     if !place.whole {
-        let has = |kind: Kind, schema: Option<&str>, name: &str, detail: &str, privilege: &str| {
-            held.iter().any(|h| {
-                h.grantee == role.user
-                    && h.kind == kind
-                    && h.name == name
-                    && h.detail == detail
-                    && h.privilege == privilege
-                    && (kind != Kind::Default || h.schema.as_deref() == schema)
-            })
-        };
-        for (kind, schema, name, detail, privilege, on) in desired(place, found, role) {
-            if !has(kind, schema.as_deref(), &name, &detail, privilege) {
-                difference.changes.push(match kind {
-                    Kind::Default => Change {
-                        revoke: false,
-                        head: format!(
-                            "set default privileges for role {name} in schema {}.{}:",
-                            place.db,
-                            schema.unwrap_or_default()
-                        ),
-                        privilege: privilege.to_string(),
-                        tail: format!(" on {}", objects_of(&detail).to_lowercase()),
-                    },
-                    _ => Change::grant(privilege, &on),
-                });
-            }
-        }
+        let missing = missing(place, found, role, held);
+        difference.grants = grant_statements(place.db, role, &missing);
+        difference.changes.extend(missing.iter().map(|wanted| wanted.change(place.db)));
     }
     difference
+}
+
+/// What of its level, among what the master may grant, the role does not hold.
+fn missing(place: &Place, found: &Grantable, role: &RoleSpec, held: &[Held]) -> Vec<Wanted> {
+    let has = |wanted: &Wanted| {
+        held.iter().any(|h| {
+            h.grantee == role.user
+                && h.kind == wanted.kind
+                && h.name == wanted.name
+                && h.detail == wanted.detail
+                && h.privilege == wanted.privilege
+                && (wanted.kind != Kind::Default || h.schema == wanted.schema)
+        })
+    };
+    desired(place, found, role).into_iter().filter(|wanted| !has(wanted)).collect()
+}
+
+/// The statements that grant what is missing: the privileges of one object in
+/// one statement, and objects missing the same privileges in one statement too
+/// (`GRANT SELECT ON TABLE a, b TO r`).
+fn grant_statements(db: &str, role: &RoleSpec, missing: &[Wanted]) -> Vec<String> {
+    // Each object's privileges (they come one object after another).
+    let mut objects: Vec<(&Wanted, Vec<&str>)> = Vec::new();
+    for wanted in missing {
+        match objects.last_mut() {
+            Some((last, privileges)) if last.same_object(wanted) => privileges.push(wanted.privilege),
+            _ => objects.push((wanted, vec![wanted.privilege])),
+        }
+    }
+    // Objects of one kind missing the same privileges (default privileges: of one owner, schema and kind of object).
+    let mut statements: Vec<((Kind, Option<&str>, &str, String), Vec<&str>)> = Vec::new();
+    for (wanted, privileges) in objects {
+        let (owner, schema) = match wanted.kind {
+            Kind::Default => (wanted.name.as_str(), wanted.schema.as_deref()),
+            _ => ("", None),
+        };
+        let key = (wanted.kind, schema, wanted.detail.as_str(), privileges.join(", "));
+        match statements.iter_mut().find(|(k, _)| *k == key && wanted.kind != Kind::Default) {
+            Some((_, names)) => names.push(&wanted.name),
+            None => statements.push((key, vec![if wanted.kind == Kind::Default { owner } else { &wanted.name }])),
+        }
+    }
+    let grantee = quote_ident(&role.user);
+    statements
+        .into_iter()
+        .map(|((kind, schema, detail, privileges), names)| match kind {
+            Kind::Database => format!("GRANT {privileges} ON DATABASE {} TO {grantee}", quote_ident(db)),
+            Kind::Schema => {
+                let schemas: Vec<String> = names.iter().map(|name| quote_ident(name)).collect();
+                format!("GRANT {privileges} ON SCHEMA {} TO {grantee}", schemas.join(", "))
+            }
+            Kind::Table | Kind::Column => format!("GRANT {privileges} ON TABLE {} TO {grantee}", names.join(", ")),
+            Kind::Sequence => format!("GRANT {privileges} ON SEQUENCE {} TO {grantee}", names.join(", ")),
+            Kind::Function => format!("GRANT {privileges} ON FUNCTION {} TO {grantee}", names.join(", ")),
+            Kind::Default => format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {privileges} ON {} TO {grantee}",
+                quote_ident(names[0]),
+                quote_ident(schema.unwrap_or_default()),
+                objects_of(detail)
+            ),
+        })
+        .collect()
 }
 
 /// Why a privilege held is beyond the level; `None` if the level allows it.
@@ -234,45 +274,80 @@ fn excess(place: &Place, role: &RoleSpec, h: &Held) -> Option<String> {
     (!allowed).then(|| format!("not in level {}", role.level.suffix()))
 }
 
-type Wanted = (Kind, Option<String>, String, String, &'static str, String);
+/// One privilege of the level on one object the master may grant.
+struct Wanted {
+    kind: Kind,
+    /// The schema, for default privileges (whose `name` is the owner's).
+    schema: Option<String>,
+    name: String,
+    detail: String,
+    privilege: &'static str,
+    /// The object, as a plan names it.
+    on: String,
+}
 
-/// What the level should hold of what the master may grant, as [`super::grant_statements`] grants it.
+impl Wanted {
+    fn new(kind: Kind, name: &str, privilege: &'static str, on: String) -> Self {
+        Self { kind, schema: None, name: name.to_string(), detail: String::new(), privilege, on }
+    }
+
+    fn same_object(&self, other: &Wanted) -> bool {
+        (self.kind, &self.schema, &self.name, &self.detail) == (other.kind, &other.schema, &other.name, &other.detail)
+    }
+
+    fn change(&self, db: &str) -> Change {
+        match self.kind {
+            Kind::Default => Change {
+                revoke: false,
+                head: format!(
+                    "set default privileges for role {} in schema {db}.{}:",
+                    self.name,
+                    self.schema.as_deref().unwrap_or_default()
+                ),
+                privilege: self.privilege.to_string(),
+                tail: format!(" on {}", objects_of(&self.detail).to_lowercase()),
+            },
+            _ => Change::grant(self.privilege, &self.on),
+        }
+    }
+}
+
+/// What the level should hold of what the master may grant: CONNECT, USAGE (and
+/// CREATE for ddl) on the schemas, the level's privileges on the tables and
+/// sequences, EXECUTE (rw, ddl) on functions that run as their caller, and the
+/// same on what the master and ddl make later (default privileges).
 fn desired(place: &Place, found: &Grantable, role: &RoleSpec) -> Vec<Wanted> {
     let db = place.db;
     let (tables, sequences) = level_privileges(role.level);
-    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut wanted = Vec::new();
     if found.connect {
-        wanted.push((Kind::Database, None, String::new(), String::new(), "CONNECT", format!("database {db}")));
+        wanted.push(Wanted::new(Kind::Database, "", "CONNECT", format!("database {db}")));
     }
     let owners: Vec<&str> = std::iter::once(place.master).chain(place.ddl).filter(|owner| *owner != role.user).collect();
     for schema in found.schemas.iter().filter(|schema| schema.usage) {
-        let (name, on) = (schema.name.clone(), format!("schema {db}.{}", schema.name));
-        wanted.push((Kind::Schema, None, name.clone(), String::new(), "USAGE", on.clone()));
+        let on = format!("schema {db}.{}", schema.name);
+        wanted.push(Wanted::new(Kind::Schema, &schema.name, "USAGE", on.clone()));
         if role.level == Level::Ddl && schema.create {
-            wanted.push((Kind::Schema, None, name.clone(), String::new(), "CREATE", on));
+            wanted.push(Wanted::new(Kind::Schema, &schema.name, "CREATE", on));
         }
         for owner in &owners {
             for (detail, privileges) in [("r", tables), ("S", sequences)] {
-                let each = privileges
-                    .iter()
-                    .map(|p| (Kind::Default, Some(name.clone()), owner.to_string(), detail.into(), *p, String::new()));
-                wanted.extend(each);
+                wanted.extend(privileges.iter().map(|p| Wanted {
+                    schema: Some(schema.name.clone()),
+                    detail: detail.into(),
+                    ..Wanted::new(Kind::Default, owner, p, String::new())
+                }));
             }
         }
     }
     for (list, kind, privileges) in [(&found.tables, Kind::Table, tables), (&found.sequences, Kind::Sequence, sequences)] {
         let label = if kind == Kind::Table { "table" } else { "sequence" };
         for object in list {
-            let on = format!("{label} {db}.{object}");
-            wanted.extend(privileges.iter().map(|p| (kind, None, object.clone(), String::new(), *p, on.clone())));
+            wanted.extend(privileges.iter().map(|p| Wanted::new(kind, object, p, format!("{label} {db}.{object}"))));
         }
     }
     if role.level != Level::Ro {
-        let each = found
-            .functions
-            .iter()
-            .map(|f| (Kind::Function, None, f.clone(), String::new(), "EXECUTE", format!("function {db}.{f}")));
-        wanted.extend(each);
+        wanted.extend(found.functions.iter().map(|f| Wanted::new(Kind::Function, f, "EXECUTE", format!("function {db}.{f}"))));
     }
     wanted
 }
