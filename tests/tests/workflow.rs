@@ -131,6 +131,22 @@ impl Backend {
         }
     }
 
+    /// Whether the role (the user) exists, as the server's administrator sees it.
+    async fn has_role(&self, role: &str) -> bool {
+        match self {
+            Backend::Postgres(cluster) => {
+                let su = cluster.superuser("postgres").await;
+                !su.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role]).await.unwrap().is_empty()
+            }
+            Backend::MariaDb(_) => {
+                let mut root = mariadb("root", "").await.unwrap();
+                let sql = "SELECT count(*) FROM mysql.user WHERE user = ?";
+                let found: Option<i64> = mysql_async::prelude::Queryable::exec_first(&mut root, sql, (role,)).await.unwrap();
+                found.unwrap_or(0) > 0
+            }
+        }
+    }
+
     /// Whether `role` holds any privilege in database `db`, as the server's administrator sees it.
     async fn holds_in(&self, role: &str, db: &str) -> bool {
         match self {
@@ -181,6 +197,7 @@ const MARIADB_MASTER_PASSWORD: &str = "Rds-Master-Pa55word";
 
 async fn end_to_end(backend: Backend) {
     let deployment = Deployment::start(backend).await;
+    deployment.a_plan_on_the_fresh_instance_lists_every_change_and_makes_nothing().await;
     let (id, job) = deployment.a_post_completes_on_step_functions().await;
     deployment.every_step_ran_and_the_roles_log_in(&job).await;
     deployment.the_resource_holds_references_to_the_store().await;
@@ -332,11 +349,8 @@ impl Deployment {
     }
 
     async fn the_finished_event_reached_the_bus(&self, id: &str) {
-        let sqs = aws_sdk_sqs::Client::new(&self.aws);
-        let messages = sqs.receive_message().queue_url(&self.queue).max_number_of_messages(10).send().await.unwrap();
-        let event: Value = serde_json::from_str(messages.messages()[0].body().unwrap()).unwrap();
-        assert_eq!(event["detail-type"], "DB Role Job Finished");
-        assert_eq!(event["detail"]["id"], id);
+        let event = self.event_for(id, "DB Role Job Finished").await;
+        assert_eq!(event["resources"], json!([self.arn]));
     }
 
     async fn the_local_executor_gives_the_same_job(&self, job: &Value) {
@@ -378,6 +392,21 @@ impl Deployment {
                 "revoke INSERT on database test (not in level ro)".to_string()
             }
         }
+    }
+
+    async fn a_plan_on_the_fresh_instance_lists_every_change_and_makes_nothing(&self) {
+        let job = self.finished_on_step_functions("plan").await;
+        let (ro, rw, ddl) = (format!("{}_ro", self.prefix), format!("{}_rw", self.prefix), format!("{}_ddl", self.prefix));
+        assert_eq!(job["status"]["message"], format!("drifted: a run would change {ro}, {rw}, {ddl}"), "{job}");
+        let changes = &job["status"]["result"][0]["changes"];
+        for change in [format!("create role {ro}"), "password: no stored credentials".to_string()] {
+            assert!(changes.as_array().unwrap().contains(&json!(change)), "{change}: {changes}");
+        }
+        assert!(!self.backend.has_role(&ro).await, "the plan created no role");
+        let store = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&self.aws), "dbroles");
+        let secret = format!("dbroles/123456789012/us-east-1/{}/{ro}", self.instance_id);
+        assert!(store.read(&secret).await.unwrap().is_none(), "nothing stored");
+        assert!(self.deps.resources.get_resource("acme", &self.instance_id).await.unwrap().is_none(), "no connection");
     }
 
     async fn a_plan_on_step_functions_finds_a_hand_made_grant_and_announces_it(&self) {
