@@ -202,8 +202,8 @@ fn missing(place: &Place, found: &Grantable, role: &RoleSpec, held: &[Held]) -> 
 }
 
 /// The statements that grant what is missing: the privileges of one object in
-/// one statement, and objects missing the same privileges in one statement too
-/// (`GRANT SELECT ON TABLE a, b TO r`).
+/// one statement, and objects of one kind missing the same privileges in one
+/// statement too (`GRANT SELECT ON TABLE a, b TO r`).
 fn grant_statements(db: &str, role: &RoleSpec, missing: &[Wanted]) -> Vec<String> {
     // Each object's privileges (they come one object after another).
     let mut objects: Vec<(&Wanted, Vec<&str>)> = Vec::new();
@@ -213,39 +213,48 @@ fn grant_statements(db: &str, role: &RoleSpec, missing: &[Wanted]) -> Vec<String
             _ => objects.push((wanted, vec![wanted.privilege])),
         }
     }
-    // Objects of one kind missing the same privileges (default privileges: of one owner, schema and kind of object).
-    let mut statements: Vec<((Kind, Option<&str>, &str, String), Vec<&str>)> = Vec::new();
+    let mut grants: Vec<Grant> = Vec::new();
     for (wanted, privileges) in objects {
-        let (owner, schema) = match wanted.kind {
-            Kind::Default => (wanted.name.as_str(), wanted.schema.as_deref()),
-            _ => ("", None),
+        let privileges = privileges.join(", ");
+        // Default privileges name an owner and a schema each: one statement apiece.
+        let joins = |grant: &&mut Grant| {
+            grant.first.kind == wanted.kind && wanted.kind != Kind::Default && grant.privileges == privileges
         };
-        let key = (wanted.kind, schema, wanted.detail.as_str(), privileges.join(", "));
-        match statements.iter_mut().find(|(k, _)| *k == key && wanted.kind != Kind::Default) {
-            Some((_, names)) => names.push(&wanted.name),
-            None => statements.push((key, vec![if wanted.kind == Kind::Default { owner } else { &wanted.name }])),
+        match grants.iter_mut().find(joins) {
+            Some(grant) => grant.objects.push(wanted),
+            None => grants.push(Grant { first: wanted, privileges, objects: vec![wanted] }),
         }
     }
     let grantee = quote_ident(&role.user);
-    statements
-        .into_iter()
-        .map(|((kind, schema, detail, privileges), names)| match kind {
+    grants.iter().map(|grant| grant.statement(db, &grantee)).collect()
+}
+
+/// One GRANT: objects of one kind, missing the same privileges.
+struct Grant<'a> {
+    first: &'a Wanted,
+    privileges: String,
+    objects: Vec<&'a Wanted>,
+}
+
+impl Grant<'_> {
+    fn statement(&self, db: &str, grantee: &str) -> String {
+        let privileges = &self.privileges;
+        let names = |quote: fn(&str) -> String| self.objects.iter().map(|o| quote(&o.name)).collect::<Vec<_>>().join(", ");
+        let as_is = |name: &str| name.to_string();
+        match self.first.kind {
             Kind::Database => format!("GRANT {privileges} ON DATABASE {} TO {grantee}", quote_ident(db)),
-            Kind::Schema => {
-                let schemas: Vec<String> = names.iter().map(|name| quote_ident(name)).collect();
-                format!("GRANT {privileges} ON SCHEMA {} TO {grantee}", schemas.join(", "))
-            }
-            Kind::Table | Kind::Column => format!("GRANT {privileges} ON TABLE {} TO {grantee}", names.join(", ")),
-            Kind::Sequence => format!("GRANT {privileges} ON SEQUENCE {} TO {grantee}", names.join(", ")),
-            Kind::Function => format!("GRANT {privileges} ON FUNCTION {} TO {grantee}", names.join(", ")),
+            Kind::Schema => format!("GRANT {privileges} ON SCHEMA {} TO {grantee}", names(quote_ident)),
+            Kind::Table | Kind::Column => format!("GRANT {privileges} ON TABLE {} TO {grantee}", names(as_is)),
+            Kind::Sequence => format!("GRANT {privileges} ON SEQUENCE {} TO {grantee}", names(as_is)),
+            Kind::Function => format!("GRANT {privileges} ON FUNCTION {} TO {grantee}", names(as_is)),
             Kind::Default => format!(
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {privileges} ON {} TO {grantee}",
-                quote_ident(names[0]),
-                quote_ident(schema.unwrap_or_default()),
-                objects_of(detail)
+                quote_ident(&self.first.name),
+                quote_ident(self.first.schema.as_deref().unwrap_or_default()),
+                objects_of(&self.first.detail)
             ),
-        })
-        .collect()
+        }
+    }
 }
 
 /// Why a privilege held is beyond the level; `None` if the level allows it.
