@@ -56,7 +56,7 @@ pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Res
     let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
     match (text("/source"), text("/detail-type")) {
         ("aws.rds", "RDS DB Instance Event" | "RDS DB Cluster Event") if is_deletion(event) => {
-            Ok(gone(gone::deleted(app, text("/detail/SourceArn")).await?))
+            Ok(checked(gone::deleted(app, text("/detail/SourceArn")).await?))
         }
         ("aws.rds", "RDS DB Instance Event" | "RDS DB Cluster Event") => {
             let id = text("/detail/EventID");
@@ -68,7 +68,7 @@ pub async fn handle(app: &App, settings: &TriggerSettings, event: &Value) -> Res
         ("aws.events", "Scheduled Event") => every_provisioned(app, Mode::Run).await,
         (SWEEP_SOURCE, SWEEP_DETAIL_TYPE) => sweep(app).await,
         (SWEEP_SOURCE, DRIFT_CHECK_DETAIL_TYPE) => every_provisioned(app, Mode::Plan).await,
-        (SWEEP_SOURCE, GONE_SWEEP_DETAIL_TYPE) => Ok(gone(gone::sweep(app).await?)),
+        (SWEEP_SOURCE, GONE_SWEEP_DETAIL_TYPE) => Ok(checked(gone::sweep(app).await?)),
         ("aws.states", "Step Functions Execution Status Change") => execution_ended(app, event).await,
         (source, kind) => Err(TriggerError::Unknown { event_source: source.into(), detail_type: kind.into() }),
     }
@@ -82,9 +82,9 @@ fn is_deletion(event: &Value) -> bool {
 
 /// What the checks of servers that may be gone did: each retired one's job
 /// (under `repaired`), and why the others were left.
-fn gone(checked: Vec<(String, Gone)>) -> Outcome {
+fn checked(servers: Vec<(String, Gone)>) -> Outcome {
     let mut outcome = Outcome::default();
-    for (arn, gone) in checked {
+    for (arn, gone) in servers {
         match gone {
             Gone::Retired { job_id } => outcome.repaired.push(job_id),
             Gone::StillThere => outcome.skipped.push(format!("{arn} still exists")),

@@ -427,12 +427,18 @@ fn difference(role: &RoleSpec, login: &str, survey: &Survey, routines: &[Routine
         findings.changes.push(Change::revoke(&h.privilege, &format!("{}{to}", h.on.describe()), &why));
         revokes.push(format!("REVOKE {} FROM {}", h.on.sql(&h.privilege), account(login)));
     }
-    for h in held.iter().filter(|h| h.grant_option) {
-        let why = "a grant option is never part of a level";
-        findings.changes.push(Change::revoke("GRANT OPTION", &format!("{}{to}", h.on.describe()), why));
-        revokes.push(format!("REVOKE {} FROM {}", h.on.sql("GRANT OPTION"), account(login)));
+    // A grant option is held on an object, whatever the privileges listed with it: one REVOKE each.
+    let mut optioned: Vec<&On> = Vec::new();
+    for on in held.iter().filter(|h| h.grant_option).map(|h| &h.on) {
+        if !optioned.contains(&on) {
+            optioned.push(on);
+        }
     }
-    revokes.dedup();
+    for on in optioned {
+        let why = "a grant option is never part of a level";
+        findings.changes.push(Change::revoke("GRANT OPTION", &format!("{}{to}", on.describe()), why));
+        revokes.push(format!("REVOKE {} FROM {}", on.sql("GRANT OPTION"), account(login)));
+    }
     let has = |on: &On, privilege: &str| held.iter().any(|h| h.on == *on && h.privilege == privilege);
     let mut grants = Vec::new();
     for db in &survey.databases {

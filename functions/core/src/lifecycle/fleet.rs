@@ -187,10 +187,9 @@ async fn plans(jobs: &dyn JobStore, record: &FleetRecord) -> Result<(u64, u64), 
             ..JobQuery::default()
         };
         let page = jobs.list_jobs(record.org(), &query).await?;
-        for message in page.items.iter().filter_map(|job| job.status.as_ref()).map(|status| status.message.as_str()) {
-            in_sync += u64::from(message.starts_with(jobs::IN_SYNC));
-            drifted += u64::from(message.starts_with(jobs::DRIFTED));
-        }
+        let found = page.items.iter().filter(|job| jobs::found_drift(job)).count() as u64;
+        drifted += found;
+        in_sync += page.items.len() as u64 - found;
         match page.next_token {
             Some(token) => next_token = Some(token),
             None => return Ok((in_sync, drifted)),

@@ -7,6 +7,8 @@
 //! dbroles made for it and its provisioned record are removed, and a finished
 //! revoke job records what was done.
 
+use std::collections::HashMap;
+
 use crate::deps::App;
 use crate::engine::Level;
 use crate::lifecycle::accounts::{self, Tenancy};
@@ -45,29 +47,40 @@ pub async fn sweep(app: &App) -> Result<Vec<(String, Gone)>, JobError> {
 }
 
 async fn check_each(app: &App, provisioned: impl Iterator<Item = Provisioned>, created_by: &str) -> Vec<(String, Gone)> {
+    // Which organisations may act on each account, read once per account, not once per server.
+    let mut reach: HashMap<String, Vec<(String, Access)>> = HashMap::new();
     let mut outcomes = Vec::new();
     for provisioned in provisioned {
         // One server that cannot be checked (its account's role removed, say) does not stop the others.
-        let gone = check(app, &provisioned, created_by).await.unwrap_or_else(|error| Gone::Unchecked(error.to_string()));
+        let gone =
+            check(app, &mut reach, &provisioned, created_by).await.unwrap_or_else(|error| Gone::Unchecked(error.to_string()));
         outcomes.push((provisioned.db_arn, gone));
     }
     outcomes
 }
 
 /// Checks that the server is gone, and if it is, retires what dbroles kept for it.
-async fn check(app: &App, provisioned: &Provisioned, created_by: &str) -> Result<Gone, JobError> {
+async fn check(
+    app: &App,
+    reach: &mut HashMap<String, Vec<(String, Access)>>,
+    provisioned: &Provisioned,
+    created_by: &str,
+) -> Result<Gone, JobError> {
     let arn: InstanceArn =
         provisioned.db_arn.parse().map_err(|e| Invalid(format!("the provisioned record {}: {e}", provisioned.db_arn)))?;
-    let allowed = accounts::organisations(Tenancy::of(&app.deps), &arn.account).await?;
-    let Some((_, access)) = allowed.into_iter().find(|(org, _)| *org == provisioned.org) else {
+    if !reach.contains_key(&arn.account) {
+        let allowed = accounts::organisations(Tenancy::of(&app.deps), &arn.account).await?;
+        reach.insert(arn.account.clone(), allowed);
+    }
+    let Some((_, access)) = reach[&arn.account].iter().find(|(org, _)| *org == provisioned.org) else {
         return Ok(Gone::Unchecked(format!("organisation {} may no longer act on account {}", provisioned.org, arn.account)));
     };
-    let found = app.deps.inventory.describe(&arn, &access).await?;
+    let found = app.deps.inventory.describe(&arn, access).await?;
     let same = |resource_id: &str| provisioned.resource_id.as_deref().is_none_or(|id| id == resource_id);
     if found.is_some_and(|instance| same(&instance.resource_id)) {
         return Ok(Gone::StillThere);
     }
-    retire(app, provisioned, access, created_by).await
+    retire(app, provisioned, access.clone(), created_by).await
 }
 
 /// Removes the credentials, the connections and the provisioned record of a

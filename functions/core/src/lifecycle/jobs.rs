@@ -162,13 +162,13 @@ pub fn outcome(mode: Mode, results: &[RoleResult]) -> (Phase, String) {
 }
 
 /// How a plan's message begins when a run would change nothing, and when it would.
-pub const IN_SYNC: &str = "in sync";
-pub const DRIFTED: &str = "drifted";
+const IN_SYNC: &str = "in sync";
+const DRIFTED: &str = "drifted";
 
-/// A completed plan that found drift.
-fn drift_found(record: &JobRecord) -> bool {
-    let status = record.job.status.as_ref();
-    record.request.mode == Mode::Plan && status.is_some_and(|s| s.phase == Phase::Completed && s.message.starts_with(DRIFTED))
+/// A completed plan job that found a role a run would change (or that holds
+/// what the master may not revoke): its message begins `drifted`.
+pub fn found_drift(plan: &Job) -> bool {
+    plan.status.as_ref().is_some_and(|status| status.phase == Phase::Completed && status.result.iter().any(drifted))
 }
 
 /// A role a run would change, or that holds what the master may not revoke.
@@ -375,7 +375,7 @@ pub async fn finalize(deps: &Deps, input: &ExecutionInput, error: Option<String>
         if let Err(error) = events.job_finished(&record.job).await {
             tracing::warn!(job_id = record.id(), %error, "the job-finished event was not delivered");
         }
-        if drift_found(&record) {
+        if record.request.mode == Mode::Plan && found_drift(&record.job) {
             if let Err(error) = events.drift_detected(&record.job).await {
                 tracing::warn!(job_id = record.id(), %error, "the drift-detected event was not delivered");
             }
