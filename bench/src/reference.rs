@@ -39,6 +39,8 @@ struct Run {
     peak: usize,
     statements: usize,
     round_trips: usize,
+    /// Databases provisioned (dbroles' side).
+    databases: usize,
 }
 
 impl Run {
@@ -60,7 +62,7 @@ pub async fn run(settings: &Settings, sizes: &[usize], schemas: usize, tables: u
         let measured = side_by_side(settings).await;
         teardown_postgres(databases).await?;
         drop_roles(REFERENCE_PREFIX).await?;
-        let (dbroles, reference) = measured?;
+        let (dbroles, reference, sequential) = measured?;
         let shape = format!("{databases} db x {schemas} schemas x {tables} tables");
         for (what, ours, theirs) in [("first run", dbroles[0], reference[0]), ("rotation", dbroles[1], reference[1])] {
             let ratio = theirs.elapsed.as_secs_f64() / ours.elapsed.as_secs_f64().max(1e-9);
@@ -70,24 +72,45 @@ pub async fn run(settings: &Settings, sizes: &[usize], schemas: usize, tables: u
                 "",
             ));
         }
+        rows.push(bounded_row(&shape, settings.max_db_connections, dbroles[1], sequential));
     }
     Ok(())
 }
 
-/// dbroles' first run and median rotation, then the pattern's, on the same instance.
-async fn side_by_side(settings: &Settings) -> anyhow::Result<([Run; 2], [Run; 2])> {
+/// A rotation at the bound beside one at a bound of one (one connection at a
+/// time), per database: the sequential time divided by the bound is the target.
+fn bounded_row(shape: &str, bound: usize, ours: Run, sequential: Run) -> Row {
+    let per = |run: Run| run.elapsed.as_secs_f64() * 1000.0 / run.databases.max(1) as f64;
+    let (at_bound, alone) = (per(ours), per(sequential));
+    Row::new(
+        format!("PostgreSQL {shape}, rotation per database: max_db_connections {bound} / 1 (sequential)"),
+        format!(
+            "{at_bound:.1} ms ({} at once) / {alone:.1} ms ({} at once); {:.1}x faster than sequential",
+            ours.peak,
+            sequential.peak,
+            alone / at_bound.max(1e-9)
+        ),
+        "sequential / the bound",
+    )
+}
+
+/// dbroles' first run and median rotation, then the pattern's, on the same
+/// instance; and a rotation of dbroles at a bound of one connection.
+async fn side_by_side(settings: &Settings) -> anyhow::Result<([Run; 2], [Run; 2], Run)> {
     let dir = tempfile::tempdir()?;
     let secrets = DatabaseSecrets::new(Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?));
     let mut ours = Vec::new();
     for _ in 0..=ROTATIONS {
         ours.push(sampled(dbroles_run(settings, &secrets)).await?);
     }
+    let one_at_a_time = Settings { max_db_connections: 1, ..settings.clone() };
+    let sequential = sampled(dbroles_run(&one_at_a_time, &secrets)).await?;
     let names = databases().await?;
     let mut theirs = Vec::new();
     for _ in 0..=ROTATIONS {
         theirs.push(sampled(reference_run(&names)).await?);
     }
-    Ok(([ours[0], median(&ours[1..])], [theirs[0], median(&theirs[1..])]))
+    Ok(([ours[0], median(&ours[1..])], [theirs[0], median(&theirs[1..])], sequential))
 }
 
 fn median(runs: &[Run]) -> Run {
@@ -127,7 +150,7 @@ async fn dbroles_run(settings: &Settings, secrets: &DatabaseSecrets) -> anyhow::
         tls: dbroles_core::engine::TlsConfig::disabled(),
         connect_timeout: settings.connect_timeout,
         statement_timeout: settings.statement_timeout,
-        concurrency: settings.concurrency,
+        max_connections: settings.max_db_connections,
     };
     let endpoint = Endpoint { host: "127.0.0.1".into(), port: 5432, db: String::new(), engine: "postgres".into() };
     let secret = SecretRef {
@@ -147,7 +170,14 @@ async fn dbroles_run(settings: &Settings, secrets: &DatabaseSecrets) -> anyhow::
         outcome.results.iter().map(|r| &r.message).collect::<Vec<_>>()
     );
     let report = outcome.report;
-    Ok(Run { elapsed, connections: report.connections, peak: 0, statements: report.statements, round_trips: report.round_trips })
+    Ok(Run {
+        elapsed,
+        connections: report.connections,
+        peak: 0,
+        statements: report.statements,
+        round_trips: report.round_trips,
+        databases: report.databases.len(),
+    })
 }
 
 /// The pattern: per database and role, a connection of its own and one batch.
@@ -174,7 +204,7 @@ async fn reference_run(databases: &[String]) -> anyhow::Result<Run> {
         }
     }
     let connections = databases.len() * Level::ALL.len();
-    Ok(Run { elapsed: started.elapsed(), connections, peak: 0, statements, round_trips })
+    Ok(Run { elapsed: started.elapsed(), connections, peak: 0, statements, round_trips, databases: databases.len() })
 }
 
 /// One role's batch in one database: create or alter it, then its level's grants.

@@ -77,6 +77,9 @@ pub enum JobsCommand {
         /// `single` or `alternating` (two logins per level); the deployment's default if not given.
         #[arg(long)]
         rotation: Option<String>,
+        /// The most connections the job opens to the server at once (1 to 32); the deployment's default if not given.
+        #[arg(long)]
+        max_db_connections: Option<u32>,
         /// `run` (the default), `plan` (list what a run would change, change nothing) or
         /// `revoke` (retire the roles, their credentials and connections).
         #[arg(long)]
@@ -244,13 +247,20 @@ pub async fn jobs(remote: &Remote, command: &JobsCommand) -> anyhow::Result<Exit
             agent_id,
             adopt_existing_roles,
             rotation,
+            max_db_connections,
             mode,
             watch,
         } => {
+            let aws = json!({
+                "instance_arn": instance,
+                "adopt_existing_roles": adopt_existing_roles,
+                "rotation": rotation,
+                "max_db_connections": max_db_connections,
+            });
             let body = json!({
                 "mode": mode,
                 "agent_id": agent_id,
-                "aws": {"instance_arn": instance, "adopt_existing_roles": adopt_existing_roles, "rotation": rotation},
+                "aws": aws,
                 "connection_prefix_name": connection_prefix,
                 "job_steps": steps(extra),
             });

@@ -76,6 +76,10 @@ enum Command {
         /// Default: `DBROLES_ROTATION`, or `single`.
         #[arg(long)]
         rotation: Option<Rotation>,
+        /// The most connections the job opens to the server at once, its login
+        /// checks included (1 to 32). Default: `DBROLES_MAX_DB_CONNECTIONS`, or 4.
+        #[arg(long)]
+        max_db_connections: Option<u32>,
         /// `run` provisions; `plan` lists what a run would change and changes
         /// nothing; `revoke` retires the roles, their stored credentials and connections.
         #[arg(long, default_value = "run")]
@@ -152,6 +156,7 @@ impl Cli {
             accounts: AccountPolicy { home_orgs: self.home_orgs.clone(), role_name: None, ..Default::default() },
             groups: env.groups.clone(),
             rotation: env.rotation,
+            max_db_connections: env.max_db_connections,
             ..Settings::default()
         })
     }
@@ -225,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             steps,
             adopt_existing_roles,
             rotation,
+            max_db_connections,
             mode,
             scope,
             max_concurrency,
@@ -232,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let aws = FleetAwsOptions {
                 adopt_existing_roles: *adopt_existing_roles,
                 rotation: *rotation,
+                max_db_connections: *max_db_connections,
                 ..FleetAwsOptions::default()
             };
             let choices = Choices { aws, mode: *mode, scope: scope.scope() };

@@ -102,7 +102,7 @@ pub fn target(family: dbroles_core::engine::Family, port: u16, master: &str, pas
         tls: dbroles_core::engine::TlsConfig::disabled(),
         connect_timeout: std::time::Duration::from_secs(5),
         statement_timeout: std::time::Duration::from_secs(30),
-        concurrency: 4,
+        max_connections: 4,
     }
 }
 

@@ -55,6 +55,22 @@ async fn the_webhook_secret_and_the_vault_token_are_read_from_secrets_manager() 
     std::env::set_var("DBROLES_ROTATION", "alternating");
     assert_eq!(Config::from_env().unwrap().settings.rotation, Rotation::Alternating, "RotationStrategy's value");
     std::env::remove_var("DBROLES_ROTATION");
+    std::env::set_var("DBROLES_MAX_DB_CONNECTIONS", "0");
+    let error = Config::from_env().err().expect("a bound of no connection is an error").to_string();
+    assert_eq!(error, "DBROLES_MAX_DB_CONNECTIONS=0: must be 1 to 32");
+    std::env::set_var("DBROLES_MAX_DB_CONNECTIONS", "8");
+    let settings = Config::from_env().unwrap().settings;
+    assert_eq!(settings.max_db_connections, 8, "MaxDbConnections' value");
+    let mut request: dbroles_core::model::request::CreateJobRequest = serde_json::from_value(serde_json::json!({
+        "agent_id": "00000000-0000-0000-0000-000000000000",
+        "aws": {"instance_arn": "arn:aws:rds:us-east-1:111111111111:db:one"},
+        "connection_prefix_name": "p-"
+    }))
+    .unwrap();
+    assert_eq!(settings.max_db_connections_of(&request), 8, "a job that does not say gets the deployment's bound");
+    request.aws.max_db_connections = Some(2);
+    assert_eq!(settings.max_db_connections_of(&request), 2, "a job's own bound wins");
+    std::env::remove_var("DBROLES_MAX_DB_CONNECTIONS");
     std::env::set_var("DBROLES_WEBHOOK_SECRET", "whsec_not base64!");
     let config = Config::from_env().unwrap();
     let error = wiring::aws(&config, &aws).await.err().expect("a malformed webhook secret is an error").to_string();

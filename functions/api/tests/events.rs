@@ -25,6 +25,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("create-job-truncated-json.json", 400, "EOF"),
     ("create-job-bad-rotation.json", 400, "aws.rotation: unknown variant `weekly`, expected `single` or `alternating`"),
     ("create-job-bad-mode.json", 400, "mode: unknown variant `dry-run`, expected one of `run`, `revoke`, `plan`"),
+    ("create-job-bad-max-db-connections.json", 400, "aws.max_db_connections: must be 1 to 32, not 64"),
     ("create-job-bad-scope.json", 400, "scope.levels[1]: unknown variant `admin`, expected one of `ro`, `rw`, `ddl`"),
     ("create-job-unknown-instance.json", 404, "aws.instance_arn: no instance or cluster"),
     ("create-job-no-token.json", 401, "missing bearer token"),

@@ -16,6 +16,7 @@
 //! | `DBROLES_CROSS_ACCOUNT_ROLE` | any | the name registered roles must have (`*` wildcards), as the IAM policies allow assuming |
 //! | `DBROLES_SHARED_ACCOUNTS` | `false` | `true` lets several organisations register one account (each server then belongs to the first that acts on it) |
 //! | `DBROLES_ROTATION` | `single` | how runs change passwords when a job does not say (`aws.rotation`): `single` or `alternating` |
+//! | `DBROLES_MAX_DB_CONNECTIONS` | `4` | the most connections a job opens to a database server at once when it does not say (`aws.max_db_connections`): 1 to 32 |
 //! | `DBROLES_ORG_CONCURRENCY` | `50` | fair share: the most jobs one organisation may have running at once, fleet jobs' concurrency included |
 //! | `DBROLES_METRICS_NAMESPACE` | `dbroles` | the CloudWatch namespace of the EMF metrics the functions log |
 //! | `DBROLES_GROUPS_CLAIM` | `groups` | the JWT claim listing the caller's groups (Cognito: `cognito:groups`) |
@@ -54,7 +55,7 @@ use secrecy::SecretString;
 use crate::auth::GroupPolicy;
 use crate::engine::{self, TlsConfig};
 use crate::model::account::AccountPolicy;
-use crate::model::request::{CreateJobRequest, Invalid, Rotation, VaultPath};
+use crate::model::request::{validate_max_db_connections, CreateJobRequest, Invalid, Rotation, VaultPath, MAX_DB_CONNECTIONS};
 use crate::model::{AgentId, Timestamp};
 
 /// How a deployment provisions: its role prefix, TLS and time limits.
@@ -66,7 +67,8 @@ pub struct Settings {
     pub tls: TlsConfig,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
-    pub concurrency: usize,
+    /// The most connections a job opens to a database server at once, when it does not say.
+    pub max_db_connections: usize,
     /// How long finished jobs are kept.
     pub retention: chrono::Duration,
     /// How long a job's hold on its database server lasts if nothing releases it
@@ -91,7 +93,7 @@ impl Default for Settings {
             tls: TlsConfig::default(),
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(60),
-            concurrency: 4,
+            max_db_connections: 4,
             retention: chrono::Duration::days(90),
             // The state machine's TimeoutSeconds (an hour), and a quarter more.
             lock_lease: chrono::Duration::minutes(75),
@@ -107,6 +109,11 @@ impl Settings {
     /// The rotation a job's runs use: its own, or the deployment's.
     pub fn rotation_of(&self, request: &CreateJobRequest) -> Rotation {
         request.aws.rotation.unwrap_or(self.rotation)
+    }
+
+    /// The most connections a job's runs open to its server at once: its own bound, or the deployment's.
+    pub fn max_db_connections_of(&self, request: &CreateJobRequest) -> usize {
+        request.aws.max_db_connections.map_or(self.max_db_connections, |bound| bound as usize)
     }
 }
 
@@ -447,6 +454,7 @@ impl Config {
             groups: groups_from_env(),
             org_concurrency: parsed("DBROLES_ORG_CONCURRENCY", 50)?.max(1),
             rotation: parsed("DBROLES_ROTATION", Rotation::Single)?,
+            max_db_connections: max_db_connections_from_env()?,
             ..Settings::default()
         };
         let defaults = Self::new(var("DBROLES_TABLE").ok_or("DBROLES_TABLE is not set: the DynamoDB table")?);
@@ -502,6 +510,8 @@ pub struct LocalConfig {
     pub webhook: Option<WebhookSettings>,
     /// `DBROLES_ROTATION`: how runs change passwords when a job does not say.
     pub rotation: Rotation,
+    /// `DBROLES_MAX_DB_CONNECTIONS`: the most connections a job opens to a server at once when it does not say.
+    pub max_db_connections: usize,
 }
 
 impl LocalConfig {
@@ -509,8 +519,24 @@ impl LocalConfig {
         let webhook = webhook_config(None)?.map(|webhook| webhook.with_secret(var("DBROLES_WEBHOOK_SECRET"))).transpose()?;
         let vault = vault_config(None).map(|vault| vault.with_token(var("DBROLES_VAULT_TOKEN"))).transpose()?;
         let rotation = parsed("DBROLES_ROTATION", Rotation::Single)?;
-        Ok(Self { vault_policy: vault_policy_from_env()?, groups: groups_from_env(), vault, webhook, rotation })
+        let max_db_connections = max_db_connections_from_env()?;
+        Ok(Self {
+            vault_policy: vault_policy_from_env()?,
+            groups: groups_from_env(),
+            vault,
+            webhook,
+            rotation,
+            max_db_connections,
+        })
     }
+}
+
+/// `DBROLES_MAX_DB_CONNECTIONS`, 1 to 32 (4 if unset).
+fn max_db_connections_from_env() -> Result<usize, ConfigError> {
+    let bound: u32 = parsed("DBROLES_MAX_DB_CONNECTIONS", 4)?;
+    validate_max_db_connections(Some(bound))
+        .map_err(|_| ConfigError(format!("DBROLES_MAX_DB_CONNECTIONS={bound}: must be 1 to {MAX_DB_CONNECTIONS}")))?;
+    Ok(bound as usize)
 }
 
 /// `a.example=127.0.0.1:5432,b.example=10.0.0.2:3306`

@@ -2,6 +2,9 @@
 //! secret store, the roles given them, a login as each role and the password
 //! promoted at once, then the grants.
 
+use futures::future;
+use futures::TryFutureExt;
+
 use crate::config::Settings;
 use crate::engine::{self, Family, Grants, Level, Report, RoleSpec, Survey, Target};
 use crate::inventory::{Instance, Inventory, InventoryError};
@@ -55,11 +58,13 @@ pub struct Options<'a> {
     pub rotation: Rotation,
     pub mode: Mode,
     pub scope: &'a Scope,
+    /// The job's bound on connections to the server (`aws.max_db_connections`); `None`: the deployment's.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { adopt: false, rotation: Rotation::Single, mode: Mode::Run, scope: &EVERYTHING }
+        Self { adopt: false, rotation: Rotation::Single, mode: Mode::Run, scope: &EVERYTHING, max_connections: None }
     }
 }
 
@@ -86,13 +91,14 @@ enum Step {
 /// Provisions the three roles on one server, in an order that never strands a password:
 ///
 /// 1. the survey: databases and existing roles, nothing changed;
-/// 2. a staged password newer than the current one (a run cut short) is tried, and promoted if it logs in;
+/// 2. at the same time, a staged password newer than the current one (a run cut
+///    short) is tried, and promoted if it logs in;
 /// 3. existing roles dbroles did not create are refused, unless `adopt` says to take them over;
 /// 4. the new passwords are staged (consumers still read the old ones), each on
 ///    the level's role, or under the alternating rotation on the login consumers
 ///    are not using;
 /// 5. the roles are created or altered with the new passwords;
-/// 6. each new password logs in, and is promoted at once (retried);
+/// 6. each new password logs in, and is promoted at once (retried), the roles side by side;
 /// 7. the grants: a failure is reported per database, and the credentials stay consistent.
 pub async fn provision_roles(
     target: &Target,
@@ -105,14 +111,21 @@ pub async fn provision_roles(
     let mut roles: Vec<RoleSpec> = specs(prefix, options).collect();
     let refs: Vec<SecretRef> = roles.iter().map(|role| SecretRef { user: role.user.clone(), ..secret_ref.clone() }).collect();
     let session = engine::Session::scoped(target, options.scope.engine());
-    let survey = session.survey(&roles).await?;
-    let mut steps = Vec::new();
-    let mut active = Vec::new();
-    for (role, secret) in roles.iter_mut().zip(&refs) {
-        let (step, stored) = prepare(&session, &survey, secrets, secret, endpoint, role, options.adopt).await?;
-        active.push(stored.map(|stored| stored.user).filter(|user| role.logins().any(|login| login == user)));
-        steps.push(step);
+    // The survey and what the store holds, at once: neither changes the database.
+    let mut priors = Vec::new();
+    for (role, secret) in roles.iter().zip(&refs) {
+        priors.push(prior(&session, secrets, secret, role));
     }
+    let (survey, stored) = futures::try_join!(session.survey(&roles).err_into(), future::try_join_all(priors))?;
+    // The futures are collected first, so no closure is held across an await
+    // (and the whole future stays `Send` for any lifetime).
+    let staging: Vec<_> = roles
+        .iter_mut()
+        .zip(&refs)
+        .zip(stored)
+        .map(|((role, secret), prior)| prepare(&survey, secrets, secret, endpoint, role, prior, options.adopt))
+        .collect();
+    let (steps, active): (Vec<Step>, Vec<Option<String>>) = future::try_join_all(staging).await?.into_iter().unzip();
     let accepted: Vec<RoleSpec> = roles
         .iter()
         .zip(&steps)
@@ -120,15 +133,14 @@ pub async fn provision_roles(
         .map(|(role, _)| role.clone())
         .collect();
     let mut set = session.set_passwords(&accepted, &survey).await?.into_iter();
-    for (role, step) in roles.iter().zip(steps.iter_mut()) {
-        if matches!(step, Step::Staged(_) | Step::Kept) {
-            *step = match (set.next().expect("one result per accepted role"), &*step) {
-                (Err(error), _) => Step::Failed(error.message),
-                (Ok(()), Step::Staged(staged)) => promote(&session, secrets, role, staged).await,
-                (Ok(()), _) => Step::Kept,
-            };
-        }
-    }
+    let set: Vec<Option<Result<(), engine::DbError>>> = steps
+        .iter()
+        .map(|step| matches!(step, Step::Staged(_) | Step::Kept).then(|| set.next().expect("one result per accepted role")))
+        .collect();
+    // Each new password logs in and is promoted, the roles at once, before any grant.
+    let settling: Vec<_> =
+        roles.iter().zip(steps).zip(set).map(|((role, step), set)| settled(&session, secrets, role, step, set)).collect();
+    let steps: Vec<Step> = future::join_all(settling).await;
     let granted = |step: &Step| matches!(step, Step::Promoted | Step::Kept);
     let ready: Vec<RoleSpec> = roles.iter().zip(&steps).filter(|(_, step)| granted(step)).map(|(role, _)| role.clone()).collect();
     let mut grants = session.grant(&ready, &survey).await.into_iter();
@@ -313,28 +325,63 @@ async fn retired(
     (Phase::Completed, message)
 }
 
-/// One role before any change: a staged password promoted if a run cut short
-/// left one that logs in, a refusal if it is not dbroles', or the login whose
-/// new password is staged. Also the credentials stored now.
-async fn prepare(
+/// What the store holds for a role before the run changes anything.
+struct Prior {
+    /// A password a run cut short had staged logs in, and is promoted.
+    recovered: bool,
+    /// The credentials stored now.
+    stored: Option<RoleCredentials>,
+}
+
+async fn prior(
     session: &engine::Session,
+    secrets: &dyn SecretStore,
+    secret: &SecretRef,
+    role: &RoleSpec,
+) -> Result<Prior, ProvisionError> {
+    let secret_id = secrets.secret_id(secret);
+    let recovered = recover(session, secrets, &secret_id, role).await.map_err(ProvisionError::SecretStore)?;
+    let stored = secrets.read(&secret_id).await.map_err(ProvisionError::SecretStore)?;
+    Ok(Prior { recovered, stored })
+}
+
+/// One role before any change: a refusal if it is not dbroles', or the login
+/// whose new password is staged. Also the login the stored credentials name, if it is one of the level's.
+async fn prepare(
     survey: &Survey,
     secrets: &dyn SecretStore,
     secret: &SecretRef,
     endpoint: &Endpoint,
     role: &mut RoleSpec,
+    prior: Prior,
     adopt: bool,
-) -> Result<(Step, Option<RoleCredentials>), ProvisionError> {
-    let secret_id = secrets.secret_id(secret);
-    let recovered = recover(session, secrets, &secret_id, role).await.map_err(ProvisionError::SecretStore)?;
-    let stored = secrets.read(&secret_id).await.map_err(ProvisionError::SecretStore)?;
+) -> Result<(Step, Option<String>), ProvisionError> {
+    let Prior { recovered, stored } = prior;
+    let active = stored.as_ref().map(|stored| stored.user.clone()).filter(|user| role.logins().any(|login| login == user));
     if let Some(reason) = refusal(survey, stored.as_ref(), role, adopt) {
-        return Ok((Step::Refused(reason), stored));
+        return Ok((Step::Refused(reason), active));
     }
     role.login = next_login(role, stored.as_ref(), survey, recovered);
-    let Some(login) = role.login.clone() else { return Ok((Step::Kept, stored)) };
+    let Some(login) = role.login.clone() else { return Ok((Step::Kept, active)) };
     let staged = secrets.stage(secret, &credentials(role, &login, endpoint, stored.as_ref())).await;
-    Ok((Step::Staged(staged.map_err(ProvisionError::SecretStore)?), stored))
+    Ok((Step::Staged(staged.map_err(ProvisionError::SecretStore)?), active))
+}
+
+/// A role once the passwords are set (`set`: its result, if it was set): a new
+/// password that logs in is promoted.
+async fn settled(
+    session: &engine::Session,
+    secrets: &dyn SecretStore,
+    role: &RoleSpec,
+    step: Step,
+    set: Option<Result<(), engine::DbError>>,
+) -> Step {
+    match (set, step) {
+        (None, step) => step,
+        (Some(Err(error)), _) => Step::Failed(error.message),
+        (Some(Ok(())), Step::Staged(staged)) => promote(session, secrets, role, &staged).await,
+        (Some(Ok(())), _) => Step::Kept,
+    }
 }
 
 /// The login whose password this run sets. Under the single rotation the level's
@@ -525,7 +572,7 @@ pub async fn provision_instance(
         tls: settings.tls.clone(),
         connect_timeout: settings.connect_timeout,
         statement_timeout: settings.statement_timeout,
-        concurrency: settings.concurrency,
+        max_connections: options.max_connections.unwrap_or(settings.max_db_connections),
     };
     // A reset that set a new master password and was cut short before promoting it.
     if let Some(pending) = master.pending {

@@ -132,8 +132,9 @@ async fn instance_created(app: &App, settings: &TriggerSettings, arn: &str) -> R
             default_security_group: None,
             allow_master_password_reset: false,
             adopt_existing_roles: false,
-            // The deployment's own (`RotationStrategy`): a tag chooses no strategy.
+            // The deployment's own (`RotationStrategy`, `MaxDbConnections`): a tag chooses neither.
             rotation: None,
+            max_db_connections: None,
         },
         connection_prefix_name: tag("dbroles:connection-prefix").unwrap_or_else(|| format!("{}-", instance.identifier)),
         job_steps,

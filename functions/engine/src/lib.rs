@@ -11,6 +11,7 @@
 //! | [`password`] | generated passwords |
 //! | this file | levels, targets, a run's [`Session`], and what a run reports |
 
+mod connections;
 mod drift;
 mod error;
 pub mod mysql;
@@ -19,13 +20,13 @@ pub mod postgres;
 pub mod scope;
 pub mod tls;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use connections::Connections;
 pub use drift::Drift;
 pub use error::DbError;
 pub use scope::{glob, Globs, Scope};
@@ -141,8 +142,9 @@ pub struct Target {
     pub tls: TlsConfig,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
-    /// Databases provisioned at once.
-    pub concurrency: usize,
+    /// The most connections open to the server at once, the login checks'
+    /// included (`max_db_connections`): also how many databases are provisioned at once.
+    pub max_connections: usize,
 }
 
 impl Target {
@@ -329,41 +331,13 @@ impl EngineError {
     }
 }
 
-/// Counts connections, statements and round trips as they happen.
-#[derive(Default, Debug)]
-pub(crate) struct Counters {
-    connections: AtomicUsize,
-    statements: AtomicUsize,
-    round_trips: AtomicUsize,
-}
-
-impl Counters {
-    fn connection(&self) {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn sent(&self, statements: usize) {
-        self.statements.fetch_add(statements, Ordering::Relaxed);
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn report(&self, databases: Vec<String>) -> Report {
-        Report {
-            databases,
-            connections: self.connections.load(Ordering::Relaxed),
-            statements: self.statements.load(Ordering::Relaxed),
-            round_trips: self.round_trips.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// One provisioning run on a server, in three steps: a survey that changes
 /// nothing, the roles and their passwords, then the grants. The credentials are
 /// promoted between the second and the third, as soon as the passwords log in.
 pub struct Session {
     target: Target,
     scope: Scope,
-    counters: Arc<Counters>,
+    connections: Arc<Connections>,
 }
 
 impl Session {
@@ -374,14 +348,15 @@ impl Session {
 
     /// A run that grants within `scope`, and withdraws outside it.
     pub fn scoped(target: &Target, scope: Scope) -> Self {
-        Self { target: target.clone(), scope, counters: Arc::default() }
+        let connections = Arc::new(Connections::new(target.max_connections));
+        Self { target: target.clone(), scope, connections }
     }
 
     /// The databases, the roles that exist, and what the master may do; changes nothing.
     pub async fn survey(&self, roles: &[RoleSpec]) -> Result<Survey, EngineError> {
         match self.target.family {
-            Family::Postgres => postgres::survey(&self.target, &self.scope, roles, &self.counters).await,
-            Family::MySql => mysql::survey(&self.target, &self.scope, roles, &self.counters).await,
+            Family::Postgres => postgres::survey(&self.target, &self.scope, roles, &self.connections).await,
+            Family::MySql => mysql::survey(&self.target, &self.scope, roles, &self.connections).await,
         }
     }
 
@@ -389,8 +364,8 @@ impl Session {
     /// does not allow: one result per role.
     pub async fn set_passwords(&self, roles: &[RoleSpec], survey: &Survey) -> PerRole {
         match self.target.family {
-            Family::Postgres => postgres::set_passwords(&self.target, roles, survey, &self.counters).await,
-            Family::MySql => mysql::set_passwords(&self.target, roles, survey, &self.counters).await,
+            Family::Postgres => postgres::set_passwords(&self.target, roles, survey, &self.connections).await,
+            Family::MySql => mysql::set_passwords(&self.target, roles, survey, &self.connections).await,
         }
     }
 
@@ -398,8 +373,8 @@ impl Session {
     /// what it holds outside the scope: one result per role.
     pub async fn grant(&self, roles: &[RoleSpec], survey: &Survey) -> Vec<Grants> {
         match self.target.family {
-            Family::Postgres => postgres::grant(&self.target, &self.scope, roles, survey, &self.counters).await,
-            Family::MySql => mysql::grant(&self.target, roles, survey, &self.counters).await,
+            Family::Postgres => postgres::grant(&self.target, &self.scope, roles, survey, &self.connections).await,
+            Family::MySql => mysql::grant(&self.target, roles, survey, &self.connections).await,
         }
     }
 
@@ -407,8 +382,8 @@ impl Session {
     /// one result per role. Changes nothing.
     pub async fn plan(&self, roles: &[RoleSpec], survey: &Survey) -> Vec<Drift> {
         match self.target.family {
-            Family::Postgres => postgres::plan(&self.target, &self.scope, roles, survey, &self.counters).await,
-            Family::MySql => mysql::plan(&self.target, roles, survey, &self.counters).await,
+            Family::Postgres => postgres::plan(&self.target, &self.scope, roles, survey, &self.connections).await,
+            Family::MySql => mysql::plan(&self.target, roles, survey, &self.connections).await,
         }
     }
 
@@ -417,27 +392,31 @@ impl Session {
     /// One result per role.
     pub async fn revoke(&self, roles: &[RoleSpec], survey: &Survey) -> Vec<Retirement> {
         match self.target.family {
-            Family::Postgres => postgres::revoke(&self.target, roles, survey, &self.counters).await,
-            Family::MySql => mysql::revoke(&self.target, roles, survey, &self.counters).await,
+            Family::Postgres => postgres::revoke(&self.target, roles, survey, &self.connections).await,
+            Family::MySql => mysql::revoke(&self.target, roles, survey, &self.connections).await,
         }
     }
 
     /// Logs in as a role: proof that the password works.
     pub async fn check_login(&self, user: &str, password: &SecretString) -> Result<(), DbError> {
-        check_login(&self.target, user, password).await
+        login(&self.target, user, password, &self.connections).await
     }
 
     /// Connections, statements and round trips so far.
     pub fn report(&self, survey: &Survey) -> Report {
-        self.counters.report(survey.databases.clone())
+        self.connections.report(survey.databases.clone())
     }
 }
 
-/// Logs in as a role: proof that the password works.
+/// Logs in as a role: proof that the password works. One connection, outside any session.
 pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {
+    login(target, user, password, &Connections::new(1)).await
+}
+
+async fn login(target: &Target, user: &str, password: &SecretString, connections: &Connections) -> Result<(), DbError> {
     match target.family {
-        Family::Postgres => postgres::check_login(target, user, password).await,
-        Family::MySql => mysql::check_login(target, user, password).await,
+        Family::Postgres => postgres::check_login(target, user, password, connections).await,
+        Family::MySql => mysql::check_login(target, user, password, connections).await,
     }
 }
 

@@ -18,14 +18,18 @@
 //! logs. Passwords come from a fixed alphabet with no quote or backslash, and
 //! are still escaped.
 
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::connections::{Connections, Slot};
 use super::drift::{self, Change, Drift, Findings};
 use super::{
-    limited, Counters, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Scope, Survey,
-    Target, TlsMode,
+    limited, DbError, EngineError, Escalation, Existing, Grants, Level, PerRole, Retirement, RoleSpec, Scope, Survey, Target,
+    TlsMode,
 };
 
 /// Schemas that are never granted.
@@ -60,7 +64,55 @@ fn account(user: &str) -> String {
     format!("{}@'%'", quote_literal(user))
 }
 
-pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString) -> Result<Conn, DbError> {
+/// A connection, holding its slot among the session's until it has closed.
+pub(crate) struct Connection {
+    conn: Option<Conn>,
+    slot: Option<Slot>,
+}
+
+impl Connection {
+    /// Says goodbye, then gives the slot back.
+    async fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.disconnect().await; // safe: a failed goodbye changes nothing
+        }
+    }
+}
+
+impl Deref for Connection {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("open until closed")
+    }
+}
+
+impl DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("open until closed")
+    }
+}
+
+impl Drop for Connection {
+    /// One left open (a failure returned early) is closed in the background, and keeps its slot until then.
+    fn drop(&mut self) {
+        let (Some(conn), Ok(runtime)) = (self.conn.take(), tokio::runtime::Handle::try_current()) else { return };
+        let slot = self.slot.take();
+        runtime.spawn(async move {
+            let _ = conn.disconnect().await;
+            drop(slot);
+        });
+    }
+}
+
+/// Connects once fewer than the bound are open; the message names the host and user, never the password.
+pub(crate) async fn connect(
+    target: &Target,
+    user: &str,
+    password: &SecretString,
+    connections: &Connections,
+) -> Result<Connection, DbError> {
+    let slot = connections.slot().await;
     let where_ = || format!("connecting to {}:{} as {user}", target.host, target.port);
     let mut opts = OptsBuilder::default()
         .ip_or_hostname(target.host.clone())
@@ -82,11 +134,13 @@ pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString
         }
     }
     let connect = async { Conn::new(opts).await.map_err(|e| DbError::from_mysql(&e).context(where_())) };
-    limited(target.connect_timeout, where_, connect).await
+    let conn = limited(target.connect_timeout, where_, connect).await?;
+    connections.opened();
+    Ok(Connection { conn: Some(conn), slot: Some(slot) })
 }
 
-async fn run(conn: &mut Conn, target: &Target, sql: &[String], counters: &Counters) -> Result<(), DbError> {
-    counters.sent(sql.len());
+async fn run(conn: &mut Conn, target: &Target, sql: &[String], connections: &Connections) -> Result<(), DbError> {
+    connections.sent(sql.len());
     let batch = sql.join(";\n");
     limited(target.statement_timeout, || "a statement".to_string(), async {
         conn.query_drop(batch).await.map_err(|e| DbError::from_mysql(&e))
@@ -115,21 +169,19 @@ pub struct Routine {
     pub kind: String,
 }
 
-async fn master(target: &Target, counters: &Counters) -> Result<Conn, EngineError> {
-    let conn = connect(target, &target.master_user, &target.master_password)
+async fn master(target: &Target, connections: &Connections) -> Result<Connection, EngineError> {
+    connect(target, &target.master_user, &target.master_password, connections)
         .await
-        .map_err(|source| EngineError::Connect { target: target.describe(), source })?;
-    counters.connection();
-    Ok(conn)
+        .map_err(|source| EngineError::Connect { target: target.describe(), source })
 }
 
 pub(crate) async fn survey(
     target: &Target,
     scope: &Scope,
     roles: &[RoleSpec],
-    counters: &Counters,
+    connections: &Connections,
 ) -> Result<Survey, EngineError> {
-    let mut conn = master(target, counters).await?;
+    let mut conn = master(target, connections).await?;
     let failed = |what: &str| {
         let context = format!("{what} on {}", target.describe());
         move |e: mysql_async::Error| EngineError::Failed(DbError::from_mysql(&e).context(&context))
@@ -141,46 +193,56 @@ pub(crate) async fn survey(
         .into_iter()
         .filter(|name| !SYSTEM_SCHEMAS.contains(&name.to_ascii_lowercase().as_str()))
         .partition(|name| scope.databases.covers(name));
-    let mut existing = Vec::new();
     let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
-    for login in &logins {
-        let found: Option<String> = conn
-            .exec_first("SELECT user FROM mysql.user WHERE user = ? AND host = '%'", (login,))
-            .await
-            .map_err(failed("reading users"))?;
-        if found.is_none() {
-            continue;
-        }
-        let privileges: Vec<(String, String)> = conn
-            .exec(
-                "SELECT privilege_type, is_grantable FROM information_schema.user_privileges WHERE grantee = ?",
-                (account(login),),
-            )
-            .await
-            .map_err(failed("reading global privileges"))?;
-        let grantable = privileges.iter().any(|(_, grantable)| grantable == "YES");
+    let found: Vec<String> = conn
+        .exec(format!("SELECT user FROM mysql.user WHERE host = '%' AND user IN ({})", marks(logins.len())), logins.clone())
+        .await
+        .map_err(failed("reading users"))?;
+    let grantees: Vec<String> = logins.iter().map(|login| account(login)).collect();
+    let privileges: Vec<(String, String, String)> = conn
+        .exec(
+            format!(
+                "SELECT grantee, privilege_type, is_grantable FROM information_schema.user_privileges WHERE grantee IN ({})",
+                marks(logins.len())
+            ),
+            grantees,
+        )
+        .await
+        .map_err(failed("reading global privileges"))?;
+    connections.sent(3);
+    conn.close().await;
+    let existing = logins.iter().filter(|login| found.iter().any(|user| user == *login)).map(|login| {
+        let grantee = account(login);
+        let held: Vec<&(String, String, String)> = privileges.iter().filter(|(to, _, _)| *to == grantee).collect();
         let mut escalations: Vec<Escalation> =
-            privileges.into_iter().map(|(privilege, _)| privilege).filter(|p| p != "USAGE").map(Escalation::Global).collect();
-        if grantable {
+            held.iter().map(|(_, privilege, _)| privilege).filter(|p| *p != "USAGE").cloned().map(Escalation::Global).collect();
+        if held.iter().any(|(_, _, grantable)| grantable == "YES") {
             escalations.push(Escalation::Global("GRANT OPTION".into()));
         }
-        existing.push(Existing { user: login.to_string(), managed: None, escalations, owns_in: Vec::new() });
-    }
-    counters.sent(1 + 2 * logins.len());
-    let _ = conn.disconnect().await; // safe: nothing was changed
-    Ok(Survey { databases, outside, existing, ..Survey::default() })
+        Existing { user: login.to_string(), managed: None, escalations, owns_in: Vec::new() }
+    });
+    Ok(Survey { databases, outside, existing: existing.collect(), ..Survey::default() })
 }
 
-pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> PerRole {
-    let mut conn = master(target, counters).await?;
+/// `?, ?, ?`: a placeholder per value of an `IN`.
+/// (`NULL` for none: an `IN` that matches nothing.)
+fn marks(count: usize) -> String {
+    match count {
+        0 => "NULL".to_string(),
+        _ => vec!["?"; count].join(", "),
+    }
+}
+
+pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, connections: &Connections) -> PerRole {
+    let mut conn = master(target, connections).await?;
     let mut results = Vec::new();
     for role in roles {
         let sql: Vec<String> = role.present(survey).flat_map(|login| login_statements(role, login, survey)).collect();
         // No password to set and nothing to revoke: nothing to send.
-        let result = if sql.is_empty() { Ok(()) } else { run(&mut conn, target, &sql, counters).await };
+        let result = if sql.is_empty() { Ok(()) } else { run(&mut conn, target, &sql, connections).await };
         results.push(result.map_err(|e| e.scrubbed(&[role.password.expose_secret()]).context(&role.user)));
     }
-    let _ = conn.disconnect().await; // safe: the work is committed; a failed goodbye changes nothing
+    conn.close().await;
     Ok(results)
 }
 
@@ -204,79 +266,93 @@ fn login_statements(role: &RoleSpec, login: &str, survey: &Survey) -> Vec<String
     sql
 }
 
-pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Grants> {
+pub(crate) async fn grant(target: &Target, roles: &[RoleSpec], survey: &Survey, connections: &Connections) -> Vec<Grants> {
     let failed_all = |error: DbError| Grants::failed_for_each(roles, error);
-    let mut conn = match master(target, counters).await {
+    let mut conn = match master(target, connections).await {
         Ok(conn) => conn,
         Err(error) => return failed_all(DbError { message: error.to_string(), transient: error.is_transient() }),
     };
-    let routines = match invoker_routines(&mut conn, survey, counters).await {
-        Ok(routines) => routines,
-        Err(error) => return failed_all(error.context("listing routines")),
+    // Only the difference: on a server where nothing changed, nothing.
+    let work = match statements(&mut conn, roles, survey, connections).await {
+        Ok(work) => work,
+        Err(error) => return failed_all(error),
     };
-    let mut grants = Vec::new();
-    for role in roles {
-        // Both logins of a level get the same grants, every run: none is missing one the other has.
-        let mut sql = Vec::new();
-        let mut unread = None;
-        for login in role.present(survey) {
-            match held(&mut conn, login, counters).await {
-                // Only the difference: on a server where nothing changed, nothing.
-                Ok(held) => {
-                    let difference = difference(role, login, survey, &routines, &held);
-                    sql.extend(difference.revokes);
-                    sql.extend(difference.grants);
-                }
-                Err(error) => unread = Some(error.context("reading privileges")),
-            }
-        }
-        if let Some(error) = unread {
-            grants.push(Grants { failed: vec![error], skipped: survey.skipped.clone(), ..Grants::default() });
-            continue;
-        }
-        let mut failed = Vec::new();
-        // One round trip per role; if it fails, each statement on its own, to name those that fail.
-        if run(&mut conn, target, &sql, counters).await.is_err() {
-            for statement in &sql {
-                if let Err(error) = run(&mut conn, target, std::slice::from_ref(statement), counters).await {
-                    failed.push(error.context(statement));
-                }
-            }
-        }
-        grants.push(Grants { failed, skipped: survey.skipped.clone(), ..Grants::default() });
-    }
-    let _ = conn.disconnect().await; // safe: the work is committed; a failed goodbye changes nothing
-    grants
-}
-
-/// What a run would change on each role, from the same reads a run makes. Changes nothing.
-pub(crate) async fn plan(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Drift> {
-    let mut found: Vec<Findings> = roles.iter().map(|role| drift::role_changes(role, survey)).collect();
-    let failed_all = |found: &mut Vec<Findings>, why: String| found.iter_mut().for_each(|f| f.failed.push(why.clone()));
-    match master(target, counters).await {
-        Err(error) => failed_all(&mut found, error.to_string()),
-        Ok(mut conn) => match invoker_routines(&mut conn, survey, counters).await {
-            Err(error) => failed_all(&mut found, error.context("listing routines").message),
-            Ok(routines) => {
-                for (role, found) in roles.iter().zip(&mut found) {
-                    // A login the run creates holds nothing yet: all of its level is to grant.
-                    for login in role.logins().filter(|login| *login == role.user || survey.existing(login).is_some()) {
-                        match held(&mut conn, login, counters).await {
-                            Ok(held) => found.add(difference(role, login, survey, &routines, &held).findings),
-                            Err(error) => found.failed.push(error.context(format!("reading the privileges of {login}")).message),
+    let mut failed: Vec<Vec<DbError>> = roles.iter().map(|_| Vec::new()).collect();
+    // Every role's statements in one round trip. If one fails, those before it
+    // are done: what is still to do is read again and sent a statement at a time,
+    // to name those that fail.
+    let all = work.concat();
+    if !all.is_empty() && run(&mut conn, target, &all, connections).await.is_err() {
+        match statements(&mut conn, roles, survey, connections).await {
+            Ok(rest) => {
+                for (sql, failed) in rest.iter().zip(&mut failed) {
+                    for statement in sql {
+                        if let Err(error) = run(&mut conn, target, std::slice::from_ref(statement), connections).await {
+                            failed.push(error.context(statement));
                         }
                     }
                 }
-                let _ = conn.disconnect().await; // safe: nothing was changed
             }
-        },
+            Err(error) => failed.iter_mut().for_each(|failed| failed.push(error.clone())),
+        }
+    }
+    conn.close().await;
+    failed.into_iter().map(|failed| Grants { failed, skipped: survey.skipped.clone(), ..Grants::default() }).collect()
+}
+
+/// Each role's REVOKEs and GRANTs: both logins of a level get the same grants,
+/// every run, so none is missing one the other has.
+async fn statements(
+    conn: &mut Conn,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    connections: &Connections,
+) -> Result<Vec<Vec<String>>, DbError> {
+    let routines = invoker_routines(conn, survey, connections).await.map_err(|e| e.context("listing routines"))?;
+    let logins: Vec<&str> = roles.iter().flat_map(|role| role.present(survey)).collect();
+    let held = held(conn, &logins, connections).await.map_err(|e| e.context("reading privileges"))?;
+    let of = |login: &str| held.get(login).map(Vec::as_slice).unwrap_or_default();
+    let work = roles.iter().map(|role| {
+        let differences = role.present(survey).map(|login| difference(role, login, survey, &routines, of(login)));
+        differences.flat_map(|difference| difference.revokes.into_iter().chain(difference.grants)).collect()
+    });
+    Ok(work.collect())
+}
+
+/// What a run would change on each role, from the same reads a run makes. Changes nothing.
+pub(crate) async fn plan(target: &Target, roles: &[RoleSpec], survey: &Survey, connections: &Connections) -> Vec<Drift> {
+    let mut found: Vec<Findings> = roles.iter().map(|role| drift::role_changes(role, survey)).collect();
+    // A login the run creates holds nothing yet: all of its level is to grant.
+    let per_role: Vec<Vec<&str>> = roles
+        .iter()
+        .map(|role| role.logins().filter(|login| *login == role.user || survey.existing(login).is_some()).collect())
+        .collect();
+    let logins: Vec<&str> = per_role.concat();
+    let reads = async {
+        let mut conn = master(target, connections).await.map_err(|error| error.to_string())?;
+        let routines =
+            invoker_routines(&mut conn, survey, connections).await.map_err(|e| e.context("listing routines").message)?;
+        let held = held(&mut conn, &logins, connections).await.map_err(|e| e.context("reading privileges").message)?;
+        conn.close().await;
+        Ok::<_, String>((routines, held))
+    };
+    match reads.await {
+        Ok((routines, held)) => {
+            for ((role, logins), found) in roles.iter().zip(&per_role).zip(&mut found) {
+                for login in logins {
+                    let held = held.get(*login).map(Vec::as_slice).unwrap_or_default();
+                    found.add(difference(role, login, survey, &routines, held).findings);
+                }
+            }
+        }
+        Err(why) => found.iter_mut().for_each(|found| found.failed.push(why.clone())),
     }
     found.into_iter().map(Findings::into_drift).collect()
 }
 
 /// The `SQL SECURITY INVOKER` routines of the survey's databases.
-async fn invoker_routines(conn: &mut Conn, survey: &Survey, counters: &Counters) -> Result<Vec<Routine>, DbError> {
-    counters.sent(1);
+async fn invoker_routines(conn: &mut Conn, survey: &Survey, connections: &Connections) -> Result<Vec<Routine>, DbError> {
+    connections.sent(1);
     let rows: Vec<(String, String, String)> = conn
         .query(
             "SELECT routine_schema, routine_name, routine_type FROM information_schema.routines \
@@ -350,43 +426,50 @@ struct Held {
     grant_option: bool,
 }
 
-/// What a login holds below the global level: on databases, tables, columns and routines.
-async fn held(conn: &mut Conn, login: &str, counters: &Counters) -> Result<Vec<Held>, DbError> {
+/// What each of `logins` holds below the global level: on databases, tables,
+/// columns and routines. Two queries, whatever the number of logins.
+async fn held(conn: &mut Conn, logins: &[&str], connections: &Connections) -> Result<HashMap<String, Vec<Held>>, DbError> {
     let mysql = |e: mysql_async::Error| DbError::from_mysql(&e);
-    let grantee = account(login);
-    counters.sent(2);
-    let rows: Vec<(String, String, String, String, String, String)> = conn
+    let grantees: Vec<String> = logins.iter().map(|login| account(login)).collect();
+    let login_of: HashMap<&str, &str> = grantees.iter().map(String::as_str).zip(logins.iter().copied()).collect();
+    let marks = marks(logins.len());
+    connections.sent(2);
+    let rows: Vec<(String, String, String, String, String, String, String)> = conn
         .exec(
-            "SELECT 'database', table_schema, '', '', privilege_type, is_grantable FROM information_schema.schema_privileges \
-             WHERE grantee = ? \
-             UNION ALL SELECT 'table', table_schema, table_name, '', privilege_type, is_grantable \
-             FROM information_schema.table_privileges WHERE grantee = ? \
-             UNION ALL SELECT 'column', table_schema, table_name, column_name, privilege_type, is_grantable \
-             FROM information_schema.column_privileges WHERE grantee = ?",
-            (&grantee, &grantee, &grantee),
+            format!(
+                "SELECT grantee, 'database', table_schema, '', '', privilege_type, is_grantable \
+                 FROM information_schema.schema_privileges WHERE grantee IN ({marks}) \
+                 UNION ALL SELECT grantee, 'table', table_schema, table_name, '', privilege_type, is_grantable \
+                 FROM information_schema.table_privileges WHERE grantee IN ({marks}) \
+                 UNION ALL SELECT grantee, 'column', table_schema, table_name, column_name, privilege_type, is_grantable \
+                 FROM information_schema.column_privileges WHERE grantee IN ({marks})"
+            ),
+            [grantees.as_slice(); 3].concat(),
         )
         .await
         .map_err(mysql)?;
-    let mut held: Vec<Held> = rows
-        .into_iter()
-        .map(|(kind, db, table, column, privilege, grantable)| {
-            let on = match kind.as_str() {
-                "database" => On::Database(db),
-                "table" => On::Table { db, table },
-                _ => On::Column { db, table, column },
-            };
-            Held { on, privilege, grant_option: grantable == "YES" }
-        })
-        .collect();
-    let routines: Vec<(String, String, String, String)> = conn
-        .exec("SELECT db, routine_name, routine_type, proc_priv FROM mysql.procs_priv WHERE user = ? AND host = '%'", (login,))
+    let mut held: HashMap<String, Vec<Held>> = HashMap::new();
+    for (grantee, kind, db, table, column, privilege, grantable) in rows {
+        let Some(login) = login_of.get(grantee.as_str()) else { continue };
+        let on = match kind.as_str() {
+            "database" => On::Database(db),
+            "table" => On::Table { db, table },
+            _ => On::Column { db, table, column },
+        };
+        held.entry(login.to_string()).or_default().push(Held { on, privilege, grant_option: grantable == "YES" });
+    }
+    let routines: Vec<(String, String, String, String, String)> = conn
+        .exec(
+            format!("SELECT user, db, routine_name, routine_type, proc_priv FROM mysql.procs_priv WHERE host = '%' AND user IN ({marks})"),
+            logins.to_vec(),
+        )
         .await
         .map_err(mysql)?;
-    for (db, name, kind, privileges) in routines {
+    for (login, db, name, kind, privileges) in routines {
         let on = On::Routine { db, kind, name };
         let grant_option = privileges.split(',').any(|p| p == "Grant");
         let each = privileges.split(',').filter(|p| !p.is_empty() && *p != "Grant").map(|p| p.to_uppercase());
-        held.extend(each.map(|privilege| Held { on: on.clone(), privilege, grant_option }));
+        held.entry(login).or_default().extend(each.map(|privilege| Held { on: on.clone(), privilege, grant_option }));
     }
     Ok(held)
 }
@@ -465,8 +548,8 @@ fn difference(role: &RoleSpec, login: &str, survey: &Survey, routines: &[Routine
 /// trigger or event. MariaDB would drop it and orphan them (a view then fails
 /// with error 1449), MySQL 8.0.22+ refuses: such a login stays locked, and the
 /// objects are named for an administrator to give another definer.
-pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Retirement> {
-    let mut conn = match master(target, counters).await {
+pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey, connections: &Connections) -> Vec<Retirement> {
+    let mut conn = match master(target, connections).await {
         Ok(conn) => conn,
         Err(error) => return Retirement::stopped_for_each(roles, error.to_string()),
     };
@@ -474,13 +557,13 @@ pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey,
     for role in roles {
         let mut retirement = Retirement::default();
         for login in role.found(survey) {
-            if let Err(error) = retire(&mut conn, target, login, &mut retirement, counters).await {
+            if let Err(error) = retire(&mut conn, target, login, &mut retirement, connections).await {
                 retirement.remains.push(format!("{login} ({})", error.message));
             }
         }
         retirements.push(retirement);
     }
-    let _ = conn.disconnect().await; // safe: each statement is committed; a failed goodbye changes nothing
+    conn.close().await;
     retirements
 }
 
@@ -489,15 +572,15 @@ async fn retire(
     target: &Target,
     login: &str,
     retirement: &mut Retirement,
-    counters: &Counters,
+    connections: &Connections,
 ) -> Result<(), DbError> {
     let mysql = |e: mysql_async::Error| DbError::from_mysql(&e);
-    run(conn, target, &[format!("ALTER USER {} ACCOUNT LOCK", account(login))], counters).await?;
-    counters.sent(1);
+    run(conn, target, &[format!("ALTER USER {} ACCOUNT LOCK", account(login))], connections).await?;
+    connections.sent(1);
     let sessions: Vec<u64> =
         conn.exec("SELECT id FROM information_schema.processlist WHERE user = ?", (login,)).await.map_err(mysql)?;
     for id in sessions {
-        counters.sent(1);
+        connections.sent(1);
         let killed = match conn.exec_drop("CALL mysql.rds_kill(?)", (id,)).await {
             // ER_SP_DOES_NOT_EXIST: not RDS; a master with SUPER or CONNECTION ADMIN may KILL.
             Err(mysql_async::Error::Server(error)) if error.code == 1305 => {
@@ -513,7 +596,7 @@ async fn retire(
         }
     }
     let definer = format!("{login}@%");
-    counters.sent(1);
+    connections.sent(1);
     let defined: Vec<(String, String, String)> = conn
         .exec(
             "SELECT 'view', table_schema, table_name FROM information_schema.views WHERE definer = ? \
@@ -533,15 +616,20 @@ async fn retire(
         return Ok(());
     }
     if retirement.remains.is_empty() {
-        run(conn, target, &[format!("DROP USER {}", account(login))], counters).await?;
+        run(conn, target, &[format!("DROP USER {}", account(login))], connections).await?;
     }
     Ok(())
 }
 
-pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {
-    let mut conn = connect(target, user, password).await?;
+pub(crate) async fn check_login(
+    target: &Target,
+    user: &str,
+    password: &SecretString,
+    connections: &Connections,
+) -> Result<(), DbError> {
+    let mut conn = connect(target, user, password, connections).await?;
     conn.query_drop("SELECT 1").await.map_err(|e| DbError::from_mysql(&e))?;
-    let _ = conn.disconnect().await; // safe: the login was proven
+    conn.close().await;
     Ok(())
 }
 

@@ -17,18 +17,26 @@
 //!   no TRIGGER on tables it does not own, so it cannot make another role run its code.
 
 mod acl;
+mod socket;
+
+use std::collections::HashSet;
 
 use futures::stream::{self, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::connections::{Connections, Slot};
 use super::drift::{self, Change, Drift, Findings};
 use super::{
-    limited, Counters, DbError, EngineError, Escalation, Existing, Globs, Grants, Level, PerRole, Retirement, RoleSpec, Scope,
-    Survey, Target,
+    limited, DbError, EngineError, Escalation, Existing, Globs, Grants, Level, PerRole, Retirement, RoleSpec, Scope, Survey,
+    Target,
 };
+use socket::Socket;
 
 /// Databases that are never provisioned.
 const SKIPPED_DATABASES: [&str; 3] = ["template0", "template1", "rdsadmin"];
@@ -56,38 +64,59 @@ pub fn session_options(statement_timeout: std::time::Duration) -> String {
     format!("-c statement_timeout={} -c search_path=pg_catalog,pg_temp", statement_timeout.as_millis())
 }
 
-/// Connects to one database; the message names the host and user, never the password.
-pub(crate) async fn connect(target: &Target, user: &str, password: &SecretString, db: &str) -> Result<Client, DbError> {
+/// Connects to one database once fewer than the bound are open; the connection
+/// keeps its slot until it has closed. The message names the host and user, never the password.
+pub(crate) async fn connect(
+    target: &Target,
+    user: &str,
+    password: &SecretString,
+    db: &str,
+    connections: &Connections,
+) -> Result<Client, DbError> {
+    let slot = connections.slot().await;
     let mut config = Config::new();
     config
-        .host(&target.host)
-        .port(target.port)
         .user(user)
         .password(password.expose_secret())
         .dbname(db)
         .application_name("dbroles")
-        .connect_timeout(target.connect_timeout)
         .options(session_options(target.statement_timeout));
     let where_ = || format!("connecting to {}:{} as {user} (database {db})", target.host, target.port);
     let tls = target.tls.client_config().map_err(|e| DbError::permanent(format!("{}: {e}", where_())))?;
     let connect = async {
+        let socket =
+            Socket::connect(&target.host, target.port).await.map_err(|e| DbError::transient(format!("{}: {e}", where_())))?;
+        let failed = |e: tokio_postgres::Error| describe(&e).context(where_());
         match tls {
             None => {
                 config.ssl_mode(SslMode::Disable);
-                let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e).context(where_()))?;
-                tokio::spawn(connection);
+                let (client, connection) = config.connect_raw(socket, NoTls).await.map_err(failed)?;
+                tokio::spawn(serve(connection, slot, target.connect_timeout));
                 Ok(client)
             }
             Some(tls) => {
                 config.ssl_mode(SslMode::Require);
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-                let (client, connection) = config.connect(tls).await.map_err(|e| describe(&e).context(where_()))?;
-                tokio::spawn(connection);
+                let Ok(tls) = MakeTlsConnect::<Socket>::make_tls_connect(&mut MakeRustlsConnect::new(tls), &target.host);
+                let (client, connection) = config.connect_raw(socket, tls).await.map_err(failed)?;
+                tokio::spawn(serve(connection, slot, target.connect_timeout));
                 Ok(client)
             }
         }
     };
-    limited(target.connect_timeout + std::time::Duration::from_secs(1), where_, connect).await
+    let client = limited(target.connect_timeout + std::time::Duration::from_secs(1), where_, connect).await?;
+    connections.opened();
+    Ok(client)
+}
+
+/// Runs a connection until its client is dropped and the server has closed it
+/// ([`Socket`]), then gives its slot back. A server that never closes it keeps
+/// the slot only for `linger`.
+async fn serve(connection: impl std::future::Future, slot: Slot, linger: std::time::Duration) {
+    let closing = async {
+        connection.await;
+    };
+    let _ = tokio::time::timeout(linger, closing).await;
+    drop(slot);
 }
 
 fn describe(error: &tokio_postgres::Error) -> DbError {
@@ -103,12 +132,10 @@ fn is_concurrent_update(error: &tokio_postgres::Error) -> bool {
     }) || error.as_db_error().is_some_and(|db| db.message().contains("tuple concurrently"))
 }
 
-async fn master(target: &Target, db: &str, counters: &Counters) -> Result<Client, EngineError> {
-    let client = connect(target, &target.master_user, &target.master_password, db)
+async fn master(target: &Target, db: &str, connections: &Connections) -> Result<Client, EngineError> {
+    connect(target, &target.master_user, &target.master_password, db, connections)
         .await
-        .map_err(|source| EngineError::Connect { target: target.describe(), source })?;
-    counters.connection();
-    Ok(client)
+        .map_err(|source| EngineError::Connect { target: target.describe(), source })
 }
 
 fn failed(target: &Target, what: &str) -> impl Fn(tokio_postgres::Error) -> EngineError {
@@ -120,25 +147,27 @@ pub(crate) async fn survey(
     target: &Target,
     scope: &Scope,
     roles: &[RoleSpec],
-    counters: &Counters,
+    connections: &Connections,
 ) -> Result<Survey, EngineError> {
-    let client = master(target, "postgres", counters).await?;
-    let master_is_superuser: bool = client
-        .query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user", &[])
-        .await
-        .map_err(failed(target, "reading the master's attributes"))?
-        .get(0);
-    let mut survey = Survey { master_is_superuser, ..Survey::default() };
-    let databases = client
-        .query(
+    let client = master(target, "postgres", connections).await?;
+    let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
+    let logins: [(&(dyn ToSql + Sync), Type); 1] = [(&logins, Type::TEXT_ARRAY)];
+    // The three go out together: tokio-postgres pipelines one client's queries.
+    let (master, databases, existing) = futures::try_join!(
+        client.query_typed("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user", &[]),
+        client.query_typed(
             "SELECT datname::pg_catalog.text, pg_catalog.has_database_privilege(oid, 'CONNECT'), \
              pg_catalog.has_database_privilege(oid, 'CONNECT WITH GRANT OPTION'), \
              pg_catalog.has_database_privilege('public', oid, 'CONNECT') \
              FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
             &[],
-        )
-        .await
-        .map_err(failed(target, "listing databases"))?;
+        ),
+        client.query_typed(EXISTING_ROLES, &logins),
+    )
+    .map_err(failed(target, "surveying databases and roles"))?;
+    connections.sent(3);
+    let master_is_superuser = master.first().is_some_and(|row| row.get(0));
+    let mut survey = Survey { master_is_superuser, ..Survey::default() };
     for row in databases.iter().filter(|row| !SKIPPED_DATABASES.contains(&row.get::<_, &str>(0))) {
         let (name, enters, grants, public): (String, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
         let inside = scope.databases.covers(&name);
@@ -159,45 +188,34 @@ pub(crate) async fn survey(
             }
         }
     }
-    survey.existing = existing_roles(&client, target, roles).await?;
-    counters.sent(3);
+    survey.existing = existing.iter().map(|row| existing_role(row, roles)).collect();
     Ok(survey)
 }
 
-async fn existing_roles(client: &Client, target: &Target, roles: &[RoleSpec]) -> Result<Vec<Existing>, EngineError> {
-    let names: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
-    let rows = client
-        .query(
-            "SELECT r.rolname::pg_catalog.text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls, \
-             coalesce(r.rolvaliduntil OPERATOR(pg_catalog.<>) 'infinity', false), \
-             coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''), \
-             ARRAY(SELECT g.rolname::pg_catalog.text FROM pg_catalog.pg_auth_members m \
-                   JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
-                   WHERE m.member OPERATOR(pg_catalog.=) r.oid), \
-             ARRAY(SELECT DISTINCT d.datname::pg_catalog.text FROM pg_catalog.pg_shdepend s \
-                   JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.dbid \
-                   WHERE s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass \
-                   AND s.refobjid OPERATOR(pg_catalog.=) r.oid AND s.deptype OPERATOR(pg_catalog.=) 'o') \
-             FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) ANY($1)",
-            &[&names],
-        )
-        .await
-        .map_err(failed(target, "reading roles"))?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let user: String = row.get(0);
-            // A second login's membership of its level's role is the level's own design.
-            let level = roles.iter().find(|role| role.alternate.as_deref() == Some(user.as_str())).map(|role| &role.user);
-            let attributes = ["SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS", "VALID UNTIL"];
-            let mut escalations: Vec<Escalation> =
-                (1..=6).filter(|i| row.get::<_, bool>(i)).map(|i| Escalation::Attribute(attributes[i - 1])).collect();
-            let memberships = row.get::<_, Vec<String>>(8).into_iter().filter(|group| Some(group) != level);
-            escalations.extend(memberships.map(Escalation::MemberOf));
-            let managed = Some(row.get::<_, String>(7) == MANAGED_COMMENT);
-            Existing { user, managed, escalations, owns_in: row.get(9) }
-        })
-        .collect())
+/// The roles of `$1` that exist: attributes, comment, memberships, and the databases they own objects in.
+const EXISTING_ROLES: &str = "SELECT r.rolname::pg_catalog.text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, \
+     r.rolbypassrls, coalesce(r.rolvaliduntil OPERATOR(pg_catalog.<>) 'infinity', false), \
+     coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''), \
+     ARRAY(SELECT g.rolname::pg_catalog.text FROM pg_catalog.pg_auth_members m \
+           JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
+           WHERE m.member OPERATOR(pg_catalog.=) r.oid), \
+     ARRAY(SELECT DISTINCT d.datname::pg_catalog.text FROM pg_catalog.pg_shdepend s \
+           JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.dbid \
+           WHERE s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass \
+           AND s.refobjid OPERATOR(pg_catalog.=) r.oid AND s.deptype OPERATOR(pg_catalog.=) 'o') \
+     FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) ANY($1)";
+
+fn existing_role(row: &tokio_postgres::Row, roles: &[RoleSpec]) -> Existing {
+    let user: String = row.get(0);
+    // A second login's membership of its level's role is the level's own design.
+    let level = roles.iter().find(|role| role.alternate.as_deref() == Some(user.as_str())).map(|role| &role.user);
+    let attributes = ["SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS", "VALID UNTIL"];
+    let mut escalations: Vec<Escalation> =
+        (1..=6).filter(|i| row.get::<_, bool>(i)).map(|i| Escalation::Attribute(attributes[i - 1])).collect();
+    let memberships = row.get::<_, Vec<String>>(8).into_iter().filter(|group| Some(group) != level);
+    escalations.extend(memberships.map(Escalation::MemberOf));
+    let managed = Some(row.get::<_, String>(7) == MANAGED_COMMENT);
+    Existing { user, managed, escalations, owns_in: row.get(9) }
 }
 
 /// The statements that give a login its `verifier` (a SCRAM password; `None`
@@ -259,14 +277,18 @@ fn level_statements(role: &RoleSpec, verifier: &str, survey: &Survey) -> Vec<Str
     sql
 }
 
-pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> PerRole {
-    let client = master(target, "postgres", counters).await?;
+pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, connections: &Connections) -> PerRole {
+    let client = master(target, "postgres", connections).await?;
+    let verifiers: Vec<String> =
+        roles.iter().map(|role| postgres_protocol::password::scram_sha_256(role.password.expose_secret().as_bytes())).collect();
+    let scrub: Vec<&str> = verifiers.iter().map(String::as_str).collect();
     let mut last = Vec::new();
     for attempt in 0..ATTEMPTS {
-        match set_passwords_once(&client, roles, survey, counters).await {
-            Ok(results) => return Ok(results),
+        match set_passwords_once(&client, roles, &verifiers, survey, connections).await {
+            Ok(results) => return Ok(results.into_iter().map(|result| result.map_err(|e| e.scrubbed(&scrub))).collect()),
             Err((error, retry)) => {
                 let _ = client.batch_execute("ROLLBACK").await; // safe: only ends a failed transaction
+                let error = error.scrubbed(&scrub);
                 last = roles.iter().map(|_| Err(error.clone())).collect();
                 if !retry {
                     break;
@@ -282,44 +304,90 @@ pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &
 async fn set_passwords_once(
     client: &Client,
     roles: &[RoleSpec],
+    verifiers: &[String],
     survey: &Survey,
-    counters: &Counters,
+    connections: &Connections,
 ) -> Result<Vec<Result<(), DbError>>, (DbError, bool)> {
-    counters.sent(1);
-    client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
-    let mut results = Vec::new();
-    for role in roles {
-        let refused = role.logins().find_map(|login| {
-            let existing = survey.existing(login)?;
-            existing.escalations.iter().find(|e| e.needs_superuser()).map(|escalation| (login, escalation))
-        });
-        if let Some((login, escalation)) = refused.filter(|_| !survey.master_is_superuser) {
-            let message = format!("{login} has {escalation}, which only a superuser may remove: it is left as it is");
-            results.push(Err(DbError::permanent(message)));
-            continue;
-        }
-        let verifier = postgres_protocol::password::scram_sha_256(role.password.expose_secret().as_bytes());
-        let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
-        sql.extend(level_statements(role, &verifier, survey));
-        sql.push("RELEASE SAVEPOINT dbroles_role".into());
-        let result = run_in_savepoint(client, &sql, counters).await.map_err(|(e, retry)| (e.scrubbed(&[&verifier]), retry))?;
-        results.push(result.map_err(|e| e.scrubbed(&[&verifier])));
+    let refusals: Vec<Option<String>> = roles.iter().map(|role| refusal(role, survey)).collect();
+    let work: Vec<Vec<String>> = roles
+        .iter()
+        .zip(verifiers)
+        .zip(&refusals)
+        .map(|((role, verifier), refused)| match refused {
+            Some(_) => Vec::new(),
+            None => level_statements(role, verifier, survey),
+        })
+        .collect();
+    let ran = in_savepoints(client, &work, connections).await?;
+    Ok(refusals.into_iter().zip(ran).map(|(refused, ran)| refused.map_or(ran, |why| Err(DbError::permanent(why)))).collect())
+}
+
+/// Why a role is left as it is: one of its logins has what only a superuser may remove, and the master is none.
+fn refusal(role: &RoleSpec, survey: &Survey) -> Option<String> {
+    if survey.master_is_superuser {
+        return None;
     }
-    counters.sent(1);
-    client.batch_execute("COMMIT").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
+    role.logins().find_map(|login| {
+        let escalation = survey.existing(login)?.escalations.iter().find(|e| e.needs_superuser())?;
+        Some(format!("{login} has {escalation}, which only a superuser may remove: it is left as it is"))
+    })
+}
+
+/// Each role's statements in one transaction, a savepoint each (a role with none
+/// is left out), in one round trip. If the server refuses a statement, the
+/// transaction is rolled back and run again a round trip per role, so a role
+/// refused leaves the others: one result per role. `Err` if the transaction is
+/// lost (retry it if `true`).
+async fn in_savepoints(
+    client: &Client,
+    work: &[Vec<String>],
+    connections: &Connections,
+) -> Result<Vec<Result<(), DbError>>, (DbError, bool)> {
+    let done = || work.iter().map(|_| Ok(())).collect();
+    if work.iter().all(Vec::is_empty) {
+        return Ok(done());
+    }
+    let mut batch = vec!["BEGIN"];
+    for sql in work.iter().filter(|sql| !sql.is_empty()) {
+        batch.push("SAVEPOINT dbroles_role");
+        batch.extend(sql.iter().map(String::as_str));
+        batch.push("RELEASE SAVEPOINT dbroles_role");
+    }
+    batch.push("COMMIT");
+    connections.sent(batch.len());
+    match client.batch_execute(&batch.join(";\n")).await {
+        Ok(()) => return Ok(done()),
+        Err(error) if is_concurrent_update(&error) => return Err((describe(&error), true)),
+        Err(error) if error.as_db_error().is_none() => return Err((describe(&error), false)),
+        Err(_) => {}
+    }
+    let lost = |e: tokio_postgres::Error| (describe(&e), is_concurrent_update(&e));
+    connections.sent(2);
+    client.batch_execute("ROLLBACK; BEGIN").await.map_err(lost)?;
+    let mut results = Vec::new();
+    for sql in work {
+        results.push(if sql.is_empty() { Ok(()) } else { run_in_savepoint(client, sql, connections).await? });
+    }
+    connections.sent(1);
+    client.batch_execute("COMMIT").await.map_err(lost)?;
     Ok(results)
 }
 
-/// Runs a savepoint's statements: `Ok(Err)` if the server refused them (rolled
-/// back to the savepoint), `Err` if the transaction is lost (retry it if `true`).
-async fn run_in_savepoint(client: &Client, sql: &[String], counters: &Counters) -> Result<Result<(), DbError>, (DbError, bool)> {
-    counters.sent(sql.len());
-    match client.batch_execute(&sql.join(";\n")).await {
+/// Runs one role's statements in a savepoint: `Ok(Err)` if the server refused
+/// them (rolled back to the savepoint), `Err` if the transaction is lost (retry it if `true`).
+async fn run_in_savepoint(
+    client: &Client,
+    sql: &[String],
+    connections: &Connections,
+) -> Result<Result<(), DbError>, (DbError, bool)> {
+    connections.sent(sql.len() + 2);
+    let batch = format!("SAVEPOINT dbroles_role;\n{};\nRELEASE SAVEPOINT dbroles_role", sql.join(";\n"));
+    match client.batch_execute(&batch).await {
         Ok(()) => Ok(Ok(())),
         Err(error) if is_concurrent_update(&error) => Err((describe(&error), true)),
         Err(error) if error.as_db_error().is_none() => Err((describe(&error), false)),
         Err(error) => {
-            counters.sent(2);
+            connections.sent(2);
             client
                 .batch_execute("ROLLBACK TO SAVEPOINT dbroles_role; RELEASE SAVEPOINT dbroles_role")
                 .await
@@ -351,73 +419,81 @@ pub struct Grantable {
     pub functions: Vec<String>,
 }
 
-/// What the master may grant in one database, in the schemas `inside` covers.
-async fn grantable(client: &Client, connect: bool, inside: &Globs) -> Result<Grantable, tokio_postgres::Error> {
-    // Every function, operator, type and table is named in `pg_catalog`, as a
-    // second line of defence behind the pinned `search_path` ([`session_options`]).
-    let schemas = client
-        .query(
-            "SELECT n.nspname::pg_catalog.text, pg_catalog.has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION'), \
-             pg_catalog.has_schema_privilege(n.oid, 'CREATE WITH GRANT OPTION'), \
-             (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid \
-              AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,m,f,S}'::pg_catalog.\"char\"[]) \
-              AND NOT pg_catalog.pg_has_role(c.relowner, 'USAGE')) \
-             FROM pg_catalog.pg_namespace n \
-             WHERE NOT (n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema,pg_toast}'::pg_catalog.name[])) \
-             AND NOT (n.nspname OPERATOR(pg_catalog.~~) 'pg\\_temp\\_%'::pg_catalog.text) \
-             AND NOT (n.nspname OPERATOR(pg_catalog.~~) 'pg\\_toast\\_temp\\_%'::pg_catalog.text) ORDER BY 1",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| Schema { name: row.get(0), usage: row.get(1), create: row.get(2), foreign: row.get(3) })
-        .collect::<Vec<_>>();
-    let covered = schemas.into_iter().filter(|schema| inside.covers(&schema.name)).collect();
-    objects(client, connect, covered).await
+/// A namespace of a database's own (`n`): no system schema, no session's temporary one.
+macro_rules! user_schema {
+    () => {
+        "NOT (n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema,pg_toast}'::pg_catalog.name[])) \
+         AND NOT (n.nspname OPERATOR(pg_catalog.~~) 'pg\\_temp\\_%'::pg_catalog.text) \
+         AND NOT (n.nspname OPERATOR(pg_catalog.~~) 'pg\\_toast\\_temp\\_%'::pg_catalog.text)"
+    };
 }
 
-/// The tables, sequences and functions the master may grant in `schemas`.
-async fn objects(client: &Client, connect: bool, schemas: Vec<Schema>) -> Result<Grantable, tokio_postgres::Error> {
-    let usable: Vec<&str> = schemas.iter().filter(|s| s.usage).map(|s| s.name.as_str()).collect();
-    if usable.is_empty() {
-        return Ok(Grantable { connect, schemas, tables: Vec::new(), sequences: Vec::new(), functions: Vec::new() });
-    }
-    // The relations the master may grant on: those of roles whose rights it holds
-    // (its own), named schema-qualified and quoted whatever the path.
-    let relations = client
-        .query(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind OPERATOR(pg_catalog.=) 'S' \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-             WHERE n.nspname::pg_catalog.text OPERATOR(pg_catalog.=) ANY($1) \
-             AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,m,f,S}'::pg_catalog.\"char\"[]) \
-             AND pg_catalog.pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
-            &[&usable],
-        )
-        .await?;
-    let (sequences, tables): (Vec<_>, Vec<_>) = relations.iter().partition(|row| row.get::<_, bool>(1));
-    let name = |row: &&tokio_postgres::Row| row.get::<_, String>(0);
-    // Functions of no extension, that run as their caller (a SECURITY DEFINER
-    // function would lend its owner's rights), that only those granted may execute.
-    // `regprocedure` prints them schema-qualified under the pinned path.
-    let functions = client
-        .query(
-            "SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text \
-             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
-             WHERE n.nspname::pg_catalog.text OPERATOR(pg_catalog.=) ANY($1) \
-             AND p.prokind OPERATOR(pg_catalog.=) ANY ('{f,p}'::pg_catalog.\"char\"[]) AND NOT p.prosecdef \
-             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                 WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
-                 AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e') \
-             AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE WITH GRANT OPTION') \
-             AND NOT pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1",
-            &[&usable],
-        )
-        .await?
+/// The schemas, and what the master may grant on each.
+const SCHEMAS: &str = concat!(
+    "SELECT n.nspname::pg_catalog.text, pg_catalog.has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION'), \
+     pg_catalog.has_schema_privilege(n.oid, 'CREATE WITH GRANT OPTION'), \
+     (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid \
+      AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,m,f,S}'::pg_catalog.\"char\"[]) \
+      AND NOT pg_catalog.pg_has_role(c.relowner, 'USAGE')) \
+     FROM pg_catalog.pg_namespace n WHERE ",
+    user_schema!(),
+    " ORDER BY 1"
+);
+
+/// The relations the master may grant on: in schemas it may grant USAGE on, of
+/// roles whose rights it holds (its own), named schema-qualified and quoted whatever the path.
+const RELATIONS: &str = concat!(
+    "SELECT n.nspname::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind OPERATOR(pg_catalog.=) 'S' \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+     WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,m,f,S}'::pg_catalog.\"char\"[]) \
+     AND pg_catalog.pg_has_role(c.relowner, 'USAGE') \
+     AND pg_catalog.has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION') AND ",
+    user_schema!(),
+    " ORDER BY 2"
+);
+
+/// Functions of no extension, that run as their caller (a SECURITY DEFINER
+/// function would lend its owner's rights), that only those granted may execute,
+/// in schemas the master may grant USAGE on. `regprocedure` prints them
+/// schema-qualified under the pinned path. The schemas are narrowed first (`OFFSET
+/// 0` keeps the planner from merging the two), so the privilege checks run on the
+/// database's own functions, not on the thousands of `pg_catalog`.
+const FUNCTIONS: &str = concat!(
+    "SELECT f.nsp, f.oid::pg_catalog.regprocedure::pg_catalog.text FROM ( \
+       SELECT n.nspname::pg_catalog.text AS nsp, p.oid FROM pg_catalog.pg_proc p \
+       JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+       WHERE p.prokind OPERATOR(pg_catalog.=) ANY ('{f,p}'::pg_catalog.\"char\"[]) AND NOT p.prosecdef \
+       AND pg_catalog.has_schema_privilege(n.oid, 'USAGE WITH GRANT OPTION') AND ",
+    user_schema!(),
+    " OFFSET 0) f \
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
+         AND d.objid OPERATOR(pg_catalog.=) f.oid AND d.deptype OPERATOR(pg_catalog.=) 'e') \
+     AND pg_catalog.has_function_privilege(f.oid, 'EXECUTE WITH GRANT OPTION') \
+     AND NOT pg_catalog.has_function_privilege('public', f.oid, 'EXECUTE') ORDER BY 2"
+);
+
+/// What the master may grant in one database, in the schemas `inside` covers.
+/// Every function, operator, type and table is named in `pg_catalog`, as a
+/// second line of defence behind the pinned `search_path` ([`session_options`]).
+/// The three queries go out together, and the scope is applied here.
+async fn grantable(client: &Client, connect: bool, inside: &Globs) -> Result<Grantable, tokio_postgres::Error> {
+    let (schemas, relations, functions) = futures::try_join!(
+        client.query_typed(SCHEMAS, &[]),
+        client.query_typed(RELATIONS, &[]),
+        client.query_typed(FUNCTIONS, &[])
+    )?;
+    let schemas: Vec<Schema> = schemas
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| Schema { name: row.get(0), usage: row.get(1), create: row.get(2), foreign: row.get(3) })
+        .filter(|schema| inside.covers(&schema.name))
         .collect();
-    let tables = tables.iter().map(name).collect();
-    let sequences = sequences.iter().map(name).collect();
+    let usable: HashSet<&str> = schemas.iter().filter(|s| s.usage).map(|s| s.name.as_str()).collect();
+    let covered = |row: &&tokio_postgres::Row| usable.contains(row.get::<_, &str>(0));
+    let (sequences, tables): (Vec<_>, Vec<_>) = relations.iter().filter(covered).partition(|row| row.get::<_, bool>(2));
+    let name = |row: &tokio_postgres::Row| row.get::<_, String>(1);
+    let (tables, sequences) = (tables.into_iter().map(name).collect(), sequences.into_iter().map(name).collect());
+    let functions = functions.iter().filter(covered).map(name).collect();
     Ok(Grantable { connect, schemas, tables, sequences, functions })
 }
 
@@ -442,14 +518,15 @@ pub(crate) async fn grant(
     scope: &Scope,
     roles: &[RoleSpec],
     survey: &Survey,
-    counters: &Counters,
+    connections: &Connections,
 ) -> Vec<Grants> {
     let nothing = Globs::nothing();
     let databases = visited(scope, survey, &nothing);
     // The futures are collected first, so no closure is held across an await and
     // the whole future stays `Send` for any lifetime (a spawned task can await it).
-    let pending: Vec<_> = databases.map(|(db, schemas)| grant_database(target, db, schemas, roles, survey, counters)).collect();
-    let per_database: Vec<Vec<Grants>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
+    let pending: Vec<_> =
+        databases.map(|(db, schemas)| grant_database(target, db, schemas, roles, survey, connections)).collect();
+    let per_database: Vec<Vec<Grants>> = stream::iter(pending).buffered(target.max_connections.max(1)).collect().await;
     let mut grants: Vec<Grants> = roles.iter().map(|_| Grants::default()).collect();
     for (db, results) in survey.databases.iter().chain(&survey.outside).zip(per_database) {
         for (role, result) in grants.iter_mut().zip(results) {
@@ -488,17 +565,16 @@ async fn grant_database(
     schemas: &Globs,
     roles: &[RoleSpec],
     survey: &Survey,
-    counters: &Counters,
+    connections: &Connections,
 ) -> Vec<Grants> {
     let all_failed = |error: DbError| Grants::failed_for_each(roles, error);
-    let client = match connect(target, &target.master_user, &target.master_password, db).await {
+    let client = match connect(target, &target.master_user, &target.master_password, db, connections).await {
         Ok(client) => client,
         Err(error) => return all_failed(error),
     };
-    counters.connection();
     let mut last = Vec::new();
     for attempt in 0..ATTEMPTS {
-        match grant_database_once(&client, target, db, schemas, roles, survey, counters).await {
+        match grant_database_once(&client, target, db, schemas, roles, survey, connections).await {
             Ok(results) => return results,
             Err((error, retry)) => {
                 let _ = client.batch_execute("ROLLBACK").await; // safe: only ends a failed transaction
@@ -520,31 +596,28 @@ async fn grant_database_once(
     schemas: &Globs,
     roles: &[RoleSpec],
     survey: &Survey,
-    counters: &Counters,
+    connections: &Connections,
 ) -> Result<Vec<Grants>, (DbError, bool)> {
-    let (found, held) = read_database(client, db, schemas, roles, survey, counters)
+    let (found, held) = read_database(client, db, schemas, roles, survey, connections)
         .await
         .map_err(|e| (describe(&e).context("reading privileges"), is_concurrent_update(&e)))?;
     let place = place(target, db, schemas, roles, survey);
-    counters.sent(1);
-    client.batch_execute("BEGIN").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
-    let mut results = Vec::new();
-    for role in roles {
-        let difference = acl::difference(&place, &found, role, &held);
-        let mut sql = vec!["SAVEPOINT dbroles_role".to_string()];
-        sql.extend(reassignments(db, role, survey));
-        // Only the difference: on a server where nothing changed, nothing.
-        sql.extend(difference.revokes);
-        sql.extend(difference.grants);
-        sql.push("RELEASE SAVEPOINT dbroles_role".into());
-        let result = run_in_savepoint(client, &sql, counters).await?;
+    let differences: Vec<acl::Difference> = roles.iter().map(|role| acl::difference(&place, &found, role, &held)).collect();
+    // Only the difference: on a server where nothing changed, nothing.
+    let work: Vec<Vec<String>> = roles
+        .iter()
+        .zip(&differences)
+        .map(|(role, difference)| {
+            let revokes_then_grants = difference.revokes.iter().chain(&difference.grants).cloned();
+            reassignments(db, role, survey).into_iter().chain(revokes_then_grants).collect()
+        })
+        .collect();
+    let ran = in_savepoints(client, &work, connections).await?;
+    let results = roles.iter().zip(differences).zip(ran).map(|((role, difference), result)| {
         let skipped = if place.whole { Vec::new() } else { not_granted(db, &found, role.level) };
-        let failed = result.err().into_iter().collect();
-        results.push(Grants { failed, skipped, not_revocable: difference.not_revocable });
-    }
-    counters.sent(1);
-    client.batch_execute("COMMIT").await.map_err(|e| (describe(&e), is_concurrent_update(&e)))?;
-    Ok(results)
+        Grants { failed: result.err().into_iter().collect(), skipped, not_revocable: difference.not_revocable }
+    });
+    Ok(results.collect())
 }
 
 /// Where the roles stand in `db`: inside the scope (its schemas `schemas`) or wholly outside it.
@@ -561,24 +634,30 @@ async fn read_database(
     schemas: &Globs,
     roles: &[RoleSpec],
     survey: &Survey,
-    counters: &Counters,
+    connections: &Connections,
 ) -> Result<(Grantable, Vec<acl::Held>), tokio_postgres::Error> {
     let connect = survey.grant_connect.iter().any(|name| name == db);
     let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
     // Both at once: tokio-postgres pipelines the queries of one client.
     let (found, held) = futures::try_join!(grantable(client, connect, schemas), acl::held(client, &logins))?;
-    counters.sent(4);
+    connections.sent(4);
     Ok((found, held))
 }
 
 /// What a run would change on each role, and what the master may not: the
 /// roles themselves, then every database of the scope and outside it. Changes nothing.
-pub(crate) async fn plan(target: &Target, scope: &Scope, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Drift> {
+pub(crate) async fn plan(
+    target: &Target,
+    scope: &Scope,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    connections: &Connections,
+) -> Vec<Drift> {
     let nothing = Globs::nothing();
     let pending: Vec<_> = visited(scope, survey, &nothing)
-        .map(|(db, schemas)| plan_database(target, db, schemas, roles, survey, counters))
+        .map(|(db, schemas)| plan_database(target, db, schemas, roles, survey, connections))
         .collect();
-    let per_database: Vec<Vec<Findings>> = stream::iter(pending).buffered(target.concurrency.max(1)).collect().await;
+    let per_database: Vec<Vec<Findings>> = stream::iter(pending).buffered(target.max_connections.max(1)).collect().await;
     let mut found: Vec<Findings> = roles.iter().map(|role| drift::role_changes(role, survey)).collect();
     for results in per_database {
         found.iter_mut().zip(results).for_each(|(found, more)| found.add(more));
@@ -592,18 +671,17 @@ async fn plan_database(
     schemas: &Globs,
     roles: &[RoleSpec],
     survey: &Survey,
-    counters: &Counters,
+    connections: &Connections,
 ) -> Vec<Findings> {
     let unread = |why: String| {
         let failed = || vec![format!("database {db} could not be read: {why}")];
         roles.iter().map(|_| Findings { failed: failed(), ..Findings::default() }).collect()
     };
-    let client = match connect(target, &target.master_user, &target.master_password, db).await {
+    let client = match connect(target, &target.master_user, &target.master_password, db, connections).await {
         Ok(client) => client,
         Err(error) => return unread(error.message),
     };
-    counters.connection();
-    let (found, held) = match read_database(&client, db, schemas, roles, survey, counters).await {
+    let (found, held) = match read_database(&client, db, schemas, roles, survey, connections).await {
         Ok(read) => read,
         Err(error) => return unread(describe(&error).message),
     };
@@ -626,42 +704,82 @@ async fn plan_database(
 /// master made a member (`REASSIGN OWNED` and `DROP OWNED` need the role's
 /// rights; on 16+ the ADMIN option a CREATEROLE master has on the roles it made
 /// allows the grant), their sessions ended (`pg_signal_backend`, which RDS gives
-/// `rds_superuser`), then in each database the master enters what they own given
-/// to the master and what they were granted revoked, and last `DROP ROLE`.
-pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey, counters: &Counters) -> Vec<Retirement> {
+/// `rds_superuser`), then in each database the master enters (several at once)
+/// what they own given to the master and what they were granted revoked, and
+/// last `DROP ROLE`. No connection is held while the databases are visited.
+pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey, connections: &Connections) -> Vec<Retirement> {
     let mut retirements: Vec<Retirement> = roles.iter().map(|_| Retirement::default()).collect();
-    let client = match master(target, "postgres", counters).await {
-        Ok(client) => client,
-        Err(error) => return Retirement::stopped_for_each(roles, error.to_string()),
-    };
-    for (role, retirement) in roles.iter().zip(&mut retirements) {
-        for login in role.found(survey) {
-            let user = quote_ident(login);
-            counters.sent(2);
-            if let Err(error) = execute(&client, &format!("ALTER ROLE {user} NOLOGIN; GRANT {user} TO CURRENT_USER")).await {
-                retirement.remains.push(format!("{login} (the master may not act for it: {})", describe(&error).message));
+    match master(target, "postgres", connections).await {
+        Ok(client) => {
+            for (role, retirement) in roles.iter().zip(&mut retirements) {
+                for login in role.found(survey) {
+                    let user = quote_ident(login);
+                    connections.sent(2);
+                    let sql = format!("ALTER ROLE {user} NOLOGIN; GRANT {user} TO CURRENT_USER");
+                    if let Err(error) = execute(&client, &sql).await {
+                        let why = describe(&error).message;
+                        retirement.remains.push(format!("{login} (the master may not act for it: {why})"));
+                    }
+                }
             }
+            end_sessions(&client, roles, survey, &mut retirements, connections).await;
         }
+        Err(error) => return Retirement::stopped_for_each(roles, error.to_string()),
     }
-    end_sessions(&client, roles, survey, &mut retirements, counters).await;
-    for db in &survey.databases {
-        disown(target, db, roles, survey, &mut retirements, counters).await;
+    let disowning: Vec<_> = roles
+        .iter()
+        .zip(&retirements)
+        .map(|(role, retirement)| match retirement.remains.is_empty() {
+            true => role.found(survey).map(quote_ident).collect(),
+            false => Vec::new(),
+        })
+        .collect();
+    let pending: Vec<_> = survey.databases.iter().map(|db| disown(target, db, &disowning, connections)).collect();
+    let per_database: Vec<Vec<Option<String>>> = stream::iter(pending).buffered(target.max_connections.max(1)).collect().await;
+    for left in per_database {
+        retirements.iter_mut().zip(left).for_each(|(retirement, left)| retirement.remains.extend(left));
     }
-    for (role, retirement) in roles.iter().zip(&mut retirements).filter(|(_, retirement)| retirement.remains.is_empty()) {
+    drop_logins(target, roles, survey, &mut retirements, connections).await;
+    retirements
+}
+
+/// `DROP ROLE` for each login of the roles nothing is left of.
+async fn drop_logins(
+    target: &Target,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    retirements: &mut [Retirement],
+    connections: &Connections,
+) {
+    let dropping: Vec<(&RoleSpec, &mut Retirement)> =
+        roles.iter().zip(retirements).filter(|(_, retirement)| retirement.remains.is_empty()).collect();
+    if dropping.is_empty() {
+        return;
+    }
+    let client = match master(target, "postgres", connections).await {
+        Ok(client) => client,
+        Err(error) => return dropping.into_iter().for_each(|(_, retirement)| retirement.remains.push(error.to_string())),
+    };
+    for (role, retirement) in dropping {
         for login in role.found(survey) {
-            counters.sent(1);
+            connections.sent(1);
             if let Err(error) = execute(&client, &format!("DROP ROLE {}", quote_ident(login))).await {
                 retirement.remains.push(format!("{login} ({})", describe(&error).message));
             }
         }
     }
-    retirements
 }
 
 /// Ends every session of the roles' logins (also those that logged in before NOLOGIN).
-async fn end_sessions(client: &Client, roles: &[RoleSpec], survey: &Survey, retirements: &mut [Retirement], counters: &Counters) {
+async fn end_sessions(
+    client: &Client,
+    roles: &[RoleSpec],
+    survey: &Survey,
+    retirements: &mut [Retirement],
+    connections: &Connections,
+) {
     let logins: Vec<&str> = roles.iter().flat_map(|role| role.found(survey)).collect();
-    counters.sent(1);
+    connections.sent(1);
     let ended = client
         .query(
             "SELECT usename::pg_catalog.text, pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
@@ -687,35 +805,28 @@ async fn end_sessions(client: &Client, roles: &[RoleSpec], survey: &Survey, reti
     }
 }
 
-/// In one database: what the roles' logins own goes to the master (a table `ddl`
-/// made keeps its rows), and what they were granted, default privileges included, is revoked.
-async fn disown(
-    target: &Target,
-    db: &str,
-    roles: &[RoleSpec],
-    survey: &Survey,
-    retirements: &mut [Retirement],
-    counters: &Counters,
-) {
-    let client = match connect(target, &target.master_user, &target.master_password, db).await {
+/// In one database: what each role's `logins` (quoted) own goes to the master
+/// (a table `ddl` made keeps its rows), and what they were granted, default
+/// privileges included, is revoked. Per role, what is left of it there.
+async fn disown(target: &Target, db: &str, logins: &[Vec<String>], connections: &Connections) -> Vec<Option<String>> {
+    if logins.iter().all(Vec::is_empty) {
+        return logins.iter().map(|_| None).collect();
+    }
+    let client = match connect(target, &target.master_user, &target.master_password, db, connections).await {
         Ok(client) => client,
-        Err(error) => {
-            retirements.iter_mut().for_each(|retirement| retirement.remains.push(format!("database {db}: {}", error.message)));
-            return;
-        }
+        Err(error) => return logins.iter().map(|_| Some(format!("database {db}: {}", error.message))).collect(),
     };
-    counters.connection();
-    for (role, retirement) in roles.iter().zip(retirements.iter_mut()).filter(|(_, retirement)| retirement.remains.is_empty()) {
-        let logins: Vec<String> = role.found(survey).map(quote_ident).collect();
+    let mut left = Vec::new();
+    for logins in logins {
         if logins.is_empty() {
+            left.push(None);
             continue;
         }
         let sql = format!("REASSIGN OWNED BY {0} TO CURRENT_USER; DROP OWNED BY {0}", logins.join(", "));
-        counters.sent(2);
-        if let Err(error) = execute(&client, &sql).await {
-            retirement.remains.push(format!("database {db}: {}", describe(&error).message));
-        }
+        connections.sent(2);
+        left.push(execute(&client, &sql).await.err().map(|error| format!("database {db}: {}", describe(&error).message)));
     }
+    left
 }
 
 /// Runs statements that may be run again, again when they hit a concurrent
@@ -732,8 +843,13 @@ async fn execute(client: &Client, sql: &str) -> Result<(), tokio_postgres::Error
     client.batch_execute(sql).await
 }
 
-pub async fn check_login(target: &Target, user: &str, password: &SecretString) -> Result<(), DbError> {
-    let client = connect(target, user, password, "postgres").await?;
+pub(crate) async fn check_login(
+    target: &Target,
+    user: &str,
+    password: &SecretString,
+    connections: &Connections,
+) -> Result<(), DbError> {
+    let client = connect(target, user, password, "postgres", connections).await?;
     client.simple_query("SELECT 1").await.map_err(|e| describe(&e))?;
     Ok(())
 }

@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::job::Phase;
 use super::request::{
-    validate_name, validate_security_group, AwsRequest, CreateJobRequest, InstanceArn, Invalid, JobStep, Mode, Rotation,
-    SecurityGroupRequest, Validated, VaultPath, VaultRequest,
+    connection_bound, validate_max_db_connections, validate_name, validate_security_group, AwsRequest, CreateJobRequest,
+    InstanceArn, Invalid, JobStep, Mode, Rotation, SecurityGroupRequest, Validated, VaultPath, VaultRequest,
 };
 use super::scope::Scope;
 use super::Timestamp;
@@ -87,6 +87,9 @@ pub struct FleetAwsOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable)]
     pub rotation: Option<Rotation>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "connection_bound")]
+    #[schema(nullable, minimum = 1, maximum = 32)]
+    pub max_db_connections: Option<u32>,
 }
 
 impl FleetAwsOptions {
@@ -98,6 +101,7 @@ impl FleetAwsOptions {
             allow_master_password_reset: self.allow_master_password_reset,
             adopt_existing_roles: self.adopt_existing_roles,
             rotation: self.rotation,
+            max_db_connections: self.max_db_connections,
         }
     }
 }
@@ -184,6 +188,7 @@ impl Validated for CreateFleetJobRequest {
             VaultPath::parse(&vault.secret_id)?;
         }
         validate_security_group(self.aws.default_security_group.as_ref())?;
+        validate_max_db_connections(self.aws.max_db_connections)?;
         self.scope.validate()?;
         if !(1..=1000).contains(&self.max_concurrency) {
             return Err(Invalid("max_concurrency: must be 1 to 1000".into()));

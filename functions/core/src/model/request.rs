@@ -60,6 +60,30 @@ pub struct AwsRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable)]
     pub rotation: Option<Rotation>,
+    /// Added by dbroles: the most connections the job opens to the database
+    /// server at once, its login checks included; also how many databases it
+    /// provisions at once. Absent: the deployment's (`MaxDbConnections`, 4 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "connection_bound")]
+    #[schema(nullable, minimum = 1, maximum = 32)]
+    pub max_db_connections: Option<u32>,
+}
+
+/// The largest `max_db_connections` a job or a deployment may ask for.
+pub const MAX_DB_CONNECTIONS: u32 = 32;
+
+/// A whole number of connections (also written `4.0`), or none; its range is checked by [`validate_max_db_connections`].
+pub fn connection_bound<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    Ok(whole_number(deserializer)?.map(|number| u32::try_from(number).unwrap_or(0)))
+}
+
+/// `aws.max_db_connections`: 1 to [`MAX_DB_CONNECTIONS`].
+pub fn validate_max_db_connections(bound: Option<u32>) -> Result<(), Invalid> {
+    match bound {
+        Some(bound) if !(1..=MAX_DB_CONNECTIONS).contains(&bound) => {
+            Err(invalid(format!("aws.max_db_connections: must be 1 to {MAX_DB_CONNECTIONS}, not {bound}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A request's enum from its name in the JSON (`alternating`, `revoke`), as a
@@ -189,6 +213,7 @@ impl Validated for CreateJobRequest {
     fn validate(&self) -> Result<(), Invalid> {
         self.aws.instance_arn.parse::<InstanceArn>().map_err(|e| invalid(format!("aws.instance_arn: {e}")))?;
         validate_security_group(self.aws.default_security_group.as_ref())?;
+        validate_max_db_connections(self.aws.max_db_connections)?;
         validate_name("connection_prefix_name", &self.connection_prefix_name, 64)?;
         if let Some(vault) = &self.vault_provider {
             VaultPath::parse(&vault.secret_id)?;

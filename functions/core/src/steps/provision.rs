@@ -23,6 +23,7 @@ pub(super) async fn run(deps: &Deps, state: State) -> Result<State, StepError> {
         rotation: deps.settings.rotation_of(request),
         mode: request.mode,
         scope: &request.scope,
+        max_connections: Some(deps.settings.max_db_connections_of(request)),
     };
     let (inventory, settings) = (deps.inventory.as_ref(), &deps.settings);
     let mut results =
