@@ -333,6 +333,8 @@ struct Prior {
     stored: Option<RoleCredentials>,
 }
 
+/// Reads what the store holds for `role`, after promoting a password a run cut
+/// short had staged, if it logs in. Changes nothing in the database.
 async fn prior(
     session: &engine::Session,
     secrets: &dyn SecretStore,
