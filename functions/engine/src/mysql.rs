@@ -186,6 +186,7 @@ pub(crate) async fn survey(
         let context = format!("{what} on {}", target.describe());
         move |e: mysql_async::Error| EngineError::Failed(DbError::from_mysql(&e).context(&context))
     };
+    connections.sent(1);
     let (databases, outside): (Vec<String>, Vec<String>) = conn
         .query::<String, _>("SELECT schema_name FROM information_schema.schemata ORDER BY schema_name")
         .await
@@ -194,11 +195,13 @@ pub(crate) async fn survey(
         .filter(|name| !SYSTEM_SCHEMAS.contains(&name.to_ascii_lowercase().as_str()))
         .partition(|name| scope.databases.covers(name));
     let logins: Vec<&str> = roles.iter().flat_map(RoleSpec::logins).collect();
+    connections.sent(1);
     let found: Vec<String> = conn
         .exec(format!("SELECT user FROM mysql.user WHERE host = '%' AND user IN ({})", marks(logins.len())), logins.clone())
         .await
         .map_err(failed("reading users"))?;
     let grantees: Vec<String> = logins.iter().map(|login| account(login)).collect();
+    connections.sent(1);
     let privileges: Vec<(String, String, String)> = conn
         .exec(
             format!(
@@ -209,7 +212,6 @@ pub(crate) async fn survey(
         )
         .await
         .map_err(failed("reading global privileges"))?;
-    connections.sent(3);
     conn.close().await;
     let existing = logins.iter().filter(|login| found.iter().any(|user| user == *login)).map(|login| {
         let grantee = account(login);
@@ -308,15 +310,27 @@ async fn statements(
     survey: &Survey,
     connections: &Connections,
 ) -> Result<Vec<Vec<String>>, DbError> {
-    let routines = invoker_routines(conn, survey, connections).await.map_err(|e| e.context("listing routines"))?;
     let logins: Vec<&str> = roles.iter().flat_map(|role| role.present(survey)).collect();
-    let held = held(conn, &logins, connections).await.map_err(|e| e.context("reading privileges"))?;
+    let (routines, held) = read(conn, survey, &logins, connections).await?;
     let of = |login: &str| held.get(login).map(Vec::as_slice).unwrap_or_default();
     let work = roles.iter().map(|role| {
         let differences = role.present(survey).map(|login| difference(role, login, survey, &routines, of(login)));
         differences.flat_map(|difference| difference.revokes.into_iter().chain(difference.grants)).collect()
     });
     Ok(work.collect())
+}
+
+/// What a run and a plan read: the `SQL SECURITY INVOKER` routines of the
+/// survey's databases, and what each of `logins` holds.
+async fn read(
+    conn: &mut Conn,
+    survey: &Survey,
+    logins: &[&str],
+    connections: &Connections,
+) -> Result<(Vec<Routine>, HashMap<String, Vec<Held>>), DbError> {
+    let routines = invoker_routines(conn, survey, connections).await.map_err(|e| e.context("listing routines"))?;
+    let held = held(conn, logins, connections).await.map_err(|e| e.context("reading privileges"))?;
+    Ok((routines, held))
 }
 
 /// What a run would change on each role, from the same reads a run makes. Changes nothing.
@@ -330,11 +344,9 @@ pub(crate) async fn plan(target: &Target, roles: &[RoleSpec], survey: &Survey, c
     let logins: Vec<&str> = per_role.concat();
     let reads = async {
         let mut conn = master(target, connections).await.map_err(|error| error.to_string())?;
-        let routines =
-            invoker_routines(&mut conn, survey, connections).await.map_err(|e| e.context("listing routines").message)?;
-        let held = held(&mut conn, &logins, connections).await.map_err(|e| e.context("reading privileges").message)?;
+        let read = read(&mut conn, survey, &logins, connections).await.map_err(|error| error.message)?;
         conn.close().await;
-        Ok::<_, String>((routines, held))
+        Ok::<_, String>(read)
     };
     match reads.await {
         Ok((routines, held)) => {
@@ -433,7 +445,7 @@ async fn held(conn: &mut Conn, logins: &[&str], connections: &Connections) -> Re
     let grantees: Vec<String> = logins.iter().map(|login| account(login)).collect();
     let login_of: HashMap<&str, &str> = grantees.iter().map(String::as_str).zip(logins.iter().copied()).collect();
     let marks = marks(logins.len());
-    connections.sent(2);
+    connections.sent(1);
     let rows: Vec<(String, String, String, String, String, String, String)> = conn
         .exec(
             format!(
@@ -458,6 +470,7 @@ async fn held(conn: &mut Conn, logins: &[&str], connections: &Connections) -> Re
         };
         held.entry(login.to_string()).or_default().push(Held { on, privilege, grant_option: grantable == "YES" });
     }
+    connections.sent(1);
     let routines: Vec<(String, String, String, String, String)> = conn
         .exec(
             format!("SELECT user, db, routine_name, routine_type, proc_priv FROM mysql.procs_priv WHERE host = '%' AND user IN ({marks})"),

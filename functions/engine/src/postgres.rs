@@ -112,10 +112,7 @@ pub(crate) async fn connect(
 /// ([`Socket`]), then gives its slot back. A server that never closes it keeps
 /// the slot only for `linger`.
 async fn serve(connection: impl std::future::Future, slot: Slot, linger: std::time::Duration) {
-    let closing = async {
-        connection.await;
-    };
-    let _ = tokio::time::timeout(linger, closing).await;
+    let _ = tokio::time::timeout(linger, connection).await;
     drop(slot);
 }
 
@@ -526,7 +523,7 @@ pub(crate) async fn grant(
     // the whole future stays `Send` for any lifetime (a spawned task can await it).
     let pending: Vec<_> =
         databases.map(|(db, schemas)| grant_database(target, db, schemas, roles, survey, connections)).collect();
-    let per_database: Vec<Vec<Grants>> = stream::iter(pending).buffered(target.max_connections.max(1)).collect().await;
+    let per_database: Vec<Vec<Grants>> = each_database(target, pending).await;
     let mut grants: Vec<Grants> = roles.iter().map(|_| Grants::default()).collect();
     for (db, results) in survey.databases.iter().chain(&survey.outside).zip(per_database) {
         for (role, result) in grants.iter_mut().zip(results) {
@@ -539,6 +536,11 @@ pub(crate) async fn grant(
         role.skipped.splice(0..0, survey.skipped.iter().cloned());
     }
     grants
+}
+
+/// The work of each database, as many at once as the bound allows, in their order.
+async fn each_database<F: std::future::Future>(target: &Target, pending: Vec<F>) -> Vec<F::Output> {
+    stream::iter(pending).buffered(target.max_connections.max(1)).collect().await
 }
 
 /// Every database a run visits, with the schemas it covers there: the scope's,
@@ -657,7 +659,7 @@ pub(crate) async fn plan(
     let pending: Vec<_> = visited(scope, survey, &nothing)
         .map(|(db, schemas)| plan_database(target, db, schemas, roles, survey, connections))
         .collect();
-    let per_database: Vec<Vec<Findings>> = stream::iter(pending).buffered(target.max_connections.max(1)).collect().await;
+    let per_database: Vec<Vec<Findings>> = each_database(target, pending).await;
     let mut found: Vec<Findings> = roles.iter().map(|role| drift::role_changes(role, survey)).collect();
     for results in per_database {
         found.iter_mut().zip(results).for_each(|(found, more)| found.add(more));
@@ -735,7 +737,7 @@ pub(crate) async fn revoke(target: &Target, roles: &[RoleSpec], survey: &Survey,
         })
         .collect();
     let pending: Vec<_> = survey.databases.iter().map(|db| disown(target, db, &disowning, connections)).collect();
-    let per_database: Vec<Vec<Option<String>>> = stream::iter(pending).buffered(target.max_connections.max(1)).collect().await;
+    let per_database: Vec<Vec<Option<String>>> = each_database(target, pending).await;
     for left in per_database {
         retirements.iter_mut().zip(left).for_each(|(retirement, left)| retirement.remains.extend(left));
     }
@@ -753,7 +755,8 @@ async fn drop_logins(
 ) {
     let dropping: Vec<(&RoleSpec, &mut Retirement)> =
         roles.iter().zip(retirements).filter(|(_, retirement)| retirement.remains.is_empty()).collect();
-    if dropping.is_empty() {
+    // Logins that never existed need no session.
+    if dropping.iter().all(|(role, _)| role.found(survey).next().is_none()) {
         return;
     }
     let client = match master(target, "postgres", connections).await {
