@@ -19,6 +19,9 @@ use mysql_async::prelude::Queryable;
 use secrecy::ExposeSecret;
 
 /// An administrator's session that counts the master's and the roles' sessions open on the server.
+/// MariaDB closes a session's socket before it forgets the thread, so a session
+/// dbroles has ended (it kills its own, and waits for the server to close it)
+/// may still be listed a moment longer, marked `Killed`: those are not counted.
 enum Sessions {
     Postgres(tokio_postgres::Client),
     MariaDb(mysql_async::Conn, String),
@@ -49,7 +52,8 @@ impl Sessions {
             }
             Sessions::MariaDb(root, roles) => root
                 .exec_first(
-                    "SELECT count(*) FROM information_schema.processlist WHERE user = 'master' OR user LIKE ?",
+                    "SELECT count(*) FROM information_schema.processlist \
+                     WHERE (user = 'master' OR user LIKE ?) AND command <> 'Killed'",
                     (roles.as_str(),),
                 )
                 .await

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
@@ -64,17 +65,19 @@ fn account(user: &str) -> String {
     format!("{}@'%'", quote_literal(user))
 }
 
-/// A connection, holding its slot among the session's until it has closed.
+/// A connection, holding its slot among the session's until the server has closed it.
 pub(crate) struct Connection {
     conn: Option<Conn>,
     slot: Option<Slot>,
+    /// How long the server may take to close the session.
+    closing: Duration,
 }
 
 impl Connection {
-    /// Says goodbye, then gives the slot back.
+    /// Ends the session, then gives the slot back.
     async fn close(mut self) {
         if let Some(conn) = self.conn.take() {
-            let _ = conn.disconnect().await; // safe: a failed goodbye changes nothing
+            end(conn, self.closing).await;
         }
     }
 }
@@ -97,12 +100,31 @@ impl Drop for Connection {
     /// One left open (a failure returned early) is closed in the background, and keeps its slot until then.
     fn drop(&mut self) {
         let (Some(conn), Ok(runtime)) = (self.conn.take(), tokio::runtime::Handle::try_current()) else { return };
-        let slot = self.slot.take();
+        let (slot, closing) = (self.slot.take(), self.closing);
         runtime.spawn(async move {
-            let _ = conn.disconnect().await;
+            end(conn, closing).await;
             drop(slot);
         });
     }
+}
+
+/// Ends a session, and returns once the server has closed its end of it.
+///
+/// The server answers nothing to a goodbye (`COM_QUIT`), so a client that says
+/// one cannot tell when the server has let the session go, and the server
+/// still counts it until then. So the session ends itself: the server closes
+/// its end after `KILL CONNECTION_ID()`, and the ping that follows fails only
+/// once it has. (The server lists the session, marked `Killed`, a moment
+/// longer: it closes the socket before it forgets the thread.) A server that
+/// refuses the kill answers the ping, and gets the goodbye.
+async fn end(mut conn: Conn, closing: Duration) {
+    let ended = async {
+        let _ = conn.query_drop("KILL CONNECTION_ID()").await; // safe: the ping tells whether it took
+        if conn.ping().await.is_ok() {
+            let _ = conn.disconnect().await; // safe: a failed goodbye changes nothing
+        }
+    };
+    let _ = tokio::time::timeout(closing, ended).await; // safe: a server that does not close in time is left to its timeout
 }
 
 /// Connects once fewer than the bound are open; the message names the host and user, never the password.
@@ -136,7 +158,7 @@ pub(crate) async fn connect(
     let connect = async { Conn::new(opts).await.map_err(|e| DbError::from_mysql(&e).context(where_())) };
     let conn = limited(target.connect_timeout, where_, connect).await?;
     connections.opened();
-    Ok(Connection { conn: Some(conn), slot: Some(slot) })
+    Ok(Connection { conn: Some(conn), slot: Some(slot), closing: target.connect_timeout })
 }
 
 async fn run(conn: &mut Conn, target: &Target, sql: &[String], connections: &Connections) -> Result<(), DbError> {
