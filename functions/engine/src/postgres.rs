@@ -275,9 +275,8 @@ fn level_statements(role: &RoleSpec, verifier: &str, survey: &Survey) -> Vec<Str
 }
 
 pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &Survey, connections: &Connections) -> PerRole {
-    let client = master(target, "postgres", connections).await?;
-    let verifiers: Vec<String> =
-        roles.iter().map(|role| postgres_protocol::password::scram_sha_256(role.password.expose_secret().as_bytes())).collect();
+    let (client, verifiers) = futures::join!(master(target, "postgres", connections), verifiers(roles));
+    let client = client?;
     let scrub: Vec<&str> = verifiers.iter().map(String::as_str).collect();
     let mut last = Vec::new();
     for attempt in 0..ATTEMPTS {
@@ -295,6 +294,17 @@ pub(crate) async fn set_passwords(target: &Target, roles: &[RoleSpec], survey: &
         }
     }
     Ok(last)
+}
+
+/// Each role's SCRAM-SHA-256 verifier (4,096 rounds of HMAC-SHA-256), hashed
+/// on the blocking threads side by side while the master's session opens.
+async fn verifiers(roles: &[RoleSpec]) -> Vec<String> {
+    let hashing = roles.iter().map(|role| {
+        let password = role.password.clone();
+        tokio::task::spawn_blocking(move || postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes()))
+    });
+    let hashed = futures::future::join_all(hashing).await;
+    hashed.into_iter().map(|verifier| verifier.expect("hashing does not panic")).collect()
 }
 
 /// One transaction, a savepoint per role: a role refused or failed leaves the others.
