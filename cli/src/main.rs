@@ -352,6 +352,9 @@ async fn repair_at_start(app: &App) -> anyhow::Result<()> {
     for job_id in &swept.failed {
         eprintln!("dbroles: job {job_id} was left running by a process that ended: failed, its server released");
     }
+    for fleet_job_id in fleet::sweep(app, why, chrono::Duration::zero()).await? {
+        eprintln!("dbroles: fleet job {fleet_job_id} was left running by a process that ended: failed");
+    }
     Ok(())
 }
 

@@ -511,6 +511,60 @@ async fn on_moto_the_sweeper_fails_what_never_started() {
     the_sweeper_fails_what_never_started(&app, ORG, [&arns[0], &arns[1], &arns[2]]).await;
 }
 
+/// The sweeper, on either store, for fleet jobs: one stored but never started
+/// (the API died before starting it) is failed; one whose execution ended without
+/// finishing it is failed too; one whose execution runs is left alone, as are
+/// young ones; a fleet job is failed once.
+async fn the_sweeper_fails_fleet_jobs_that_never_started(app: &App, org: &str) {
+    let fleet = json!({"selector": {}, "agent_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "max_concurrency": 1});
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        let (status, created) = call_json(app, admin(org), "POST", "/dbroles/fleet-jobs", Some(fleet.clone())).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+        started.push(created["fleet_job_id"].as_str().unwrap().to_string());
+    }
+    let [running, ended] = &started[..] else { unreachable!("two fleet jobs") };
+    let mut orphan = app.deps.fleets.get_fleet(org, running).await.unwrap().unwrap();
+    orphan.fleet.id = dbroles_core::model::new_id();
+    orphan.execution = app.workflow.fleet_execution_id(&orphan.fleet.id);
+    app.deps.fleets.create_fleet(&orphan).await.unwrap();
+    let execution = app.workflow.fleet_execution_id(ended).unwrap();
+    app.workflow.stop(&execution, "gone").await.unwrap();
+
+    let young = fleet::sweep(app, "swept", jobs::start_grace()).await.unwrap();
+    assert_eq!(young, [] as [String; 0], "young fleet jobs are left alone");
+    let mut swept = fleet::sweep(app, "swept", chrono::Duration::zero()).await.unwrap();
+    swept.sort();
+    let mut expected = vec![orphan.fleet.id.clone(), ended.clone()];
+    expected.sort();
+    assert_eq!(swept, expected);
+    let phase = |fleet: &Value| (fleet["status"]["phase"].as_str().unwrap().to_string(), fleet["status"]["message"].clone());
+    let (_, fleet) = call_json(app, admin(org), "GET", &format!("/dbroles/fleet-jobs/{}", orphan.fleet.id), None).await;
+    assert_eq!(phase(&fleet), ("failed".into(), json!("the fleet job's execution never started or was lost: swept")));
+    let (_, fleet) = call_json(app, admin(org), "GET", &format!("/dbroles/fleet-jobs/{ended}"), None).await;
+    assert_eq!(phase(&fleet), ("failed".into(), json!("the fleet job's execution ended without finishing it: swept")));
+    let (_, fleet) = call_json(app, admin(org), "GET", &format!("/dbroles/fleet-jobs/{running}"), None).await;
+    assert_eq!(fleet["status"]["phase"], "running", "a running execution's fleet job is left alone: {fleet}");
+    let again = fleet::sweep(app, "swept", chrono::Duration::zero()).await.unwrap();
+    assert_eq!(again, [] as [String; 0], "a fleet job is failed once");
+}
+
+#[tokio::test]
+async fn on_the_embedded_store_the_sweeper_fails_fleet_jobs_that_never_started() {
+    let (_dir, app, _) = held_deployment(Vec::new(), 50);
+    the_sweeper_fails_fleet_jobs_that_never_started(&app, A).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_moto_the_sweeper_fails_fleet_jobs_that_never_started() {
+    let aws = aws_config(&moto_endpoint()).await;
+    let config = Config { settings: settings("hoop"), ..Config::new(unique("jobs-")) };
+    create_table(&aws, &config.table).await;
+    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
+    let app = App::new(&deps, Arc::new(Held::default()));
+    the_sweeper_fails_fleet_jobs_that_never_started(&app, ORG).await;
+}
+
 /// Locally an execution names the process running it: after a restart, those of
 /// a process that has ended are missing; those of a live one run.
 #[tokio::test]

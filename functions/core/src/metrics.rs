@@ -11,7 +11,7 @@
 //! | `RolesRotated` | count | none | [`crate::lifecycle::jobs::finalize`]: roles that got a new password |
 //! | `DatabasesSkipped` | count | none | [`crate::lifecycle::jobs::finalize`]: databases the master could not enter or grant in |
 //! | `FleetInstances` | count | `Outcome` | [`crate::lifecycle::fleet::finish`] |
-//! | `JobsStuck` | count | none | [`crate::lifecycle::jobs::sweep`]: jobs whose execution never started or vanished |
+//! | `JobsStuck` | count | none | [`crate::lifecycle::jobs::sweep`], [`crate::lifecycle::fleet::sweep`]: jobs and fleet jobs whose execution never started or vanished |
 //!
 //! Dimensions stay few-valued: the organisation, instance and job go in the
 //! line's properties ([`flush`]), never in a dimension.

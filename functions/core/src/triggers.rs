@@ -196,9 +196,12 @@ pub const DRIFT_CHECK_DETAIL_TYPE: &str = "Drift Check";
 pub const GONE_SWEEP_DETAIL_TYPE: &str = "Gone Sweep";
 
 async fn sweep(app: &App) -> Result<Outcome, TriggerError> {
-    let swept = jobs::sweep(app, "found by the sweep schedule", jobs::start_grace()).await?;
+    let why = "found by the sweep schedule";
+    let swept = jobs::sweep(app, why, jobs::start_grace()).await?;
+    let fleets = fleet::sweep(app, why, jobs::start_grace()).await?;
     let released = swept.released.into_iter().map(|server| format!("released {server}"));
-    Ok(Outcome { repaired: swept.failed, skipped: released.collect(), ..Outcome::default() })
+    let repaired = swept.failed.into_iter().chain(fleets.into_iter().map(|id| format!("fleet job {id}"))).collect();
+    Ok(Outcome { repaired, skipped: released.collect(), ..Outcome::default() })
 }
 
 /// How many instances a rotation fleet job provisions at once.

@@ -101,7 +101,7 @@ impl From<FleetError> for ApiError {
             FleetError::Finished(_) | FleetError::Running(_) => StatusCode::CONFLICT,
             FleetError::Invalid(_) | FleetError::TooMany(_) => StatusCode::BAD_REQUEST,
             FleetError::Inventory(_) => StatusCode::BAD_GATEWAY,
-            FleetError::NotStarted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            FleetError::NotStarted { .. } | FleetError::Unknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())
     }

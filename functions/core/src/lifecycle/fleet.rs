@@ -13,6 +13,7 @@
 //! | finished, counted, announced | [`finish`] | the fleet-finish step |
 //! | cancelled: no new child, the running ones cancelled | [`cancel`] | `POST /dbroles/fleet-jobs/{id}/cancel` |
 //! | failed after its execution died | [`repair`] | the status-change rule, the local workflow |
+//! | failed when its execution never started or vanished | [`sweep`] | the sweep schedule, `dbroles serve`/`run` at start |
 //! | forgotten | [`delete`] | `DELETE /dbroles/fleet-jobs/{id}` |
 
 use std::collections::BTreeSet;
@@ -32,7 +33,7 @@ use crate::model::job::{Job, Phase};
 use crate::model::request::{CreateJobRequest, InstanceArn, Invalid, Mode};
 use crate::model::Timestamp;
 use crate::store::{FleetStore, JobQuery, JobStore, Page, StoreError};
-use crate::workflow::{execution_arn, WorkflowError};
+use crate::workflow::{execution_arn, ExecutionState, WorkflowError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FleetError {
@@ -56,6 +57,8 @@ pub enum FleetError {
     Store(#[from] StoreError),
     #[error("fleet job {fleet_job_id} failed: its workflow could not be started: {source}")]
     NotStarted { fleet_job_id: String, source: WorkflowError },
+    #[error("fleet job {fleet_job_id}: its execution could not be looked up: {source}")]
+    Unknown { fleet_job_id: String, source: WorkflowError },
 }
 
 /// Stores a fleet job and starts its execution: its id. The accounts it names
@@ -443,6 +446,47 @@ pub async fn repair(deps: &Deps, input: &FleetInput, message: &str) -> Result<bo
         announce(deps, &record.fleet).await;
     }
     Ok(finished)
+}
+
+/// The backstop for fleet executions that never report their end, as
+/// [`jobs::sweep`] is for jobs: a running fleet job whose execution is missing
+/// (never started: the API died between storing the fleet job and starting it;
+/// or lost with a local process) or has ended is failed with `why`, counted and
+/// announced. Those younger than `grace` are left alone: their execution may be
+/// starting. Run after [`jobs::sweep`], which fails the fleet's own jobs first.
+/// The fleet jobs failed.
+pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Vec<String>, FleetError> {
+    let young = Timestamp(Timestamp::now().0 - grace);
+    let mut failed = Vec::new();
+    for record in app.deps.fleets.running_fleets().await? {
+        if record.fleet.created_at > young {
+            continue;
+        }
+        let state = match &record.execution {
+            Some(execution) => app
+                .workflow
+                .execution_state(execution)
+                .await
+                .map_err(|source| FleetError::Unknown { fleet_job_id: record.id().to_string(), source })?,
+            None => ExecutionState::Missing,
+        };
+        let message = match state {
+            ExecutionState::Running => continue,
+            ExecutionState::Missing => format!("the fleet job's execution never started or was lost: {why}"),
+            ExecutionState::Ended => format!("the fleet job's execution ended without finishing it: {why}"),
+        };
+        if repair(&app.deps, &FleetInput::of(&record), &message).await? {
+            tracing::warn!(
+                fleet_job_id = record.id(),
+                org = record.org(),
+                message = message.as_str(),
+                "the sweeper failed a fleet job"
+            );
+            failed.push(record.id().to_string());
+        }
+    }
+    crate::metrics::jobs_stuck(failed.len());
+    Ok(failed)
 }
 
 /// Forgets a finished fleet job (its jobs stay, each deleted on its own).

@@ -43,6 +43,9 @@ pub const GSI1: &str = "GSI1";
 /// The `GSI1PK` of every database server lock.
 const LOCKS: &str = "LOCKS";
 
+/// The `GSI1PK` of every fleet job's running mark.
+const RUNNING_FLEETS: &str = "RUNNING_FLEETS";
+
 #[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -744,7 +747,18 @@ impl DynamoStore {
 
 #[async_trait]
 impl FleetStore for DynamoStore {
+    /// The fleet job's running mark goes first, so the sweep finds every fleet job
+    /// that may run; a mark whose fleet job was never stored, or has finished, the
+    /// sweep removes.
     async fn create_fleet(&self, record: &FleetRecord) -> StoreResult<()> {
+        let mut mark = running_mark(record.org(), record.id());
+        mark.extend([
+            ("GSI1PK".into(), s(RUNNING_FLEETS)),
+            ("GSI1SK".into(), s(format!("{}#{}", record.org(), record.id()))),
+            ("org".into(), s(record.org())),
+            ("fleet_id".into(), s(record.id())),
+        ]);
+        self.client.put_item().table_name(&self.table).set_item(Some(mark)).send().await.map_err(sdk_failed)?;
         let item = HashMap::from([
             ("PK".into(), s(org_pk(record.org()))),
             ("SK".into(), s(format!("FLEET#{}", record.id()))),
@@ -852,6 +866,39 @@ impl FleetStore for DynamoStore {
         let next_token = more.then(|| encode_token(org, &collected.last().map(|(sort, _)| sort.clone()).unwrap_or_default()));
         Ok(Page { items: collected.into_iter().map(|(_, record)| record).collect(), next_token })
     }
+
+    async fn running_fleets(&self) -> StoreResult<Vec<FleetRecord>> {
+        let mut marked = Vec::new();
+        let query = |builder: QueryFluentBuilder| {
+            builder
+                .index_name(GSI1)
+                .key_condition_expression("GSI1PK = :pk")
+                .expression_attribute_values(":pk", s(RUNNING_FLEETS))
+        };
+        self.query_all(None, query, |item| {
+            marked.push((
+                get_s(&item, "org").unwrap_or_default().to_string(),
+                get_s(&item, "fleet_id").unwrap_or_default().to_string(),
+            ));
+            Ok(true)
+        })
+        .await?;
+        let mut running = Vec::new();
+        for (org, id) in marked {
+            match self.get_fleet(&org, &id).await? {
+                Some(record) if record.is_running() => running.push(record),
+                _ => {
+                    self.delete(running_mark(&org, &id)).send().await.map_err(sdk_failed)?;
+                }
+            }
+        }
+        Ok(running)
+    }
+}
+
+/// The key of a fleet job's running mark.
+fn running_mark(org: &str, id: &str) -> Item {
+    DynamoStore::key(format!("FLEETRUN#{org}#{id}"), "FLEETRUN".into())
 }
 
 fn resource_item(resource: &Resource) -> Item {

@@ -206,6 +206,8 @@ pub trait FleetStore: Send + Sync {
     async fn delete_fleet(&self, org: &str, id: &str) -> StoreResult<()>;
     /// Newest first.
     async fn list_fleets(&self, org: &str, limit: usize, next_token: Option<&str>) -> StoreResult<Page<FleetRecord>>;
+    /// Every organisation's fleet jobs still running, for the sweep.
+    async fn running_fleets(&self) -> StoreResult<Vec<FleetRecord>>;
 }
 
 /// The AWS accounts organisations registered.

@@ -544,6 +544,20 @@ impl FleetStore for SqliteStore {
         })
         .await
     }
+
+    async fn running_fleets(&self) -> StoreResult<Vec<FleetRecord>> {
+        self.with(move |conn| {
+            let mut statement =
+                conn.prepare("SELECT org, id, record FROM fleets WHERE phase = 'running'").map_err(unavailable)?;
+            let rows = statement
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter().map(|(org, id, record)| fleet_with_notes(conn, &org, &id, &record)).collect()
+        })
+        .await
+    }
 }
 
 #[async_trait]
