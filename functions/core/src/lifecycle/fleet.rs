@@ -33,7 +33,7 @@ use crate::model::job::{Job, Phase};
 use crate::model::request::{CreateJobRequest, InstanceArn, Invalid, Mode};
 use crate::model::Timestamp;
 use crate::store::{FleetStore, JobQuery, JobStore, Page, StoreError};
-use crate::workflow::{execution_arn, ExecutionState, WorkflowError};
+use crate::workflow::{self, execution_arn, ExecutionState, WorkflowError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FleetError {
@@ -462,14 +462,9 @@ pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Vec<
         if record.fleet.created_at > young {
             continue;
         }
-        let state = match &record.execution {
-            Some(execution) => app
-                .workflow
-                .execution_state(execution)
-                .await
-                .map_err(|source| FleetError::Unknown { fleet_job_id: record.id().to_string(), source })?,
-            None => ExecutionState::Missing,
-        };
+        let state = workflow::state_of(app.workflow.as_ref(), record.execution.as_deref())
+            .await
+            .map_err(|source| FleetError::Unknown { fleet_job_id: record.id().to_string(), source })?;
         let message = match state {
             ExecutionState::Running => continue,
             ExecutionState::Missing => format!("the fleet job's execution never started or was lost: {why}"),

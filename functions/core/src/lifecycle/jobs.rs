@@ -26,7 +26,7 @@ use crate::model::job::{Job, JobRecord, JobSpec, JobStatus, Phase, RoleResult};
 use crate::model::request::{CreateJobRequest, Invalid, Mode};
 use crate::model::Timestamp;
 use crate::store::{Created, FleetStore, Idempotency, JobQuery, JobStore, NewJob, Provisioned, StoreError};
-use crate::workflow::{ExecutionInput, ExecutionState, WorkflowError};
+use crate::workflow::{self, ExecutionInput, ExecutionState, WorkflowError};
 
 /// Why a change to a job was refused or failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -456,14 +456,9 @@ pub async fn sweep(app: &App, why: &str, grace: chrono::Duration) -> Result<Swep
             (None, Some(fleet)) => app.deps.fleets.get_fleet(record.org(), fleet).await?.and_then(|fleet| fleet.execution),
             (None, None) => None,
         };
-        let state = match &execution {
-            Some(execution) => app
-                .workflow
-                .execution_state(execution)
-                .await
-                .map_err(|source| JobError::NotStarted { job_id: record.id().to_string(), source })?,
-            None => ExecutionState::Missing,
-        };
+        let state = workflow::state_of(app.workflow.as_ref(), execution.as_deref())
+            .await
+            .map_err(|source| JobError::NotStarted { job_id: record.id().to_string(), source })?;
         if state == ExecutionState::Running || (record.is_running() && record.job.created_at > young) {
             continue;
         }

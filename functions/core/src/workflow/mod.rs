@@ -33,6 +33,15 @@ pub trait Workflow: Send + Sync {
     async fn execution_state(&self, execution: &str) -> Result<ExecutionState, WorkflowError>;
 }
 
+/// The state of the execution a record names, `Missing` if it names none (it
+/// was stored before its execution had a name, or never got one).
+pub async fn state_of(workflow: &dyn Workflow, execution: Option<&str>) -> Result<ExecutionState, WorkflowError> {
+    match execution {
+        Some(execution) => workflow.execution_state(execution).await,
+        None => Ok(ExecutionState::Missing),
+    }
+}
+
 /// What [`Workflow::execution_state`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutionState {
