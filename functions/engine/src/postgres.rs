@@ -354,15 +354,10 @@ async fn in_savepoints(
     if work.iter().all(Vec::is_empty) {
         return Ok(done());
     }
-    let mut batch = vec!["BEGIN"];
-    for sql in work.iter().filter(|sql| !sql.is_empty()) {
-        batch.push("SAVEPOINT dbroles_role");
-        batch.extend(sql.iter().map(String::as_str));
-        batch.push("RELEASE SAVEPOINT dbroles_role");
-    }
-    batch.push("COMMIT");
-    connections.sent(batch.len());
-    match client.batch_execute(&batch.join(";\n")).await {
+    let roles: Vec<&Vec<String>> = work.iter().filter(|sql| !sql.is_empty()).collect();
+    let batch: Vec<String> = roles.iter().map(|sql| in_a_savepoint(sql)).collect();
+    connections.sent(2 + roles.iter().map(|sql| sql.len() + 2).sum::<usize>());
+    match client.batch_execute(&format!("BEGIN;\n{};\nCOMMIT", batch.join(";\n"))).await {
         Ok(()) => return Ok(done()),
         Err(error) if is_concurrent_update(&error) => return Err((describe(&error), true)),
         Err(error) if error.as_db_error().is_none() => return Err((describe(&error), false)),
@@ -380,6 +375,11 @@ async fn in_savepoints(
     Ok(results)
 }
 
+/// One role's statements between a savepoint and its release.
+fn in_a_savepoint(sql: &[String]) -> String {
+    format!("SAVEPOINT dbroles_role;\n{};\nRELEASE SAVEPOINT dbroles_role", sql.join(";\n"))
+}
+
 /// Runs one role's statements in a savepoint: `Ok(Err)` if the server refused
 /// them (rolled back to the savepoint), `Err` if the transaction is lost (retry it if `true`).
 async fn run_in_savepoint(
@@ -388,8 +388,7 @@ async fn run_in_savepoint(
     connections: &Connections,
 ) -> Result<Result<(), DbError>, (DbError, bool)> {
     connections.sent(sql.len() + 2);
-    let batch = format!("SAVEPOINT dbroles_role;\n{};\nRELEASE SAVEPOINT dbroles_role", sql.join(";\n"));
-    match client.batch_execute(&batch).await {
+    match client.batch_execute(&in_a_savepoint(sql)).await {
         Ok(()) => Ok(Ok(())),
         Err(error) if is_concurrent_update(&error) => Err((describe(&error), true)),
         Err(error) if error.as_db_error().is_none() => Err((describe(&error), false)),
