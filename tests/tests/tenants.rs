@@ -489,6 +489,15 @@ async fn the_sweeper_fails_what_never_started(app: &App, org: &str, arns: [&str;
     }
 }
 
+/// A deployment on moto's AWS with a table of its own, whose executions [`Held`] only records.
+async fn held_on_moto() -> (aws_config::SdkConfig, App) {
+    let aws = aws_config(&moto_endpoint()).await;
+    let config = Config { settings: settings("hoop"), ..Config::new(unique("jobs-")) };
+    create_table(&aws, &config.table).await;
+    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
+    (aws, App::new(&deps, Arc::new(Held::default())))
+}
+
 #[tokio::test]
 async fn on_the_embedded_store_the_sweeper_fails_what_never_started() {
     let arns = [local_arn("never"), local_arn("running"), local_arn("gone")];
@@ -499,11 +508,7 @@ async fn on_the_embedded_store_the_sweeper_fails_what_never_started() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_moto_the_sweeper_fails_what_never_started() {
-    let aws = aws_config(&moto_endpoint()).await;
-    let config = Config { settings: settings("hoop"), ..Config::new(unique("jobs-")) };
-    create_table(&aws, &config.table).await;
-    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
-    let app = App::new(&deps, Arc::new(Held::default()));
+    let (aws, app) = held_on_moto().await;
     let mut arns = Vec::new();
     for name in ["never-", "running-", "gone-"] {
         arns.push(moto_instance(&aws, &unique(name), "postgres", ("postgres", "x"), &[]).await.arn);
@@ -557,11 +562,7 @@ async fn on_the_embedded_store_the_sweeper_fails_fleet_jobs_that_never_started()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_moto_the_sweeper_fails_fleet_jobs_that_never_started() {
-    let aws = aws_config(&moto_endpoint()).await;
-    let config = Config { settings: settings("hoop"), ..Config::new(unique("jobs-")) };
-    create_table(&aws, &config.table).await;
-    let deps = dbroles_core::wiring::aws(&config, &aws).await.unwrap();
-    let app = App::new(&deps, Arc::new(Held::default()));
+    let (_, app) = held_on_moto().await;
     the_sweeper_fails_fleet_jobs_that_never_started(&app, ORG).await;
 }
 
